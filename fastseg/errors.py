@@ -1,0 +1,52 @@
+"""Errors raised by fastseg.
+
+Every error a user can cause is a :class:`FastsegError`. Its message is one line that names
+what is wrong (file, column, value, parameter) and says what to do next. The CLI prints it
+in red and exits with status 1, never with a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataError",
+    "FastsegError",
+    "InputError",
+    "ParameterError",
+    "RuleError",
+    "RuleSyntaxError",
+    "SchemaError",
+]
+
+
+class FastsegError(Exception):
+    """Base class of every error fastseg raises on bad input."""
+
+
+class InputError(FastsegError):
+    """A source cannot be found, opened or decoded (missing file, corrupt Parquet, bad CSV)."""
+
+
+class SchemaError(FastsegError):
+    """Required columns are missing or a column cannot be read as its type."""
+
+
+class ParameterError(FastsegError, ValueError):
+    """An argument is outside its allowed values."""
+
+
+class DataError(FastsegError):
+    """The data itself cannot be used: no usable order, or data problems under ``strict``."""
+
+
+class RuleError(FastsegError):
+    """A segment rule or catalog is invalid: unknown field, type mismatch, cycle, bad reference."""
+
+
+class RuleSyntaxError(RuleError):
+    """A rule does not parse. Carries the line and column (1-based) and what was expected."""
+
+    def __init__(self, message: str, *, line: int = 0, column: int = 0, rule: str = "") -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.rule = rule
