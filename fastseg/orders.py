@@ -1,0 +1,418 @@
+"""Read orders, profiles and events into canonical frames, accounting for every row.
+
+Rows that cannot be used are counted by reason and reported — never silently dropped:
+
+``missing_customer_id``
+    no customer id (guest checkouts);
+``missing_timestamp``
+    no order timestamp;
+``missing_amount``
+    a null or NaN amount;
+``after_as_of``
+    dated after the scoring date.
+
+Each left-out row gets the first reason that applies, in that order. ``rejects=PATH`` writes them with
+their reason; ``strict=True`` turns any of them into an error. Exact duplicate rows are counted and
+reported but kept (they may be real repeat purchases).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fastseg import schema
+from fastseg.errors import DataError, FastsegError, InputError, SchemaError
+from fastseg.io import Source, scan_source, write_frame
+
+__all__ = ["REASONS", "Orders", "RowReport", "collect", "load_customers", "load_events", "load_orders"]
+
+REASONS: tuple[str, ...] = ("missing_customer_id", "missing_timestamp", "missing_amount", "after_as_of")
+
+#: optional order columns read whenever present: the features use them.
+FEATURE_COLUMNS = ("order_id", "category", "discount")
+
+
+@dataclass
+class RowReport:
+    """How many rows a source had, how many were used, and how many were left out and why."""
+
+    source: str
+    rows_read: int
+    rows_used: int
+    left_out: dict[str, int]
+    duplicates: int = 0
+    rejects_path: Path | None = None
+
+    @property
+    def rows_left_out(self) -> int:
+        return sum(self.left_out.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "rows_used": self.rows_used,
+            "rows_left_out": self.rows_left_out,
+            "left_out": dict(self.left_out),
+            "exact_duplicate_rows": self.duplicates,
+            "rejects_path": str(self.rejects_path) if self.rejects_path else None,
+        }
+
+
+@dataclass
+class Orders:
+    """Clean canonical orders.
+
+    ``frame`` columns: ``customer_id`` (Int64 or String), ``order_date`` (Date), ``amount``
+    (Float64), ``_order`` (UInt8, 1 when the row counts as an order: amount >= 0 and the first such
+    line of its ``order_id``), and the optional canonical columns that were present.
+    """
+
+    frame: pl.DataFrame
+    as_of: dt.date
+    report: RowReport
+    columns: dict[str, str] = field(default_factory=dict)  # canonical -> source column
+
+
+def collect(lf: pl.LazyFrame, label: str) -> pl.DataFrame:
+    """``lf.collect()``, turning reader errors (corrupt file, bad CSV) into one-line InputErrors."""
+    try:
+        return lf.collect()
+    except FastsegError:
+        raise
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"cannot read {label}: {first}"
+        raise InputError(msg) from exc
+
+
+def _schema(src: Source) -> pl.Schema:
+    try:
+        return src.frame.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"cannot read {src.label}: {first} (is it a valid {src.kind} file?)"
+        raise InputError(msg) from exc
+
+
+def _project(
+    src: Source,
+    resolved: Mapping[str, str],
+    found: pl.Schema,
+    kinds: Mapping[str, str],
+    *,
+    keep_raw: Iterable[str] = (),
+) -> tuple[pl.LazyFrame, list[schema.Conversion]]:
+    """Select, rename and type the resolved columns; keep raw text columns that need checking."""
+    exprs: list[pl.Expr] = []
+    conversions: list[schema.Conversion] = []
+    typers = {
+        "id": schema.typed_id,
+        "date": schema.typed_date,
+        "number": schema.typed_number,
+        "text": schema.typed_text,
+        "categorical": schema.typed_categorical,
+    }
+    for canon, col in resolved.items():
+        kind = kinds.get(canon, "keep")
+        if kind == "keep":
+            exprs.append(pl.col(col).alias(canon))
+            continue
+        expr, conv = typers[kind](canon, col, found[col], src.label)
+        exprs.append(expr)
+        if conv is not None:
+            conversions.append(conv)
+            exprs.append(pl.col(col).alias(conv.raw))
+    for canon in keep_raw:
+        if canon in resolved:
+            exprs.append(pl.col(resolved[canon]).alias(f"{canon}_raw"))
+    return src.frame.select(exprs), conversions
+
+
+ORDER_KINDS = {
+    "customer_id": "id",
+    "order_ts": "date",
+    "amount": "number",
+    "quantity": "number",
+    "unit_price": "number",
+    "discount": "number",
+    "category": "categorical",
+    "channel": "categorical",
+    "order_id": "keep",
+}
+
+
+def _as_date(value: dt.date | dt.datetime | str | None, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        from fastseg.errors import ParameterError
+
+        msg = f"{name}: expected a date like 2026-01-31, got {value!r}"
+        raise ParameterError(msg) from None
+
+
+def load_orders(
+    source: Any,
+    *,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    as_of: dt.date | dt.datetime | str | None = None,
+    strict: bool = False,
+    rejects: str | Path | None = None,
+    extra_columns: Iterable[str] = (),
+) -> Orders:
+    """Read an order history into clean canonical orders.
+
+    Parameters
+    ----------
+    source
+        Path (Parquet file/folder/glob, CSV, Arrow IPC) or an in-memory Polars/pandas/Arrow frame.
+    columns
+        ``{canonical: theirs}`` or ``["canonical=theirs", ...]``.
+    as_of
+        Scoring date; default: the date of the latest row. Rows after it are left out and counted.
+    strict
+        Raise :class:`DataError` if any row has to be left out.
+    rejects
+        Write the left-out rows, with a ``reason`` column, to this Parquet/CSV path.
+    extra_columns
+        More columns to read when present: canonical names (``channel``) or the source's own names
+        (used by rule filters such as ``orders(store: 'Berlin')``).
+
+    Examples
+    --------
+    >>> import polars as pl, datetime as dt
+    >>> df = pl.DataFrame({"cust": [1, 1, None], "ts": [dt.date(2026, 1, 1)] * 3, "amount": [5.0, -2.0, 9.0]})
+    >>> o = load_orders(df, columns={"customer_id": "cust", "order_ts": "ts"})
+    >>> o.report.rows_used, o.report.left_out["missing_customer_id"]
+    (2, 1)
+    """
+    mapping = schema.parse_column_map(columns)
+    src = scan_source(source, what="orders")
+    found = _schema(src)
+    extra = [c for c in extra_columns if c not in schema.ORDER_COLUMNS or c not in mapping]
+    optional = [c for c in schema.ORDER_COLUMNS if c not in schema.REQUIRED_ORDER_COLUMNS]
+    wanted_optional = [c for c in optional if c in FEATURE_COLUMNS or c in extra or c in mapping]
+    resolved = schema.resolve_columns(
+        found.names(),
+        mapping,
+        label=src.label,
+        required=schema.REQUIRED_ORDER_COLUMNS,
+        optional=wanted_optional,
+        alternatives={"amount": ("quantity", "unit_price")},
+    )
+    used_cols = set(resolved.values())
+    for name in extra:  # the source's own columns asked for by rules
+        if name not in resolved and name in found.names() and name not in used_cols:
+            resolved[name] = name
+    kinds = dict(ORDER_KINDS)
+    keep_raw = ("order_ts",) if rejects is not None else ()
+    lf, conversions = _project(src, resolved, found, kinds, keep_raw=keep_raw)
+    df = collect(lf, src.label)
+    df = schema.check_conversions(df, conversions, src.label)
+    df = df.rename({"order_ts": "order_date"})
+    if "amount" not in df.columns:
+        df = df.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
+    n_read = df.height
+    if n_read == 0:
+        msg = f"orders: {src.label} has no rows; nothing to score"
+        raise DataError(msg)
+
+    as_of_date = _as_date(as_of, "as_of")
+    cid_null = pl.col("customer_id").is_null()
+    ts_null = pl.col("order_date").is_null()
+    amt_null = pl.col("amount").is_null() | pl.col("amount").is_nan()
+    stats = df.select(
+        cid_null.sum().alias("missing_customer_id"),
+        (~cid_null & ts_null).sum().alias("missing_timestamp"),
+        (~cid_null & ~ts_null & amt_null).sum().alias("missing_amount"),
+        pl.col("order_date").max().alias("max_date"),
+    ).row(0, named=True)
+    if as_of_date is None:
+        as_of_date = stats["max_date"]
+        if as_of_date is None:
+            msg = f"orders: every row of {src.label} lacks a timestamp; nothing to score"
+            raise DataError(msg)
+        n_after = 0
+    else:
+        n_after = int(
+            df.select((~cid_null & ~ts_null & ~amt_null & (pl.col("order_date") > as_of_date)).sum()).item()
+        )
+    left_out = {r: int(stats[r]) for r in REASONS[:3]}
+    left_out["after_as_of"] = n_after
+    n_bad = sum(left_out.values())
+
+    report = RowReport(source=src.label, rows_read=n_read, rows_used=n_read - n_bad, left_out=left_out)
+    report.duplicates = _count_duplicates(df)
+    if n_bad:
+        if strict:
+            msg = f"orders: {n_bad:,} of {n_read:,} rows in {src.label} cannot be used ({_reasons_text(left_out, as_of_date)}); fix them, or run without --strict to leave them out (--rejects PATH keeps them)"
+            raise DataError(msg)
+        reason = (
+            pl.when(cid_null)
+            .then(pl.lit("missing_customer_id"))
+            .when(ts_null)
+            .then(pl.lit("missing_timestamp"))
+            .when(amt_null)
+            .then(pl.lit("missing_amount"))
+            .when(pl.col("order_date") > as_of_date)
+            .then(pl.lit("after_as_of"))
+        )
+        if rejects is not None:
+            bad = df.with_columns(reason.alias("reason")).filter(pl.col("reason").is_not_null())
+            report.rejects_path = _write_rejects(bad, rejects)
+        df = df.filter(reason.is_null())
+    elif rejects is not None:
+        empty = df.head(0).with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
+        report.rejects_path = _write_rejects(empty, rejects)
+    if "order_ts_raw" in df.columns:
+        df = df.drop("order_ts_raw")
+    if report.rows_used == 0:
+        msg = f"orders: no usable order in {src.label}: all {n_read:,} rows left out ({_reasons_text(left_out, as_of_date)})"
+        raise DataError(msg)
+    df = df.with_columns(_order_flag(df).alias("_order"))
+    return Orders(frame=df, as_of=as_of_date, report=report, columns=resolved)
+
+
+def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
+    parts = []
+    for r, n in left_out.items():
+        if n:
+            extra = f" (dated after {as_of})" if r == "after_as_of" and as_of else ""
+            parts.append(f"{r}: {n:,}{extra}")
+    return ", ".join(parts)
+
+
+def _write_rejects(bad: pl.DataFrame, path: str | Path) -> Path:
+    if "order_ts_raw" in bad.columns:
+        bad = bad.drop("order_date").rename({"order_ts_raw": "order_ts"})
+    cols = ["reason"] + [c for c in bad.columns if c != "reason" and not c.startswith("_")]
+    return write_frame(bad.select(cols), path)
+
+
+def _ids_unique(df: pl.DataFrame) -> bool:
+    """True when ``order_id`` is strictly increasing (cheap proof of uniqueness) or unique."""
+    oid = df["order_id"]
+    if oid.null_count():
+        return False
+    if oid.dtype.is_integer() and oid.len() > 1:
+        if bool((oid.diff().slice(1) > 0).all()):
+            return True
+    return oid.n_unique() == oid.len()
+
+
+def _order_flag(df: pl.DataFrame) -> pl.Expr:
+    """1 for rows that count as orders: amount >= 0, and the first such line of an order id."""
+    nonneg = pl.col("amount") >= 0
+    if "order_id" not in df.columns or _ids_unique(df):
+        return nonneg.cast(pl.UInt8)
+    first = pl.struct("customer_id", "order_id", nonneg.alias("_nn")).is_first_distinct()
+    return (nonneg & first).cast(pl.UInt8)
+
+
+def _count_duplicates(df: pl.DataFrame) -> int:
+    """Rows identical to an earlier row in every column read (they are kept)."""
+    if "order_id" in df.columns and _ids_unique(df):
+        return 0
+    cols = [c for c in df.columns if not c.endswith("_raw")]
+    return df.height - df.select(pl.struct(cols).n_unique()).item()
+
+
+# --------------------------------------------------------------------------- profiles and events
+
+
+def load_customers(source: Any, *, columns: Mapping[str, str] | Sequence[str] | None = None) -> tuple[pl.DataFrame, RowReport]:
+    """Read customer profiles: ``customer_id`` plus every other column, carried through as is.
+
+    Profiles without a customer id are left out and counted; a customer id that appears twice
+    keeps its first profile (the others are counted as ``duplicate_customer_id``).
+    """
+    mapping = schema.parse_column_map(columns, known=schema.CUSTOMER_COLUMNS)
+    src = scan_source(source, what="customers")
+    found = _schema(src)
+    resolved = schema.resolve_columns(found.names(), mapping, label=src.label, required=["customer_id"])
+    col = resolved["customer_id"]
+    id_expr, conv = schema.typed_id("customer_id", col, found[col], src.label)
+    rest = [pl.col(c) for c in found.names() if c != col and c != "customer_id"]
+    exprs = [id_expr, *rest]
+    if conv is not None:
+        exprs.append(pl.col(col).alias(conv.raw))
+    df = collect(src.frame.select(exprs), src.label)
+    df = schema.check_conversions(df, [conv] if conv else [], src.label)
+    n = df.height
+    no_id = int(df["customer_id"].null_count())
+    df = df.filter(pl.col("customer_id").is_not_null())
+    before = df.height
+    df = df.unique(subset="customer_id", keep="first", maintain_order=True)
+    report = RowReport(
+        source=src.label,
+        rows_read=n,
+        rows_used=df.height,
+        left_out={"missing_customer_id": no_id, "duplicate_customer_id": before - df.height},
+    )
+    return df, report
+
+
+def load_events(
+    source: Any,
+    *,
+    as_of: dt.date,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+) -> tuple[pl.DataFrame, RowReport]:
+    """Read engagement events into ``customer_id``, ``event_date`` (Date), ``event`` (String).
+
+    Events with no customer id, no timestamp or no type, or dated after ``as_of``, are left out
+    and counted.
+    """
+    mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS)
+    src = scan_source(source, what="events")
+    found = _schema(src)
+    resolved = schema.resolve_columns(
+        found.names(), mapping, label=src.label, required=list(schema.EVENT_COLUMNS)
+    )
+    kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
+    lf, conversions = _project(src, resolved, found, kinds)
+    df = collect(lf, src.label)
+    df = schema.check_conversions(df, conversions, src.label).rename({"event_ts": "event_date"})
+    n = df.height
+    cid_null = pl.col("customer_id").is_null()
+    ts_null = pl.col("event_date").is_null()
+    ev_null = pl.col("event").is_null()
+    after = pl.col("event_date") > as_of
+    stats = df.select(
+        cid_null.sum().alias("missing_customer_id"),
+        (~cid_null & ts_null).sum().alias("missing_timestamp"),
+        (~cid_null & ~ts_null & ev_null).sum().alias("missing_event"),
+        (~cid_null & ~ts_null & ~ev_null & after).sum().alias("after_as_of"),
+    ).row(0, named=True)
+    left_out = {k: int(v) for k, v in stats.items()}
+    if sum(left_out.values()):
+        df = df.filter(~cid_null & ~ts_null & ~ev_null & ~after)
+    report = RowReport(source=src.label, rows_read=n, rows_used=df.height, left_out=left_out)
+    return df, report
+
+
+def check_id_types(orders: pl.DataFrame, other: pl.DataFrame, what: str, label: str) -> pl.DataFrame:
+    """Make ``other``'s customer ids the same type as the orders', or explain why they cannot be."""
+    want, have = orders.schema["customer_id"], other.schema["customer_id"]
+    if want == have:
+        return other
+    if want == pl.String:
+        return other.with_columns(pl.col("customer_id").cast(pl.String))
+    msg = (
+        f"{what}: customer ids in {label} are text but the orders' are integers; "
+        "use the same ids in both (e.g. map the matching column with --col)"
+    )
+    raise SchemaError(msg)

@@ -1,0 +1,299 @@
+"""Canonical columns, the user's column mapping, and typing of raw inputs.
+
+Orders have three required columns, ``customer_id``, ``order_ts`` and ``amount`` (or, for line-item
+exports, ``quantity`` and ``unit_price`` in place of ``amount``), and optional ones. Users map their
+own names with ``--col CANONICAL=THEIRS`` (CLI) or ``columns={"order_ts": "OrderDate"}`` (API).
+
+Typing rules (checked with ``collect_schema()`` before any row is read):
+
+* ``customer_id``: integers (kept as ``Int64``), strings (kept as ``String``), or floats that hold
+  whole numbers (pandas turns integer ids with gaps into floats).
+* ``order_ts`` / ``event_ts``: ``Date``; ``Datetime`` naive or time-zone aware; or ISO 8601 text
+  (``2026-01-31``, ``2026-01-31T10:15:00``, ``2026-01-31 10:15:00.123+02:00``). Only the calendar
+  date is used: for a time-zone-aware column, the date in that column's zone; for text, the date as
+  written (an offset is not applied).
+* ``amount``, ``quantity``, ``unit_price``, ``discount``: numbers, or text holding numbers.
+* ``category``, ``channel``: text (anything else is cast to text).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from fastseg.errors import ParameterError, SchemaError
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "ORDER_COLUMNS",
+    "REQUIRED_ORDER_COLUMNS",
+    "Conversion",
+    "parse_column_map",
+    "resolve_columns",
+    "typed_date",
+]
+
+ORDER_COLUMNS: dict[str, str] = {
+    "customer_id": "customer id (integer or text)",
+    "order_ts": "order date or timestamp",
+    "amount": "order or line amount; refunds are negative",
+    "order_id": "order id; rows sharing one are lines of one order",
+    "quantity": "units on the row",
+    "unit_price": "price per unit (amount = quantity x unit_price when amount is absent)",
+    "category": "product category",
+    "channel": "sales channel (web, app, store...)",
+    "discount": "discount amount on the row",
+}
+REQUIRED_ORDER_COLUMNS = ("customer_id", "order_ts", "amount")
+EVENT_COLUMNS: dict[str, str] = {
+    "customer_id": "customer id",
+    "event_ts": "event date or timestamp",
+    "event": "event type (email_open, site_visit...)",
+}
+CUSTOMER_COLUMNS: dict[str, str] = {"customer_id": "customer id"}
+
+_ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?\s*$"
+
+
+def parse_column_map(
+    items: Sequence[str] | Mapping[str, str] | None, *, known: Mapping[str, str] = ORDER_COLUMNS
+) -> dict[str, str]:
+    """Parse ``["order_ts=OrderDate", ...]`` (or a dict) into ``{canonical: theirs}``.
+
+    Raises
+    ------
+    ParameterError
+        An item is not ``CANONICAL=THEIRS``, names an unknown canonical column, or maps one twice.
+    """
+    if items is None:
+        return {}
+    pairs: list[tuple[str, str]] = []
+    if isinstance(items, Mapping):
+        pairs = [(str(k), str(v)) for k, v in items.items()]
+    else:
+        for item in items:
+            canon, sep, theirs = str(item).partition("=")
+            if not sep or not canon.strip() or not theirs.strip():
+                msg = f"--col: expected CANONICAL=THEIRS (e.g. order_ts=OrderDate), got {item!r}"
+                raise ParameterError(msg)
+            pairs.append((canon.strip(), theirs.strip()))
+    out: dict[str, str] = {}
+    for canon, theirs in pairs:
+        if canon not in known:
+            close = difflib.get_close_matches(canon, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = (
+                f"--col: unknown canonical column {canon!r}{hint}; "
+                f"allowed: {', '.join(known)}"
+            )
+            raise ParameterError(msg)
+        if canon in out and out[canon] != theirs:
+            msg = f"--col: {canon!r} is mapped twice ({out[canon]!r} and {theirs!r})"
+            raise ParameterError(msg)
+        out[canon] = theirs
+    return out
+
+
+def resolve_columns(
+    found: Iterable[str],
+    mapping: Mapping[str, str],
+    *,
+    label: str,
+    required: Sequence[str],
+    optional: Iterable[str] = (),
+    alternatives: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, str]:
+    """Match canonical columns to the source's columns.
+
+    Returns ``{canonical: source column}`` for every required column and every optional one that is
+    present (mapped explicitly or under its canonical name). ``alternatives`` lets a required column
+    be replaced by others (``amount`` by ``quantity`` and ``unit_price``).
+
+    Raises
+    ------
+    SchemaError
+        A mapped column is not in the source, or required columns are missing: every missing one is
+        listed with the columns that were found and the ``--col`` to map them.
+    """
+    found = list(found)
+    found_set = set(found)
+    shown = ", ".join(found[:40]) + (f", ... ({len(found)} in all)" if len(found) > 40 else "")
+    bad_maps = [(c, t) for c, t in mapping.items() if t not in found_set]
+    if bad_maps:
+        parts = []
+        for canon, theirs in bad_maps:
+            close = difflib.get_close_matches(theirs, found, n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            parts.append(f"--col {canon}={theirs}: no column {theirs!r}{hint}")
+        msg = f"{label}: {'; '.join(parts)} (found: {shown})"
+        raise SchemaError(msg)
+
+    def locate(canon: str) -> str | None:
+        if canon in mapping:
+            return mapping[canon]
+        return canon if canon in found_set else None
+
+    out: dict[str, str] = {}
+    missing: list[str] = []
+    alternatives = alternatives or {}
+    for canon in required:
+        col = locate(canon)
+        if col is not None:
+            out[canon] = col
+            continue
+        alts = alternatives.get(canon, ())
+        alt_cols = {a: locate(a) for a in alts}
+        if alts and all(v is not None for v in alt_cols.values()):
+            continue  # replaced by its alternatives, which are added below as optional
+        missing.append(canon)
+    for canon in list(optional) + [a for alts in alternatives.values() for a in alts]:
+        col = locate(canon)
+        if col is not None and canon not in out:
+            out[canon] = col
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        how = []
+        for m in missing:
+            close = difflib.get_close_matches(m, found, n=1, cutoff=0.4)
+            how.append(f"--col {m}={close[0] if close else 'YOUR_COLUMN'}")
+        extra = ""
+        for canon in missing:
+            if alternatives.get(canon):
+                extra = f" ('{canon}' may instead be computed from " + " and ".join(
+                    repr(a) for a in alternatives[canon]
+                ) + ")"
+        noun = "column" if len(missing) == 1 else "columns"
+        msg = f"{label}: missing required {noun} {names}{extra} (found: {shown}); map yours with {' '.join(how)}"
+        raise SchemaError(msg)
+    return out
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A column converted from text (or float ids): check afterwards that no value was lost."""
+
+    canonical: str
+    source: str
+    raw: str  # name of the raw column kept beside the converted one
+    expected: str
+
+
+def _kind(dtype: pl.DataType) -> str:
+    if dtype == pl.Date:
+        return "date"
+    if isinstance(dtype, pl.Datetime):
+        return "datetime"
+    if dtype.is_integer():
+        return "int"
+    if dtype.is_float() or isinstance(dtype, pl.Decimal):
+        return "float"
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum | pl.Categorical):
+        return "str"
+    if dtype == pl.Boolean:
+        return "bool"
+    if dtype == pl.Null:
+        return "null"
+    return "other"
+
+
+def typed_date(
+    canon: str, col: str, dtype: pl.DataType, label: str
+) -> tuple[pl.Expr, Conversion | None]:
+    """Expression giving the calendar date of a date/datetime/ISO-text column, aliased ``canon``."""
+    kind = _kind(dtype)
+    c = pl.col(col)
+    if kind == "date":
+        return c.alias(canon), None
+    if kind == "datetime":
+        return c.dt.date().alias(canon), None
+    if kind == "null":
+        return pl.lit(None, dtype=pl.Date).alias(canon), None
+    if kind == "str":
+        text = c.cast(pl.String)
+        parsed = (
+            pl.when(text.str.contains(_ISO_DATE))
+            .then(text.str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+            .otherwise(None)
+        )
+        raw = f"__raw_{canon}"
+        return parsed.alias(canon), Conversion(canon, col, raw, "an ISO date or timestamp")
+    msg = (
+        f"{label}: column {col!r} ({canon}) has type {dtype}; expected a date, a datetime or ISO "
+        "date text (e.g. 2026-01-31 or 2026-01-31T10:15:00)"
+    )
+    raise SchemaError(msg)
+
+
+def typed_number(
+    canon: str, col: str, dtype: pl.DataType, label: str
+) -> tuple[pl.Expr, Conversion | None]:
+    """Expression giving a Float64 number column, aliased ``canon``."""
+    kind = _kind(dtype)
+    c = pl.col(col)
+    if kind in ("int", "float", "null", "bool"):
+        return c.cast(pl.Float64).alias(canon), None
+    if kind == "str":
+        expr = c.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        return expr.alias(canon), Conversion(canon, col, f"__raw_{canon}", "a number")
+    msg = f"{label}: column {col!r} ({canon}) has type {dtype}; expected numbers"
+    raise SchemaError(msg)
+
+
+def typed_id(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl.Expr, Conversion | None]:
+    """Expression giving an Int64 or String id column, aliased ``canon``."""
+    kind = _kind(dtype)
+    c = pl.col(col)
+    if kind == "int":
+        return c.cast(pl.Int64).alias(canon), None
+    if kind == "str":
+        return c.cast(pl.String).alias(canon), None
+    if kind == "null":
+        return pl.lit(None, dtype=pl.Int64).alias(canon), None
+    if kind == "float":
+        f = c.cast(pl.Float64)
+        expr = pl.when(f.is_nan()).then(None).when(f == f.floor()).then(f.cast(pl.Int64, strict=False))
+        return expr.alias(canon), Conversion(canon, col, f"__raw_{canon}", "a whole-number id")
+    msg = f"{label}: column {col!r} ({canon}) has type {dtype}; expected integer or text ids"
+    raise SchemaError(msg)
+
+
+def typed_text(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl.Expr, None]:
+    """Expression giving a String column, aliased ``canon``."""
+    if isinstance(dtype, pl.List | pl.Struct | pl.Array):
+        msg = f"{label}: column {col!r} ({canon}) has type {dtype}; expected text"
+        raise SchemaError(msg)
+    return pl.col(col).cast(pl.String).alias(canon), None
+
+
+def typed_categorical(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl.Expr, None]:
+    """Expression giving a Categorical column (low-cardinality text: category, channel)."""
+    if isinstance(dtype, pl.List | pl.Struct | pl.Array):
+        msg = f"{label}: column {col!r} ({canon}) has type {dtype}; expected text"
+        raise SchemaError(msg)
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return pl.col(col).alias(canon), None
+    return pl.col(col).cast(pl.String).cast(pl.Categorical).alias(canon), None
+
+
+def check_conversions(df: pl.DataFrame, conversions: Sequence[Conversion], label: str) -> pl.DataFrame:
+    """Raise a :class:`SchemaError` naming the first value that could not be converted.
+
+    Drops the raw columns kept for the check and returns the frame.
+    """
+    for conv in conversions:
+        lost = df[conv.raw].is_not_null() & df[conv.canonical].is_null()
+        if conv.raw.startswith("__raw_") and df[conv.raw].dtype == pl.String:
+            lost = lost & (df[conv.raw].str.strip_chars() != "")
+        n_lost = int(lost.sum())
+        if n_lost:
+            first = df.filter(lost)[conv.raw][0]
+            more = f" and {n_lost - 1:,} more" if n_lost > 1 else ""
+            msg = (
+                f"{label}: column {conv.source!r} ({conv.canonical}) has value {first!r}{more} that "
+                f"cannot be read as {conv.expected}"
+            )
+            raise SchemaError(msg)
+    return df.drop([c.raw for c in conversions])

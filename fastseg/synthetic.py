@@ -1,0 +1,1224 @@
+"""Seeded synthetic retail data: orders, customer profiles and engagement events.
+
+One generator serves the tests, ``fastseg bench``, ``fastseg demo`` and ``scripts/gen_synthetic.py``.
+It writes three Parquet files (``orders``, ``customers``, ``events``) whose shape resembles a real
+retailer's history, and it is built for size: 100M orders stream to disk in row groups of
+``chunk_rows`` rows while memory holds only the per-customer model and a few days of rows.
+
+How the data is made
+--------------------
+The history covers ``round(years * 365.25)`` whole days ending at ``end`` (a fixed date by default,
+so the output never depends on today's date). A per-customer model is drawn first:
+
+* customers sign up over the history (a growing business, with weekly and holiday seasonality);
+  about 10% are prospects who never order. Customer ids are sequential in signup order with random
+  gaps (they span about 1.3 times the customer count);
+* every other customer places a first order on (or some days after) signing up, then repeat orders
+  at a personal rate: most never come back, repeat buyers have lognormal rates, a few wholesale
+  accounts buy hundreds of times. Customers churn (stop buying) after an exponential lifetime;
+* each customer has a basket level (lognormal basket values that differ by customer), a favourite
+  category, a preferred channel, email/SMS opt-ins and an engagement level.
+
+Rows are then made day by day, in time order. Each day's number of rows is fixed in advance (from
+the seasonality and the mass of active customers) so that ``orders`` rows are written exactly. A
+day's rows are: first orders of the customers acquired that day, refunds that fall due that day,
+and repeat orders drawn from the customers active that day in proportion to their rates. Purchases
+get a category, channel, quantity, discount (more of them on Black Friday week and December
+sales) and amount. 3-8% of rows are refunds: same customer, same category and channel, dated 1-60
+days after a purchase, a negative amount of at most that purchase's amount, a negative quantity,
+and an ``order_id`` of their own. Order ids increase with row order (rows are sorted by time).
+
+Events are made in the same day loop: email opens (only by opted-in customers, more by active
+buyers) and clicks that follow opens; site visits and product views by active buyers and by
+prospects who never buy; and funnels: part of the ``checkout_started``, ``add_to_cart``,
+``product_view`` and ``site_visit`` events precede that day's web and app orders by minutes, the
+rest are abandoned sessions.
+
+Determinism
+-----------
+Every random draw comes from a generator seeded by ``(seed, stream, day or block)``, so the data
+depends on the parameters and the seed only: not on ``chunk_rows``, not on whether customers or
+events are written, and not on the machine. Draws are vectorised numpy over a day's rows; the only
+Python loops run over days, customer blocks and chunks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from fastseg.errors import ParameterError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = [
+    "CATEGORIES",
+    "CHANNELS",
+    "DEFAULT_END",
+    "EVENT_TYPES",
+    "TAGS",
+    "SyntheticDataset",
+    "generate",
+    "generate_frames",
+]
+
+DEFAULT_END = datetime.date(2026, 6, 30)
+"""Last day of the generated history unless ``end`` is given (fixed, so output is reproducible)."""
+
+CATEGORIES: tuple[str, ...] = (
+    "Clothing",
+    "Grocery",
+    "Beauty & Personal Care",
+    "Home & Kitchen",
+    "Electronics",
+    "Shoes",
+    "Health & Household",
+    "Toys & Games",
+    "Sports & Outdoors",
+    "Books",
+    "Pet Supplies",
+    "Baby",
+    "Computers & Tablets",
+    "Mobile Phones",
+    "Furniture",
+    "Garden & Outdoor",
+    "Tools & Home Improvement",
+    "Office Products",
+    "Automotive",
+    "Jewelry & Watches",
+)
+# share of orders, log price level relative to the customer's basket level, refund probability
+_CATEGORY_WEIGHT = np.array(
+    [12, 9, 8, 8, 6, 6, 6, 5, 5, 5, 4, 3.5, 3, 3, 2.5, 3, 3, 3, 2.5, 2.5], dtype=np.float64
+)
+_CATEGORY_PRICE = np.array(
+    [0.2, -0.4, -0.3, 0.3, 1.2, 0.5, -0.3, 0.0, 0.3, -0.6, -0.1, 0.1, 1.8, 1.7, 1.6, 0.4, 0.5,
+     -0.2, 0.4, 1.0],
+    dtype=np.float64,
+)
+_CATEGORY_REFUND = np.array(
+    [0.12, 0.012, 0.03, 0.05, 0.07, 0.11, 0.02, 0.05, 0.05, 0.02, 0.02, 0.04, 0.07, 0.06, 0.06,
+     0.04, 0.04, 0.03, 0.04, 0.07],
+    dtype=np.float64,
+)
+
+CHANNELS: tuple[str, ...] = ("web", "app", "store")
+_CHANNEL_WEIGHT = np.array([0.5, 0.3, 0.2])
+_STORE = 2
+
+EVENT_TYPES: tuple[str, ...] = (
+    "email_open",
+    "email_click",
+    "site_visit",
+    "product_view",
+    "add_to_cart",
+    "checkout_started",
+)
+_EV_OPEN, _EV_CLICK, _EV_VISIT, _EV_VIEW, _EV_CART, _EV_CHECKOUT = range(6)
+_EVENT_SHARE = np.array([0.24, 0.06, 0.22, 0.28, 0.12, 0.08])
+# share of each funnel event type that precedes one of the day's web/app orders, and how many
+# seconds before the order it happens (low, high)
+_FUNNEL = (
+    (_EV_CHECKOUT, 0.6, 30, 900),
+    (_EV_CART, 0.5, 120, 2400),
+    (_EV_VIEW, 0.3, 300, 3600),
+    (_EV_VISIT, 0.2, 400, 5400),
+)
+
+TAGS: tuple[str, ...] = ("vip", "wholesale", "newsletter", "loyalty_member", "employee")
+_GENDERS = ("female", "male", "other")
+
+# (country, region, city, relative population of customers)
+_LOCATIONS: tuple[tuple[str, str, str, float], ...] = (
+    ("US", "California", "Los Angeles", 6.0),
+    ("US", "California", "San Francisco", 3.5),
+    ("US", "California", "San Diego", 2.5),
+    ("US", "New York", "New York", 7.0),
+    ("US", "New York", "Buffalo", 1.0),
+    ("US", "Texas", "Houston", 3.5),
+    ("US", "Texas", "Austin", 2.5),
+    ("US", "Texas", "Dallas", 3.0),
+    ("US", "Illinois", "Chicago", 4.5),
+    ("US", "Florida", "Miami", 3.0),
+    ("US", "Florida", "Orlando", 1.5),
+    ("US", "Washington", "Seattle", 3.0),
+    ("GB", "England", "London", 8.0),
+    ("GB", "England", "Manchester", 2.5),
+    ("GB", "England", "Birmingham", 2.5),
+    ("GB", "England", "Leeds", 1.5),
+    ("GB", "Scotland", "Edinburgh", 1.5),
+    ("GB", "Scotland", "Glasgow", 1.5),
+    ("GB", "Wales", "Cardiff", 1.0),
+    ("DE", "Bayern", "München", 3.5),
+    ("DE", "Bayern", "Nürnberg", 1.5),
+    ("DE", "Berlin", "Berlin", 4.5),
+    ("DE", "Hamburg", "Hamburg", 2.5),
+    ("DE", "Nordrhein-Westfalen", "Köln", 2.0),
+    ("DE", "Nordrhein-Westfalen", "Düsseldorf", 1.5),
+    ("FR", "Île-de-France", "Paris", 6.0),
+    ("FR", "Auvergne-Rhône-Alpes", "Lyon", 2.0),
+    ("FR", "Auvergne-Rhône-Alpes", "Grenoble", 0.8),
+    ("FR", "Provence-Alpes-Côte d'Azur", "Marseille", 1.8),
+    ("FR", "Provence-Alpes-Côte d'Azur", "Nice", 1.0),
+    ("FR", "Occitanie", "Toulouse", 1.4),
+    ("CA", "Ontario", "Toronto", 4.0),
+    ("CA", "Ontario", "Ottawa", 1.5),
+    ("CA", "Quebec", "Montréal", 2.5),
+    ("CA", "Quebec", "Quebec City", 0.8),
+    ("CA", "British Columbia", "Vancouver", 2.2),
+)
+
+# relative activity by hour of day (0..23) for orders/browsing and for email opens
+_HOUR_WEIGHT = np.array(
+    [0.15, 0.08, 0.05, 0.04, 0.05, 0.12, 0.35, 0.6, 0.85, 1.0, 1.1, 1.2, 1.35, 1.3, 1.15, 1.1,
+     1.15, 1.25, 1.4, 1.6, 1.7, 1.5, 1.0, 0.5]
+)
+_EMAIL_HOUR_WEIGHT = np.array(
+    [0.1, 0.05, 0.03, 0.03, 0.05, 0.2, 0.8, 1.6, 1.8, 1.5, 1.2, 1.1, 1.3, 1.1, 0.9, 0.9, 1.0, 1.2,
+     1.4, 1.5, 1.4, 1.1, 0.6, 0.25]
+)
+_STORE_OPEN, _STORE_HOURS = 9 * 3600, 11 * 3600  # stores open 09:00-20:00
+_WEEKDAY = np.array([0.95, 0.93, 0.95, 0.98, 1.05, 1.12, 1.02])  # Monday .. Sunday
+_MONTH = np.array([0.85, 0.88, 0.97, 0.97, 1.0, 0.97, 0.95, 0.98, 0.97, 1.0, 1.08, 1.35])
+
+_DAY_US = 86_400_000_000
+_ORDER_ID_BASE = 1_000_000
+_CUSTOMER_ID_BASE = 100_000
+_PROFILE_BLOCK = 1 << 16  # customers per profile block (fixed: chunk-size independence)
+
+# customer tiers
+_PROSPECT, _ONE_TIMER, _REPEATER, _VIP, _WHOLESALE = range(5)
+
+# random streams: (seed, stream, day or block) -> one numpy Generator
+_S_MODEL, _S_ORDERS, _S_EVENTS, _S_PROFILE = range(4)
+
+_MAX_ROWS = 10**11
+_MAX_YEARS = 100.0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    """What :func:`generate` wrote.
+
+    Attributes
+    ----------
+    folder : Path
+        The output folder.
+    orders, customers, events : Path or None
+        The Parquet files written (``customers`` / ``events`` are None when not requested).
+    n_orders : int
+        Rows written to ``orders`` (purchases and refunds; equals the ``orders`` argument).
+    n_customers : int
+        Customers in the generated population, prospects included (the rows of ``customers``
+        when it is written).
+    n_events : int
+        Rows written to ``events`` (0 when events are not written).
+    seed : int
+        The seed used.
+    seconds : float
+        Wall time of the generation, writing included.
+    """
+
+    folder: Path
+    orders: Path
+    customers: Path | None
+    events: Path | None
+    n_orders: int
+    n_customers: int
+    n_events: int
+    seed: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Params:
+    orders: int
+    customers: int
+    events: int
+    seed: int
+    string_ids: bool
+    end: datetime.date
+    years: float
+    with_customers: bool
+    with_events: bool
+
+
+def _int_param(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        msg = f"{name} must be an integer in [{low}, {high}]; got {value!r}"
+        raise ParameterError(msg)
+    if not low <= int(value) <= high:
+        msg = f"{name} must be in [{low}, {high}]; got {value!r}"
+        raise ParameterError(msg)
+    return int(value)
+
+
+def _bool_param(name: str, value: object) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        msg = f"{name} must be True or False; got {value!r}"
+        raise ParameterError(msg)
+    return bool(value)
+
+
+def _check_params(
+    orders: object,
+    customers: object,
+    events: object,
+    seed: object,
+    string_ids: object,
+    end: object,
+    years: object,
+    with_customers: object,
+    with_events: object,
+) -> _Params:
+    n_orders = _int_param("orders", orders, 1, _MAX_ROWS)
+    n_customers = (
+        max(1, n_orders // 10)
+        if customers is None
+        else _int_param("customers", customers, 1, _MAX_ROWS)
+    )
+    n_events = n_orders if events is None else _int_param("events", events, 0, _MAX_ROWS)
+    seed_ = _int_param("seed", seed, 0, 2**63 - 1)
+    if isinstance(end, datetime.datetime):
+        end = end.date()
+    if not isinstance(end, datetime.date):
+        msg = f"end must be a datetime.date (the last day of the history); got {end!r}"
+        raise ParameterError(msg)
+    if (
+        isinstance(years, bool)
+        or not isinstance(years, int | float | np.integer | np.floating)
+        or not math.isfinite(float(years))
+        or not 0.0 < float(years) <= _MAX_YEARS
+    ):
+        msg = f"years must be a number in (0, {_MAX_YEARS:g}]; got {years!r}"
+        raise ParameterError(msg)
+    n_days = max(1, round(float(years) * 365.25))
+    if end.toordinal() - n_days + 1 < datetime.date(1900, 1, 1).toordinal():
+        msg = f"end minus years must not be before 1900-01-01; got end={end}, years={years!r}"
+        raise ParameterError(msg)
+    return _Params(
+        orders=n_orders,
+        customers=n_customers,
+        events=n_events,
+        seed=seed_,
+        string_ids=_bool_param("string_ids", string_ids),
+        end=end,
+        years=float(years),
+        with_customers=_bool_param("with_customers", with_customers),
+        with_events=_bool_param("with_events", with_events),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# random helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
+
+
+def _cdf(weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    c = np.cumsum(weights, dtype=np.float64)
+    return c / c[-1]
+
+
+_CATEGORY_CDF = _cdf(_CATEGORY_WEIGHT)
+_CHANNEL_CDF = _cdf(_CHANNEL_WEIGHT)
+_HOUR_CDF = _cdf(_HOUR_WEIGHT)
+_EMAIL_HOUR_CDF = _cdf(_EMAIL_HOUR_WEIGHT)
+_LOCATION_CDF = _cdf(np.array([loc[3] for loc in _LOCATIONS]))
+
+
+def _pick(rng: np.random.Generator, cdf: NDArray[np.float64], n: int) -> NDArray[np.int8]:
+    """``n`` draws of codes 0..len(cdf)-1 with the probabilities of ``cdf`` (small tables)."""
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), cdf.size - 1).astype(
+        np.int8
+    )
+
+
+def _seconds(rng: np.random.Generator, n: int, cdf: NDArray[np.float64] = _HOUR_CDF) -> NDArray:
+    """Seconds of the day (0..86399) following an hour-of-day profile."""
+    hour = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), 23)
+    return hour.astype(np.int64) * 3600 + rng.integers(0, 3600, n)
+
+
+def _store_hours(sec: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Map seconds of the day monotonically into the store's opening hours."""
+    return _STORE_OPEN + sec * _STORE_HOURS // 86_400
+
+
+# --------------------------------------------------------------------------------------------
+# calendar
+# --------------------------------------------------------------------------------------------
+
+
+def _black_friday(year: int) -> datetime.date:
+    nov1 = datetime.date(year, 11, 1)
+    thanksgiving = nov1 + datetime.timedelta(days=(3 - nov1.weekday()) % 7 + 21)
+    return thanksgiving + datetime.timedelta(days=1)
+
+
+def _calendar(start: datetime.date, n_days: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Daily demand multipliers (weekday, month, holidays) and promotion days."""
+    d = np.datetime64(start, "D") + np.arange(n_days)
+    epoch_days = d.astype(np.int64)
+    weekday = (epoch_days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    month = d.astype("datetime64[M]").astype(np.int64) % 12
+    # a gentle yearly wave on top of the month factors
+    season = _WEEKDAY[weekday] * _MONTH[month] * (1.0 + 0.03 * np.sin(2 * np.pi * epoch_days / 365.25))
+    promo = np.zeros(n_days, dtype=np.bool_)
+    first = start.toordinal()
+
+    def mark(day: datetime.date, factor: float, is_promo: bool = False) -> None:
+        i = day.toordinal() - first
+        if 0 <= i < n_days:
+            season[i] *= factor
+            promo[i] |= is_promo
+
+    end = start + datetime.timedelta(days=n_days - 1)
+    for year in range(start.year - 1, end.year + 1):  # a loop over years, not rows
+        bf = _black_friday(year)
+        for k, f in zip(range(-4, 0), (1.1, 1.15, 1.2, 0.85), strict=True):  # Mon..Thanksgiving
+            mark(bf + datetime.timedelta(days=k), f, True)
+        for k, f in ((0, 3.0), (1, 1.8), (2, 1.6), (3, 2.4)):  # Black Friday .. Cyber Monday
+            mark(bf + datetime.timedelta(days=k), f, True)
+        for dd, f in ((21, 1.2), (22, 1.25), (23, 1.2), (24, 0.7), (25, 0.3)):
+            mark(datetime.date(year, 12, dd), f)
+        for dd, f in ((26, 1.35), (27, 0.95), (28, 0.9), (29, 0.9), (30, 0.9), (31, 0.75)):
+            mark(datetime.date(year, 12, dd), f, True)  # after-Christmas sales
+        mark(datetime.date(year, 1, 1), 0.5, True)
+        for dd in range(2, 8):
+            mark(datetime.date(year, 1, dd), 1.05, True)
+    return season, promo
+
+
+# --------------------------------------------------------------------------------------------
+# the customer model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Model:
+    """Per-customer arrays (customers sorted by signup day) and the per-day plan."""
+
+    n_days: int
+    start: datetime.date
+    day_us: NDArray[np.int64]  # midnight of each day, microseconds since the epoch
+    promo: NDArray[np.bool_]
+    ids: NDArray[np.int64]
+    id_strings: pa.Array | None
+    tier: NDArray[np.uint8]
+    signup_day: NDArray[np.int32]
+    first_day: NDArray[np.int32]  # n_days for prospects
+    first_sec: NDArray[np.int32]
+    end_day: NDArray[np.int32]  # last day the customer may buy (churn); n_days-1 if never
+    basket_mu: NDArray[np.float32]
+    fav_cat: NDArray[np.int8]
+    main_chan: NDArray[np.int8]
+    email_opt: NDArray[np.bool_]
+    sms_opt: NDArray[np.bool_]
+    rate_cum: NDArray[np.float64]
+    browse_cum: NDArray[np.float64]
+    email_cum: NDArray[np.float64]
+    by_first: NDArray[np.int64]  # buyers sorted by first order day
+    first_bounds: NDArray[np.int64]  # by_first[first_bounds[b]:first_bounds[b+1]] buy first on b
+    signed_up: NDArray[np.int64]  # customers [0, signed_up[b]) signed up on or before day b
+    repeat_slots: NDArray[np.int64]  # rows per day besides first orders (repeats + refunds)
+    repeat_accept: NDArray[np.float64]
+    event_slots: NDArray[np.int64]
+    browse_accept: NDArray[np.float64]
+    email_accept: NDArray[np.float64]
+
+
+_CHURNED_BROWSE = 0.15  # chance that a churned customer's drawn browse event is kept
+_CHURNED_EMAIL = 0.4
+
+
+def _build_model(p: _Params) -> _Model:
+    rng = _rng(p.seed, _S_MODEL)
+    n_days = max(1, round(p.years * 365.25))
+    start = p.end - datetime.timedelta(days=n_days - 1)
+    season, promo = _calendar(start, n_days)
+    n = p.customers
+    n_buyers = min(p.orders, max(1, round(0.9 * n)))
+
+    # who orders, when customers arrive (a growing business), signup before the first order
+    buyer = np.ones(n, dtype=np.bool_)
+    buyer[rng.choice(n, n - n_buyers, replace=False)] = False
+    growth = 0.5 + np.arange(n_days) / n_days
+    arrive = np.searchsorted(_cdf(growth * season), rng.random(n), side="right")
+    arrive = np.minimum(arrive, n_days - 1).astype(np.int32)
+    lag = np.where(rng.random(n) < 0.65, 0, rng.geometric(1 / 20, n)).astype(np.int32)
+    signup_day = np.where(buyer, np.maximum(arrive - lag, 0), arrive).astype(np.int32)
+    order = np.argsort(signup_day, kind="stable")
+    buyer, arrive, signup_day = buyer[order], arrive[order], signup_day[order]
+    first_day = np.where(buyer, arrive, n_days).astype(np.int32)
+    del arrive, lag, order
+
+    # tiers and repeat-purchase rates (heavy tailed)
+    u = rng.random(n)
+    z = rng.standard_normal(n)
+    tier = np.full(n, _PROSPECT, dtype=np.uint8)
+    tier[buyer & (u < 0.55)] = _ONE_TIMER
+    tier[buyer & (u >= 0.55)] = _REPEATER
+    tier[buyer & (u >= 0.55) & (z > 1.6)] = _VIP
+    tier[buyer & (u >= 0.99)] = _WHOLESALE
+    rate = np.select(
+        [tier == _ONE_TIMER, (tier == _REPEATER) | (tier == _VIP), tier == _WHOLESALE],
+        [0.004 * np.exp(0.5 * z), np.exp(1.3 * z), 12.0 * np.exp(0.8 * z)],
+        0.0,
+    )
+    del u
+
+    # churn: a third of buyers stay to the end, the others leave after an exponential lifetime
+    life = rng.exponential(300.0, n)
+    stays = rng.random(n) < 0.33
+    end_day = np.where(
+        buyer & ~stays, np.minimum(first_day + life, n_days - 1), n_days - 1
+    ).astype(np.int32)
+    del life, stays
+
+    first_sec = _seconds(rng, n)
+    main_chan = _pick(rng, _CHANNEL_CDF, n)
+    first_sec = np.where(main_chan == _STORE, _store_hours(first_sec), first_sec).astype(np.int32)
+    fav_cat = _pick(rng, _CATEGORY_CDF, n)
+    basket_mu = (
+        np.log(30.0)
+        + 0.45 * rng.standard_normal(n)
+        + np.where(tier == _VIP, 0.3, 0.0)
+        + np.where(tier == _WHOLESALE, 0.5, 0.0)
+    ).astype(np.float32)
+    engagement = np.exp(0.7 * rng.standard_normal(n))
+    email_opt = rng.random(n) < np.where(buyer, 0.62, 0.45)
+    sms_opt = rng.random(n) < np.where(email_opt, 0.35, 0.08)
+
+    mean_rate = rate[buyer].mean() if n_buyers else 1.0
+    rel = np.minimum(rate / mean_rate, 20.0)
+    browse_w = 0.4 * engagement * np.where(buyer, 1.0, 0.6) + 0.6 * rel
+    email_w = np.where(email_opt, 0.5 * engagement + 0.3 * np.minimum(rel, 10.0), 0.0)
+    del engagement
+
+    # day plan: rows per day = first orders + slots for repeats and refunds
+    signed_up = np.searchsorted(signup_day, np.arange(n_days), side="right").astype(np.int64)
+    by_first = np.flatnonzero(buyer)
+    by_first = by_first[np.argsort(first_day[by_first], kind="stable")]
+    first_bounds = np.searchsorted(first_day[by_first], np.arange(n_days + 1), side="left")
+    first_bounds = first_bounds.astype(np.int64)
+    firsts_per_day = np.diff(first_bounds)
+
+    def active(weights: NDArray[np.float64] | None) -> NDArray[np.float64]:
+        """Sum of ``weights`` over buyers with first_day <= b <= end_day, for each day b."""
+        fd, ed = first_day[buyer], end_day[buyer]
+        w = None if weights is None else weights[buyer]
+        diff = np.bincount(fd, weights=w, minlength=n_days + 1) - np.bincount(
+            ed + 1, weights=w, minlength=n_days + 1
+        )
+        return np.maximum(np.cumsum(diff[:n_days]), 0.0)
+
+    active_buyers = active(None)  # exact counts (float of integers)
+    active_rate = np.where(active_buyers > 0.5, active(rate), 0.0)
+    rate_cum = np.cumsum(rate)
+    n_repeat = p.orders - n_buyers
+    mass = active_rate * season
+    if n_repeat > 0:
+        repeat_slots = rng.multinomial(n_repeat, mass / mass.sum()).astype(np.int64)
+    else:
+        repeat_slots = np.zeros(n_days, dtype=np.int64)
+    prefix_rate = np.where(signed_up > 0, rate_cum[np.maximum(signed_up - 1, 0)], 0.0)
+    repeat_accept = np.divide(
+        active_rate, prefix_rate, out=np.zeros(n_days), where=prefix_rate > 0
+    )
+
+    # events: spread like the day's rows, on days with at least one signed-up customer
+    rows = (firsts_per_day + repeat_slots).astype(np.float64)
+    event_weight = (rows + 0.25 * rows.mean()) * season * (signed_up > 0)
+    event_slots = rng.multinomial(p.events, event_weight / event_weight.sum()).astype(np.int64)
+    browse_cum = np.cumsum(browse_w)
+    email_cum = np.cumsum(email_w)
+
+    def accept(cum: NDArray[np.float64], weights: NDArray[np.float64], q: float) -> NDArray:
+        """Expected share of draws from the signed-up prefix kept when churned ones keep q."""
+        churned = np.cumsum(np.bincount(end_day + 1, weights=weights, minlength=n_days + 1))
+        churned = churned[:n_days] * (end_day.size > 0)
+        prefix = np.where(signed_up > 0, cum[np.maximum(signed_up - 1, 0)], 0.0)
+        kept = prefix - (1.0 - q) * np.minimum(churned, prefix)
+        return np.divide(kept, prefix, out=np.ones(n_days), where=prefix > 0)
+
+    # customers who never churn have end_day = n_days - 1: their bin n_days is past the plan
+    browse_accept = accept(browse_cum, browse_w, _CHURNED_BROWSE)
+    email_accept = accept(email_cum, email_w, _CHURNED_EMAIL)
+
+    gaps = 1 + rng.poisson(0.3, n)
+    gaps[0] = 0
+    ids = _CUSTOMER_ID_BASE + np.cumsum(gaps, dtype=np.int64)
+    id_strings = None
+    if p.string_ids:
+        width = max(7, len(str(int(ids[-1]))))
+        digits = pc.utf8_lpad(pc.cast(pa.array(ids), pa.string()), width=width, padding="0")
+        id_strings = pc.binary_join_element_wise("C", digits, "")
+
+    day_us = (np.int64(start.toordinal() - datetime.date(1970, 1, 1).toordinal()) + np.arange(
+        n_days, dtype=np.int64
+    )) * _DAY_US
+    return _Model(
+        n_days=n_days,
+        start=start,
+        day_us=day_us,
+        promo=promo,
+        ids=ids,
+        id_strings=id_strings,
+        tier=tier,
+        signup_day=signup_day,
+        first_day=first_day,
+        first_sec=first_sec,
+        end_day=end_day,
+        basket_mu=basket_mu,
+        fav_cat=fav_cat,
+        main_chan=main_chan,
+        email_opt=email_opt,
+        sms_opt=sms_opt,
+        rate_cum=rate_cum,
+        browse_cum=browse_cum,
+        email_cum=email_cum,
+        by_first=by_first,
+        first_bounds=first_bounds,
+        signed_up=signed_up,
+        repeat_slots=repeat_slots,
+        repeat_accept=repeat_accept,
+        event_slots=event_slots,
+        browse_accept=browse_accept,
+        email_accept=email_accept,
+    )
+
+
+def _draw(
+    rng: np.random.Generator,
+    cum: NDArray[np.float64],
+    hi: int,
+    need: int,
+    keep: Callable[[NDArray[np.int64]], NDArray[np.bool_]],
+    acceptance: float,
+) -> NDArray[np.int64]:
+    """``need`` customers from ``[0, hi)`` drawn with weights ``diff(cum)``, among those kept.
+
+    Rejection sampling: draw from the whole prefix, drop those ``keep`` rejects, repeat until
+    enough. When the expected acceptance is tiny, draw among the kept customers directly.
+    """
+    if need <= 0 or hi <= 0:
+        return np.empty(0, dtype=np.int64)
+    prefix = cum[:hi]
+    total = float(prefix[-1])
+    parts: list[NDArray[np.int64]] = []
+    got = 0
+    if acceptance >= 0.02:
+        for _ in range(50):
+            m = int((need - got) / acceptance * 1.05) + 64
+            idx = np.searchsorted(prefix, rng.random(m) * total, side="right")
+            idx = idx[idx < hi]
+            idx = idx[keep(idx)]
+            parts.append(idx)
+            got += idx.size
+            if got >= need:
+                return np.concatenate(parts)[:need]
+    # direct draw among the kept customers (O(hi), rare: only for near-empty active sets)
+    cand = np.flatnonzero(keep(np.arange(hi, dtype=np.int64)))
+    w = np.diff(prefix, prepend=0.0)[cand]
+    ccum = np.cumsum(w)
+    pick = np.searchsorted(ccum, rng.random(need - got) * ccum[-1], side="right")
+    parts.append(cand[np.minimum(pick, cand.size - 1)])
+    return np.concatenate(parts)[:need]
+
+
+# --------------------------------------------------------------------------------------------
+# one day of orders and events
+# --------------------------------------------------------------------------------------------
+
+_Cols = dict[str, NDArray[Any]]
+_REFUND_KEYS = ("cust", "sec", "amount", "qty", "cat", "chan")
+
+
+def _concat(parts: Sequence[_Cols]) -> _Cols:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def _orders_day(
+    m: _Model, b: int, rng: np.random.Generator, pending: dict[int, list[_Cols]]
+) -> tuple[_Cols, _Cols]:
+    """Rows of day ``b`` sorted by time, and the day's web/app purchases (for the funnels)."""
+    slots = int(m.repeat_slots[b])
+    due = pending.pop(b, None)
+    refunds = _concat(due) if due else {k: np.empty(0, np.int64) for k in _REFUND_KEYS}
+    if refunds["cust"].size > slots:  # never more rows than planned: drop the excess refunds
+        refunds = {k: v[:slots] for k, v in refunds.items()}
+    n_rep = slots - refunds["cust"].size
+
+    first = m.by_first[m.first_bounds[b] : m.first_bounds[b + 1]]
+    fd, ed = m.first_day, m.end_day
+    rep = _draw(
+        rng,
+        m.rate_cum,
+        int(m.signed_up[b]),
+        n_rep,
+        lambda i: (fd[i] <= b) & (ed[i] >= b),
+        float(m.repeat_accept[b]),
+    )
+    cust = np.concatenate([first, rep])
+    n = cust.size
+    n_first = first.size
+
+    cat = np.where(rng.random(n) < 0.45, m.fav_cat[cust], _pick(rng, _CATEGORY_CDF, n))
+    chan = m.main_chan[cust].copy()
+    switch = rng.random(n) < 0.2
+    switch[:n_first] = False  # a first order is in the customer's own channel
+    chan[switch] = _pick(rng, _CHANNEL_CDF, int(switch.sum()))
+    sec = _seconds(rng, n)
+    sec = np.where(chan == _STORE, _store_hours(sec), sec)
+    sec[:n_first] = m.first_sec[first]
+    # a repeat on the day of the first order comes after it
+    fsec = m.first_sec[rep].astype(np.int64)
+    same = fd[rep] == b
+    sec[n_first:] = np.where(same, fsec + sec[n_first:] * (86_399 - fsec) // 86_399, sec[n_first:])
+
+    tier = m.tier[cust]
+    wholesale = tier == _WHOLESALE
+    qty = 1 + rng.poisson(np.where(wholesale, 14.0, 0.35))
+    qty = qty + np.where(wholesale, 3, 0)
+    unit = np.exp(m.basket_mu[cust] + _CATEGORY_PRICE[cat] + 0.5 * rng.standard_normal(n))
+    gross = unit * np.where(wholesale, qty * 0.6, qty**0.8)
+    has_disc = rng.random(n) < (0.45 if m.promo[b] else 0.12)
+    frac = rng.integers(1, 7, n) * 0.05  # 5%..30% off
+    discount = np.where(has_disc, np.round(gross * frac, 2), 0.0)
+    amount = np.maximum(np.round(gross - discount, 2), 0.99)
+
+    # some purchases are refunded later (the refund row is made now, written on its day)
+    is_ref = rng.random(n) < _CATEGORY_REFUND[cat]
+    delay = np.minimum(1 + rng.geometric(1 / 9, n), 60)
+    full = rng.random(n) < 0.65
+    part = rng.uniform(0.15, 1.0, n)
+    ref_sec = _seconds(rng, n)
+    r = np.flatnonzero(is_ref & (b + delay < m.n_days))
+    if r.size:
+        new = {
+            "cust": cust[r],
+            "sec": np.where(chan[r] == _STORE, _store_hours(ref_sec[r]), ref_sec[r]),
+            "amount": -np.where(full[r], amount[r], np.maximum(np.round(amount[r] * part[r], 2), 0.01)),
+            "qty": -np.where(full[r], qty[r], np.maximum(np.round(qty[r] * part[r]), 1)).astype(np.int64),
+            "cat": cat[r],
+            "chan": chan[r],
+        }
+        due_day = b + delay[r]
+        order = np.argsort(due_day, kind="stable")
+        days, starts = np.unique(due_day[order], return_index=True)
+        bounds = [*starts.tolist(), r.size]
+        for j, d in enumerate(days.tolist()):
+            sel = order[bounds[j] : bounds[j + 1]]
+            pending.setdefault(d, []).append({k: v[sel] for k, v in new.items()})
+
+    k = refunds["cust"].size
+    all_sec = np.concatenate([sec, refunds["sec"]])
+    o = np.argsort(all_sec, kind="stable")
+    rows: _Cols = {
+        "cust": np.concatenate([cust, refunds["cust"]])[o],
+        "ts": m.day_us[b] + all_sec[o] * 1_000_000,
+        "amount": np.concatenate([amount, refunds["amount"]])[o],
+        "qty": np.concatenate([qty, refunds["qty"]]).astype(np.int64)[o],
+        "cat": np.concatenate([cat, refunds["cat"]]).astype(np.int8)[o],
+        "chan": np.concatenate([chan, refunds["chan"]]).astype(np.int8)[o],
+        "disc": np.concatenate([discount, np.zeros(k)])[o],
+    }
+    online = chan != _STORE
+    return rows, {"cust": cust[online], "sec": sec[online]}
+
+
+def _events_day(m: _Model, b: int, rng: np.random.Generator, buys: _Cols) -> _Cols:
+    """Events of day ``b`` sorted by time (``buys``: the day's web/app purchases)."""
+    counts = rng.multinomial(int(m.event_slots[b]), _EVENT_SHARE)
+    hi = int(m.signed_up[b])
+    ed = m.end_day
+    if hi == 0 or m.email_cum[hi - 1] <= 0.0:  # nobody to email yet: they visit instead
+        counts[_EV_VISIT] += counts[_EV_OPEN] + counts[_EV_CLICK]
+        counts[_EV_OPEN] = counts[_EV_CLICK] = 0
+
+    def churn_filter(q: float) -> Callable[[NDArray[np.int64]], NDArray[np.bool_]]:
+        return lambda i: (ed[i] >= b) | (rng.random(i.size) < q)
+
+    cust: list[NDArray[np.int64]] = []
+    sec: list[NDArray[np.int64]] = []
+    ev: list[NDArray[np.int8]] = []
+
+    def add(c: NDArray[np.int64], s: NDArray[np.int64], e: int) -> None:
+        cust.append(c)
+        sec.append(s)
+        ev.append(np.full(c.size, e, dtype=np.int8))
+
+    opens = _draw(
+        rng, m.email_cum, hi, int(counts[_EV_OPEN]), churn_filter(_CHURNED_EMAIL),
+        float(m.email_accept[b]),
+    )
+    open_sec = _seconds(rng, opens.size, _EMAIL_HOUR_CDF)
+    add(opens, open_sec, _EV_OPEN)
+    n_click = min(int(counts[_EV_CLICK]), opens.size)
+    counts[_EV_VISIT] += counts[_EV_CLICK] - n_click
+    clicked = rng.choice(opens.size, n_click, replace=False) if n_click else np.empty(0, np.int64)
+    add(opens[clicked], np.minimum(open_sec[clicked] + rng.integers(5, 900, n_click), 86_399),
+        _EV_CLICK)
+
+    n_buys = buys["cust"].size
+    for e, share, low, high in _FUNNEL:
+        tied = min(round(share * int(counts[e])), n_buys)
+        pick = rng.choice(n_buys, tied, replace=False) if tied else np.empty(0, np.int64)
+        add(buys["cust"][pick], np.maximum(buys["sec"][pick] - rng.integers(low, high, tied), 0), e)
+        rest = int(counts[e]) - tied
+        c = _draw(rng, m.browse_cum, hi, rest, churn_filter(_CHURNED_BROWSE),
+                  float(m.browse_accept[b]))
+        add(c, _seconds(rng, c.size), e)
+
+    all_sec = np.concatenate(sec)
+    o = np.argsort(all_sec, kind="stable")
+    return {
+        "cust": np.concatenate(cust)[o],
+        "ts": m.day_us[b] + all_sec[o] * 1_000_000,
+        "ev": np.concatenate(ev)[o],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# customer profiles, in fixed blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _profile_block(m: _Model, seed: int, block: int, end: datetime.date) -> _Cols:
+    lo = block * _PROFILE_BLOCK
+    hi = min(lo + _PROFILE_BLOCK, m.ids.size)
+    n = hi - lo
+    rng = _rng(seed, _S_PROFILE, block)
+    idx = np.arange(lo, hi, dtype=np.int64)
+    tier = m.tier[lo:hi]
+    signup_day = m.signup_day[lo:hi].astype(np.int64)
+    first_sec = m.first_sec[lo:hi].astype(np.int64)
+    before = np.maximum(first_sec - rng.integers(60, 1800, n), 0)  # signed up just before buying
+    sec = np.where(signup_day == m.first_day[lo:hi], before, _seconds(rng, n))
+    signup_ts = m.day_us[signup_day] + sec * 1_000_000
+
+    end_days = end.toordinal() - datetime.date(1970, 1, 1).toordinal()
+    years_since_signup = (m.n_days - 1 - signup_day) / 365.25
+    age = np.maximum(np.clip(rng.normal(41.0, 13.0, n), 18.0, 85.0), 18.0 + years_since_signup)
+    birth = end_days - np.floor(age * 365.25).astype(np.int64) - rng.integers(0, 365, n)
+    birth_null = rng.random(n) < 0.07
+    gender = _pick(rng, _cdf(np.array([0.51, 0.47, 0.02])), n)
+    gender_null = rng.random(n) < 0.03
+    city = rng.random(n)
+    city = np.minimum(np.searchsorted(_LOCATION_CDF, city, side="right"), len(_LOCATIONS) - 1)
+
+    buyer = tier != _PROSPECT
+    email_opt = m.email_opt[lo:hi]
+    t = rng.random((n, len(TAGS)))
+    tags = np.column_stack(
+        [
+            (tier == _VIP) & (t[:, 0] < 0.9),
+            tier == _WHOLESALE,
+            email_opt & (t[:, 2] < 0.6),
+            buyer & (t[:, 3] < np.where(tier >= _REPEATER, 0.5, 0.15)),
+            t[:, 4] < 0.004,
+        ]
+    )
+    return {
+        "cust": idx,
+        "signup_ts": signup_ts,
+        "birth": birth.astype(np.int32),
+        "birth_null": birth_null,
+        "gender": gender,
+        "gender_null": gender_null,
+        "city": city.astype(np.int16),
+        "email_opt": email_opt,
+        "sms_opt": m.sms_opt[lo:hi],
+        "tags": tags,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# arrow tables
+# --------------------------------------------------------------------------------------------
+
+_CATEGORY_ARR = pa.array(CATEGORIES, type=pa.string())
+_CHANNEL_ARR = pa.array(CHANNELS, type=pa.string())
+_EVENT_ARR = pa.array(EVENT_TYPES, type=pa.string())
+_TAG_ARR = pa.array(TAGS, type=pa.string())
+_GENDER_ARR = pa.array(_GENDERS, type=pa.string())
+_COUNTRY_ARR = pa.array([loc[0] for loc in _LOCATIONS], type=pa.string())
+_REGION_ARR = pa.array([loc[1] for loc in _LOCATIONS], type=pa.string())
+_CITY_ARR = pa.array([loc[2] for loc in _LOCATIONS], type=pa.string())
+_TS = pa.timestamp("us")
+
+
+def _schemas(string_ids: bool) -> dict[str, pa.Schema]:
+    cid = pa.string() if string_ids else pa.int64()
+    return {
+        "orders": pa.schema(
+            [
+                ("order_id", pa.int64()),
+                ("customer_id", cid),
+                ("order_ts", _TS),
+                ("amount", pa.float64()),
+                ("quantity", pa.int64()),
+                ("category", pa.string()),
+                ("channel", pa.string()),
+                ("discount", pa.float64()),
+            ]
+        ),
+        "customers": pa.schema(
+            [
+                ("customer_id", cid),
+                ("signup_ts", _TS),
+                ("birth_date", pa.date32()),
+                ("gender", pa.string()),
+                ("country", pa.string()),
+                ("region", pa.string()),
+                ("city", pa.string()),
+                ("email_opt_in", pa.bool_()),
+                ("sms_opt_in", pa.bool_()),
+                ("tags", pa.list_(pa.string())),
+            ]
+        ),
+        "events": pa.schema(
+            [("customer_id", cid), ("event_ts", _TS), ("event", pa.string())]
+        ),
+    }
+
+
+class _Tables:
+    """Turns buffered numpy columns into Arrow tables of the public schemas."""
+
+    def __init__(self, m: _Model, string_ids: bool) -> None:
+        self.m = m
+        self.schemas = _schemas(string_ids)
+
+    def _ids(self, cust: NDArray[np.int64]) -> pa.Array:
+        if self.m.id_strings is not None:
+            return self.m.id_strings.take(pa.array(cust))
+        return pa.array(self.m.ids[cust])
+
+    def orders(self, c: _Cols, row0: int) -> pa.Table:
+        n = c["cust"].size
+        order_id = np.arange(row0, row0 + n, dtype=np.int64) + _ORDER_ID_BASE
+        return pa.Table.from_arrays(
+            [
+                pa.array(order_id),
+                self._ids(c["cust"]),
+                pa.array(c["ts"], type=_TS),
+                pa.array(c["amount"]),
+                pa.array(c["qty"]),
+                _CATEGORY_ARR.take(pa.array(c["cat"])),
+                _CHANNEL_ARR.take(pa.array(c["chan"])),
+                pa.array(c["disc"]),
+            ],
+            schema=self.schemas["orders"],
+        )
+
+    def events(self, c: _Cols, row0: int) -> pa.Table:
+        return pa.Table.from_arrays(
+            [self._ids(c["cust"]), pa.array(c["ts"], type=_TS), _EVENT_ARR.take(pa.array(c["ev"]))],
+            schema=self.schemas["events"],
+        )
+
+    def customers(self, c: _Cols, row0: int) -> pa.Table:
+        tags = c["tags"]
+        offsets = np.zeros(tags.shape[0] + 1, dtype=np.int32)
+        np.cumsum(tags.sum(axis=1), out=offsets[1:])
+        values = _TAG_ARR.take(pa.array(np.nonzero(tags)[1].astype(np.int8)))
+        city = pa.array(c["city"])
+        return pa.Table.from_arrays(
+            [
+                self._ids(c["cust"]),
+                pa.array(c["signup_ts"], type=_TS),
+                pa.array(c["birth"], type=pa.date32(), mask=c["birth_null"]),
+                _GENDER_ARR.take(pa.array(c["gender"], mask=c["gender_null"])),
+                _COUNTRY_ARR.take(city),
+                _REGION_ARR.take(city),
+                _CITY_ARR.take(city),
+                pa.array(c["email_opt"]),
+                pa.array(c["sms_opt"]),
+                pa.ListArray.from_arrays(pa.array(offsets), values),
+            ],
+            schema=self.schemas["customers"],
+        )
+
+
+class _Sink:
+    """Buffers rows and emits tables of exactly ``chunk_rows`` rows (the last may be shorter)."""
+
+    def __init__(
+        self,
+        build: Callable[[_Cols, int], pa.Table],
+        chunk_rows: int,
+        write: Callable[[pa.Table], None],
+        on_rows: Callable[[int], None],
+    ) -> None:
+        self._build = build
+        self._chunk = chunk_rows
+        self._write = write
+        self._on_rows = on_rows
+        self._parts: list[_Cols] = []
+        self._buffered = 0
+        self.rows = 0
+
+    def add(self, cols: _Cols) -> None:
+        n = next(iter(cols.values())).shape[0]
+        if n == 0:
+            return
+        self._parts.append(cols)
+        self._buffered += n
+        if self._buffered >= self._chunk:
+            merged = _concat(self._parts)
+            at = 0
+            while self._buffered - at >= self._chunk:
+                self._emit({k: v[at : at + self._chunk] for k, v in merged.items()})
+                at += self._chunk
+            rest = {k: v[at:] for k, v in merged.items()}
+            self._buffered -= at
+            self._parts = [rest] if self._buffered else []
+
+    def finish(self) -> None:
+        if self._buffered:
+            self._emit(_concat(self._parts))
+            self._parts, self._buffered = [], 0
+
+    def _emit(self, cols: _Cols) -> None:
+        n = next(iter(cols.values())).shape[0]
+        self._write(self._build(cols, self.rows))
+        self.rows += n
+        self._on_rows(n)
+
+
+# --------------------------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------------------------
+
+
+def _run(
+    p: _Params,
+    make_sink: Callable[[str, Callable[[_Cols, int], pa.Table]], _Sink],
+) -> tuple[_Model, dict[str, _Sink]]:
+    m = _build_model(p)
+    tables = _Tables(m, p.string_ids)
+    sinks = {"orders": make_sink("orders", tables.orders)}
+    if p.with_events:
+        sinks["events"] = make_sink("events", tables.events)
+    pending: dict[int, list[_Cols]] = {}
+    for b in range(m.n_days):  # one iteration per day; rows within a day are vectorised
+        rows, buys = _orders_day(m, b, _rng(p.seed, _S_ORDERS, b), pending)
+        sinks["orders"].add(rows)
+        if p.with_events:
+            sinks["events"].add(_events_day(m, b, _rng(p.seed, _S_EVENTS, b), buys))
+    for sink in sinks.values():
+        sink.finish()
+    if p.with_customers:
+        sinks["customers"] = make_sink("customers", tables.customers)
+        for block in range(-(-m.ids.size // _PROFILE_BLOCK)):
+            sinks["customers"].add(_profile_block(m, p.seed, block, p.end))
+        sinks["customers"].finish()
+    return m, sinks
+
+
+def generate(
+    out_dir: str | os.PathLike[str],
+    *,
+    orders: int = 1_000_000,
+    customers: int | None = None,
+    events: int | None = None,
+    seed: int = 0,
+    string_ids: bool = False,
+    end: datetime.date = DEFAULT_END,
+    years: float = 3.0,
+    chunk_rows: int = 1_000_000,
+    with_customers: bool = True,
+    with_events: bool = True,
+    progress: Progress | None = None,
+) -> SyntheticDataset:
+    """Write a synthetic retail history to ``out_dir`` as Parquet.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        Folder to write ``orders.parquet``, ``customers.parquet`` and ``events.parquet`` into;
+        created if missing. Existing files of those names are replaced (atomically, each file
+        appears complete or not at all); other files are left alone.
+    orders : int, default 1_000_000
+        Rows of ``orders``, refunds included (exactly this many are written). At least 1.
+    customers : int, optional
+        Customers, prospects included (default ``max(1, orders // 10)``). About 10% are
+        prospects without an order; more when there are more customers than orders.
+    events : int, optional
+        Rows of ``events`` (default: as many as ``orders``). At least 0.
+    seed : int, default 0
+        Seed; the same parameters and seed give identical files.
+    string_ids : bool, default False
+        Customer ids as strings ``"C0123456"`` instead of int64.
+    end : datetime.date, default DEFAULT_END (2026-06-30)
+        Last day of the history (a datetime is cut to its date).
+    years : float, default 3.0
+        Length of the history: ``round(years * 365.25)`` days ending at ``end``. In (0, 100].
+    chunk_rows : int, default 1_000_000
+        Rows per Parquet row group, and the unit of memory use and progress; does not change the
+        data.
+    with_customers, with_events : bool, default True
+        Write ``customers.parquet`` / ``events.parquet``. Orders are the same either way.
+    progress : callable, optional
+        Called as ``progress(done_rows, total_rows)`` after each row group written, counting the
+        rows of every file written.
+
+    Returns
+    -------
+    SyntheticDataset
+        The paths written and the row counts.
+
+    Raises
+    ------
+    ParameterError
+        A parameter is outside its allowed range, or ``out_dir`` is an existing file.
+
+    Examples
+    --------
+    >>> ds = generate("data/demo", orders=100_000, seed=1)  # doctest: +SKIP
+    >>> ds.n_orders, ds.n_customers  # doctest: +SKIP
+    (100000, 10000)
+    """
+    t0 = time.perf_counter()
+    p = _check_params(
+        orders, customers, events, seed, string_ids, end, years, with_customers, with_events
+    )
+    chunk = _int_param("chunk_rows", chunk_rows, 1, _MAX_ROWS)
+    if progress is not None and not callable(progress):
+        msg = f"progress must be a callable (done_rows, total_rows) or None; got {progress!r}"
+        raise ParameterError(msg)
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        msg = f"out_dir {str(folder)!r} is a file, not a folder; choose a folder to write into"
+        raise ParameterError(msg)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    total = (
+        p.orders + (p.customers if p.with_customers else 0) + (p.events if p.with_events else 0)
+    )
+    done = 0
+
+    def on_rows(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    token = uuid.uuid4().hex[:12]
+    writers: dict[str, pq.ParquetWriter] = {}
+    temps: dict[str, Path] = {}
+
+    def make_sink(kind: str, build: Callable[[_Cols, int], pa.Table]) -> _Sink:
+        tmp = folder / f".{kind}.parquet.{token}.tmp"
+        temps[kind] = tmp
+        schema = _schemas(p.string_ids)[kind]
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1)
+        writers[kind] = writer
+
+        def write(table: pa.Table) -> None:
+            writer.write_table(table, row_group_size=table.num_rows)
+
+        return _Sink(build, chunk, write, on_rows)
+
+    try:
+        m, _ = _run(p, make_sink)
+        for w in writers.values():
+            w.close()
+        finals = {kind: folder / f"{kind}.parquet" for kind in temps}
+        for kind, tmp in temps.items():
+            os.replace(tmp, finals[kind])
+    except BaseException:
+        for w in writers.values():
+            try:
+                w.close()
+            except Exception:  # noqa: S110 - already failing; the original error matters
+                pass
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    return SyntheticDataset(
+        folder=folder,
+        orders=finals["orders"],
+        customers=finals.get("customers"),
+        events=finals.get("events"),
+        n_orders=p.orders,
+        n_customers=int(m.ids.size),
+        n_events=p.events if p.with_events else 0,
+        seed=p.seed,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def generate_frames(
+    *,
+    orders: int = 1_000_000,
+    customers: int | None = None,
+    events: int | None = None,
+    seed: int = 0,
+    string_ids: bool = False,
+    end: datetime.date = DEFAULT_END,
+    years: float = 3.0,
+    with_customers: bool = True,
+    with_events: bool = True,
+) -> dict[str, pl.DataFrame]:
+    """The data :func:`generate` writes, as Polars frames in memory.
+
+    Takes the parameters of :func:`generate` (without the output folder, chunking and progress)
+    and returns ``{"orders": ..., "customers": ..., "events": ...}`` (keys only for the tables
+    requested), equal to reading the files :func:`generate` writes with ``pl.read_parquet``.
+
+    Examples
+    --------
+    >>> frames = generate_frames(orders=10_000, seed=3)  # doctest: +SKIP
+    >>> frames["orders"].height  # doctest: +SKIP
+    10000
+    """
+    import polars as pl
+
+    p = _check_params(
+        orders, customers, events, seed, string_ids, end, years, with_customers, with_events
+    )
+    collected: dict[str, list[pa.Table]] = {}
+
+    def make_sink(kind: str, build: Callable[[_Cols, int], pa.Table]) -> _Sink:
+        tables = collected.setdefault(kind, [])
+        return _Sink(build, _MAX_ROWS, tables.append, lambda n: None)
+
+    _run(p, make_sink)
+    schemas = _schemas(p.string_ids)
+    out: dict[str, pl.DataFrame] = {}
+    for kind in ("orders", "customers", "events"):
+        if kind in collected:
+            table = pa.concat_tables(collected[kind]) if collected[kind] else schemas[kind].empty_table()
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            out[kind] = frame
+    return out
