@@ -7,7 +7,7 @@ Rows that cannot be used are counted by reason and reported — never silently d
 ``missing_timestamp``
     no order timestamp;
 ``missing_amount``
-    a null or NaN amount;
+    a null, NaN or infinite amount;
 ``after_as_of``
     dated after the scoring date.
 
@@ -90,6 +90,20 @@ def collect(lf: pl.LazyFrame, label: str) -> pl.DataFrame:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         msg = f"cannot read {label}: {first}"
         raise InputError(msg) from exc
+
+
+def _csv_int_ids(df: pl.DataFrame, src: Source) -> pl.DataFrame:
+    """CSV is read as text: ids that are all plain integers (no leading zeros) become Int64."""
+    ids = df["customer_id"]
+    if src.kind != "csv" or ids.dtype != pl.String:
+        return df
+    text = ids.str.strip_chars()
+    as_int = text.cast(pl.Int64, strict=False)
+    if as_int.null_count() != ids.null_count():
+        return df
+    if bool((text.str.starts_with("0") & (text.str.len_chars() > 1)).any()):
+        return df  # "000123" is an id to keep as written
+    return df.with_columns(as_int.alias("customer_id"))
 
 
 def _schema(src: Source) -> pl.Schema:
@@ -221,7 +235,7 @@ def load_orders(
     keep_raw = ("order_ts",) if rejects is not None else ()
     lf, conversions = _project(src, resolved, found, kinds, keep_raw=keep_raw)
     df = collect(lf, src.label)
-    df = schema.check_conversions(df, conversions, src.label)
+    df = _csv_int_ids(schema.check_conversions(df, conversions, src.label), src)
     df = df.rename({"order_ts": "order_date"})
     if "amount" not in df.columns:
         df = df.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
@@ -233,7 +247,7 @@ def load_orders(
     as_of_date = _as_date(as_of, "as_of")
     cid_null = pl.col("customer_id").is_null()
     ts_null = pl.col("order_date").is_null()
-    amt_null = pl.col("amount").is_null() | pl.col("amount").is_nan()
+    amt_null = pl.col("amount").is_null() | ~pl.col("amount").is_finite()
     stats = df.select(
         cid_null.sum().alias("missing_customer_id"),
         (~cid_null & ts_null).sum().alias("missing_timestamp"),
@@ -350,7 +364,7 @@ def load_customers(source: Any, *, columns: Mapping[str, str] | Sequence[str] | 
     if conv is not None:
         exprs.append(pl.col(col).alias(conv.raw))
     df = collect(src.frame.select(exprs), src.label)
-    df = schema.check_conversions(df, [conv] if conv else [], src.label)
+    df = _csv_int_ids(schema.check_conversions(df, [conv] if conv else [], src.label), src)
     n = df.height
     no_id = int(df["customer_id"].null_count())
     df = df.filter(pl.col("customer_id").is_not_null())
@@ -386,6 +400,7 @@ def load_events(
     lf, conversions = _project(src, resolved, found, kinds)
     df = collect(lf, src.label)
     df = schema.check_conversions(df, conversions, src.label).rename({"event_ts": "event_date"})
+    df = _csv_int_ids(df, src)
     n = df.height
     cid_null = pl.col("customer_id").is_null()
     ts_null = pl.col("event_date").is_null()

@@ -291,9 +291,7 @@ def check_conversions(df: pl.DataFrame, conversions: Sequence[Conversion], label
         if n_lost:
             first = df.filter(lost)[conv.raw][0]
             more = f" and {n_lost - 1:,} more" if n_lost > 1 else ""
-            msg = (
-                f"{label}: column {conv.source!r} ({conv.canonical}) has value {first!r}{more} that "
-                f"cannot be read as {conv.expected}"
-            )
+            named = f"{conv.source!r}" + (f" ({conv.canonical})" if conv.source != conv.canonical else "")
+            msg = f"{label}: column {named} has value {first!r}{more} that cannot be read as {conv.expected}"
             raise SchemaError(msg)
     return df.drop([c.raw for c in conversions])

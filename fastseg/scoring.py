@@ -120,6 +120,16 @@ def scale_to_five(bins: int) -> NDArray[np.uint8]:
     return np.array([(5 * s + bins - 1) // bins for s in range(bins + 1)], dtype=np.uint8)
 
 
+def _cell_names(bins: int) -> pl.Series:
+    """All ``bins**3`` cells in code order ``((r - 1) * k + f - 1) * k + m - 1``: "545" etc.
+
+    With ``bins = 10`` the scores are joined with "-" ("10-4-5") so that cells stay unambiguous.
+    """
+    sep = "-" if bins >= 10 else ""
+    s = range(1, bins + 1)
+    return pl.Series("rfm_cell", [f"{a}{sep}{b}{sep}{c}" for a in s for b in s for c in s])
+
+
 class NotFittedError(FastsegError, ValueError, AttributeError):
     """The scorer is used before :meth:`RFMScorer.fit` (or :meth:`RFMScorer.load`)."""
 
@@ -146,25 +156,25 @@ def _check_method(method: object) -> str:
     return str(method)
 
 
-def _check_cut_points(dim: str, values: object, *, count: int | None, strict: bool) -> list[float]:
-    """Validate one dimension's cut points: finite numbers, increasing, ``count`` of them."""
+def _check_cut_points(
+    dim: str, values: object, *, count: int, strict: bool, label: str = "thresholds"
+) -> list[float]:
+    """Validate one dimension's cut points: ``count`` finite numbers, increasing."""
     order = "strictly increasing" if strict else "nondecreasing"
-    what = f"{count} " if count is not None else ""
-    allowed = f"{what}{order} finite numbers"
+    allowed = f"{count} {order} finite numbers (bins - 1, bins={count + 1})"
     if isinstance(values, str | bytes) or not isinstance(values, Sequence | np.ndarray):
-        msg = f"thresholds for '{dim}' must be a list of {allowed}, got {values!r}"
+        msg = f"{label} for '{dim}' must be a list of {allowed}, got {values!r}"
         raise ParameterError(msg)
     out: list[float] = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-            msg = f"thresholds for '{dim}' must be {allowed}, got {list(values)!r}"
+            msg = f"{label} for '{dim}' must be {allowed}, got {list(values)!r}"
             raise ParameterError(msg)
         out.append(float(v))
-    bad_count = count is not None and len(out) != count
     bad_values = any(not math.isfinite(v) for v in out)
     bad_order = any((b <= a) if strict else (b < a) for a, b in zip(out, out[1:], strict=False))
-    if bad_count or bad_values or bad_order:
-        msg = f"thresholds for '{dim}' must be {allowed}, got {list(values)!r}"
+    if len(out) != count or bad_values or bad_order:
+        msg = f"{label} for '{dim}' must be {allowed}, got {list(values)!r}"
         raise ParameterError(msg)
     return out
 
@@ -494,15 +504,20 @@ class RFMScorer:
         )
         scale = scale_to_five(bins)
         codes = np.where(scored, _GROUP_TABLE[scale[r] - 1, scale[f] - 1], np.uint8(_PROSPECTS))
-        sep = "-" if bins >= 10 else ""
+        cell = (r.astype(np.int32) - 1) * bins * bins + (f.astype(np.int32) - 1) * bins + (m - 1)
+        total = r + f + m  # <= 30, stays uint8
         is_scored = pl.lit(pl.Series("scored", scored))
-        score_cols = [
-            pl.when(is_scored).then(pl.lit(pl.Series(name, a))).alias(name)
-            for name, a in (("r_score", r), ("f_score", f), ("m_score", m))
-        ]
-        out = frame.with_columns(score_cols).with_columns(
-            pl.concat_str(["r_score", "f_score", "m_score"], separator=sep).alias("rfm_cell"),
-            (pl.col("r_score") + pl.col("f_score") + pl.col("m_score")).alias("rfm_score"),
+
+        def masked(name: str, a: NDArray[Any]) -> pl.Expr:
+            return pl.when(is_scored).then(pl.lit(pl.Series(name, a))).alias(name)
+
+        cell_index = frame.select(masked("i", cell)).to_series()
+        out = frame.with_columns(
+            masked("r_score", r),
+            masked("f_score", f),
+            masked("m_score", m),
+            _cell_names(bins).gather(cell_index).alias("rfm_cell"),
+            masked("rfm_score", total),
             pl.Series("rfm_group", GROUPS, dtype=pl.String).gather(codes).alias("rfm_group"),
         )
         lead = [c for c in LEAD_COLUMNS if c in frame.columns]
@@ -558,7 +573,8 @@ class RFMScorer:
             raise ParameterError(msg)
         strict = method == "thresholds"
         checked = {
-            d: _check_cut_points(d, edges[d], count=bins - 1, strict=strict) for d in DIMENSIONS
+            d: _check_cut_points(d, edges[d], count=bins - 1, strict=strict, label="edges")
+            for d in DIMENSIONS
         }
         n_fit = data.get("n_fit")
         low = 0 if strict else 1

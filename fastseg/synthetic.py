@@ -44,6 +44,7 @@ Python loops run over days, customer blocks and chunks.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -359,9 +360,19 @@ def _pick(rng: np.random.Generator, cdf: NDArray[np.float64], n: int) -> NDArray
 
 
 def _seconds(rng: np.random.Generator, n: int, cdf: NDArray[np.float64] = _HOUR_CDF) -> NDArray:
-    """Seconds of the day (0..86399) following an hour-of-day profile."""
-    hour = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), 23)
-    return hour.astype(np.int64) * 3600 + rng.integers(0, 3600, n)
+    """Seconds of the day (0..86399) following an hour-of-day profile (piecewise uniform)."""
+    knots = np.concatenate([[0.0], cdf])
+    sec = np.interp(rng.random(n), knots, np.arange(25, dtype=np.float64) * 3600.0)
+    return np.minimum(sec.astype(np.int64), 86_399)
+
+
+def _time_order(sec: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Stable argsort of seconds of the day (a plain sort of ``sec << 32 | position``)."""
+    if sec.size >= 1 << 32:
+        return np.argsort(sec, kind="stable")
+    key = (sec << 32) | np.arange(sec.size, dtype=np.int64)
+    key.sort()
+    return key & 0xFFFFFFFF
 
 
 def _store_hours(sec: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -430,7 +441,7 @@ class _Model:
     ids: NDArray[np.int64]
     id_strings: pa.Array | None
     tier: NDArray[np.uint8]
-    signup_day: NDArray[np.int32]
+    signup_day: NDArray[np.int32]  # days from the first day of the history (< 0: before it)
     first_day: NDArray[np.int32]  # n_days for prospects
     first_sec: NDArray[np.int32]
     end_day: NDArray[np.int32]  # last day the customer may buy (churn); n_days-1 if never
@@ -464,20 +475,9 @@ def _build_model(p: _Params) -> _Model:
     n = p.customers
     n_buyers = min(p.orders, max(1, round(0.9 * n)))
 
-    # who orders, when customers arrive (a growing business), signup before the first order
+    # who orders, and how often: tiers and repeat-purchase rates (heavy tailed)
     buyer = np.ones(n, dtype=np.bool_)
     buyer[rng.choice(n, n - n_buyers, replace=False)] = False
-    growth = 0.5 + np.arange(n_days) / n_days
-    arrive = np.searchsorted(_cdf(growth * season), rng.random(n), side="right")
-    arrive = np.minimum(arrive, n_days - 1).astype(np.int32)
-    lag = np.where(rng.random(n) < 0.65, 0, rng.geometric(1 / 20, n)).astype(np.int32)
-    signup_day = np.where(buyer, np.maximum(arrive - lag, 0), arrive).astype(np.int32)
-    order = np.argsort(signup_day, kind="stable")
-    buyer, arrive, signup_day = buyer[order], arrive[order], signup_day[order]
-    first_day = np.where(buyer, arrive, n_days).astype(np.int32)
-    del arrive, lag, order
-
-    # tiers and repeat-purchase rates (heavy tailed)
     u = rng.random(n)
     z = rng.standard_normal(n)
     tier = np.full(n, _PROSPECT, dtype=np.uint8)
@@ -487,10 +487,32 @@ def _build_model(p: _Params) -> _Model:
     tier[buyer & (u >= 0.99)] = _WHOLESALE
     rate = np.select(
         [tier == _ONE_TIMER, (tier == _REPEATER) | (tier == _VIP), tier == _WHOLESALE],
-        [0.004 * np.exp(0.5 * z), np.exp(1.3 * z), 12.0 * np.exp(0.8 * z)],
+        [0.004 * np.exp(0.5 * z), np.exp(1.3 * z), 6.0 * np.exp(0.8 * z)],
         0.0,
     )
-    del u
+    mean_rate = float(rate[buyer].mean())
+    del u, z
+
+    # when they arrive. New customers sign up during the history (a growing business) and
+    # order on signup or some days later. Half of the repeat buyers (and 30% of prospects) are
+    # an existing base who signed up before the history; their first order in the history
+    # comes after a wait that is shorter the more often they buy.
+    growth = 0.5 + np.arange(n_days) / n_days
+    arrive = np.searchsorted(_cdf(growth * season), rng.random(n), side="right")
+    arrive = np.minimum(arrive, n_days - 1)
+    lag = np.where(rng.random(n) < 0.65, 0, rng.geometric(1 / 20, n))
+    signup_day = np.where(buyer, np.maximum(arrive - lag, 0), arrive)
+    existing = rng.random(n) < np.where(tier >= _REPEATER, 0.5, np.where(buyer, 0.0, 0.3))
+    wait = 33.0 * mean_rate / np.maximum(rate, 1e-12)  # mean days to the next order
+    cut = -np.expm1(-(n_days - 1) / wait)  # exponential wait truncated to the history
+    first_wait = np.floor(-wait * np.log1p(-rng.random(n) * cut))
+    first_day = np.where(existing, np.minimum(first_wait, n_days - 1), arrive)
+    first_day = np.where(buyer, first_day, n_days).astype(np.int32)
+    signup_day = np.where(existing, -rng.integers(1, 1096, n), signup_day).astype(np.int32)
+    order = np.argsort(signup_day, kind="stable")
+    buyer, tier, rate = buyer[order], tier[order], rate[order]
+    signup_day, first_day = signup_day[order], first_day[order]
+    del arrive, lag, existing, wait, cut, first_wait, order
 
     # churn: a third of buyers stay to the end, the others leave after an exponential lifetime
     life = rng.exponential(300.0, n)
@@ -514,7 +536,6 @@ def _build_model(p: _Params) -> _Model:
     email_opt = rng.random(n) < np.where(buyer, 0.62, 0.45)
     sms_opt = rng.random(n) < np.where(email_opt, 0.35, 0.08)
 
-    mean_rate = rate[buyer].mean() if n_buyers else 1.0
     rel = np.minimum(rate / mean_rate, 20.0)
     browse_w = 0.4 * engagement * np.where(buyer, 1.0, 0.6) + 0.6 * rel
     email_w = np.where(email_opt, 0.5 * engagement + 0.3 * np.minimum(rel, 10.0), 0.0)
@@ -561,7 +582,7 @@ def _build_model(p: _Params) -> _Model:
     def accept(cum: NDArray[np.float64], weights: NDArray[np.float64], q: float) -> NDArray:
         """Expected share of draws from the signed-up prefix kept when churned ones keep q."""
         churned = np.cumsum(np.bincount(end_day + 1, weights=weights, minlength=n_days + 1))
-        churned = churned[:n_days] * (end_day.size > 0)
+        churned = churned[:n_days]
         prefix = np.where(signed_up > 0, cum[np.maximum(signed_up - 1, 0)], 0.0)
         kept = prefix - (1.0 - q) * np.minimum(churned, prefix)
         return np.divide(kept, prefix, out=np.ones(n_days), where=prefix > 0)
@@ -623,8 +644,10 @@ def _draw(
 ) -> NDArray[np.int64]:
     """``need`` customers from ``[0, hi)`` drawn with weights ``diff(cum)``, among those kept.
 
-    Rejection sampling: draw from the whole prefix, drop those ``keep`` rejects, repeat until
-    enough. When the expected acceptance is tiny, draw among the kept customers directly.
+    Independent draws with replacement, in random order. Rejection sampling: draw from the whole
+    prefix (sorted uniforms, so the binary searches stay in cache), drop those ``keep`` rejects,
+    repeat until enough, then keep a random subset of ``need``. When the expected acceptance is
+    tiny, draw among the kept customers directly.
     """
     if need <= 0 or hi <= 0:
         return np.empty(0, dtype=np.int64)
@@ -634,21 +657,25 @@ def _draw(
     got = 0
     if acceptance >= 0.02:
         for _ in range(50):
-            m = int((need - got) / acceptance * 1.05) + 64
-            idx = np.searchsorted(prefix, rng.random(m) * total, side="right")
-            idx = idx[idx < hi]
+            u = np.sort(rng.random(int((need - got) / acceptance * 1.05) + 64))
+            u *= total
+            idx = np.searchsorted(prefix, u, side="right")
+            idx = idx[: np.searchsorted(idx, hi)]  # rounding can land one past the prefix
             idx = idx[keep(idx)]
             parts.append(idx)
             got += idx.size
             if got >= need:
-                return np.concatenate(parts)[:need]
-    # direct draw among the kept customers (O(hi), rare: only for near-empty active sets)
-    cand = np.flatnonzero(keep(np.arange(hi, dtype=np.int64)))
-    w = np.diff(prefix, prepend=0.0)[cand]
-    ccum = np.cumsum(w)
-    pick = np.searchsorted(ccum, rng.random(need - got) * ccum[-1], side="right")
-    parts.append(cand[np.minimum(pick, cand.size - 1)])
-    return np.concatenate(parts)[:need]
+                break
+    if got < need:  # direct draw among the kept customers (O(hi); only near-empty active sets)
+        weights = np.diff(prefix, prepend=0.0)
+        cand = np.flatnonzero(keep(np.arange(hi, dtype=np.int64)) & (weights > 0))
+        if cand.size == 0:  # nobody kept: draw from the whole prefix
+            cand = np.flatnonzero(weights > 0)
+        ccum = np.cumsum(weights[cand])
+        pick = np.searchsorted(ccum, rng.random(need - got) * ccum[-1], side="right")
+        parts.append(cand[np.minimum(pick, cand.size - 1)])
+    drawn = np.concatenate(parts)
+    return drawn[rng.choice(drawn.size, need, replace=False)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,7 +701,7 @@ def _orders_day(
     refunds = _concat(due) if due else {k: np.empty(0, np.int64) for k in _REFUND_KEYS}
     if refunds["cust"].size > slots:  # never more rows than planned: drop the excess refunds
         refunds = {k: v[:slots] for k, v in refunds.items()}
-    n_rep = slots - refunds["cust"].size
+    n_ref = refunds["cust"].size
 
     first = m.by_first[m.first_bounds[b] : m.first_bounds[b + 1]]
     fd, ed = m.first_day, m.end_day
@@ -682,75 +709,77 @@ def _orders_day(
         rng,
         m.rate_cum,
         int(m.signed_up[b]),
-        n_rep,
+        slots - n_ref,
         lambda i: (fd[i] <= b) & (ed[i] >= b),
         float(m.repeat_accept[b]),
     )
+    n_first = first.size
     cust = np.concatenate([first, rep])
     n = cust.size
-    n_first = first.size
 
-    cat = np.where(rng.random(n) < 0.45, m.fav_cat[cust], _pick(rng, _CATEGORY_CDF, n))
-    chan = m.main_chan[cust].copy()
-    switch = rng.random(n) < 0.2
-    switch[:n_first] = False  # a first order is in the customer's own channel
-    chan[switch] = _pick(rng, _CHANNEL_CDF, int(switch.sum()))
-    sec = _seconds(rng, n)
-    sec = np.where(chan == _STORE, _store_hours(sec), sec)
+    cat = m.fav_cat[cust]
+    other = np.flatnonzero(rng.random(n) >= 0.45)  # 45% of purchases in the favourite category
+    cat[other] = _pick(rng, _CATEGORY_CDF, other.size)
+    chan = m.main_chan[cust]
+    switch = n_first + np.flatnonzero(rng.random(n - n_first) < 0.2)  # first orders don't switch
+    chan[switch] = _pick(rng, _CHANNEL_CDF, switch.size)
+    sec = np.empty(n, dtype=np.int64)
     sec[:n_first] = m.first_sec[first]
-    # a repeat on the day of the first order comes after it
+    rs = _seconds(rng, n - n_first)
     fsec = m.first_sec[rep].astype(np.int64)
-    same = fd[rep] == b
-    sec[n_first:] = np.where(same, fsec + sec[n_first:] * (86_399 - fsec) // 86_399, sec[n_first:])
+    # a repeat on the day of the first order comes after it
+    rs = np.where(fd[rep] == b, fsec + rs * (86_399 - fsec) // 86_399, rs)
+    sec[n_first:] = np.where(chan[n_first:] == _STORE, _store_hours(rs), rs)
 
-    tier = m.tier[cust]
-    wholesale = tier == _WHOLESALE
-    qty = 1 + rng.poisson(np.where(wholesale, 14.0, 0.35))
-    qty = qty + np.where(wholesale, 3, 0)
-    unit = np.exp(m.basket_mu[cust] + _CATEGORY_PRICE[cat] + 0.5 * rng.standard_normal(n))
-    gross = unit * np.where(wholesale, qty * 0.6, qty**0.8)
-    has_disc = rng.random(n) < (0.45 if m.promo[b] else 0.12)
-    frac = rng.integers(1, 7, n) * 0.05  # 5%..30% off
-    discount = np.where(has_disc, np.round(gross * frac, 2), 0.0)
+    qty = 1 + rng.poisson(0.35, n)
+    wholesale = np.flatnonzero(m.tier[cust] == _WHOLESALE)
+    qty[wholesale] += 3 + rng.poisson(14.0, wholesale.size)
+    size = qty**0.8
+    size[wholesale] = qty[wholesale] * 0.6
+    gross = np.exp(m.basket_mu[cust] + _CATEGORY_PRICE[cat] + 0.5 * rng.standard_normal(n)) * size
+    discount = np.zeros(n)
+    disc = np.flatnonzero(rng.random(n) < (0.45 if m.promo[b] else 0.12))
+    discount[disc] = np.round(gross[disc] * rng.integers(1, 7, disc.size) * 0.05, 2)  # 5%..30%
     amount = np.maximum(np.round(gross - discount, 2), 0.99)
 
-    # some purchases are refunded later (the refund row is made now, written on its day)
-    is_ref = rng.random(n) < _CATEGORY_REFUND[cat]
-    delay = np.minimum(1 + rng.geometric(1 / 9, n), 60)
-    full = rng.random(n) < 0.65
-    part = rng.uniform(0.15, 1.0, n)
-    ref_sec = _seconds(rng, n)
-    r = np.flatnonzero(is_ref & (b + delay < m.n_days))
-    if r.size:
+    # some purchases are refunded later: the refund row is made now and written on its day
+    r = np.flatnonzero(rng.random(n) < _CATEGORY_REFUND[cat])
+    due_day = b + np.minimum(1 + rng.geometric(1 / 9, r.size), 60)
+    full = rng.random(r.size) < 0.65
+    part = rng.uniform(0.15, 1.0, r.size)
+    ref_sec = _seconds(rng, r.size)
+    in_range = due_day < m.n_days
+    if in_range.any():
+        r, due_day, full, part, ref_sec = (
+            a[in_range] for a in (r, due_day, full, part, ref_sec)
+        )
         new = {
             "cust": cust[r],
-            "sec": np.where(chan[r] == _STORE, _store_hours(ref_sec[r]), ref_sec[r]),
-            "amount": -np.where(full[r], amount[r], np.maximum(np.round(amount[r] * part[r], 2), 0.01)),
-            "qty": -np.where(full[r], qty[r], np.maximum(np.round(qty[r] * part[r]), 1)).astype(np.int64),
+            "sec": np.where(chan[r] == _STORE, _store_hours(ref_sec), ref_sec),
+            "amount": -np.where(full, amount[r], np.maximum(np.round(amount[r] * part, 2), 0.01)),
+            "qty": -np.where(full, qty[r], np.maximum(np.round(qty[r] * part), 1)).astype(np.int64),
             "cat": cat[r],
             "chan": chan[r],
         }
-        due_day = b + delay[r]
         order = np.argsort(due_day, kind="stable")
         days, starts = np.unique(due_day[order], return_index=True)
         bounds = [*starts.tolist(), r.size]
-        for j, d in enumerate(days.tolist()):
+        for j, d in enumerate(days.tolist()):  # at most 60 due days
             sel = order[bounds[j] : bounds[j + 1]]
             pending.setdefault(d, []).append({k: v[sel] for k, v in new.items()})
 
-    k = refunds["cust"].size
     all_sec = np.concatenate([sec, refunds["sec"]])
-    o = np.argsort(all_sec, kind="stable")
+    o = _time_order(all_sec)
     rows: _Cols = {
         "cust": np.concatenate([cust, refunds["cust"]])[o],
         "ts": m.day_us[b] + all_sec[o] * 1_000_000,
         "amount": np.concatenate([amount, refunds["amount"]])[o],
-        "qty": np.concatenate([qty, refunds["qty"]]).astype(np.int64)[o],
-        "cat": np.concatenate([cat, refunds["cat"]]).astype(np.int8)[o],
-        "chan": np.concatenate([chan, refunds["chan"]]).astype(np.int8)[o],
-        "disc": np.concatenate([discount, np.zeros(k)])[o],
+        "qty": np.concatenate([qty, refunds["qty"]])[o],
+        "cat": np.concatenate([cat, refunds["cat"].astype(np.int8)])[o],
+        "chan": np.concatenate([chan, refunds["chan"].astype(np.int8)])[o],
+        "disc": np.concatenate([discount, np.zeros(n_ref)])[o],
     }
-    online = chan != _STORE
+    online = np.flatnonzero(chan != _STORE)
     return rows, {"cust": cust[online], "sec": sec[online]}
 
 
@@ -766,44 +795,53 @@ def _events_day(m: _Model, b: int, rng: np.random.Generator, buys: _Cols) -> _Co
     def churn_filter(q: float) -> Callable[[NDArray[np.int64]], NDArray[np.bool_]]:
         return lambda i: (ed[i] >= b) | (rng.random(i.size) < q)
 
-    cust: list[NDArray[np.int64]] = []
-    sec: list[NDArray[np.int64]] = []
-    ev: list[NDArray[np.int8]] = []
-
-    def add(c: NDArray[np.int64], s: NDArray[np.int64], e: int) -> None:
-        cust.append(c)
-        sec.append(s)
-        ev.append(np.full(c.size, e, dtype=np.int8))
-
     opens = _draw(
-        rng, m.email_cum, hi, int(counts[_EV_OPEN]), churn_filter(_CHURNED_EMAIL),
+        rng,
+        m.email_cum,
+        hi,
+        int(counts[_EV_OPEN]),
+        churn_filter(_CHURNED_EMAIL),
         float(m.email_accept[b]),
     )
     open_sec = _seconds(rng, opens.size, _EMAIL_HOUR_CDF)
-    add(opens, open_sec, _EV_OPEN)
     n_click = min(int(counts[_EV_CLICK]), opens.size)
     counts[_EV_VISIT] += counts[_EV_CLICK] - n_click
-    clicked = rng.choice(opens.size, n_click, replace=False) if n_click else np.empty(0, np.int64)
-    add(opens[clicked], np.minimum(open_sec[clicked] + rng.integers(5, 900, n_click), 86_399),
-        _EV_CLICK)
+    clicked = rng.choice(opens.size, n_click, replace=False)
+    click_sec = np.minimum(open_sec[clicked] + rng.integers(5, 900, n_click), 86_399)
 
+    # funnels: part of each funnel event type precedes one of the day's web/app orders
     n_buys = buys["cust"].size
-    for e, share, low, high in _FUNNEL:
+    tied_cust: list[NDArray[np.int64]] = []
+    tied_sec: list[NDArray[np.int64]] = []
+    rest = np.zeros(len(_FUNNEL), dtype=np.int64)
+    for j, (e, share, low, high) in enumerate(_FUNNEL):  # four event types, not rows
         tied = min(round(share * int(counts[e])), n_buys)
-        pick = rng.choice(n_buys, tied, replace=False) if tied else np.empty(0, np.int64)
-        add(buys["cust"][pick], np.maximum(buys["sec"][pick] - rng.integers(low, high, tied), 0), e)
-        rest = int(counts[e]) - tied
-        c = _draw(rng, m.browse_cum, hi, rest, churn_filter(_CHURNED_BROWSE),
-                  float(m.browse_accept[b]))
-        add(c, _seconds(rng, c.size), e)
-
-    all_sec = np.concatenate(sec)
-    o = np.argsort(all_sec, kind="stable")
-    return {
-        "cust": np.concatenate(cust)[o],
-        "ts": m.day_us[b] + all_sec[o] * 1_000_000,
-        "ev": np.concatenate(ev)[o],
-    }
+        pick = rng.choice(n_buys, tied, replace=False)
+        tied_cust.append(buys["cust"][pick])
+        tied_sec.append(np.maximum(buys["sec"][pick] - rng.integers(low, high, tied), 0))
+        rest[j] = int(counts[e]) - tied
+    # the other funnel events are sessions of browsing customers (most buy nothing that day)
+    browse = _draw(
+        rng,
+        m.browse_cum,
+        hi,
+        int(rest.sum()),
+        churn_filter(_CHURNED_BROWSE),
+        float(m.browse_accept[b]),
+    )
+    funnel_types = np.array([f[0] for f in _FUNNEL], dtype=np.int8)
+    ev = np.concatenate(
+        [
+            np.full(opens.size, _EV_OPEN, dtype=np.int8),
+            np.full(n_click, _EV_CLICK, dtype=np.int8),
+            np.repeat(funnel_types, [t.size for t in tied_cust]),
+            np.repeat(funnel_types, rest),
+        ]
+    )
+    cust = np.concatenate([opens, opens[clicked], *tied_cust, browse])
+    sec = np.concatenate([open_sec, click_sec, *tied_sec, _seconds(rng, browse.size)])
+    o = _time_order(sec)
+    return {"cust": cust[o], "ts": m.day_us[b] + sec[o] * 1_000_000, "ev": ev[o]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -822,7 +860,7 @@ def _profile_block(m: _Model, seed: int, block: int, end: datetime.date) -> _Col
     first_sec = m.first_sec[lo:hi].astype(np.int64)
     before = np.maximum(first_sec - rng.integers(60, 1800, n), 0)  # signed up just before buying
     sec = np.where(signup_day == m.first_day[lo:hi], before, _seconds(rng, n))
-    signup_ts = m.day_us[signup_day] + sec * 1_000_000
+    signup_ts = m.day_us[0] + signup_day * _DAY_US + sec * 1_000_000
 
     end_days = end.toordinal() - datetime.date(1970, 1, 1).toordinal()
     years_since_signup = (m.n_days - 1 - signup_day) / 365.25
@@ -1157,10 +1195,8 @@ def generate(
             os.replace(tmp, finals[kind])
     except BaseException:
         for w in writers.values():
-            try:
+            with contextlib.suppress(Exception):  # already failing: the original error matters
                 w.close()
-            except Exception:  # noqa: S110 - already failing; the original error matters
-                pass
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
         raise

@@ -107,3 +107,322 @@ def rfm_transform_ref(features: _q_pl.DataFrame, k: int) -> _q_pl.DataFrame:
             "rfm_group": _q_pl.String,
         },
     )
+
+
+# =============================================================================================
+# segment rules (row-by-row rule evaluation, RPN programs) — owner: rules helper
+# =============================================================================================
+import datetime as _r_dt  # noqa: E402
+import math as _r_math  # noqa: E402
+
+import numpy as _r_np  # noqa: E402
+
+
+def _r_shift(as_of: _r_dt.date, amount: int, unit: str) -> _r_dt.date:
+    """as_of + amount units; months/years clamp the day to the month's end (tried day by day)."""
+    if unit == "d":
+        return as_of + _r_dt.timedelta(days=amount)
+    if unit == "w":
+        return as_of + _r_dt.timedelta(days=7 * amount)
+    months = amount if unit == "m" else 12 * amount
+    total = as_of.year * 12 + as_of.month - 1 + months
+    year, month = total // 12, total % 12 + 1
+    day = as_of.day
+    while True:
+        try:
+            return _r_dt.date(year, month, day)
+        except ValueError:
+            day -= 1
+
+
+def _r_value(value, as_of):
+    from fastseg.rules import ast as A
+
+    if isinstance(value, A.DateLit):
+        return value.value
+    if isinstance(value, A.Today):
+        return as_of
+    if isinstance(value, A.RelDate):
+        return _r_shift(as_of, value.amount, value.unit)
+    return value.value
+
+
+def _r_missing(x) -> bool:
+    return x is None or (isinstance(x, float) and _r_math.isnan(x))
+
+
+def _r_cmp(x, v):
+    """Make a row value comparable with a literal: datetimes compare with the date's midnight."""
+    if isinstance(x, _r_dt.datetime) and not isinstance(v, _r_dt.datetime):
+        v = _r_dt.datetime(v.year, v.month, v.day, tzinfo=x.tzinfo)
+    return x, v
+
+
+def rule_row_ref(tree, row: dict, as_of: _r_dt.date, segments: dict | None = None) -> bool:
+    """Evaluate a parsed rule on one row (a dict), with the two-valued null semantics."""
+    from fastseg.rules import ast as A
+
+    def ev(node) -> bool:
+        if isinstance(node, A.And):
+            return ev(node.left) and ev(node.right)
+        if isinstance(node, A.Or):
+            return ev(node.left) or ev(node.right)
+        if isinstance(node, A.Not):
+            return not ev(node.operand)
+        if isinstance(node, A.Const):
+            return node.value
+        if isinstance(node, A.SegmentRef):
+            return rule_row_ref(segments[node.name], row, as_of, segments)
+        x = row[node.operand.name]
+        if isinstance(node, A.IsNull):
+            return _r_missing(x) == (not node.negated)
+        if _r_missing(x):
+            return False
+        if isinstance(node, A.IsTrue):
+            return x is True
+        if isinstance(node, A.Compare):
+            a, b = _r_cmp(x, _r_value(node.value, as_of))
+            return {
+                "=": a == b,
+                "!=": a != b,
+                ">": a > b,
+                ">=": a >= b,
+                "<": a < b,
+                "<=": a <= b,
+            }[node.op]
+        if isinstance(node, A.Between):
+            a, lo = _r_cmp(x, _r_value(node.low, as_of))
+            _, hi = _r_cmp(x, _r_value(node.high, as_of))
+            return (lo <= a <= hi) != node.negated
+        if isinstance(node, A.In):
+            found = any(
+                _r_cmp(x, _r_value(v, as_of))[0] == _r_cmp(x, _r_value(v, as_of))[1]
+                for v in node.values
+            )
+            return found != node.negated
+        if isinstance(node, A.Contains):
+            return (_r_value(node.value, as_of) in x) != node.negated
+        raise AssertionError(node)
+
+    return ev(tree)
+
+
+def rule_mask_ref(tree, frame, as_of: _r_dt.date, segments: dict | None = None) -> _r_np.ndarray:
+    """Boolean mask of a rule over a Polars frame, row by row in pure Python."""
+    return _r_np.array(
+        [rule_row_ref(tree, row, as_of, segments) for row in frame.iter_rows(named=True)],
+        dtype=bool,
+    )
+
+
+def rpn_eval_ref(program, atom_masks: list, segment_masks: list, n: int) -> _r_np.ndarray:
+    """Run one compiled (opcode, arg) postfix program over boolean arrays of length n."""
+    ops = {"atom": 0, "segment": 1, "and": 2, "or": 3, "not": 4, "true": 5, "false": 6}
+    stack: list = []
+    for op, arg in program.tolist():
+        if op == ops["atom"]:
+            stack.append(atom_masks[arg])
+        elif op == ops["segment"]:
+            stack.append(segment_masks[arg])
+        elif op == ops["and"]:
+            b, a = stack.pop(), stack.pop()
+            stack.append(a & b)
+        elif op == ops["or"]:
+            b, a = stack.pop(), stack.pop()
+            stack.append(a | b)
+        elif op == ops["not"]:
+            stack.append(~stack.pop())
+        elif op == ops["true"]:
+            stack.append(_r_np.ones(n, dtype=bool))
+        elif op == ops["false"]:
+            stack.append(_r_np.zeros(n, dtype=bool))
+        else:
+            raise AssertionError(op)
+    assert len(stack) == 1
+    return stack[0]
+
+
+# =============================================================================================
+# bitsets / segments — owner: segment-engine helper (fastseg.kernels.bitset, fastseg.segmenting)
+# Python sets and plain Polars filters; bit i of word w is customer 64 * w + i.
+# =============================================================================================
+import polars as _bs_pl  # noqa: E402
+
+
+def bitset_sets_ref(words, n: int) -> list[set[int]]:
+    """Member set of each bitset row, bit by bit with Python ints; asserts tail bits are zero."""
+    out = []
+    for row in words:
+        members = set()
+        for w, word in enumerate(int(x) for x in row):
+            for i in range(64):
+                if (word >> i) & 1:
+                    assert 64 * w + i < n, "bit set past the last customer"
+                    members.add(64 * w + i)
+        out.append(members)
+    return out
+
+
+def run_programs_sets_ref(atom_sets: list[set[int]], programs, n: int) -> list[set[int]]:
+    """Postfix programs (``(opcode, arg)`` rows; 0 ATOM 1 SEGMENT 2 AND 3 OR 4 NOT 5 TRUE 6 FALSE)
+    interpreted over Python sets; NOT is the complement within ``range(n)``."""
+    universe = set(range(n))
+    results: list[set[int]] = []
+    for prog in programs:
+        stack: list[set[int]] = []
+        for op, arg in [(int(a), int(b)) for a, b in prog]:
+            if op == 0:
+                stack.append(set(atom_sets[arg]))
+            elif op == 1:
+                stack.append(set(results[arg]))
+            elif op == 2:
+                b = stack.pop()
+                stack.append(stack.pop() & b)
+            elif op == 3:
+                b = stack.pop()
+                stack.append(stack.pop() | b)
+            elif op == 4:
+                stack.append(universe - stack.pop())
+            elif op == 5:
+                stack.append(set(universe))
+            elif op == 6:
+                stack.append(set())
+            else:
+                raise AssertionError(f"unknown opcode {op}")
+        assert len(stack) == 1
+        results.append(stack.pop())
+    return results
+
+
+def segment_filters_ref(scores, compiled) -> list[set[int]]:
+    """Each segment as ONE Polars filter over the scores frame (its program folded back into a
+    boolean expression; atoms via ``Atom.expr()``); returns the matching row indices."""
+    atom_exprs = [a.expr() for a in compiled.atoms]
+    seg_exprs = []
+    for seg in compiled.segments:
+        stack = []
+        for op, arg in [(int(a), int(b)) for a, b in seg.program]:
+            if op == 0:
+                stack.append(atom_exprs[arg])
+            elif op == 1:
+                stack.append(seg_exprs[arg])
+            elif op in (2, 3):
+                b, a = stack.pop(), stack.pop()
+                stack.append(a & b if op == 2 else a | b)
+            elif op == 4:
+                stack.append(~stack.pop())
+            else:
+                stack.append(_bs_pl.lit(op == 5))
+        seg_exprs.append(stack.pop())
+    indexed = scores.with_row_index("__row")
+    return [set(indexed.filter(e.fill_null(False))["__row"].to_list()) for e in seg_exprs]
+
+
+def groups_ref(member_sets: list[set[int]], group_segments, names, fallback: str, n: int):
+    """First listed segment holding the customer wins, else ``fallback``: a label per customer."""
+    labels = []
+    for i in range(n):
+        label = fallback
+        for s in group_segments:
+            if i in member_sets[s]:
+                label = names[s]
+                break
+        labels.append(label)
+    return labels
+
+
+def segment_summary_ref(scores, member_sets: list[set[int]]) -> list[dict]:
+    """Per segment, with plain Polars filters: customers, revenue (sum monetary), aov
+    (sum monetary / sum frequency, None when 0), means of recency_days and frequency ignoring
+    nulls (None when no value), share of customers and of total net revenue (None when 0)."""
+    indexed = scores.with_row_index("__row")
+    n = scores.height
+    total = scores["monetary"].sum() if n else 0.0
+    rows = []
+    for members in member_sets:
+        sub = indexed.filter(_bs_pl.col("__row").is_in(sorted(members)))
+        revenue = float(sub["monetary"].sum()) if sub.height else 0.0
+        orders = int(sub["frequency"].sum()) if sub.height else 0
+        rows.append(
+            {
+                "customers": sub.height,
+                "share_customers": sub.height / n if n else None,
+                "revenue": revenue,
+                "share_revenue": revenue / total if total else None,
+                "aov": revenue / orders if orders else None,
+                "mean_recency_days": sub["recency_days"].mean(),
+                "mean_frequency": sub["frequency"].mean(),
+            }
+        )
+    return rows
+
+
+# =============================================================================================
+# per-customer features (fastseg.features.customer_features) — owner: lead
+# Plain Python over rows: obviously correct, slow, for small inputs only.
+# =============================================================================================
+import datetime as _f_dt  # noqa: E402
+
+
+def features_ref(rows: list[dict], as_of: _f_dt.date, windows=(30, 90, 365)) -> dict:
+    """Per customer id -> dict of features, from clean rows (customer_id, order_date, amount and
+    optionally order_id, category, discount). An order is a row with amount >= 0; with order_id,
+    the distinct (customer, order_id) among those rows, dated by the first such row."""
+    out: dict = {}
+    seen_orders: set = set()
+    for r in rows:
+        c = r["customer_id"]
+        f = out.setdefault(
+            c,
+            {
+                "frequency": 0, "monetary": 0.0, "gross": 0.0, "first": None, "last": None,
+                "refund_count": 0, "refund_amount": 0.0, "cats": set(), "disc": 0,
+                **{f"orders_{w}d": 0 for w in windows}, **{f"revenue_{w}d": 0.0 for w in windows},
+            },
+        )
+        a, d = r["amount"], r["order_date"]
+        f["monetary"] += a
+        for w in windows:
+            if d >= as_of - _f_dt.timedelta(days=w):
+                f[f"revenue_{w}d"] += a
+        if a < 0:
+            f["refund_count"] += 1
+            f["refund_amount"] += -a
+            continue
+        f["gross"] += a
+        f["first"] = d if f["first"] is None else min(f["first"], d)
+        f["last"] = d if f["last"] is None else max(f["last"], d)
+        if r.get("category") is not None:
+            f["cats"].add(r["category"])
+        key = (c, r["order_id"]) if "order_id" in r else None
+        if key is not None and key in seen_orders:
+            continue
+        if key is not None:
+            seen_orders.add(key)
+        f["frequency"] += 1
+        if (r.get("discount") or 0) > 0:
+            f["disc"] += 1
+        for w in windows:
+            if d >= as_of - _f_dt.timedelta(days=w):
+                f[f"orders_{w}d"] += 1
+    result = {}
+    for c, f in out.items():
+        n = f["frequency"]
+        has = n > 0
+        result[c] = {
+            "recency_days": (as_of - f["last"]).days if has else None,
+            "frequency": n,
+            "monetary": f["monetary"],
+            "aov": f["gross"] / n if has else None,
+            "first_order_date": f["first"] if has else None,
+            "last_order_date": f["last"] if has else None,
+            "tenure_days": (as_of - f["first"]).days if has else None,
+            "avg_days_between_orders": (f["last"] - f["first"]).days / (n - 1) if n > 1 else None,
+            **{f"orders_{w}d": f[f"orders_{w}d"] for w in windows},
+            **{f"revenue_{w}d": f[f"revenue_{w}d"] for w in windows},
+            "refund_count": f["refund_count"],
+            "refund_amount": f["refund_amount"],
+            "distinct_categories": len(f["cats"]),
+            "discount_share": f["disc"] / n if has else None,
+        }
+    return result

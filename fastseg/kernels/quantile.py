@@ -65,30 +65,41 @@ def _histogram_kernel(
     fmask: np.int64,
     kmin: np.int64,
     shift: np.int64,
+    mask: np.int64,
     counts: NDArray[np.int64],
 ) -> None:
-    """``counts[b] += 1`` for the bucket ``b = (key - kmin) >> shift`` of every value.
+    """``counts[b] += 1`` for the bucket ``b = ((key - kmin) >> shift) & mask`` of every value.
 
-    Four interleaved sub-histograms (``counts`` has shape ``4 * nb``) keep runs of equal keys
-    from serialising on one counter.
+    The subtraction wraps and the shift is arithmetic, but the bucket bits are exact because the
+    true (unsigned) difference is below ``2**64``; ``mask`` drops the sign-extended bits.
+    """
+    for i in range(bits.shape[0]):
+        b = bits[i]
+        key = b ^ ((b >> 63) & fmask)
+        counts[((key - kmin) >> shift) & mask] += 1
+
+
+@njit(cache=CACHE, nogil=True)
+def _histogram4_kernel(
+    bits: NDArray[np.int64], fmask: np.int64, kmin: np.int64, counts: NDArray[np.int64]
+) -> None:
+    """Exact histogram of ``key - kmin`` into four interleaved sub-histograms (``4 * nb``).
+
+    For small key ranges (day counts, order counts): runs of equal values would otherwise
+    serialise on one counter. Only called when ``key - kmin`` cannot overflow.
     """
     nb = counts.shape[0] // 4
-    mask = np.int64(nb - 1) if nb & (nb - 1) == 0 else np.int64(-1)
     n = bits.shape[0]
     n4 = n - n % 4
     for i in range(0, n4, 4):
         for lane in range(4):
             b = bits[i + lane]
             key = b ^ ((b >> 63) & fmask)
-            # wrapping subtraction then arithmetic shift: the low bits are exact because the
-            # true (unsigned) difference is below 2**64; ``mask`` drops sign-extended bits.
-            d = ((key - kmin) >> shift) & mask
-            counts[lane * nb + d] += 1
+            counts[lane * nb + (key - kmin)] += 1
     for i in range(n4, n):
         b = bits[i]
         key = b ^ ((b >> 63) & fmask)
-        d = ((key - kmin) >> shift) & mask
-        counts[d] += 1
+        counts[key - kmin] += 1
 
 
 @njit(cache=CACHE, nogil=True)
@@ -119,16 +130,18 @@ def _bin_kernel(
     base: np.uint8,
     strict: bool,
     out: NDArray[np.uint8],
-) -> None:
+) -> int:
     """``out[i] = base + #{t : t < values[i]}`` (``strict``) or ``#{t : t <= values[i]}``.
 
     Blocked so that the inner loop is one comparison per element against one threshold: it
-    vectorises (no branch per element) and the block stays in L1 across thresholds.
+    vectorises (no branch per element) and the block stays in L1 across thresholds. Returns the
+    number of NaN values (always 0 for integers), counted in the same pass.
     """
     n = values.shape[0]
     m = thresholds.shape[0]
     one = np.uint8(1)
     zero = np.uint8(0)
+    nan = 0
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         o = out[start:stop]
@@ -136,6 +149,7 @@ def _bin_kernel(
         w = stop - start
         for i in range(w):
             o[i] = base
+            nan += 1 if x[i] != x[i] else 0
         for j in range(m):
             t = thresholds[j]
             if strict:
@@ -144,6 +158,7 @@ def _bin_kernel(
             else:
                 for i in range(w):
                     o[i] += one if x[i] >= t else zero
+    return nan
 
 
 @njit(cache=CACHE, nogil=True)
@@ -276,9 +291,13 @@ def quantile_edges(values: NDArray[np.float64] | NDArray[np.int64], k: int) -> N
     else:
         shift = max(0, span.bit_length() - _RADIX_BITS)
         nb = 1 << _RADIX_BITS
-    counts4 = np.zeros(4 * nb, dtype=np.int64)
-    _histogram_kernel(bits, fmask, np.int64(kmin), np.int64(shift), counts4)
-    counts = counts4.reshape(4, nb).sum(axis=0)
+    if shift == 0:
+        counts4 = np.zeros(4 * nb, dtype=np.int64)
+        _histogram4_kernel(bits, fmask, np.int64(kmin), counts4)
+        counts = counts4.reshape(4, nb).sum(axis=0)
+    else:
+        counts = np.zeros(nb, dtype=np.int64)
+        _histogram_kernel(bits, fmask, np.int64(kmin), np.int64(shift), np.int64(nb - 1), counts)
     cum = np.cumsum(counts)
     buckets = np.searchsorted(cum, np.asarray(ranks, dtype=np.int64), side="right")
     before = np.where(buckets > 0, cum[np.maximum(buckets - 1, 0)], 0)
@@ -384,8 +403,7 @@ def apply_edges(
     if arr.shape[0] == 0:
         return out
     if is_float:
-        _bin_kernel(arr, np.ascontiguousarray(e), np.uint8(1), not inclusive, out)
-        nan = _count_nan_kernel(arr)
+        nan = _bin_kernel(arr, np.ascontiguousarray(e), np.uint8(1), not inclusive, out)
         if nan:
             msg = f"values contain {nan} NaN of {arr.shape[0]}; drop or fill them before scoring"
             raise ParameterError(msg)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from dataclasses import dataclass
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 __all__ = [
@@ -306,19 +307,29 @@ def render_value(value: Value) -> str:
     return "today"
 
 
+_KEYWORDS = {"AND", "OR", "NOT", "BETWEEN", "IN", "CONTAINS", "IS", "NULL", "TRUE", "FALSE", "TODAY"}
+
+
+def _render_name(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.upper() not in _KEYWORDS:
+        return name
+    return f"`{name}`"
+
+
 def _render_operand(operand: Operand) -> str:
     if isinstance(operand, Field):
-        return operand.name
+        return _render_name(operand.name)
     args: list[str] = []
     if operand.event is not None:
         args.append(_quote(operand.event))
     if operand.since is not None:
         args.append(f"since: {render_value(operand.since)}")
     for column, values in operand.filters:
+        key = f"`{column}`" if column == "since" else _render_name(column)
         if len(values) == 1:
-            args.append(f"{column}: {render_value(values[0])}")
+            args.append(f"{key}: {render_value(values[0])}")
         else:
-            args.append(f"{column}: ({', '.join(render_value(v) for v in values)})")
+            args.append(f"{key}: ({', '.join(render_value(v) for v in values)})")
     return f"{operand.func}({', '.join(args)})"
 
 

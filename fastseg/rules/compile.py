@@ -434,6 +434,8 @@ def _base(spec: _AtomSpec) -> pl.Expr:
         return col.fill_nan(None)
     if isinstance(dtype, pl.Categorical | pl.Enum):
         return col.cast(pl.String)
+    if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Categorical | pl.Enum):
+        return col.cast(pl.List(pl.String))
     return col
 
 
@@ -471,8 +473,10 @@ def _atom_expr(spec: _AtomSpec) -> pl.Expr:
             values = values if exact else [float(v) for v in values]  # type: ignore[arg-type]
             series = pl.Series(values, dtype=pl.Int64 if exact else pl.Float64)
         elif isinstance(spec.dtype, pl.Datetime):
-            series = pl.select(pl.concat_list([_literal(v, spec) for v in values])).to_series()
-            series = series.explode()
+            midnights = [dt.datetime(v.year, v.month, v.day) for v in values]  # type: ignore[attr-defined]
+            series = pl.Series(midnights, dtype=pl.Datetime(spec.dtype.time_unit or "us"))
+            if spec.dtype.time_zone:
+                series = series.dt.replace_time_zone(spec.dtype.time_zone, ambiguous="earliest")
         elif isinstance(spec.dtype, pl.Date):
             series = pl.Series(values, dtype=pl.Date)
         elif isinstance(spec.dtype, pl.Boolean):
@@ -486,7 +490,10 @@ def _atom_expr(spec: _AtomSpec) -> pl.Expr:
         value = spec.values[0]
         if isinstance(spec.dtype, pl.List | pl.Array):
             inner = spec.dtype.inner
-            lit = pl.lit(value, dtype=inner) if inner is not None and inner != pl.Null else pl.lit(value)
+            if isinstance(inner, pl.Categorical | pl.Enum):
+                inner = pl.String()
+            typed = inner is not None and inner != pl.Null and not isinstance(inner, pl.Datetime)
+            lit = pl.lit(value, dtype=inner) if typed else pl.lit(value)
             cond = (base.list if isinstance(spec.dtype, pl.List) else base.arr).contains(lit)
         else:
             cond = base.str.contains(str(value), literal=True)
@@ -589,7 +596,9 @@ class _Checker:
         if spec.name in self.schema:
             dtype = self.schema[spec.name]
             if not dtype.is_numeric():
-                msg = f"column '{spec.name}' (for {render(IsTrue(operand))}) is {dtype}, not a number"
+                msg = (
+                    f"column '{spec.name}' (for {render(IsTrue(operand))}) is {dtype}, not a number"
+                )
                 raise _TypeMismatch(msg)
             return spec.name, dtype, None
         if self.sources is not None:
@@ -604,7 +613,9 @@ class _Checker:
             for column, values in operand.filters:
                 kind = _kind(_normalize_dtype(source_schema[column]))
                 for value in values:
-                    self._check_value(kind, value, f"{spec.source} column '{column}'", source_schema[column])
+                    self._check_value(
+                        kind, value, f"{spec.source} column '{column}'", source_schema[column]
+                    )
         return spec.name, spec.dtype, spec
 
     def _check_filters(self, operand: Aggregate) -> None:
@@ -662,9 +673,17 @@ class _Checker:
         return value.value
 
     # -- predicates
-    def predicate(self, node: Expr) -> _AtomSpec:
+    def predicate(self, node: Expr) -> tuple[_AtomSpec, AggSpec | None]:
         assert isinstance(node, Compare | Between | In | Contains | IsNull | IsTrue)
-        column, dtype, _ = self.operand(node.operand)
+        column, dtype, agg = self.operand(node.operand)
+        return self._predicate(node, column, dtype), agg
+
+    def _predicate(
+        self,
+        node: Compare | Between | In | Contains | IsNull | IsTrue,
+        column: str,
+        dtype: pl.DataType,
+    ) -> _AtomSpec:
         dtype = _normalize_dtype(dtype)
         kind = _kind(dtype)
         what = (
@@ -706,9 +725,12 @@ class _Checker:
             form = "not_contains" if node.negated else "contains"
             return _AtomSpec(form, column, dtype, values=(value,))
         if kind == "list":
-            word = "NOT CONTAINS" if getattr(node, "negated", False) or (
-                isinstance(node, Compare) and node.op == "!="
-            ) else "CONTAINS"
+            word = (
+                "NOT CONTAINS"
+                if getattr(node, "negated", False)
+                or (isinstance(node, Compare) and node.op == "!=")
+                else "CONTAINS"
+            )
             msg = f"{what} is a list ({dtype}); test its elements with {word} 'x'"
             raise _TypeMismatch(msg)
         if isinstance(node, Compare):
@@ -751,7 +773,9 @@ class _Checker:
         for value in values:
             if isinstance(value, String) and value.value not in RFM_GROUPS:
                 close = difflib.get_close_matches(value.value, RFM_GROUPS, n=1, cutoff=0.5)
-                hint = f"did you mean '{close[0]}'?" if close else f"one of: {', '.join(RFM_GROUPS)}"
+                hint = (
+                    f"did you mean '{close[0]}'?" if close else f"one of: {', '.join(RFM_GROUPS)}"
+                )
                 msg = f"unknown RFM group '{value.value}'; {hint}"
                 raise RuleError(msg)
 
@@ -831,7 +855,9 @@ def _references(tree: Expr) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.name for n in walk(tree) if isinstance(n, SegmentRef)))
 
 
-def _order(catalog: Catalog, trees: Mapping[str, Expr], errors: list[str] | None = None) -> list[str]:
+def _order(
+    catalog: Catalog, trees: Mapping[str, Expr], errors: list[str] | None = None
+) -> list[str]:
     """Segment names in dependency order (catalog order where free); checks references."""
     names = [s.name for s in catalog.segments]
     known = set(names)
@@ -982,20 +1008,13 @@ def compile_catalog(
             _emit(tree, checker, program, local_atoms, local_aggs, index)
         except _Missing as exc:
             if missing == "skip" or getattr(seg, "builtin", False):
-                absent = sorted(
-                    {n.split("'")[1] if "'" in n else n for n in _missing_fields(tree, checker)}
-                )
-                reason = f"needs {exc.reason} not in the data"
-                if len(absent) > 1:
-                    reason = f"needs fields not in the data: {', '.join(absent)}"
-                skipped.append((name, reason))
+                skipped.append((name, _skip_reason(tree, checker)))
                 skipped_names.add(name)
                 continue
             if exc.reason.startswith("field '"):
                 field_name = exc.names[0]
                 msg = (
-                    f"segment '{name}': unknown field '{field_name}'; "
-                    f"{_suggest(field_name, norm)}"
+                    f"segment '{name}': unknown field '{field_name}'; {_suggest(field_name, norm)}"
                 )
             else:
                 msg = f"segment '{name}': needs {exc.reason}, which the data does not have"
@@ -1047,18 +1066,27 @@ def compile_catalog(
     )
 
 
-def _missing_fields(tree: Expr, checker: _Checker) -> list[str]:
-    """Every absent field or source of a rule (for a complete skip reason)."""
-    out: list[str] = []
+def _skip_reason(tree: Expr, checker: _Checker) -> str:
+    """Why a rule cannot run on this data, naming every absent field and source."""
+    fields: list[str] = []
+    other: list[str] = []
     for node in walk(tree):
         if isinstance(node, Compare | Between | In | Contains | IsNull | IsTrue):
             try:
                 checker.operand(node.operand)
             except _Missing as exc:
-                out.extend(exc.names)
+                if isinstance(node.operand, Field):
+                    fields.append(node.operand.name)
+                else:
+                    other.append(exc.reason)
             except RuleError:
                 pass
-    return list(dict.fromkeys(out))
+    parts = []
+    if fields:
+        parts.append("missing fields: " + ", ".join(dict.fromkeys(fields)))
+    if other:
+        parts.append("missing " + "; ".join(dict.fromkeys(other)))
+    return "; ".join(parts)
 
 
 def _emit(
@@ -1081,8 +1109,7 @@ def _emit(
     elif isinstance(node, SegmentRef):
         program.append((OP_SEGMENT, index[node.name]))
     else:
-        spec = checker.predicate(node)
-        _, _, agg = checker.operand(node.operand)
+        spec, agg = checker.predicate(node)
         if agg is not None:
             aggs[agg.name] = agg
         key = _atom_key(spec)
@@ -1120,9 +1147,7 @@ def required_aggregates(
     return tuple(specs[k] for k in sorted(specs))
 
 
-def check_catalog(
-    catalog: Catalog, schema: Mapping[str, pl.DataType] | None = None
-) -> list[str]:
+def check_catalog(catalog: Catalog, schema: Mapping[str, pl.DataType] | None = None) -> list[str]:
     """Every problem of a catalog found without data; an empty list means it is valid.
 
     Reports syntax errors (multi-line: the first line stands alone, then the rule line and a

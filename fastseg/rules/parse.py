@@ -95,7 +95,9 @@ _TOKEN_RE = re.compile(
     re.VERBOSE,
 )
 
-_VALUE_HINT = "a value (a number, a 'string', true, false, a date such as 2026-01-31, -30d or today)"
+_VALUE_HINT = (
+    "a value (a number, a 'string', true, false, a date such as 2026-01-31, -30d or today)"
+)
 _OPERATOR_HINT = "an operator (=, !=, >, >=, <, <=, BETWEEN, IN, CONTAINS, IS NULL)"
 _CONDITION_HINT = (
     "a condition (a field name, orders(...), revenue(...), events(...), segment(...), "
@@ -175,7 +177,9 @@ def _tokenize(text: str) -> list[_Token]:
             try:
                 value = dt.date.fromisoformat(raw)
             except ValueError:
-                raise _error(text, pos, f"invalid date {raw}: write a real date as YYYY-MM-DD") from None
+                raise _error(
+                    text, pos, f"invalid date {raw}: write a real date as YYYY-MM-DD"
+                ) from None
         elif kind == "reldate":
             if raw[0] not in "+-":
                 raise _error(
@@ -186,10 +190,7 @@ def _tokenize(text: str) -> list[_Token]:
                 )
             value = (int(raw[:-1]), raw[-1].lower())
         elif kind == "number":
-            if re.search(r"[.eE]", raw):
-                value = float(raw)
-            else:
-                value = int(raw)
+            value = float(raw) if re.search(r"[.eE]", raw) else int(raw)
         tokens.append(_Token(kind, raw, pos, value))
         pos = m.end()
     tokens.append(_Token("eof", "", n))
@@ -354,9 +355,7 @@ class _Parser:
             self.advance()
             return IsNull(operand, is_not)
         # a bare operand: a Boolean test, valid only where a condition may end
-        if not (
-            tok.kind == "eof" or self.is_kw("AND") or self.is_kw("OR") or self.is_punct(")")
-        ):
+        if not (tok.kind == "eof" or self.is_kw("AND") or self.is_kw("OR") or self.is_punct(")")):
             raise self.fail(tok, f"{_OPERATOR_HINT}, AND, OR, ')' or the end of the rule")
         return IsTrue(operand)
 

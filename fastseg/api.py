@@ -1,0 +1,296 @@
+"""The batch façade: what the CLI calls, and what scripts and pipelines call.
+
+:func:`score` turns an order history into one row per customer with features and RFM scores;
+:func:`run` adds segments (the main job); :func:`segment` evaluates segments over a scores frame.
+Each has a ``*_job`` twin returning the full result (reports, timings) used by the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from fastseg.errors import ParameterError
+
+if TYPE_CHECKING:
+    from fastseg.orders import RowReport
+    from fastseg.rules.catalog import Catalog
+    from fastseg.scoring import RFMScorer
+    from fastseg.segmenting import SegmentResult
+
+__all__ = ["RunResult", "ScoreResult", "run", "run_job", "score", "score_job", "segment"]
+
+Columns = Mapping[str, str] | Sequence[str] | None
+
+
+class Stopwatch:
+    """Wall time per named stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@dataclass
+class ScoreResult:
+    """Everything a scoring run produced: the scores, what was read, and how long it took."""
+
+    scores: pl.DataFrame
+    as_of: dt.date
+    scorer: RFMScorer
+    orders: RowReport
+    customers: RowReport | None = None
+    events: RowReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_customers(self) -> int:
+        return self.scores.height
+
+    @property
+    def n_scored(self) -> int:
+        return int(self.scores["r_score"].is_not_null().sum())
+
+    def group_counts(self) -> pl.DataFrame:
+        """Customers per ``rfm_group``, largest first."""
+        return (
+            self.scores.group_by("rfm_group")
+            .agg(pl.len().alias("customers"))
+            .with_columns((pl.col("customers") / max(self.scores.height, 1)).alias("share"))
+            .sort(["customers", "rfm_group"], descending=[True, False])
+        )
+
+
+@dataclass
+class RunResult(ScoreResult):
+    """A scoring run plus its segments."""
+
+    segments: SegmentResult | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _as_date(value: dt.date | dt.datetime | str | None) -> dt.date | None:
+    from fastseg.orders import _as_date as conv
+
+    return conv(value, "as_of")
+
+
+def _make_scorer(
+    bins: int,
+    method: str,
+    thresholds: Mapping[str, Sequence[float]] | Sequence[str] | None,
+    edges_in: str | Path | None,
+    scorer: RFMScorer | None,
+) -> tuple[RFMScorer, bool]:
+    """The scorer to use and whether it still has to be fitted."""
+    from fastseg.scoring import RFMScorer, parse_thresholds
+
+    if scorer is not None and edges_in is not None:
+        msg = "scorer and edges_in: give one or the other, not both"
+        raise ParameterError(msg)
+    if scorer is not None:
+        return scorer, not hasattr(scorer, "edges_")
+    if edges_in is not None:
+        return RFMScorer.load(edges_in), False
+    if thresholds is not None and not isinstance(thresholds, Mapping):
+        thresholds = parse_thresholds(list(thresholds))
+    return RFMScorer(bins=bins, method=method, thresholds=thresholds), True
+
+
+def score_job(
+    orders: Any,
+    *,
+    customers: Any = None,
+    events: Any = None,
+    as_of: dt.date | dt.datetime | str | None = None,
+    bins: int = 5,
+    method: str = "quantile",
+    thresholds: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
+    columns: Columns = None,
+    customer_columns: Columns = None,
+    event_columns: Columns = None,
+    windows: Sequence[int] = (30, 90, 365),
+    strict: bool = False,
+    rejects: str | Path | None = None,
+    edges_in: str | Path | None = None,
+    edges_out: str | Path | None = None,
+    scorer: RFMScorer | None = None,
+    aggregates: Sequence[Any] = (),
+    extra_columns: Sequence[str] = (),
+    stopwatch: Stopwatch | None = None,
+) -> ScoreResult:
+    """Read, build features, score: see :func:`score` for the parameters.
+
+    ``aggregates`` are windowed-aggregate specs from the rule compiler, computed here in the same
+    pass as the features (one ``group_by`` over the orders, one over the events).
+    """
+    from fastseg import features as feat
+    from fastseg.orders import check_id_types, load_customers, load_events, load_orders
+
+    watch = stopwatch or Stopwatch()
+    windows = feat.check_windows(windows)
+    the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
+    order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
+    with watch.stage("read"):
+        od = load_orders(
+            orders,
+            columns=columns,
+            as_of=_as_date(as_of),
+            strict=strict,
+            rejects=rejects,
+            extra_columns=sorted(order_cols | set(extra_columns)),
+        )
+    with watch.stage("features"):
+        frame = feat.customer_features(od, windows=windows)
+        extra = _aggregates(od.frame, None, [a for a in aggregates if a.source == "orders"], od.as_of, frame.columns)
+    order_report, as_of_date = od.report, od.as_of
+    del od  # the order rows are no longer needed: free them before reading more
+    prof = ev_feat = None
+    cust_report = ev_report = None
+    if customers is not None:
+        with watch.stage("read"):
+            prof, cust_report = load_customers(customers, columns=customer_columns)
+            prof = check_id_types(frame, prof, "customers", cust_report.source)
+    ev_extra = None
+    if events is not None:
+        with watch.stage("read"):
+            ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
+            ev = check_id_types(frame, ev, "events", ev_report.source)
+        with watch.stage("features"):
+            ev_feat = feat.event_features(ev, as_of_date)
+            ev_specs = [a for a in aggregates if a.source == "events"]
+            ev_extra = _aggregates(None, ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)
+        del ev
+    with watch.stage("features"):
+        frame = feat.join_customers(frame, prof, ev_feat)
+        frame = _join_extra(frame, [x for x in (extra, ev_extra) if x is not None])
+    with watch.stage("scoring"):
+        if needs_fit:
+            the_scorer.fit(frame)
+        scores = the_scorer.transform(frame)
+    if edges_out is not None:
+        with watch.stage("write"):
+            the_scorer.save(edges_out)
+    return ScoreResult(
+        scores=scores,
+        as_of=as_of_date,
+        scorer=the_scorer,
+        orders=order_report,
+        customers=cust_report,
+        events=ev_report,
+        timings=watch.seconds,
+    )
+
+
+def _aggregates(
+    orders: pl.DataFrame | None,
+    events: pl.DataFrame | None,
+    specs: Sequence[Any],
+    as_of: dt.date,
+    existing: Sequence[str],
+) -> tuple[pl.DataFrame, dict[str, Any]] | None:
+    """All windowed aggregates of one source in one ``group_by`` pass (those not already present)."""
+    todo = {s.name: s for s in specs if s.name not in existing}
+    src = orders if orders is not None else events
+    if not todo or src is None:
+        return None
+    missing = sorted({c for s in todo.values() for c in s.columns if c not in src.columns})
+    if missing:
+        from fastseg.errors import SchemaError
+
+        what = "orders" if orders is not None else "events"
+        msg = f"rules need {what} column(s) {', '.join(map(repr, missing))}, which the {what} do not have"
+        raise SchemaError(msg)
+    out = src.group_by("customer_id").agg([s.expr(as_of).alias(name) for name, s in todo.items()])
+    fills = {name: getattr(s, "fill", 0) for name, s in todo.items()}
+    return out, fills
+
+
+def _join_extra(frame: pl.DataFrame, extras: Sequence[Any]) -> pl.DataFrame:
+    for agg, fills in extras:
+        frame = frame.join(agg, on="customer_id", how="left")
+        frame = frame.with_columns(pl.col(n).fill_null(v) for n, v in fills.items() if v is not None)
+    return frame
+
+
+def score(
+    orders: Any,
+    *,
+    customers: Any = None,
+    events: Any = None,
+    as_of: dt.date | dt.datetime | str | None = None,
+    bins: int = 5,
+    method: str = "quantile",
+    thresholds: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
+    columns: Columns = None,
+    **options: Any,
+) -> pl.DataFrame:
+    """Score every customer: features, R/F/M scores, RFM cell, score and group.
+
+    Parameters
+    ----------
+    orders
+        Order history: a path (Parquet file/folder/glob, CSV, Arrow IPC) or a Polars, pandas or
+        Arrow frame. Needs ``customer_id``, ``order_ts`` and ``amount`` (or ``quantity`` and
+        ``unit_price``); see ``columns``.
+    customers, events
+        Optional profiles (every column carried through; customers without orders become
+        prospects) and engagement events (``customer_id``, ``event_ts``, ``event``).
+    as_of
+        Scoring date; default: the date of the latest order row. Later rows are left out.
+    bins
+        Number of score levels ``k``, 2 to 10.
+    method
+        ``"quantile"`` (default) or ``"thresholds"``.
+    thresholds
+        For ``method="thresholds"``: ``{"r": [30, 90, 180, 365], "f": [...], "m": [...]}`` (each
+        ``bins - 1`` increasing cut points; r in days) or CLI-style ``["r=30,90,180,365", ...]``.
+    columns
+        Column mapping ``{canonical: yours}``, e.g. ``{"order_ts": "OrderDate"}``.
+    **options
+        ``windows`` (trailing windows in days, default 30, 90, 365), ``strict``, ``rejects``
+        (path for left-out rows), ``edges_in``/``edges_out`` (JSON), ``scorer`` (a fitted
+        :class:`~fastseg.scoring.RFMScorer`), ``customer_columns``, ``event_columns``.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per customer, sorted by ``customer_id``.
+
+    Examples
+    --------
+    >>> import fastseg, polars as pl, datetime as dt
+    >>> orders = pl.DataFrame({"customer_id": [1, 1, 2], "order_ts": [dt.date(2026, 1, d) for d in (1, 5, 3)],
+    ...                        "amount": [10.0, 20.0, 5.0]})
+    >>> fastseg.score(orders).select("customer_id", "recency_days", "frequency", "rfm_cell").rows()
+    [(1, 0, 2, '333'), (2, 2, 1, '111')]
+    """
+    return score_job(
+        orders,
+        customers=customers,
+        events=events,
+        as_of=as_of,
+        bins=bins,
+        method=method,
+        thresholds=thresholds,
+        columns=columns,
+        **options,
+    ).scores

@@ -1,0 +1,284 @@
+"""The ``fastseg`` command line: a thin Typer layer over :mod:`fastseg.api`.
+
+Every command makes its ``api`` call inside :func:`_friendly`, which turns any
+:class:`~fastseg.errors.FastsegError` into one red line on stderr and exit status 1. Heavy imports
+(Polars, Numba) happen inside the commands so that ``fastseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fastseg import __version__
+from fastseg.errors import FastsegError
+
+app = typer.Typer(
+    name="fastseg",
+    help="Fast, exact customer segmentation: RFM scores and rule-based segments from order histories.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+segments_app = typer.Typer(help="List, show and check segment catalogs.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(fn: F) -> F:
+    """Map FastsegError to one red line and exit code 1 (the one place that does)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FastsegError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/bold red]: no output was written half-way")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _count(value: str, name: str) -> int:
+    """Parse counts written as 1000000, 1e6 or 1_000_000."""
+    try:
+        number = float(value.replace("_", ""))
+    except ValueError:
+        raise typer.BadParameter(f"expected a whole number like 1000000 or 1e6, got {value!r}", param_hint=name) from None
+    if number != int(number) or number < 1:
+        raise typer.BadParameter(f"expected a positive whole number, got {value!r}", param_hint=name)
+    return int(number)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"fastseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """fastseg: score every customer and place them in segments, exactly, in seconds."""
+
+
+class OutFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+class Method(str, Enum):
+    quantile = "quantile"
+    thresholds = "thresholds"
+
+
+# ------------------------------------------------------------------------------------ shared options
+
+ColOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--col",
+        help="Map a canonical order column to yours: CANONICAL=THEIRS (repeatable), e.g. --col order_ts=OrderDate.",
+        metavar="C=THEIRS",
+    ),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Scoring date (YYYY-MM-DD). Default: the date of the latest order row; later rows are left out."),
+]
+CustomersOpt = Annotated[
+    Path | None, typer.Option("--customers", help="Customer profiles (Parquet/CSV/Arrow); customers without orders become prospects.")
+]
+EventsOpt = Annotated[
+    Path | None, typer.Option("--events", help="Engagement events: customer_id, event_ts, event.")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if any order row has to be left out.")]
+RejectsOpt = Annotated[
+    Path | None, typer.Option("--rejects", help="Write the left-out order rows, with their reason, to this Parquet/CSV file.")
+]
+WindowsOpt = Annotated[
+    str, typer.Option("--windows", help="Trailing windows in days for orders_Nd / revenue_Nd features.")
+]
+
+
+def _windows(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise typer.BadParameter(f"expected days like 30,90,365, got {text!r}", param_hint="--windows") from None
+
+
+# ------------------------------------------------------------------------------------ reporting
+
+
+def _print_rows(report: Any, what: str = "orders") -> None:
+    left = report.rows_left_out
+    console.print(
+        f"[bold]{what}[/bold] {report.source}: {report.rows_read:,} rows read, "
+        f"[green]{report.rows_used:,} used[/green], "
+        + (f"[yellow]{left:,} left out[/yellow]" if left else "0 left out")
+    )
+    for reason, n in report.left_out.items():
+        if n:
+            console.print(f"    {reason}: {n:,}")
+    if getattr(report, "duplicates", 0):
+        console.print(f"    exact duplicate rows (kept, may be repeat purchases): {report.duplicates:,}")
+    if report.rejects_path:
+        console.print(f"    left-out rows written to {report.rejects_path}")
+
+
+def _print_score_summary(res: Any) -> None:
+    _print_rows(res.orders, "orders")
+    if res.customers is not None:
+        _print_rows(res.customers, "customers")
+    if res.events is not None:
+        _print_rows(res.events, "events")
+    console.print(
+        f"scoring date [bold]{res.as_of}[/bold]: {res.n_customers:,} customers, "
+        f"{res.n_scored:,} scored, {res.n_customers - res.n_scored:,} without an order"
+    )
+    table = Table(title="RFM groups", title_justify="left")
+    table.add_column("rfm_group")
+    table.add_column("customers", justify="right")
+    table.add_column("share", justify="right")
+    for g, n, share in res.group_counts().iter_rows():
+        table.add_row(g, f"{n:,}", f"{share:.1%}")
+    console.print(table)
+
+
+def _print_timings(timings: dict[str, float]) -> None:
+    parts = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+    console.print(f"time: {sum(timings.values()):.2f}s ({parts})")
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+@app.command()
+@_friendly
+def gen(
+    out: Annotated[Path, typer.Argument(help="Folder to write orders.parquet, customers.parquet and events.parquet into.")] = Path("fastseg-data"),
+    orders: Annotated[str, typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).")] = "1e6",
+    customers: Annotated[str | None, typer.Option("--customers", help="Customers (default: orders / 10).")] = None,
+    events: Annotated[str | None, typer.Option("--events", help="Event rows (default: about the number of orders).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")] = 0,
+    string_ids: Annotated[bool, typer.Option("--string-ids", help="Customer ids as text (C0001234) instead of integers.")] = False,
+    chunk_rows: Annotated[str, typer.Option("--chunk-rows", help="Rows generated and written per chunk (bounds memory).")] = "1e6",
+) -> None:
+    """Generate a synthetic retail store (orders, customers, events) as Parquet."""
+    from fastseg import synthetic
+
+    n_orders = _count(orders, "--orders")
+    with _progress("generating orders", n_orders) as tick:
+        ds = synthetic.generate(
+            out,
+            orders=n_orders,
+            customers=_count(customers, "--customers") if customers else None,
+            events=_count(events, "--events") if events else None,
+            seed=seed,
+            string_ids=string_ids,
+            chunk_rows=_count(chunk_rows, "--chunk-rows"),
+            progress=tick,
+        )
+    console.print(
+        f"wrote {ds.n_orders:,} orders, {ds.n_customers:,} customers and {ds.n_events:,} events "
+        f"to {ds.folder} in {ds.seconds:.1f}s"
+    )
+
+
+class _progress:
+    """A rich progress bar fed by ``(done, total)`` callbacks."""
+
+    def __init__(self, label: str, total: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
+        self.task = self.bar.add_task(label, total=total)
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        self.bar.__enter__()
+        return lambda done, total: self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+
+@app.command()
+@_friendly
+def score(
+    orders: Annotated[str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")],
+    customers: CustomersOpt = None,
+    events: EventsOpt = None,
+    as_of: AsOfOpt = None,
+    bins: Annotated[int, typer.Option("--bins", min=2, max=10, help="Score levels k (2 to 10).")] = 5,
+    method: Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")] = Method.quantile,
+    thresholds: Annotated[
+        list[str] | None,
+        typer.Option("--thresholds", help="Cut points per dimension for --method thresholds, e.g. r=30,90,180,365 (repeat for f and m).", metavar="D=V,V..."),
+    ] = None,
+    col: ColOpt = None,
+    edges_in: Annotated[Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting.")] = None,
+    edges_out: Annotated[Path | None, typer.Option("--edges-out", help="Save the fitted edges (JSON) to score later batches against.")] = None,
+    windows: WindowsOpt = "30,90,365",
+    strict: StrictOpt = False,
+    rejects: RejectsOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the scores.")] = Path("scores.parquet"),
+    fmt: Annotated[OutFormat | None, typer.Option("--format", help="parquet or csv (default: from --out's suffix).")] = None,
+) -> None:
+    """Score every customer: features, R/F/M scores, RFM cell and group."""
+    from fastseg import api
+    from fastseg.io import write_frame
+
+    if method is Method.thresholds and not thresholds:
+        raise typer.BadParameter("--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds")
+    watch = api.Stopwatch()
+    with err.status("scoring..."):
+        res = api.score_job(
+            orders,
+            customers=customers,
+            events=events,
+            as_of=as_of,
+            bins=bins,
+            method=method.value,
+            thresholds=thresholds or None,
+            columns=col or None,
+            windows=_windows(windows),
+            strict=strict,
+            rejects=rejects,
+            edges_in=edges_in,
+            edges_out=edges_out,
+            stopwatch=watch,
+        )
+        with watch.stage("write"):
+            path = write_frame(res.scores, out, fmt.value if fmt else None)
+    _print_score_summary(res)
+    console.print(f"scores written to [bold]{path}[/bold]" + (f"; edges to {edges_out}" if edges_out else ""))
+    _print_timings(watch.seconds)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
