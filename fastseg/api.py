@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from fastseg.scoring import RFMScorer
     from fastseg.segmenting import SegmentResult
 
-__all__ = ["RunResult", "ScoreResult", "run", "run_job", "score", "score_job", "segment"]
+__all__ = ["RunResult", "ScoreResult", "load_rules", "run", "run_job", "score", "score_job", "segment", "write_outputs"]
 
 Columns = Mapping[str, str] | Sequence[str] | None
 
@@ -60,6 +60,8 @@ class ScoreResult:
     customers: RowReport | None = None
     events: RowReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: schemas of the canonical raw orders and events frames (for type-checking rule filters)
+    sources: dict[str, pl.Schema | None] = field(default_factory=dict)
 
     @property
     def n_customers(self) -> int:
@@ -162,6 +164,7 @@ def score_job(
         frame = feat.customer_features(od, windows=windows)
         extra = _aggregates(od.frame, None, [a for a in aggregates if a.source == "orders"], od.as_of, frame.columns)
     order_report, as_of_date = od.report, od.as_of
+    sources: dict[str, pl.Schema | None] = {"orders": od.frame.schema, "events": None}
     del od  # the order rows are no longer needed: free them before reading more
     prof = ev_feat = None
     cust_report = ev_report = None
@@ -174,6 +177,7 @@ def score_job(
         with watch.stage("read"):
             ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
             ev = check_id_types(frame, ev, "events", ev_report.source)
+            sources["events"] = ev.schema
         with watch.stage("features"):
             ev_feat = feat.event_features(ev, as_of_date)
             ev_specs = [a for a in aggregates if a.source == "events"]
@@ -197,6 +201,7 @@ def score_job(
         customers=cust_report,
         events=ev_report,
         timings=watch.seconds,
+        sources=sources,
     )
 
 
@@ -207,18 +212,22 @@ def _aggregates(
     as_of: dt.date,
     existing: Sequence[str],
 ) -> tuple[pl.DataFrame, dict[str, Any]] | None:
-    """All windowed aggregates of one source in one ``group_by`` pass (those not already present)."""
-    todo = {s.name: s for s in specs if s.name not in existing}
-    src = orders if orders is not None else events
-    if not todo or src is None:
-        return None
-    missing = sorted({c for s in todo.values() for c in s.columns if c not in src.columns})
-    if missing:
-        from fastseg.errors import SchemaError
+    """All windowed aggregates of one source in one ``group_by`` pass.
 
-        what = "orders" if orders is not None else "events"
-        msg = f"rules need {what} column(s) {', '.join(map(repr, missing))}, which the {what} do not have"
-        raise SchemaError(msg)
+    Aggregates already present as features (``orders_30d``...) are not computed again; those
+    needing a column the source lacks are left out (the rule compiler then skips or rejects the
+    segments that use them, saying which column is missing).
+    """
+    src = orders if orders is not None else events
+    if src is None:
+        return None
+    todo = {
+        s.name: s
+        for s in specs
+        if s.name not in existing and all(c in src.columns for c in s.columns)
+    }
+    if not todo:
+        return None
     out = src.group_by("customer_id").agg([s.expr(as_of).alias(name) for name, s in todo.items()])
     fills = {name: getattr(s, "fill", 0) for name, s in todo.items()}
     return out, fills
@@ -294,3 +303,186 @@ def score(
         columns=columns,
         **options,
     ).scores
+
+
+# ------------------------------------------------------------------------------------ segments
+
+
+def load_rules(rules: Any = None, *, builtin: bool = True) -> Catalog:
+    """The catalog to run: the built-in one and/or the user's (a TOML path, TOML text or a
+    :class:`~fastseg.rules.catalog.Catalog`). User segments replace built-ins of the same name.
+
+    Rules are checked for syntax, references and cycles here, before any data is read.
+    """
+    from fastseg.errors import RuleError
+    from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog
+    from fastseg.rules.compile import check_catalog
+
+    catalog = builtin_catalog() if builtin else Catalog()
+    if rules is not None:
+        user = rules if isinstance(rules, Catalog) else load_catalog(rules)
+        catalog = catalog.merge(user) if builtin else user
+    if not len(catalog):
+        msg = "no segments to evaluate: give rules (a TOML catalog) or keep the built-in catalog"
+        raise RuleError(msg)
+    problems = check_catalog(catalog)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); `fastseg segments check` lists all)" if len(problems) > 1 else ""
+        first, _, rest = problems[0].partition("\n")
+        raise RuleError(first + more + ("\n" + rest if rest else ""))
+    return catalog
+
+
+def segment(
+    scores: Any,
+    rules: Any = None,
+    *,
+    builtin: bool = True,
+    as_of: dt.date | dt.datetime | str | None = None,
+    threads: int | None = None,
+) -> SegmentResult:
+    """Evaluate segments over a scores frame (the output of :func:`score`).
+
+    Parameters
+    ----------
+    scores
+        A scores frame or a path to one (Parquet, CSV, Arrow IPC).
+    rules
+        A segment catalog: TOML path or text, or a :class:`~fastseg.rules.catalog.Catalog`.
+    builtin
+        Include the built-in catalog (user segments of the same name replace built-ins).
+        Built-in segments whose fields the scores lack are skipped (see ``result.skipped``).
+    as_of
+        Date that relative dates in rules (``-30d``, ``today``) count from. Default: the latest
+        ``last_order_date`` in the scores.
+    threads
+        Numba threads for the bitset kernels (default: all).
+
+    Returns
+    -------
+    SegmentResult
+        ``summary()``, ``members(name)``, ``overlaps()``, ``to_long()``, ``to_wide()``,
+        ``groups()``, ``to_bitsets()``.
+
+    Notes
+    -----
+    Windowed aggregates over raw orders (``orders(since: -90d, channel: 'app')``) need the order
+    rows: use :func:`run`. On a scores frame, only those already present as columns
+    (``orders_90d``) are available; segments needing others are skipped (built-in) or rejected.
+    """
+    from fastseg.io import scan_source
+    from fastseg.orders import collect
+    from fastseg.rules.compile import compile_catalog
+    from fastseg.segmenting import evaluate
+
+    catalog = load_rules(rules, builtin=builtin)
+    if isinstance(scores, pl.DataFrame):
+        frame = scores
+    else:
+        src = scan_source(scores, what="scores")
+        frame = collect(src.frame, src.label)
+    if "customer_id" not in frame.columns:
+        from fastseg.errors import SchemaError
+
+        msg = f"scores: no 'customer_id' column (found: {', '.join(frame.columns[:20])}); pass the output of `fastseg score`"
+        raise SchemaError(msg)
+    day = _as_date(as_of)
+    if day is None:
+        last = frame["last_order_date"].max() if "last_order_date" in frame.columns else None
+        day = last if isinstance(last, dt.date) else dt.date.today()
+    compiled = compile_catalog(catalog, frame.schema, day, missing="error", sources={})
+    return evaluate(frame, compiled, threads=threads)
+
+
+def run_job(
+    orders: Any,
+    *,
+    rules: Any = None,
+    builtin: bool = True,
+    out: str | Path | None = None,
+    threads: int | None = None,
+    stopwatch: Stopwatch | None = None,
+    **score_options: Any,
+) -> RunResult:
+    """The main job: features, scores and segments in one go (see :func:`run`)."""
+    from fastseg.rules.compile import compile_catalog, required_aggregates
+    from fastseg.segmenting import evaluate
+
+    watch = stopwatch or Stopwatch()
+    with watch.stage("rules"):
+        catalog = load_rules(rules, builtin=builtin)
+        specs = required_aggregates(catalog)
+    res = score_job(orders, aggregates=specs, stopwatch=watch, **score_options)
+    with watch.stage("rules"):
+        compiled = compile_catalog(catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources)
+    with watch.stage("segments"):
+        seg = evaluate(res.scores, compiled, threads=threads)
+    result = RunResult(**{f: getattr(res, f) for f in res.__dataclass_fields__}, segments=seg)
+    if out is not None:
+        with watch.stage("write"):
+            result.outputs = write_outputs(result, out)
+    result.timings = watch.seconds
+    return result
+
+
+def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
+    """Write ``scores.parquet``, ``segments.parquet`` (long: customer_id, segment),
+    ``summary.csv``, ``overlaps.csv``, ``groups.parquet`` (when the catalog has groups) and
+    ``run.json`` into the folder ``out``, each atomically."""
+    import json
+
+    from fastseg.io import write_atomic, write_frame
+
+    folder = Path(out)
+    seg = result.segments
+    assert seg is not None
+    paths = {
+        "scores": write_frame(result.scores, folder / "scores.parquet"),
+        "segments": write_frame(seg.to_long(), folder / "segments.parquet"),
+        "summary": write_frame(seg.summary(), folder / "summary.csv"),
+        "overlaps": write_frame(seg.overlaps(), folder / "overlaps.csv"),
+    }
+    if seg.groups_spec:
+        paths["groups"] = write_frame(seg.groups(), folder / "groups.parquet")
+    report = {
+        "as_of": str(result.as_of),
+        "customers": result.n_customers,
+        "scored": result.n_scored,
+        "segments": len(seg.names),
+        "skipped_segments": [{"segment": n, "reason": r} for n, r in seg.skipped],
+        "orders": result.orders.to_dict(),
+        "customers_file": result.customers.to_dict() if result.customers else None,
+        "events_file": result.events.to_dict() if result.events else None,
+        "edges": result.scorer.to_dict(),
+        "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
+    }
+    text = json.dumps(report, indent=2, default=str)
+    paths["run"] = write_atomic(folder / "run.json", lambda tmp: tmp.write_text(text))
+    return paths
+
+
+def run(orders: Any, *, rules: Any = None, builtin: bool = True, out: str | Path | None = None, **options: Any) -> RunResult:
+    """Features, RFM scores and segments in one go — the main job.
+
+    Parameters
+    ----------
+    orders
+        Order history (path or frame), as for :func:`score`.
+    rules
+        User segment catalog (TOML path or text, or a Catalog), added to the built-in one.
+    builtin
+        Include the built-in catalog (default True).
+    out
+        Folder to write ``scores.parquet``, ``segments.parquet``, ``summary.csv``,
+        ``overlaps.csv``, ``groups.parquet`` and ``run.json`` into (atomically); None: no files.
+    **options
+        Everything :func:`score` takes (``customers``, ``events``, ``as_of``, ``bins``,
+        ``columns``...), and ``threads``.
+
+    Returns
+    -------
+    RunResult
+        ``scores``, ``segments`` (a :class:`~fastseg.segmenting.SegmentResult`), row reports,
+        timings and the written ``outputs``.
+    """
+    return run_job(orders, rules=rules, builtin=builtin, out=out, **options)

@@ -33,7 +33,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fastseg.errors import DataError, FastsegError, InputError, ParameterError, SchemaError
-from fastseg.kernels.quantile import apply_edges, quantile_edges
+from fastseg.kernels.quantile import apply_edges, combine_scores, quantile_edges
 
 __all__ = [
     "FORMAT",
@@ -503,9 +503,8 @@ class RFMScorer:
             arrays.get_column("monetary").to_numpy(),
         )
         scale = scale_to_five(bins)
-        codes = np.where(scored, _GROUP_TABLE[scale[r] - 1, scale[f] - 1], np.uint8(_PROSPECTS))
-        cell = (r.astype(np.int32) - 1) * bins * bins + (f.astype(np.int32) - 1) * bins + (m - 1)
-        total = r + f + m  # <= 30, stays uint8
+        lut = _GROUP_TABLE[np.ix_(scale[1:] - 1, scale[1:] - 1)].ravel()
+        cell, total, codes = combine_scores(r, f, m, scored, lut, _PROSPECTS)
         is_scored = pl.lit(pl.Series("scored", scored))
 
         def masked(name: str, a: NDArray[Any]) -> pl.Expr:

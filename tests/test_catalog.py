@@ -91,7 +91,10 @@ def test_missing_file():
         ("[[group]]\nname = 'g'\nsegments = ['a', 'a']", "lists segment 'a' twice"),
         ("[[group]]\nname = 'g'\nsegments = ['a']\nfallback = 'a'", "fallback 'a' is also one"),
         ("[[group]]\nname = 'g'\nsegments = ['a']\nfallback = 'Other'", "fallback name 'Other'"),
-        ("[[group]]\nname = 'g'\nsegment = ['a']", "unknown key 'segment'; did you mean 'segments'?"),
+        (
+            "[[group]]\nname = 'g'\nsegment = ['a']",
+            "unknown key 'segment'; did you mean 'segments'?",
+        ),
         ("[[segment]\nname = 'a'", "invalid TOML"),
     ],
 )
@@ -217,7 +220,7 @@ def test_segments_doc_is_up_to_date():
     assert path.read_text(encoding="utf-8") == expected, (
         "docs/segments.md is stale: regenerate it with "
         "python -c 'from fastseg.rules.catalog import builtin_markdown; "
-        "print(builtin_markdown(), end=\"\")' > docs/segments.md"
+        'print(builtin_markdown(), end="")\' > docs/segments.md'
     )
     for seg in builtin_catalog().segments:
         assert f"`{seg.name}`" in expected

@@ -290,7 +290,6 @@ _rule_text = st.recursive(
     max_leaves=6,
 )
 
-_opt = st.none() | st.just(None)
 _frames = st.integers(0, 8).flatmap(
     lambda n: st.fixed_dictionaries(
         {
@@ -311,7 +310,9 @@ _frames = st.integers(0, 8).flatmap(
                 max_size=n,
             ),
             "b": st.lists(st.none() | st.booleans(), min_size=n, max_size=n),
-            "s": st.lists(st.none() | st.sampled_from(["a", "b", "ab", "", "ba"]), min_size=n, max_size=n),
+            "s": st.lists(
+                st.none() | st.sampled_from(["a", "b", "ab", "", "ba"]), min_size=n, max_size=n
+            ),
             "l": st.lists(
                 st.none() | st.lists(st.none() | st.sampled_from(["a", "b"]), max_size=3),
                 min_size=n,
@@ -353,7 +354,10 @@ def test_programs_match_reference_random(rules, data, with_refs):
         ("d > 'x'", "field 'd' is a date (Date); compare it with a date"),
         ("d > '2026-01-31'", "remove the quotes: 2026-01-31"),
         ("d > 5", "not the number 5"),
-        ("i > -30d", "field 'i' is a number (Int64); compare it with a number, not the relative date -30d"),
+        (
+            "i > -30d",
+            "field 'i' is a number (Int64); compare it with a number, not the relative date -30d",
+        ),
         ("i = '5'", "remove the quotes: 5"),
         ("i = true", "not the Boolean true"),
         ("i CONTAINS 5", "CONTAINS needs a list or string field"),
@@ -412,11 +416,11 @@ def test_unknown_field_suggests_closest():
 
 def test_unknown_reference():
     cat = _cat(("vip", "i > 5"), ("a", "segment(vp)"))
-    with pytest.raises(RuleError, match=r"segment 'a' refers to unknown segment 'vp'; did you mean 'vip'\?"):
+    with pytest.raises(
+        RuleError, match=r"segment 'a' refers to unknown segment 'vp'; did you mean 'vip'\?"
+    ):
         compile_catalog(cat, _frame().schema, AS_OF)
-    assert check_catalog(cat) == [
-        "segment 'a' refers to unknown segment 'vp'; did you mean 'vip'?"
-    ]
+    assert check_catalog(cat) == ["segment 'a' refers to unknown segment 'vp'; did you mean 'vip'?"]
 
 
 @pytest.mark.parametrize(
@@ -424,7 +428,10 @@ def test_unknown_reference():
     [
         ((("a", "segment(a)"),), "a -> a"),
         ((("a", "segment(b)"), ("b", "i > 1 AND segment(a)")), "a -> b -> a"),
-        ((("x", "i > 0"), ("a", "segment(b)"), ("b", "segment(c)"), ("c", "NOT segment(a)")), "a -> b -> c -> a"),
+        (
+            (("x", "i > 0"), ("a", "segment(b)"), ("b", "segment(c)"), ("c", "NOT segment(a)")),
+            "a -> b -> c -> a",
+        ),
     ],
 )
 def test_cycles(rules, cycle):
@@ -449,7 +456,9 @@ def test_group_members_must_exist():
     from fastseg.rules import GroupDef
 
     cat = Catalog((SegmentDef("vip", "", "i > 1"),), (GroupDef("g", ("vip", "vpi")),))
-    with pytest.raises(RuleError, match="group 'g' lists unknown segment 'vpi'; did you mean 'vip'"):
+    with pytest.raises(
+        RuleError, match="group 'g' lists unknown segment 'vpi'; did you mean 'vip'"
+    ):
         compile_catalog(cat, _frame().schema, AS_OF)
     assert len(check_catalog(cat)) == 1
 
@@ -521,14 +530,24 @@ def test_group_with_skipped_member_is_skipped():
         ("revenue(since: -1y) > 0", "revenue_1y", "orders", ("amount", "order_date")),
         ("orders() > 0", "orders_all", "orders", ("_order",)),
         ("orders(since: today) > 0", "orders_0d", "orders", ("_order", "order_date")),
-        ("orders(since: 2026-01-31) > 0", "orders_since_20260131", "orders", ("_order", "order_date")),
+        (
+            "orders(since: 2026-01-31) > 0",
+            "orders_since_20260131",
+            "orders",
+            ("_order", "order_date"),
+        ),
         (
             "orders(since: -90d, channel: 'app', category: 'shoes') > 0",
             "orders_90d__category_shoes__channel_app",
             "orders",
             ("_order", "order_date", "category", "channel"),
         ),
-        ("events('email_open', since: -30d) = 0", "email_open_30d", "events", ("event", "event_date")),
+        (
+            "events('email_open', since: -30d) = 0",
+            "email_open_30d",
+            "events",
+            ("event", "event_date"),
+        ),
         ("events('email_open') = 0", "email_open_all", "events", ("event",)),
         ("orders(quantity: 2) > 0", "orders_all__quantity_2", "orders", ("_order", "quantity")),
         ("orders(gift: true) > 0", "orders_all__gift_true", "orders", ("_order", "gift")),
@@ -597,9 +616,7 @@ def test_compile_uses_precomputed_columns_and_collects_the_rest():
         ("b", "missing events data (for events('email_open', since: -7d))"),
     )
     with pytest.raises(RuleError, match=r"orders column\(s\) 'channel'"):
-        compile_catalog(
-            _cat("orders(channel: 'app') > 0"), schema, AS_OF, sources=sources
-        )
+        compile_catalog(_cat("orders(channel: 'app') > 0"), schema, AS_OF, sources=sources)
     with pytest.raises(RuleError, match="orders column 'channel' is a string"):
         compile_catalog(
             _cat("orders(channel: 3) > 0"),

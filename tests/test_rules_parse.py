@@ -34,7 +34,6 @@ from fastseg.rules.ast import (
     resolve_date,
 )
 from fastseg.rules.parse import MAX_DEPTH, parse_rule
-
 from tests.reference import _r_shift
 
 A, B, C = (Compare(Field(n), "=", Number(1)) for n in "abc")
@@ -58,7 +57,10 @@ A, B, C = (Compare(Field(n), "=", Number(1)) for n in "abc")
         ("((a = 1))", A),
         ("true", Const(True)),
         ("FALSE OR a = 1", Or(Const(False), A)),
-        ("segment(vip) AND NOT segment(at_risk)", And(SegmentRef("vip"), Not(SegmentRef("at_risk")))),
+        (
+            "segment(vip) AND NOT segment(at_risk)",
+            And(SegmentRef("vip"), Not(SegmentRef("at_risk"))),
+        ),
         ("segment('vip')", SegmentRef("vip")),
         ("email_opt_in", IsTrue(Field("email_opt_in"))),
         ("NOT email_opt_in OR a = 1", Or(Not(IsTrue(Field("email_opt_in"))), A)),
@@ -132,9 +134,10 @@ def test_case_insensitive_predicates_and_functions():
         ("x IS NULL", IsNull(Field("x"))),
         ("x IS NOT NULL", IsNull(Field("x"), True)),
         ("`odd col` = 1", Compare(Field("odd col"), "=", Number(1))),
-        ("x = 1 # a comment\n AND y = 2", And(
-            Compare(Field("x"), "=", Number(1)), Compare(Field("y"), "=", Number(2))
-        )),
+        (
+            "x = 1 # a comment\n AND y = 2",
+            And(Compare(Field("x"), "=", Number(1)), Compare(Field("y"), "=", Number(2))),
+        ),
     ],
 )
 def test_predicates_and_values(text, tree):

@@ -71,6 +71,7 @@ BLOCK_WORDS = 1024
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
+_TOP = np.uint64(1 << 63)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,15 +266,33 @@ def _overlap_kernel(words, block, acc):
 
 
 @numba.njit(cache=CACHE)
-def _members_row(row, out, pos):
-    """Write the indices of the set bits of ``row`` to ``out[pos:]``; return the new ``pos``."""
+def _members_row(row, out, pos, stop):
+    """Write the indices of the set bits of ``row`` to ``out[pos:stop]``; return the new ``pos``.
+
+    Words are decoded eight bits at a time without a data-dependent branch per bit (Lemire's
+    bitmap decoding): eight indices are written unconditionally, the position advances by the
+    true count. Writes past the row's last index would land in the next row's range, so the
+    words whose rounded-up count would pass ``stop`` use the exact loop.
+    """
     for w in range(row.size):
         v = row[w]
+        if v == _ZERO:
+            continue
         base = np.int64(w) * 64
-        while v != _ZERO:
-            out[pos] = base + np.int64(_cttz(v))  # cast to out's dtype (int64 or uint32)
-            pos += 1
-            v &= v - _ONE
+        cnt = np.int64(_ctpop(v))
+        if pos + ((cnt + 7) // 8) * 8 <= stop:
+            p = pos
+            while v != _ZERO:
+                for _ in range(8):
+                    out[p] = base + np.int64(_cttz(v | _TOP))  # 63 once v is exhausted
+                    p += 1
+                    v &= v - _ONE
+            pos += cnt
+        else:
+            while v != _ZERO:
+                out[pos] = base + np.int64(_cttz(v))
+                pos += 1
+                v &= v - _ONE
     return pos
 
 
@@ -281,14 +300,14 @@ def _members_row(row, out, pos):
 def _members_all_kernel(words, starts, rows_out, segs_out):
     for s in prange(words.shape[0]):
         p0 = starts[s]
-        p1 = _members_row(words[s], rows_out, p0)
+        p1 = _members_row(words[s], rows_out, p0, starts[s + 1])
         for p in range(p0, p1):
             segs_out[p] = s
 
 
 @numba.njit(cache=CACHE)
 def _members_kernel(row, out):
-    _members_row(row, out, 0)
+    _members_row(row, out, 0, out.size)
 
 
 @numba.njit(cache=CACHE)
@@ -736,7 +755,7 @@ def members_all(
     rows = np.empty(total, dtype=dt)
     segs = np.empty(total, dtype=np.int32)
     if total:
-        _members_all_kernel(w, starts[:-1].copy(), rows, segs)
+        _members_all_kernel(w, starts, rows, segs)
     return rows, segs
 
 

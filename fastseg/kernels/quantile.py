@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["apply_edges", "quantile_edges"]
+__all__ = ["apply_edges", "combine_scores", "quantile_edges"]
 
 _RADIX_BITS = 16
 # Key ranges up to this size get one exact counting bucket per key (integers: one per value).
@@ -411,3 +411,85 @@ def apply_edges(
         t, always = _int_thresholds(e, inclusive)
         _bin_kernel(arr, t, np.uint8(1 + always), False, out)
     return out
+
+
+@njit(cache=CACHE, nogil=True)
+def _combine_kernel(
+    r: NDArray[np.uint8],
+    f: NDArray[np.uint8],
+    m: NDArray[np.uint8],
+    scored: NDArray[np.bool_],
+    k: np.int64,
+    group_lut: NDArray[np.uint8],
+    unscored_group: np.uint8,
+    cell: NDArray[np.int32],
+    total: NDArray[np.uint8],
+    group: NDArray[np.uint8],
+) -> None:
+    """Cell code, R+F+M and group code per customer (``unscored_group`` where not scored)."""
+    for i in range(r.shape[0]):
+        ri = np.int64(r[i]) - 1
+        fi = np.int64(f[i]) - 1
+        cell[i] = (ri * k + fi) * k + (np.int64(m[i]) - 1)
+        total[i] = r[i] + f[i] + m[i]
+        group[i] = group_lut[ri * k + fi] if scored[i] else unscored_group
+
+
+def combine_scores(
+    r: NDArray[np.uint8],
+    f: NDArray[np.uint8],
+    m: NDArray[np.uint8],
+    scored: NDArray[np.bool_],
+    group_lut: NDArray[np.uint8],
+    unscored_group: int,
+) -> tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.uint8]]:
+    """Combine R, F, M scores (each ``1..k``) into cell codes, sums and group codes, one pass.
+
+    Parameters
+    ----------
+    r, f, m : ndarray of uint8, same length
+        Scores in ``1..k``.
+    scored : ndarray of bool
+        Customers that are scored; the others get ``unscored_group``.
+    group_lut : ndarray of uint8, shape (k * k,)
+        Group code of each (R, F) cell, at ``(r - 1) * k + (f - 1)``.
+    unscored_group : int
+        Group code of customers that are not scored.
+
+    Returns
+    -------
+    cell : ndarray of int32
+        ``((r - 1) * k + (f - 1)) * k + (m - 1)``.
+    total : ndarray of uint8
+        ``r + f + m``.
+    group : ndarray of uint8
+        Group codes.
+    """
+    n = r.shape[0]
+    lut = np.ascontiguousarray(group_lut, dtype=np.uint8)
+    k = math.isqrt(lut.shape[0])
+    if k * k != lut.shape[0] or not 1 <= k <= 85:
+        msg = f"group_lut must have k * k entries for k in 1..85, got {lut.shape[0]}"
+        raise ParameterError(msg)
+    arrays = (r, f, m, scored)
+    dtypes = (np.uint8, np.uint8, np.uint8, np.bool_)
+    for name, a, dt in zip(("r", "f", "m", "scored"), arrays, dtypes, strict=True):
+        if not isinstance(a, np.ndarray) or a.dtype != dt or a.shape != (n,):
+            msg = f"{name} must be a 1-D {np.dtype(dt).name} array of length {n}"
+            raise ParameterError(msg)
+    cell = np.empty(n, dtype=np.int32)
+    total = np.empty(n, dtype=np.uint8)
+    group = np.empty(n, dtype=np.uint8)
+    _combine_kernel(
+        np.ascontiguousarray(r),
+        np.ascontiguousarray(f),
+        np.ascontiguousarray(m),
+        np.ascontiguousarray(scored),
+        np.int64(k),
+        lut,
+        np.uint8(unscored_group),
+        cell,
+        total,
+        group,
+    )
+    return cell, total, group

@@ -307,7 +307,19 @@ def render_value(value: Value) -> str:
     return "today"
 
 
-_KEYWORDS = {"AND", "OR", "NOT", "BETWEEN", "IN", "CONTAINS", "IS", "NULL", "TRUE", "FALSE", "TODAY"}
+_KEYWORDS = {
+    "AND",
+    "OR",
+    "NOT",
+    "BETWEEN",
+    "IN",
+    "CONTAINS",
+    "IS",
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "TODAY",
+}
 
 
 def _render_name(name: str) -> str:
