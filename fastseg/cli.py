@@ -8,10 +8,9 @@ Every command makes its ``api`` call inside :func:`_friendly`, which turns any
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -81,12 +80,12 @@ def _root(
     """fastseg: score every customer and place them in segments, exactly, in seconds."""
 
 
-class OutFormat(str, Enum):
+class OutFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     quantile = "quantile"
     thresholds = "thresholds"
 
@@ -273,6 +272,203 @@ def score(
     _print_score_summary(res)
     console.print(f"scores written to [bold]{path}[/bold]" + (f"; edges to {edges_out}" if edges_out else ""))
     _print_timings(watch.seconds)
+
+
+class Layout(StrEnum):
+    long = "long"
+    wide = "wide"
+    bitset = "bitset"
+
+
+RulesOpt = Annotated[
+    Path | None, typer.Option("--rules", help="Segment catalog (TOML) to add to (or, with --no-builtin, use instead of) the built-in one.")
+]
+BuiltinOpt = Annotated[
+    bool, typer.Option("--builtin/--no-builtin", help="Include the built-in catalog of segments.")
+]
+
+
+def _print_segments(seg: Any, limit: int | None = None) -> None:
+    summary = seg.summary()
+    table = Table(title=f"Segments ({len(seg.names)})", title_justify="left")
+    for name, justify in (("segment", "left"), ("customers", "right"), ("share", "right"), ("revenue", "right"), ("rev. share", "right"), ("aov", "right"), ("recency", "right"), ("freq.", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    for row in summary.head(limit or summary.height).iter_rows(named=True):
+        table.add_row(
+            row["segment"],
+            f"{row['customers']:,}",
+            num(row["share_customers"], ".1%"),
+            num(row["revenue"], ",.0f"),
+            num(row["share_revenue"], ".1%"),
+            num(row["aov"], ",.2f"),
+            num(row["mean_recency_days"], ",.0f"),
+            num(row["mean_frequency"], ",.2f"),
+        )
+    console.print(table)
+    for name, reason in seg.skipped:
+        console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+
+
+@app.command()
+@_friendly
+def run(
+    orders: Annotated[str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")],
+    customers: CustomersOpt = None,
+    events: EventsOpt = None,
+    col: ColOpt = None,
+    as_of: AsOfOpt = None,
+    rules: RulesOpt = None,
+    builtin: BuiltinOpt = True,
+    bins: Annotated[int, typer.Option("--bins", min=2, max=10, help="Score levels k (2 to 10).")] = 5,
+    edges_in: Annotated[Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON).")] = None,
+    windows: WindowsOpt = "30,90,365",
+    strict: StrictOpt = False,
+    rejects: RejectsOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores.parquet, segments.parquet, summary.csv, overlaps.csv, groups.parquet, run.json.")] = Path("fastseg-out"),
+) -> None:
+    """The main job: features, RFM scores and segments in one go."""
+    from fastseg import api
+
+    watch = api.Stopwatch()
+    with err.status("running..."):
+        res = api.run_job(
+            orders,
+            customers=customers,
+            events=events,
+            columns=col or None,
+            as_of=as_of,
+            rules=rules,
+            builtin=builtin,
+            bins=bins,
+            edges_in=edges_in,
+            windows=_windows(windows),
+            strict=strict,
+            rejects=rejects,
+            out=out,
+            stopwatch=watch,
+        )
+    _report_run(res)
+
+
+def _report_run(res: Any) -> None:
+    _print_score_summary(res)
+    _print_segments(res.segments)
+    console.print("written: " + ", ".join(str(p) for p in res.outputs.values()))
+    _print_timings(res.timings)
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the synthetic data and the results.")] = Path("fastseg-demo"),
+    orders: Annotated[str, typer.Option("--orders", help="Order rows to generate.")] = "1e6",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Generate a synthetic store and run the main job on it (features, scores, segments)."""
+    from fastseg import api, synthetic
+
+    n = _count(orders, "--orders")
+    data = out / "data"
+    with _progress(f"generating {n:,} synthetic orders", n) as tick:
+        ds = synthetic.generate(data, orders=n, seed=seed, progress=tick)
+    console.print(
+        f"synthetic store: {ds.n_orders:,} orders, {ds.n_customers:,} customers, {ds.n_events:,} events "
+        f"in {ds.folder} ({ds.seconds:.1f}s)"
+    )
+    watch = api.Stopwatch()
+    with err.status("running the main job (the first run compiles the kernels, then they are cached)..."):
+        res = api.run_job(
+            ds.orders, customers=ds.customers, events=ds.events, out=out / "results", stopwatch=watch
+        )
+    _report_run(res)
+    console.print(
+        f"\nnext: [bold]fastseg run {ds.orders} --customers {ds.customers} --events {ds.events} --rules my_segments.toml[/bold]"
+    )
+
+
+@app.command("segment")
+@_friendly
+def segment_cmd(
+    scores: Annotated[str, typer.Argument(help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).")],
+    rules: RulesOpt = None,
+    builtin: BuiltinOpt = True,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Date relative dates in rules count from (default: the latest last_order_date).")] = None,
+    layout: Annotated[Layout, typer.Option("--layout", help="long (customer_id, segment), wide (one boolean column per segment) or bitset (.npz).")] = Layout.long,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the membership.")] = Path("segments.parquet"),
+) -> None:
+    """Evaluate segments over a scores file."""
+    from fastseg import api
+    from fastseg.io import write_frame
+
+    with err.status("evaluating segments..."):
+        seg = api.segment(str(scores), rules, builtin=builtin, as_of=as_of)
+        if layout is Layout.bitset:
+            path = seg.save_bitsets(out)
+        else:
+            frame = seg.to_long() if layout is Layout.long else seg.to_wide()
+            path = write_frame(frame, out)
+    _print_segments(seg)
+    console.print(f"membership ({layout.value}) written to [bold]{path}[/bold]")
+
+
+@segments_app.command("list")
+@_friendly
+def segments_list(rules: RulesOpt = None, builtin: BuiltinOpt = True) -> None:
+    """List the segments of the built-in catalog (and of --rules)."""
+    from fastseg import api
+
+    catalog = api.load_rules(rules, builtin=builtin)
+    table = Table(title=f"{len(catalog)} segments", title_justify="left")
+    table.add_column("segment")
+    table.add_column("description")
+    for s in catalog.segments:
+        table.add_row(s.name, s.description)
+    console.print(table)
+    for g in catalog.groups:
+        console.print(f"group [bold]{g.name}[/bold]: {', '.join(g.segments)} (else {g.fallback})")
+
+
+@segments_app.command("show")
+@_friendly
+def segments_show(
+    name: Annotated[str, typer.Argument(help="Segment or group name.")],
+    rules: RulesOpt = None,
+    builtin: BuiltinOpt = True,
+) -> None:
+    """Show one segment's rule and description (or a group's members)."""
+    from fastseg import api
+
+    catalog = api.load_rules(rules, builtin=builtin)
+    if any(g.name == name for g in catalog.groups):
+        g = catalog.group(name)
+        console.print(f"[bold]{g.name}[/bold] (group): {g.description}")
+        console.print(f"first match wins: {', '.join(g.segments)}; else [italic]{g.fallback}[/italic]")
+        return
+    s = catalog.get(name)
+    console.print(f"[bold]{s.name}[/bold]: {s.description}")
+    console.print(s.rule, markup=False, highlight=False)
+
+
+@segments_app.command("check")
+@_friendly
+def segments_check(
+    file: Annotated[Path, typer.Argument(help="Catalog TOML file to validate (no data needed).")],
+) -> None:
+    """Validate a catalog: syntax, fields, types, references and cycles, without data."""
+    from fastseg.errors import RuleError
+    from fastseg.rules.catalog import builtin_catalog, load_catalog
+    from fastseg.rules.compile import check_catalog
+
+    user = load_catalog(file)
+    problems = check_catalog(builtin_catalog().merge(user))
+    mine = {s.name for s in user.segments} | {g.name for g in user.groups}
+    problems = [p for p in problems if any(f"'{n}'" in p or f" {n}" in p for n in mine)] or problems
+    if problems:
+        for p in problems:
+            err.print(f"[bold red]error:[/bold red] {p}", markup=True, highlight=False)
+        raise RuleError(f"{file}: {len(problems)} problem(s)")
+    console.print(f"[green]ok[/green]: {file} — {len(user.segments)} segment(s), {len(user.groups)} group(s)")
 
 
 def main() -> None:

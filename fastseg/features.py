@@ -178,26 +178,35 @@ def _distinct_categories_polars(df: pl.DataFrame, codes: np.ndarray, n_cust: int
 def event_features(
     events: pl.DataFrame, as_of: dt.date, windows: Sequence[int] = EVENT_WINDOWS
 ) -> pl.DataFrame:
-    """Per customer and event type E: ``E_{N}d`` counts per window and ``days_since_E``."""
+    """Per customer and event type E: ``E_{N}d`` counts per window and ``days_since_E``.
+
+    Event types become column-safe names (``site-visit`` -> ``site_visit``); types whose names
+    collide after that are counted together. One row per customer with at least one event.
+    """
+    from fastseg.kernels.aggregate import aggregate_events
+
     windows = check_windows(windows)
-    types = sorted(events["event"].unique().drop_nulls().to_list())
-    names: dict[str, str] = {}
-    for t in types:
-        names.setdefault(sanitize(t), t)
-    ev, d = pl.col("event"), pl.col("event_date")
-    aggs: list[pl.Expr] = []
-    for safe, t in names.items():
-        is_t = ev == t
-        for w in windows:
-            aggs.append((is_t & (d >= as_of - dt.timedelta(days=w))).sum().cast(pl.Int64).alias(f"{safe}_{w}d"))
-        aggs.append(d.filter(is_t).max().alias(f"__last_{safe}"))
-    if not aggs:
+    ev = events.filter(pl.col("event").is_not_null())
+    types = sorted(ev["event"].unique().to_list())
+    safe_names = sorted({sanitize(t) for t in types})
+    if ev.height == 0 or not safe_names:
         return events.select("customer_id").head(0)
-    out = events.group_by("customer_id").agg(aggs)
-    return out.with_columns(
-        (pl.lit(as_of) - pl.col(f"__last_{s}")).dt.total_days().cast(pl.Int64).alias(f"days_since_{s}")
-        for s in names
-    ).drop([f"__last_{s}" for s in names])
+    lut = {t: safe_names.index(sanitize(t)) for t in types}
+    etype = ev["event"].replace_strict(lut, return_dtype=pl.Int64).to_numpy()
+    codes, ids = encode_customers(ev["customer_id"])
+    as_of_day = (as_of - _EPOCH).days
+    since = np.array([as_of_day - w for w in windows], np.int32)
+    day = ev["event_date"].to_physical().to_numpy()
+    counts, last = aggregate_events(codes, ids.len(), etype, len(safe_names), day, since)
+    never = last == np.iinfo(np.int32).min
+    cols: list[pl.Series] = [ids]
+    for e, name in enumerate(safe_names):
+        for k, w in enumerate(windows):
+            cols.append(pl.Series(f"{name}_{w}d", counts[:, e, k]))
+    for e, name in enumerate(safe_names):
+        days = pl.Series(f"days_since_{name}", as_of_day - last[:, e].astype(np.int64))
+        cols.append(days.scatter(np.flatnonzero(never[:, e]), None) if never[:, e].any() else days)
+    return pl.DataFrame(cols)
 
 
 #: features that are 0 (not null) for a customer with no order

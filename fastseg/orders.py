@@ -321,9 +321,8 @@ def _ids_unique(df: pl.DataFrame) -> bool:
     oid = df["order_id"]
     if oid.null_count():
         return False
-    if oid.dtype.is_integer() and oid.len() > 1:
-        if bool((oid.diff().slice(1) > 0).all()):
-            return True
+    if oid.dtype.is_integer() and oid.len() > 1 and bool((oid.diff().slice(1) > 0).all()):
+        return True
     return oid.n_unique() == oid.len()
 
 

@@ -202,9 +202,7 @@ def _check_thresholds(thresholds: object, bins: int, method: str) -> dict[str, l
             f"missing {missing or 'none'}, unknown {unknown or 'none'}"
         )
         raise ParameterError(msg)
-    return {
-        d: _check_cut_points(d, thresholds[d], count=bins - 1, strict=True) for d in DIMENSIONS
-    }
+    return {d: _check_cut_points(d, thresholds[d], count=bins - 1, strict=True) for d in DIMENSIONS}
 
 
 def parse_thresholds(specs: Sequence[str]) -> dict[str, list[float]]:

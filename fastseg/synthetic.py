@@ -450,17 +450,17 @@ class _Model:
     main_chan: NDArray[np.int8]
     email_opt: NDArray[np.bool_]
     sms_opt: NDArray[np.bool_]
-    rate_cum: NDArray[np.float64]
-    browse_cum: NDArray[np.float64]
-    email_cum: NDArray[np.float64]
+    rate: NDArray[np.float64]  # repeat-purchase rate (0 for prospects)
+    browse_w: NDArray[np.float64]  # weight in the draws of browsing events
+    email_w: NDArray[np.float64]  # weight in the draws of email opens (0 if not opted in)
     by_first: NDArray[np.int64]  # buyers sorted by first order day
     first_bounds: NDArray[np.int64]  # by_first[first_bounds[b]:first_bounds[b+1]] buy first on b
     signed_up: NDArray[np.int64]  # customers [0, signed_up[b]) signed up on or before day b
     repeat_slots: NDArray[np.int64]  # rows per day besides first orders (repeats + refunds)
-    repeat_accept: NDArray[np.float64]
+    active_rate: NDArray[np.float64]  # sum of rates of the customers active on each day
     event_slots: NDArray[np.int64]
-    browse_accept: NDArray[np.float64]
-    email_accept: NDArray[np.float64]
+    browse_churned: NDArray[np.float64]  # browse_w of customers churned before each day
+    email_churned: NDArray[np.float64]
 
 
 _CHURNED_BROWSE = 0.15  # chance that a churned customer's drawn browse event is kept
@@ -560,36 +560,21 @@ def _build_model(p: _Params) -> _Model:
 
     active_buyers = active(None)  # exact counts (float of integers)
     active_rate = np.where(active_buyers > 0.5, active(rate), 0.0)
-    rate_cum = np.cumsum(rate)
     n_repeat = p.orders - n_buyers
     mass = active_rate * season
     if n_repeat > 0:
         repeat_slots = rng.multinomial(n_repeat, mass / mass.sum()).astype(np.int64)
     else:
         repeat_slots = np.zeros(n_days, dtype=np.int64)
-    prefix_rate = np.where(signed_up > 0, rate_cum[np.maximum(signed_up - 1, 0)], 0.0)
-    repeat_accept = np.divide(
-        active_rate, prefix_rate, out=np.zeros(n_days), where=prefix_rate > 0
-    )
 
     # events: spread like the day's rows, on days with at least one signed-up customer
     rows = (firsts_per_day + repeat_slots).astype(np.float64)
     event_weight = (rows + 0.25 * rows.mean()) * season * (signed_up > 0)
     event_slots = rng.multinomial(p.events, event_weight / event_weight.sum()).astype(np.int64)
-    browse_cum = np.cumsum(browse_w)
-    email_cum = np.cumsum(email_w)
 
-    def accept(cum: NDArray[np.float64], weights: NDArray[np.float64], q: float) -> NDArray:
-        """Expected share of draws from the signed-up prefix kept when churned ones keep q."""
-        churned = np.cumsum(np.bincount(end_day + 1, weights=weights, minlength=n_days + 1))
-        churned = churned[:n_days]
-        prefix = np.where(signed_up > 0, cum[np.maximum(signed_up - 1, 0)], 0.0)
-        kept = prefix - (1.0 - q) * np.minimum(churned, prefix)
-        return np.divide(kept, prefix, out=np.ones(n_days), where=prefix > 0)
-
-    # customers who never churn have end_day = n_days - 1: their bin n_days is past the plan
-    browse_accept = accept(browse_cum, browse_w, _CHURNED_BROWSE)
-    email_accept = accept(email_cum, email_w, _CHURNED_EMAIL)
+    def churned(weights: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Sum of ``weights`` over customers whose end_day < b, for each day b."""
+        return np.cumsum(np.bincount(end_day + 1, weights=weights, minlength=n_days + 1))[:n_days]
 
     gaps = 1 + rng.poisson(0.3, n)
     gaps[0] = 0
@@ -620,17 +605,17 @@ def _build_model(p: _Params) -> _Model:
         main_chan=main_chan,
         email_opt=email_opt,
         sms_opt=sms_opt,
-        rate_cum=rate_cum,
-        browse_cum=browse_cum,
-        email_cum=email_cum,
+        rate=rate,
+        browse_w=browse_w,
+        email_w=email_w,
         by_first=by_first,
         first_bounds=first_bounds,
         signed_up=signed_up,
         repeat_slots=repeat_slots,
-        repeat_accept=repeat_accept,
+        active_rate=active_rate,
         event_slots=event_slots,
-        browse_accept=browse_accept,
-        email_accept=email_accept,
+        browse_churned=churned(browse_w),
+        email_churned=churned(email_w),
     )
 
 
@@ -678,6 +663,87 @@ def _draw(
     return drawn[rng.choice(drawn.size, need, replace=False)]
 
 
+_EPOCH_DAYS = 32  # the draw pools are rebuilt every this many days
+
+
+@dataclass
+class _Pools:
+    """Customers the draws of one epoch of days can pick, with cumulative weights.
+
+    Repeat orders draw from the buyers who can be active in the epoch (a few hundred thousand
+    rows of a cache-friendly array instead of every customer). Events draw from everybody signed
+    up by the epoch's end; customers who churned before it have their weights scaled down once
+    here instead of being rejected on every draw.
+    """
+
+    start: int
+    repeat_members: NDArray[np.int64]
+    repeat_cum: NDArray[np.float64]
+    browse_cum: NDArray[np.float64] | None
+    email_cum: NDArray[np.float64] | None
+
+    @classmethod
+    def build(cls, m: _Model, t: int, with_events: bool) -> _Pools:
+        last = min(t + _EPOCH_DAYS, m.n_days) - 1
+        hi = int(m.signed_up[last])
+        members = np.flatnonzero(
+            (m.rate[:hi] > 0.0) & (m.first_day[:hi] <= last) & (m.end_day[:hi] >= t)
+        )
+        browse_cum = email_cum = None
+        if with_events:
+            gone = m.end_day[:hi] < t
+            browse_cum = np.cumsum(np.where(gone, _CHURNED_BROWSE, 1.0) * m.browse_w[:hi])
+            email_cum = np.cumsum(np.where(gone, _CHURNED_EMAIL, 1.0) * m.email_w[:hi])
+        return cls(t, members, np.cumsum(m.rate[members]), browse_cum, email_cum)
+
+
+def _draw_repeats(
+    m: _Model, pools: _Pools, b: int, need: int, rng: np.random.Generator
+) -> NDArray[np.int64]:
+    """``need`` repeat buyers of day ``b``: active customers in proportion to their rates."""
+    if need <= 0:
+        return np.empty(0, dtype=np.int64)
+    members = pools.repeat_members
+    hb = int(np.searchsorted(members, m.signed_up[b]))
+    fd, ed = m.first_day, m.end_day
+
+    def keep(pos: NDArray[np.int64]) -> NDArray[np.bool_]:
+        c = members[pos]
+        return (fd[c] <= b) & (ed[c] >= b)
+
+    acceptance = float(m.active_rate[b]) / float(pools.repeat_cum[hb - 1])
+    return members[_draw(rng, pools.repeat_cum, hb, need, keep, acceptance)]
+
+
+def _draw_engaged(
+    m: _Model,
+    pools: _Pools,
+    b: int,
+    need: int,
+    rng: np.random.Generator,
+    email: bool,
+) -> NDArray[np.int64]:
+    """``need`` customers for events of day ``b`` (email opens, or browsing sessions)."""
+    cum = pools.email_cum if email else pools.browse_cum
+    assert cum is not None
+    q = _CHURNED_EMAIL if email else _CHURNED_BROWSE
+    churned = m.email_churned if email else m.browse_churned
+    hi = int(m.signed_up[b])
+    t = pools.start
+    ed = m.end_day
+
+    def keep(i: NDArray[np.int64]) -> NDArray[np.bool_]:
+        # those who churned during this epoch, before today, are kept with probability q
+        return (ed[i] >= b) | (ed[i] < t) | (rng.random(i.size) < q)
+
+    if need <= 0 or hi == 0:
+        return np.empty(0, dtype=np.int64)
+    total = float(cum[hi - 1])
+    lost = (1.0 - q) * float(churned[b] - churned[t])
+    acceptance = min(1.0, max(0.05, 1.0 - lost / total)) if total > 0 else 1.0
+    return _draw(rng, cum, hi, need, keep, acceptance)
+
+
 # --------------------------------------------------------------------------------------------
 # one day of orders and events
 # --------------------------------------------------------------------------------------------
@@ -693,7 +759,7 @@ def _concat(parts: Sequence[_Cols]) -> _Cols:
 
 
 def _orders_day(
-    m: _Model, b: int, rng: np.random.Generator, pending: dict[int, list[_Cols]]
+    m: _Model, pools: _Pools, b: int, rng: np.random.Generator, pending: dict[int, list[_Cols]]
 ) -> tuple[_Cols, _Cols]:
     """Rows of day ``b`` sorted by time, and the day's web/app purchases (for the funnels)."""
     slots = int(m.repeat_slots[b])
@@ -704,15 +770,8 @@ def _orders_day(
     n_ref = refunds["cust"].size
 
     first = m.by_first[m.first_bounds[b] : m.first_bounds[b + 1]]
-    fd, ed = m.first_day, m.end_day
-    rep = _draw(
-        rng,
-        m.rate_cum,
-        int(m.signed_up[b]),
-        slots - n_ref,
-        lambda i: (fd[i] <= b) & (ed[i] >= b),
-        float(m.repeat_accept[b]),
-    )
+    fd = m.first_day
+    rep = _draw_repeats(m, pools, b, slots - n_ref, rng)
     n_first = first.size
     cust = np.concatenate([first, rep])
     n = cust.size
@@ -783,26 +842,18 @@ def _orders_day(
     return rows, {"cust": cust[online], "sec": sec[online]}
 
 
-def _events_day(m: _Model, b: int, rng: np.random.Generator, buys: _Cols) -> _Cols:
+def _events_day(
+    m: _Model, pools: _Pools, b: int, rng: np.random.Generator, buys: _Cols
+) -> _Cols:
     """Events of day ``b`` sorted by time (``buys``: the day's web/app purchases)."""
     counts = rng.multinomial(int(m.event_slots[b]), _EVENT_SHARE)
     hi = int(m.signed_up[b])
-    ed = m.end_day
-    if hi == 0 or m.email_cum[hi - 1] <= 0.0:  # nobody to email yet: they visit instead
+    assert pools.email_cum is not None
+    if hi == 0 or pools.email_cum[hi - 1] <= 0.0:  # nobody to email yet: they visit instead
         counts[_EV_VISIT] += counts[_EV_OPEN] + counts[_EV_CLICK]
         counts[_EV_OPEN] = counts[_EV_CLICK] = 0
 
-    def churn_filter(q: float) -> Callable[[NDArray[np.int64]], NDArray[np.bool_]]:
-        return lambda i: (ed[i] >= b) | (rng.random(i.size) < q)
-
-    opens = _draw(
-        rng,
-        m.email_cum,
-        hi,
-        int(counts[_EV_OPEN]),
-        churn_filter(_CHURNED_EMAIL),
-        float(m.email_accept[b]),
-    )
+    opens = _draw_engaged(m, pools, b, int(counts[_EV_OPEN]), rng, email=True)
     open_sec = _seconds(rng, opens.size, _EMAIL_HOUR_CDF)
     n_click = min(int(counts[_EV_CLICK]), opens.size)
     counts[_EV_VISIT] += counts[_EV_CLICK] - n_click
@@ -821,14 +872,7 @@ def _events_day(m: _Model, b: int, rng: np.random.Generator, buys: _Cols) -> _Co
         tied_sec.append(np.maximum(buys["sec"][pick] - rng.integers(low, high, tied), 0))
         rest[j] = int(counts[e]) - tied
     # the other funnel events are sessions of browsing customers (most buy nothing that day)
-    browse = _draw(
-        rng,
-        m.browse_cum,
-        hi,
-        int(rest.sum()),
-        churn_filter(_CHURNED_BROWSE),
-        float(m.browse_accept[b]),
-    )
+    browse = _draw_engaged(m, pools, b, int(rest.sum()), rng, email=False)
     funnel_types = np.array([f[0] for f in _FUNNEL], dtype=np.int8)
     ev = np.concatenate(
         [
@@ -1067,11 +1111,14 @@ def _run(
     if p.with_events:
         sinks["events"] = make_sink("events", tables.events)
     pending: dict[int, list[_Cols]] = {}
+    pools = _Pools.build(m, 0, p.with_events)
     for b in range(m.n_days):  # one iteration per day; rows within a day are vectorised
-        rows, buys = _orders_day(m, b, _rng(p.seed, _S_ORDERS, b), pending)
+        if b % _EPOCH_DAYS == 0 and b:
+            pools = _Pools.build(m, b, p.with_events)
+        rows, buys = _orders_day(m, pools, b, _rng(p.seed, _S_ORDERS, b), pending)
         sinks["orders"].add(rows)
         if p.with_events:
-            sinks["events"].add(_events_day(m, b, _rng(p.seed, _S_EVENTS, b), buys))
+            sinks["events"].add(_events_day(m, pools, b, _rng(p.seed, _S_EVENTS, b), buys))
     for sink in sinks.values():
         sink.finish()
     if p.with_customers:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastseg.errors import ParameterError
-from fastseg.kernels.quantile import apply_edges, edge_ranks, quantile_edges
+from fastseg.kernels.quantile import apply_edges, combine_scores, edge_ranks, quantile_edges
 from tests.reference import (
     quantile_edges_ref,
     quantile_scores_count_ref,
@@ -198,6 +198,39 @@ def test_apply_edges_integers_are_exact_beyond_float_precision() -> None:
 def test_apply_edges_many_blocks() -> None:
     v = np.arange(5000, dtype=np.float64)
     np.testing.assert_array_equal(apply_edges(v, [999.0, 1999.0, 2999.0, 3999.0]), 1 + v // 1000)
+
+
+# ----------------------------------------------------------------------------- combine
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    k=st.integers(2, 10),
+    data=st.data(),
+)
+def test_combine_scores(k: int, data: st.DataObject) -> None:
+    n = data.draw(st.integers(0, 30))
+    score = st.lists(st.integers(1, k), min_size=n, max_size=n)
+    r, f, m = (np.array(data.draw(score), dtype=np.uint8) for _ in range(3))
+    scored = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+    lut = np.arange(k * k, dtype=np.uint8)[::-1].copy()
+    cell, total, group = combine_scores(r, f, m, scored, lut, 255)
+    for i in range(n):
+        ri, fi, mi = int(r[i]), int(f[i]), int(m[i])
+        assert cell[i] == ((ri - 1) * k + fi - 1) * k + mi - 1
+        assert total[i] == ri + fi + mi
+        assert group[i] == (lut[(ri - 1) * k + fi - 1] if scored[i] else 255)
+
+
+def test_combine_scores_errors() -> None:
+    one = np.ones(3, dtype=np.uint8)
+    yes = np.ones(3, dtype=bool)
+    with pytest.raises(ParameterError, match="k \\* k entries"):
+        combine_scores(one, one, one, yes, np.zeros(24, dtype=np.uint8), 10)
+    with pytest.raises(ParameterError, match="m must be a 1-D uint8 array of length 3"):
+        combine_scores(one, one, one[:2], yes, np.zeros(25, dtype=np.uint8), 10)
+    with pytest.raises(ParameterError, match="scored must be a 1-D bool array"):
+        combine_scores(one, one, one, one, np.zeros(25, dtype=np.uint8), 10)
 
 
 # ----------------------------------------------------------------------------- errors

@@ -375,13 +375,18 @@ def test_parse_thresholds() -> None:
 
 
 def test_threshold_parameter_errors() -> None:
-    with pytest.raises(ParameterError, match=r"'r' must be 4 strictly increasing .* got \[30, 90\]"):
+    with pytest.raises(
+        ParameterError, match=r"'r' must be 4 strictly increasing .* got \[30, 90\]"
+    ):
         RFMScorer(method="thresholds", thresholds={**THRESHOLDS, "r": [30, 90]})
     with pytest.raises(ParameterError, match="'f' must be 4 strictly increasing"):
         RFMScorer(method="thresholds", thresholds={**THRESHOLDS, "f": [2, 2, 5, 10]})
     with pytest.raises(ParameterError, match="'m' must be 4 strictly increasing .*nan"):
         RFMScorer(method="thresholds", thresholds={**THRESHOLDS, "m": [1, 2, 3, math.nan]})
-    with pytest.raises(ParameterError, match=r"'r' must be 2 strictly .* \(bins - 1, bins=3\), got \[30, 90, 180, 365\]"):
+    with pytest.raises(
+        ParameterError,
+        match=r"'r' must be 2 strictly .* \(bins - 1, bins=3\), got \[30, 90, 180, 365\]",
+    ):
         RFMScorer(bins=3, method="thresholds", thresholds=THRESHOLDS)
     with pytest.raises(ParameterError, match="missing \\['m'\\]"):
         RFMScorer(method="thresholds", thresholds={"r": THRESHOLDS["r"], "f": THRESHOLDS["f"]})
@@ -511,9 +516,10 @@ def test_data_errors() -> None:
     out = fitted.transform(features([(1, 1, 5.0), (None, 0, math.nan), (None, None, None)]))
     assert out.get_column("rfm_group").to_list() == ["new_customers", "prospects", "prospects"]
     # thresholds need no data: n_fit_ may be 0
-    assert RFMScorer(method="thresholds", thresholds=THRESHOLDS).fit(
-        features([(None, 0, 0.0)])
-    ).n_fit_ == 0
+    assert (
+        RFMScorer(method="thresholds", thresholds=THRESHOLDS).fit(features([(None, 0, 0.0)])).n_fit_
+        == 0
+    )
 
 
 def test_schema_errors() -> None:

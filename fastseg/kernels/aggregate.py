@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["AGG_FIELDS", "aggregate_orders", "encode_int_ids"]
+__all__ = ["AGG_FIELDS", "aggregate_events", "aggregate_orders", "encode_int_ids"]
 
 #: fixed accumulator fields, in order; then per window w: orders_w, revenue_w.
 AGG_FIELDS = (
@@ -295,3 +295,53 @@ def aggregate_orders(
     _partition_kernel(codes, day, amount, flags, cats, shift, starts, pc, pd, pa, pf, pk)
     _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc, catmask)
     return acc, catmask
+
+
+# ----------------------------------------------------------------------------------- events
+
+
+@njit(cache=CACHE)
+def _events_kernel(codes, etype, day, since, counts, last):  # pragma: no cover - jitted
+    n_win = since.shape[0]
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        e = etype[i]
+        d = day[i]
+        if d > last[c, e]:
+            last[c, e] = d
+        for w in range(n_win):
+            if d >= since[w]:
+                counts[c, e, w] += 1
+
+
+def aggregate_events(
+    codes: NDArray[np.int64],
+    n_customers: int,
+    etype: NDArray[np.int64],
+    n_types: int,
+    day: NDArray[np.int32],
+    since: NDArray[np.int32],
+) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    """Per customer and event type: counts in each trailing window and the last event day.
+
+    Returns
+    -------
+    counts : int64[n_customers, n_types, len(since)]
+    last : int32[n_customers, n_types]
+        Last event day, ``np.iinfo(np.int32).min`` where the customer has no event of that type.
+    """
+    n = codes.shape[0]
+    if etype.shape[0] != n or day.shape[0] != n:
+        msg = "aggregate_events: codes, etype and day must have the same length"
+        raise ParameterError(msg)
+    counts = np.zeros((n_customers, n_types, since.shape[0]), np.int64)
+    last = np.full((n_customers, n_types), np.iinfo(np.int32).min, np.int32)
+    _events_kernel(
+        np.ascontiguousarray(codes, np.int64),
+        np.ascontiguousarray(etype, np.int64),
+        np.ascontiguousarray(day, np.int32),
+        np.ascontiguousarray(since, np.int32),
+        counts,
+        last,
+    )
+    return counts, last
