@@ -65,6 +65,12 @@ def _count(value: str, name: str) -> int:
     return int(number)
 
 
+def _bins(value: int) -> int:
+    if not 2 <= value <= 10:
+        raise typer.BadParameter(f"expected a whole number from 2 to 10, got {value}")
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"fastseg {__version__}")
@@ -228,7 +234,7 @@ def score(
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     as_of: AsOfOpt = None,
-    bins: Annotated[int, typer.Option("--bins", min=2, max=10, help="Score levels k (2 to 10).")] = 5,
+    bins: Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")] = 5,
     method: Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")] = Method.quantile,
     thresholds: Annotated[
         list[str] | None,
@@ -320,7 +326,7 @@ def run(
     as_of: AsOfOpt = None,
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
-    bins: Annotated[int, typer.Option("--bins", min=2, max=10, help="Score levels k (2 to 10).")] = 5,
+    bins: Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")] = 5,
     edges_in: Annotated[Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON).")] = None,
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,

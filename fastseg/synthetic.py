@@ -50,6 +50,7 @@ import math
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -758,13 +759,42 @@ def _concat(parts: Sequence[_Cols]) -> _Cols:
     return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
+_QTY_CDF = _cdf(np.array([0.70, 0.21, 0.065, 0.018, 0.005, 0.002]))  # 1..6 items
+_QTY_SIZE = np.arange(8, dtype=np.float64) ** 0.8  # basket size grows slower than item count
+_MAX_DELAY = 60  # days from a purchase to its refund
+
+
+class _Refunds:
+    """Refund rows waiting for their day: per purchase day, rows sorted by due day."""
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[int, NDArray[np.int64], _Cols]] = deque()
+
+    def add(self, day: int, due_day: NDArray[np.int64], rows: _Cols) -> None:
+        order = np.argsort(due_day, kind="stable")
+        bounds = np.searchsorted(due_day[order], np.arange(day + 1, day + _MAX_DELAY + 2))
+        self._queue.append((day, bounds, {k: v[order] for k, v in rows.items()}))
+
+    def due(self, b: int) -> _Cols:
+        """Refund rows dated day ``b`` (in the order of their purchases' days), and forget them."""
+        while self._queue and self._queue[0][0] + _MAX_DELAY < b:
+            self._queue.popleft()
+        parts = []
+        for day, bounds, rows in self._queue:  # at most _MAX_DELAY purchase days
+            j = b - day - 1
+            if 0 <= j < _MAX_DELAY and bounds[j] < bounds[j + 1]:
+                parts.append({k: v[bounds[j] : bounds[j + 1]] for k, v in rows.items()})
+        if not parts:
+            return {k: np.empty(0, np.int64) for k in _REFUND_KEYS}
+        return _concat(parts)
+
+
 def _orders_day(
-    m: _Model, pools: _Pools, b: int, rng: np.random.Generator, pending: dict[int, list[_Cols]]
+    m: _Model, pools: _Pools, b: int, rng: np.random.Generator, pending: _Refunds
 ) -> tuple[_Cols, _Cols]:
     """Rows of day ``b`` sorted by time, and the day's web/app purchases (for the funnels)."""
     slots = int(m.repeat_slots[b])
-    due = pending.pop(b, None)
-    refunds = _concat(due) if due else {k: np.empty(0, np.int64) for k in _REFUND_KEYS}
+    refunds = pending.due(b)
     if refunds["cust"].size > slots:  # never more rows than planned: drop the excess refunds
         refunds = {k: v[:slots] for k, v in refunds.items()}
     n_ref = refunds["cust"].size
@@ -790,10 +820,10 @@ def _orders_day(
     rs = np.where(fd[rep] == b, fsec + rs * (86_399 - fsec) // 86_399, rs)
     sec[n_first:] = np.where(chan[n_first:] == _STORE, _store_hours(rs), rs)
 
-    qty = 1 + rng.poisson(0.35, n)
+    qty = 1 + _pick(rng, _QTY_CDF, n).astype(np.int64)
+    size = _QTY_SIZE[qty]
     wholesale = np.flatnonzero(m.tier[cust] == _WHOLESALE)
     qty[wholesale] += 3 + rng.poisson(14.0, wholesale.size)
-    size = qty**0.8
     size[wholesale] = qty[wholesale] * 0.6
     gross = np.exp(m.basket_mu[cust] + _CATEGORY_PRICE[cat] + 0.5 * rng.standard_normal(n)) * size
     discount = np.zeros(n)
@@ -803,7 +833,7 @@ def _orders_day(
 
     # some purchases are refunded later: the refund row is made now and written on its day
     r = np.flatnonzero(rng.random(n) < _CATEGORY_REFUND[cat])
-    due_day = b + np.minimum(1 + rng.geometric(1 / 9, r.size), 60)
+    due_day = b + np.minimum(1 + rng.geometric(1 / 9, r.size), _MAX_DELAY)
     full = rng.random(r.size) < 0.65
     part = rng.uniform(0.15, 1.0, r.size)
     ref_sec = _seconds(rng, r.size)
@@ -820,12 +850,7 @@ def _orders_day(
             "cat": cat[r],
             "chan": chan[r],
         }
-        order = np.argsort(due_day, kind="stable")
-        days, starts = np.unique(due_day[order], return_index=True)
-        bounds = [*starts.tolist(), r.size]
-        for j, d in enumerate(days.tolist()):  # at most 60 due days
-            sel = order[bounds[j] : bounds[j + 1]]
-            pending.setdefault(d, []).append({k: v[sel] for k, v in new.items()})
+        pending.add(b, due_day, new)
 
     all_sec = np.concatenate([sec, refunds["sec"]])
     o = _time_order(all_sec)
@@ -1110,7 +1135,7 @@ def _run(
     sinks = {"orders": make_sink("orders", tables.orders)}
     if p.with_events:
         sinks["events"] = make_sink("events", tables.events)
-    pending: dict[int, list[_Cols]] = {}
+    pending = _Refunds()
     pools = _Pools.build(m, 0, p.with_events)
     for b in range(m.n_days):  # one iteration per day; rows within a day are vectorised
         if b % _EPOCH_DAYS == 0 and b:
