@@ -630,6 +630,8 @@ def synthetic_catalog(n_segments: int = 100, n_atoms: int = 64, seed: int = 0) -
 
 
 def _median_ms(fn: Any, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls after one untimed warm-up call (JIT, page cache)."""
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -652,7 +654,7 @@ def benchmark_segments(
 
     Keys: ``n_customers``, ``n_segments``, ``n_atoms``, ``first_call_ms`` (the first
     :func:`evaluate` in this process, JIT compile or cache load included), and median
-    milliseconds over ``repeat`` runs: ``atoms_select_ms`` (Polars select of all atoms),
+    milliseconds over ``repeat`` runs after one warm-up call: ``atoms_select_ms`` (Polars select of all atoms),
     ``pack_ms`` (bitmap copy into words), ``run_ms`` (all programs + sizes), ``popcount_ms``,
     ``overlaps_ms``, ``to_long_ms``, ``summary_ms``, ``evaluate_ms`` (select + pack + run);
     ``membership_mb`` (bitset bytes / 1e6); ``memberships`` (total of sizes); with

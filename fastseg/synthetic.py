@@ -52,6 +52,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1080,14 +1081,12 @@ class _Sink:
 
     def __init__(
         self,
-        build: Callable[[_Cols, int], pa.Table],
         chunk_rows: int,
-        write: Callable[[pa.Table], None],
+        emit: Callable[[_Cols, int], None],
         on_rows: Callable[[int], None],
     ) -> None:
-        self._build = build
         self._chunk = chunk_rows
-        self._write = write
+        self._emit_cols = emit  # (columns of one chunk, index of its first row)
         self._on_rows = on_rows
         self._parts: list[_Cols] = []
         self._buffered = 0
@@ -1116,7 +1115,7 @@ class _Sink:
 
     def _emit(self, cols: _Cols) -> None:
         n = next(iter(cols.values())).shape[0]
-        self._write(self._build(cols, self.rows))
+        self._emit_cols(cols, self.rows)
         self.rows += n
         self._on_rows(n)
 
@@ -1245,6 +1244,11 @@ def generate(
     token = uuid.uuid4().hex[:12]
     writers: dict[str, pq.ParquetWriter] = {}
     temps: dict[str, Path] = {}
+    # One background thread builds the Arrow tables and writes them (in submission order, so
+    # row groups keep their order) while the main thread makes the next rows. At most two
+    # chunks wait, which bounds memory.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastseg-gen")
+    inflight: deque[Future[None]] = deque()
 
     def make_sink(kind: str, build: Callable[[_Cols, int], pa.Table]) -> _Sink:
         tmp = folder / f".{kind}.parquet.{token}.tmp"
@@ -1253,25 +1257,36 @@ def generate(
         writer = pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1)
         writers[kind] = writer
 
-        def write(table: pa.Table) -> None:
+        def write(cols: _Cols, row0: int) -> None:
+            table = build(cols, row0)
             writer.write_table(table, row_group_size=table.num_rows)
 
-        return _Sink(build, chunk, write, on_rows)
+        def emit(cols: _Cols, row0: int) -> None:
+            while len(inflight) >= 2:
+                inflight.popleft().result()  # re-raises a failed write here
+            inflight.append(pool.submit(write, cols, row0))
+
+        return _Sink(chunk, emit, on_rows)
 
     try:
         m, _ = _run(p, make_sink)
+        while inflight:
+            inflight.popleft().result()
         for w in writers.values():
             w.close()
         finals = {kind: folder / f"{kind}.parquet" for kind in temps}
         for kind, tmp in temps.items():
             os.replace(tmp, finals[kind])
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
         for w in writers.values():
             with contextlib.suppress(Exception):  # already failing: the original error matters
                 w.close()
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
         raise
+    finally:
+        pool.shutdown(wait=True)
     return SyntheticDataset(
         folder=folder,
         orders=finals["orders"],
@@ -1318,7 +1333,7 @@ def generate_frames(
 
     def make_sink(kind: str, build: Callable[[_Cols, int], pa.Table]) -> _Sink:
         tables = collected.setdefault(kind, [])
-        return _Sink(build, _MAX_ROWS, tables.append, lambda n: None)
+        return _Sink(_MAX_ROWS, lambda cols, row0: tables.append(build(cols, row0)), lambda n: None)
 
     _run(p, make_sink)
     schemas = _schemas(p.string_ids)

@@ -6,6 +6,7 @@ Two public functions, used by :mod:`fastseg.scoring`:
   value, ``m_s = ceil(s * n / k)``, ``s = 1 .. k - 1``). With them, ``1 + #{s : e_s < x}`` equals
   ``1 + floor(k * #{values < x} / n)`` for every ``x`` (see ``docs/rfm.md``).
 - :func:`apply_edges` returns ``1 + #{edges < x}`` (or ``<=`` when ``inclusive``) as ``uint8``.
+- :func:`combine_scores` turns R, F, M scores into cell codes, R+F+M and group codes in one pass.
 
 How the edges are found (exact, no sort of the whole array)
 -----------------------------------------------------------
