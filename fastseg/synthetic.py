@@ -108,6 +108,7 @@ CATEGORIES: tuple[str, ...] = (
 _CATEGORY_WEIGHT = np.array(
     [12, 9, 8, 8, 6, 6, 6, 5, 5, 5, 4, 3.5, 3, 3, 2.5, 3, 3, 3, 2.5, 2.5], dtype=np.float64
 )
+# fmt: off
 _CATEGORY_PRICE = np.array(
     [0.2, -0.4, -0.3, 0.3, 1.2, 0.5, -0.3, 0.0, 0.3, -0.6, -0.1, 0.1, 1.8, 1.7, 1.6, 0.4, 0.5,
      -0.2, 0.4, 1.0],
@@ -118,6 +119,7 @@ _CATEGORY_REFUND = np.array(
      0.04, 0.04, 0.03, 0.04, 0.07],
     dtype=np.float64,
 )
+# fmt: on
 
 CHANNELS: tuple[str, ...] = ("web", "app", "store")
 _CHANNEL_WEIGHT = np.array([0.5, 0.3, 0.2])
@@ -186,6 +188,7 @@ _LOCATIONS: tuple[tuple[str, str, str, float], ...] = (
 )
 
 # relative activity by hour of day (0..23) for orders/browsing and for email opens
+# fmt: off
 _HOUR_WEIGHT = np.array(
     [0.15, 0.08, 0.05, 0.04, 0.05, 0.12, 0.35, 0.6, 0.85, 1.0, 1.1, 1.2, 1.35, 1.3, 1.15, 1.1,
      1.15, 1.25, 1.4, 1.6, 1.7, 1.5, 1.0, 0.5]
@@ -194,6 +197,7 @@ _EMAIL_HOUR_WEIGHT = np.array(
     [0.1, 0.05, 0.03, 0.03, 0.05, 0.2, 0.8, 1.6, 1.8, 1.5, 1.2, 1.1, 1.3, 1.1, 0.9, 0.9, 1.0, 1.2,
      1.4, 1.5, 1.4, 1.1, 0.6, 0.25]
 )
+# fmt: on
 _STORE_OPEN, _STORE_HOURS = 9 * 3600, 11 * 3600  # stores open 09:00-20:00
 _WEEKDAY = np.array([0.95, 0.93, 0.95, 0.98, 1.05, 1.12, 1.02])  # Monday .. Sunday
 _MONTH = np.array([0.85, 0.88, 0.97, 0.97, 1.0, 0.97, 0.95, 0.98, 0.97, 1.0, 1.08, 1.35])
@@ -400,7 +404,9 @@ def _calendar(start: datetime.date, n_days: int) -> tuple[NDArray[np.float64], N
     weekday = (epoch_days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     month = d.astype("datetime64[M]").astype(np.int64) % 12
     # a gentle yearly wave on top of the month factors
-    season = _WEEKDAY[weekday] * _MONTH[month] * (1.0 + 0.03 * np.sin(2 * np.pi * epoch_days / 365.25))
+    season = (
+        _WEEKDAY[weekday] * _MONTH[month] * (1.0 + 0.03 * np.sin(2 * np.pi * epoch_days / 365.25))
+    )
     promo = np.zeros(n_days, dtype=np.bool_)
     first = start.toordinal()
 
@@ -519,9 +525,9 @@ def _build_model(p: _Params) -> _Model:
     # churn: a third of buyers stay to the end, the others leave after an exponential lifetime
     life = rng.exponential(300.0, n)
     stays = rng.random(n) < 0.33
-    end_day = np.where(
-        buyer & ~stays, np.minimum(first_day + life, n_days - 1), n_days - 1
-    ).astype(np.int32)
+    end_day = np.where(buyer & ~stays, np.minimum(first_day + life, n_days - 1), n_days - 1).astype(
+        np.int32
+    )
     del life, stays
 
     first_sec = _seconds(rng, n)
@@ -587,9 +593,10 @@ def _build_model(p: _Params) -> _Model:
         digits = pc.utf8_lpad(pc.cast(pa.array(ids), pa.string()), width=width, padding="0")
         id_strings = pc.binary_join_element_wise("C", digits, "")
 
-    day_us = (np.int64(start.toordinal() - datetime.date(1970, 1, 1).toordinal()) + np.arange(
-        n_days, dtype=np.int64
-    )) * _DAY_US
+    day_us = (
+        np.int64(start.toordinal() - datetime.date(1970, 1, 1).toordinal())
+        + np.arange(n_days, dtype=np.int64)
+    ) * _DAY_US
     return _Model(
         n_days=n_days,
         start=start,
@@ -840,9 +847,7 @@ def _orders_day(
     ref_sec = _seconds(rng, r.size)
     in_range = due_day < m.n_days
     if in_range.any():
-        r, due_day, full, part, ref_sec = (
-            a[in_range] for a in (r, due_day, full, part, ref_sec)
-        )
+        r, due_day, full, part, ref_sec = (a[in_range] for a in (r, due_day, full, part, ref_sec))
         new = {
             "cust": cust[r],
             "sec": np.where(chan[r] == _STORE, _store_hours(ref_sec), ref_sec),
@@ -868,9 +873,7 @@ def _orders_day(
     return rows, {"cust": cust[online], "sec": sec[online]}
 
 
-def _events_day(
-    m: _Model, pools: _Pools, b: int, rng: np.random.Generator, buys: _Cols
-) -> _Cols:
+def _events_day(m: _Model, pools: _Pools, b: int, rng: np.random.Generator, buys: _Cols) -> _Cols:
     """Events of day ``b`` sorted by time (``buys``: the day's web/app purchases)."""
     counts = rng.multinomial(int(m.event_slots[b]), _EVENT_SHARE)
     hi = int(m.signed_up[b])
@@ -1012,9 +1015,7 @@ def _schemas(string_ids: bool) -> dict[str, pa.Schema]:
                 ("tags", pa.list_(pa.string())),
             ]
         ),
-        "events": pa.schema(
-            [("customer_id", cid), ("event_ts", _TS), ("event", pa.string())]
-        ),
+        "events": pa.schema([("customer_id", cid), ("event_ts", _TS), ("event", pa.string())]),
     }
 
 
@@ -1230,9 +1231,7 @@ def generate(
         raise ParameterError(msg)
     folder.mkdir(parents=True, exist_ok=True)
 
-    total = (
-        p.orders + (p.customers if p.with_customers else 0) + (p.events if p.with_events else 0)
-    )
+    total = p.orders + (p.customers if p.with_customers else 0) + (p.events if p.with_events else 0)
     done = 0
 
     def on_rows(n: int) -> None:
@@ -1340,7 +1339,11 @@ def generate_frames(
     out: dict[str, pl.DataFrame] = {}
     for kind in ("orders", "customers", "events"):
         if kind in collected:
-            table = pa.concat_tables(collected[kind]) if collected[kind] else schemas[kind].empty_table()
+            table = (
+                pa.concat_tables(collected[kind])
+                if collected[kind]
+                else schemas[kind].empty_table()
+            )
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
             out[kind] = frame

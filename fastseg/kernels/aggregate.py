@@ -13,7 +13,8 @@ Two steps, each a private kernel behind a typed wrapper:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+import numba
+from numba import njit, prange
 from numpy.typing import NDArray
 
 from fastseg.errors import ParameterError
@@ -38,10 +39,10 @@ _N_FIXED = len(AGG_FIELDS)
 # ----------------------------------------------------------------------------------- id encoding
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, parallel=True)
 def _direct_codes_kernel(ids, lo, span, codes, lut):  # pragma: no cover - jitted
     n = ids.shape[0]
-    for i in range(n):
+    for i in prange(n):  # every writer stores the same value: the race is benign
         lut[ids[i] - lo] = 1
     c = 0
     for j in range(span):
@@ -50,7 +51,7 @@ def _direct_codes_kernel(ids, lo, span, codes, lut):  # pragma: no cover - jitte
             c += 1
         else:
             lut[j] = -1
-    for i in range(n):
+    for i in prange(n):
         codes[i] = lut[ids[i] - lo]
     return c
 
@@ -181,15 +182,14 @@ def _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc, catmas
 
 
 @njit(cache=CACHE)
-def _partition_kernel(codes, day, amount, flags, cats, shift, starts, pc, pd, pa, pf, pk):  # pragma: no cover
-    n = codes.shape[0]
-    n_parts = starts.shape[0] - 1
-    for i in range(n):
-        starts[(codes[i] >> shift) + 1] += 1
-    for p in range(n_parts):
-        starts[p + 1] += starts[p]
-    pos = starts[:-1].copy()
-    for i in range(n):
+def _histogram_range(codes, shift, lo, hi, counts):  # pragma: no cover - jitted
+    for i in range(lo, hi):
+        counts[codes[i] >> shift] += 1
+
+
+@njit(cache=CACHE)
+def _scatter_range(codes, day, amount, flags, cats, shift, lo, hi, pos, pc, pd, pa, pf, pk):  # pragma: no cover
+    for i in range(lo, hi):
         c = codes[i]
         p = c >> shift
         j = pos[p]
@@ -201,15 +201,44 @@ def _partition_kernel(codes, day, amount, flags, cats, shift, starts, pc, pd, pa
         pk[j] = cats[i]
 
 
+@njit(cache=CACHE, parallel=True)
+def _partition_kernel(codes, day, amount, flags, cats, shift, t, starts, pc, pd, pa, pf, pk):  # pragma: no cover
+    # Parallel, stable radix partition: each of T row chunks counts its rows per partition, the
+    # offsets interleave (partition-major, chunk-minor), then each chunk scatters its own rows.
+    n = codes.shape[0]
+    n_parts = starts.shape[0] - 1
+    step = (n + t - 1) // t
+    counts = np.zeros((t, n_parts), np.int64)
+    for k in prange(t):
+        _histogram_range(codes, shift, min(n, k * step), min(n, (k + 1) * step), counts[k])
+    pos = np.empty((t, n_parts), np.int64)
+    acc = 0
+    for p in range(n_parts):
+        starts[p] = acc
+        for k in range(t):
+            pos[k, p] = acc
+            acc += counts[k, p]
+    starts[n_parts] = acc
+    for k in prange(t):
+        _scatter_range(codes, day, amount, flags, cats, shift, min(n, k * step),
+                       min(n, (k + 1) * step), pos[k], pc, pd, pa, pf, pk)
+
+
 @njit(cache=CACHE)
+def _aggregate_range(lo, hi, pc, pd, pa, pf, pk, since, acc, catmask):  # pragma: no cover - jitted
+    for j in range(lo, hi):
+        c = pc[j]
+        _accumulate(acc, c, pd[j], pa[j], pf[j], since)
+        k = pk[j]
+        if k >= 0:
+            catmask[c] |= np.uint64(1) << np.uint64(k)
+
+
+@njit(cache=CACHE, parallel=True)
 def _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc, catmask):  # pragma: no cover
-    for p in range(starts.shape[0] - 1):
-        for j in range(starts[p], starts[p + 1]):
-            c = pc[j]
-            _accumulate(acc, c, pd[j], pa[j], pf[j], since)
-            k = pk[j]
-            if k >= 0:
-                catmask[c] |= np.uint64(1) << np.uint64(k)
+    # partitions hold disjoint customers: threads never write the same accumulator row
+    for p in prange(starts.shape[0] - 1):
+        _aggregate_range(starts[p], starts[p + 1], pc, pd, pa, pf, pk, since, acc, catmask)
 
 
 #: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared)
@@ -292,7 +321,9 @@ def aggregate_orders(
     starts = np.zeros(n_parts + 1, np.int64)
     pc, pd = np.empty(n, np.int64), np.empty(n, np.int32)
     pa, pf, pk = np.empty(n, np.float64), np.empty(n, np.uint8), np.empty(n, np.int8)
-    _partition_kernel(codes, day, amount, flags, cats, shift, starts, pc, pd, pa, pf, pk)
+    _partition_kernel(
+        codes, day, amount, flags, cats, shift, numba.get_num_threads(), starts, pc, pd, pa, pf, pk
+    )
     _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc, catmask)
     return acc, catmask
 
