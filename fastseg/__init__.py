@@ -1,3 +1,79 @@
-"""fastseg: fast, exact customer segmentation."""
+"""fastseg: fast, exact customer segmentation.
+
+The public API, imported lazily so that ``import fastseg`` (and ``fastseg --help``) stays instant:
+
+- :func:`score` — one row per customer: features, R/F/M scores, RFM cell and group;
+- :func:`run` — the main job: features, scores and segments, optionally written to a folder;
+- :func:`segment` — evaluate segment rules over a scores frame;
+- :class:`RFMScorer` — fit/transform RFM scoring with JSON persistence of its edges;
+- :func:`generate` — the seeded synthetic retail store;
+- :func:`load_catalog`, :func:`builtin_catalog` — segment catalogs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastseg.errors import (
+    DataError,
+    FastsegError,
+    InputError,
+    ParameterError,
+    RuleError,
+    RuleSyntaxError,
+    SchemaError,
+)
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "score": "fastseg.api",
+    "run": "fastseg.api",
+    "segment": "fastseg.api",
+    "ScoreResult": "fastseg.api",
+    "RunResult": "fastseg.api",
+    "RFMScorer": "fastseg.scoring",
+    "parse_thresholds": "fastseg.scoring",
+    "SegmentResult": "fastseg.segmenting",
+    "load_bitsets": "fastseg.segmenting",
+    "generate": "fastseg.synthetic",
+    "generate_frames": "fastseg.synthetic",
+    "Catalog": "fastseg.rules.catalog",
+    "load_catalog": "fastseg.rules.catalog",
+    "builtin_catalog": "fastseg.rules.catalog",
+}
+
+__all__ = [
+    "DataError",
+    "FastsegError",
+    "InputError",
+    "ParameterError",
+    "RuleError",
+    "RuleSyntaxError",
+    "SchemaError",
+    "__version__",
+    *sorted(_LAZY),
+]
+
+if TYPE_CHECKING:
+    from fastseg.api import RunResult, ScoreResult, run, score, segment
+    from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog
+    from fastseg.scoring import RFMScorer, parse_thresholds
+    from fastseg.segmenting import SegmentResult, load_bitsets
+    from fastseg.synthetic import generate, generate_frames
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'fastseg' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
