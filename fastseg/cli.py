@@ -32,7 +32,8 @@ app = typer.Typer(
 segments_app = typer.Typer(help="List, show and check segment catalogs.", no_args_is_help=True)
 app.add_typer(segments_app, name="segments")
 
-console = Console()
+# Piped output (logs, schedulers) gets wide tables instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
