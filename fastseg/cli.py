@@ -478,6 +478,57 @@ def segments_check(
     console.print(f"[green]ok[/green]: {file} — {len(user.segments)} segment(s), {len(user.groups)} group(s)")
 
 
+@app.command()
+@_friendly
+def bench(
+    orders: Annotated[str, typer.Option("--orders", help="Order counts to measure, each in a fresh process (e.g. 1e6,1e7,3e7).")] = "1e6,1e7,3e7",
+    customers_per_order: Annotated[float, typer.Option("--customers-per-order", help="Customers generated per order (0 < x <= 1).")] = 0.1,
+    segments: Annotated[str, typer.Option("--segments", help="'builtin' (the built-in catalog) or N synthetic rules over the score fields.")] = "builtin",
+    repeat: Annotated[int, typer.Option("--repeat", min=1, max=100, help="Runs per size; the first (kernel load) is reported apart, the median is over the others.")] = 3,
+    target_orders: Annotated[str | None, typer.Option("--target-orders", help="Predict time and memory for this many orders (e.g. 2e9).")] = None,
+    target_customers: Annotated[str | None, typer.Option("--target-customers", help="... and this many customers (default: --customers-per-order x orders).")] = None,
+    baselines: Annotated[bool, typer.Option("--baselines", help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs fastseg[bench]).")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON to this file.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 0,
+    workdir: Annotated[Path | None, typer.Option("--workdir", help="Folder for the temporary data (default: the system's temp folder).")] = None,
+) -> None:
+    """Measure the main job on this machine, stage by stage, and size a machine for your data."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fastseg import bench as fbench
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True)
+    task = bar.add_task("starting", total=None)
+    with bar:
+        report = fbench.run_bench(
+            orders,
+            customers_per_order=customers_per_order,
+            segments=segments,
+            repeat=repeat,
+            target_orders=_count(target_orders, "--target-orders") if target_orders else None,
+            target_customers=_count(target_customers, "--target-customers") if target_customers else None,
+            baselines=baselines,
+            json_path=json_path,
+            seed=seed,
+            workdir=workdir,
+            progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label),
+        )
+    tables = [("fastseg main job, stage by stage (median of the steady runs; first = kernel load)", report.STAGE_HEADERS, report.stage_rows())]
+    if baselines:
+        tables.append(("read→scores: fastseg vs the recipes users write (speed: recipe time / fastseg time; memory: fastseg peak / recipe peak)", report.BASELINE_HEADERS, report.baseline_rows()))
+    for title, headers, rows in tables:
+        table = Table(title=title, title_justify="left")
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="left" if i < 2 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for line in report.summary_lines():
+        console.print(line, markup=False, highlight=False)
+    if report.json_path:
+        console.print(f"report written to [bold]{report.json_path}[/bold]")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

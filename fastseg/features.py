@@ -74,7 +74,7 @@ def encode_customers(ids: pl.Series) -> tuple[np.ndarray, pl.Series]:
         order = names.arg_sort().to_numpy()
         rank = np.empty_like(order)
         rank[order] = np.arange(order.shape[0])
-        return rank[codes], names.gather(order).alias("customer_id")
+        return rank.astype(codes.dtype)[codes], names.gather(order).alias("customer_id")
     codes, uniques = encode_int_ids(ids.to_numpy())
     return codes, pl.Series("customer_id", uniques, dtype=pl.Int64)
 
@@ -99,7 +99,9 @@ def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOW
     is_order = df["_order"].to_numpy()
     since = np.array([as_of_day - w for w in windows], np.int32)
     has_discount = None
-    if "discount" in df.columns:
+    if "_discount" in df.columns:
+        has_discount = df["_discount"].to_numpy()
+    elif "discount" in df.columns:
         has_discount = (df["discount"].fill_null(0.0).fill_nan(0.0) > 0).to_numpy()
     cats, n_cats = _category_codes(df) if "category" in df.columns else (None, 0)
     acc, catmask = aggregate_orders(codes, n_cust, day, amount, is_order, since, has_discount, cats)

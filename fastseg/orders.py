@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from fastseg import schema
@@ -71,7 +72,9 @@ class Orders:
 
     ``frame`` columns: ``customer_id`` (Int64 or String), ``order_date`` (Date), ``amount``
     (Float64), ``_order`` (UInt8, 1 when the row counts as an order: amount >= 0 and the first such
-    line of its ``order_id``), and the optional canonical columns that were present.
+    line of its ``order_id``), ``_discount`` (Boolean, the row had a discount > 0; when the orders
+    have a discount column), and the optional canonical columns that were present (``order_id``
+    and ``discount`` only when asked for in ``extra_columns``).
     """
 
     frame: pl.DataFrame
@@ -178,6 +181,99 @@ def _as_date(value: dt.date | dt.datetime | str | None, name: str) -> dt.date | 
         raise ParameterError(msg) from None
 
 
+@dataclass(frozen=True)
+class OrderPlan:
+    """A typed lazy projection of an order source, before any row is read.
+
+    ``frame`` has the canonical columns (``order_ts`` as a Date; ``amount`` or ``quantity`` and
+    ``unit_price``), plus raw text columns kept to check conversions, plus ``order_ts_raw`` when
+    rejects keep the original timestamp.
+    """
+
+    source: Source
+    frame: pl.LazyFrame
+    conversions: tuple[schema.Conversion, ...]
+    columns: dict[str, str]  # canonical (or the source's own, for rule filters) -> source column
+
+
+def plan_orders(
+    source: Any,
+    *,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    extra_columns: Iterable[str] = (),
+    keep_raw_ts: bool = False,
+) -> OrderPlan:
+    """Scan an order source, check its schema and map its columns; read no row."""
+    mapping = schema.parse_column_map(columns)
+    src = scan_source(source, what="orders")
+    found = _schema(src)
+    extra = [c for c in extra_columns if c not in schema.ORDER_COLUMNS or c not in mapping]
+    optional = [c for c in schema.ORDER_COLUMNS if c not in schema.REQUIRED_ORDER_COLUMNS]
+    wanted_optional = [c for c in optional if c in FEATURE_COLUMNS or c in extra or c in mapping]
+    resolved = schema.resolve_columns(
+        found.names(),
+        mapping,
+        label=src.label,
+        required=schema.REQUIRED_ORDER_COLUMNS,
+        optional=wanted_optional,
+        alternatives={"amount": ("quantity", "unit_price")},
+    )
+    used_cols = set(resolved.values())
+    for name in extra:  # the source's own columns asked for by rules
+        if name not in resolved and name in found.names() and name not in used_cols:
+            resolved[name] = name
+    keep_raw = ("order_ts",) if keep_raw_ts else ()
+    lf, conversions = _project(src, resolved, found, dict(ORDER_KINDS), keep_raw=keep_raw)
+    return OrderPlan(src, lf, tuple(conversions), resolved)
+
+
+def finish_batch(df: pl.DataFrame) -> pl.DataFrame:
+    """Rename ``order_ts`` to ``order_date`` and derive ``amount`` from line items if needed."""
+    df = df.rename({"order_ts": "order_date"})
+    if "amount" not in df.columns:
+        df = df.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
+    return df
+
+
+def reason_expr(as_of: dt.date) -> pl.Expr:
+    """Why a canonical row cannot be used (the first reason that applies), or null."""
+    return (
+        pl.when(pl.col("customer_id").is_null())
+        .then(pl.lit("missing_customer_id"))
+        .when(pl.col("order_date").is_null())
+        .then(pl.lit("missing_timestamp"))
+        .when(pl.col("amount").is_null() | ~pl.col("amount").is_finite())
+        .then(pl.lit("missing_amount"))
+        .when(pl.col("order_date") > as_of)
+        .then(pl.lit("after_as_of"))
+    )
+
+
+def strict_error(report: RowReport, as_of: dt.date) -> DataError:
+    """The error ``strict=True`` raises when rows had to be left out."""
+    msg = (
+        f"orders: {report.rows_left_out:,} of {report.rows_read:,} rows in {report.source} cannot be "
+        f"used ({_reasons_text(report.left_out, as_of)}); fix them, or run without --strict to "
+        "leave them out (--rejects PATH keeps them)"
+    )
+    return DataError(msg)
+
+
+def no_usable_error(report: RowReport, as_of: dt.date) -> DataError:
+    """The error raised when every row was left out."""
+    msg = (
+        f"orders: no usable order in {report.source}: all {report.rows_read:,} rows left out "
+        f"({_reasons_text(report.left_out, as_of)})"
+    )
+    return DataError(msg)
+
+
+def write_rejects(frames: Sequence[pl.DataFrame], path: str | Path) -> Path:
+    """Write left-out rows (canonical columns plus ``reason``) atomically."""
+    bad = pl.concat(list(frames), how="diagonal_relaxed") if frames else pl.DataFrame({"reason": []}, schema={"reason": pl.String})
+    return _write_rejects(bad, path)
+
+
 def load_orders(
     source: Any,
     *,
@@ -213,32 +309,11 @@ def load_orders(
     >>> o.report.rows_used, o.report.left_out["missing_customer_id"]
     (2, 1)
     """
-    mapping = schema.parse_column_map(columns)
-    src = scan_source(source, what="orders")
-    found = _schema(src)
-    extra = [c for c in extra_columns if c not in schema.ORDER_COLUMNS or c not in mapping]
-    optional = [c for c in schema.ORDER_COLUMNS if c not in schema.REQUIRED_ORDER_COLUMNS]
-    wanted_optional = [c for c in optional if c in FEATURE_COLUMNS or c in extra or c in mapping]
-    resolved = schema.resolve_columns(
-        found.names(),
-        mapping,
-        label=src.label,
-        required=schema.REQUIRED_ORDER_COLUMNS,
-        optional=wanted_optional,
-        alternatives={"amount": ("quantity", "unit_price")},
-    )
-    used_cols = set(resolved.values())
-    for name in extra:  # the source's own columns asked for by rules
-        if name not in resolved and name in found.names() and name not in used_cols:
-            resolved[name] = name
-    kinds = dict(ORDER_KINDS)
-    keep_raw = ("order_ts",) if rejects is not None else ()
-    lf, conversions = _project(src, resolved, found, kinds, keep_raw=keep_raw)
-    df = collect(lf, src.label)
-    df = _csv_int_ids(schema.check_conversions(df, conversions, src.label), src)
-    df = df.rename({"order_ts": "order_date"})
-    if "amount" not in df.columns:
-        df = df.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
+    plan = plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=rejects is not None)
+    src = plan.source
+    df = collect(plan.frame, src.label)
+    df = _csv_int_ids(schema.check_conversions(df, plan.conversions, src.label), src)
+    df = finish_batch(df)
     n_read = df.height
     if n_read == 0:
         msg = f"orders: {src.label} has no rows; nothing to score"
@@ -269,35 +344,30 @@ def load_orders(
     n_bad = sum(left_out.values())
 
     report = RowReport(source=src.label, rows_read=n_read, rows_used=n_read - n_bad, left_out=left_out)
-    report.duplicates = _count_duplicates(df)
+    report.duplicates = count_duplicates(df)
     if n_bad:
         if strict:
-            msg = f"orders: {n_bad:,} of {n_read:,} rows in {src.label} cannot be used ({_reasons_text(left_out, as_of_date)}); fix them, or run without --strict to leave them out (--rejects PATH keeps them)"
-            raise DataError(msg)
-        reason = (
-            pl.when(cid_null)
-            .then(pl.lit("missing_customer_id"))
-            .when(ts_null)
-            .then(pl.lit("missing_timestamp"))
-            .when(amt_null)
-            .then(pl.lit("missing_amount"))
-            .when(pl.col("order_date") > as_of_date)
-            .then(pl.lit("after_as_of"))
-        )
+            raise strict_error(report, as_of_date)
+        reason = reason_expr(as_of_date)
         if rejects is not None:
             bad = df.with_columns(reason.alias("reason")).filter(pl.col("reason").is_not_null())
-            report.rejects_path = _write_rejects(bad, rejects)
+            report.rejects_path = write_rejects([bad], rejects)
         df = df.filter(reason.is_null())
     elif rejects is not None:
-        empty = df.head(0).with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
-        report.rejects_path = _write_rejects(empty, rejects)
+        report.rejects_path = write_rejects([df.head(0).with_columns(pl.lit(None, pl.String).alias("reason"))], rejects)
     if "order_ts_raw" in df.columns:
         df = df.drop("order_ts_raw")
     if report.rows_used == 0:
-        msg = f"orders: no usable order in {src.label}: all {n_read:,} rows left out ({_reasons_text(left_out, as_of_date)})"
-        raise DataError(msg)
+        raise no_usable_error(report, as_of_date)
     df = df.with_columns(_order_flag(df).alias("_order"))
-    return Orders(frame=df, as_of=as_of_date, report=report, columns=resolved)
+    # Keep only what later stages read: order ids are spent once `_order` exists, and the
+    # features only ask whether a row had a discount (rule filters may still ask for either).
+    wanted = set(extra_columns)
+    if "order_id" in df.columns and "order_id" not in wanted:
+        df = df.drop("order_id")
+    if "discount" in df.columns and "discount" not in wanted:
+        df = df.with_columns((pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")).drop("discount")
+    return Orders(frame=df, as_of=as_of_date, report=report, columns=plan.columns)
 
 
 def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
@@ -335,12 +405,29 @@ def _order_flag(df: pl.DataFrame) -> pl.Expr:
     return (nonneg & first).cast(pl.UInt8)
 
 
-def _count_duplicates(df: pl.DataFrame) -> int:
-    """Rows identical to an earlier row in every column read (they are kept)."""
+def row_hashes(df: pl.DataFrame) -> pl.Series:
+    """A 64-bit hash of every row over the columns read (raw text kept for checks excluded)."""
+    cols = [c for c in df.columns if not c.startswith("__raw_") and c != "order_ts_raw"]
+    return df.select(pl.struct(cols).hash(seed=0x5EED)).to_series()
+
+
+def count_duplicate_hashes(hashes: np.ndarray) -> int:
+    """Rows whose hash equals an earlier row's (sorts ``hashes`` in place)."""
+    if hashes.shape[0] < 2:
+        return 0
+    hashes.sort()
+    return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
+
+
+def count_duplicates(df: pl.DataFrame) -> int:
+    """Rows identical to an earlier row in every column read (they are kept and only counted).
+
+    Free when unique order ids prove there are none; otherwise rows are compared by a 64-bit
+    hash (two different rows colliding is a chance of about n^2 / 2^65).
+    """
     if "order_id" in df.columns and _ids_unique(df):
         return 0
-    cols = [c for c in df.columns if not c.endswith("_raw")]
-    return df.height - df.select(pl.struct(cols).n_unique()).item()
+    return count_duplicate_hashes(row_hashes(df).to_numpy().copy())
 
 
 # --------------------------------------------------------------------------- profiles and events

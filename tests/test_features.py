@@ -82,6 +82,7 @@ def orders_frames(draw):  # noqa: ANN201
 @given(df=orders_frames(), partitioned=st.booleans())
 def test_features_equal_reference(df: pl.DataFrame, partitioned: bool, monkeypatch_module) -> None:
     monkeypatch_module.setattr(agg, "_PART_BYTES", 256 if partitioned else 1 << 20)
+    monkeypatch_module.setattr(agg, "_CHUNK_ROWS", 7 if partitioned else 1 << 22)  # several chunks
     orders = load_orders(df, as_of=AS_OF)
     got = feat.customer_features(orders, windows=WINDOWS)
     _compare(got, features_ref(_rows(df), AS_OF, WINDOWS))

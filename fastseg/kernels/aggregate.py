@@ -20,7 +20,14 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["AGG_FIELDS", "aggregate_events", "aggregate_orders", "encode_int_ids"]
+__all__ = [
+    "AGG_FIELDS",
+    "aggregate_events",
+    "aggregate_orders",
+    "encode_int_ids",
+    "grow_accumulators",
+    "new_accumulators",
+]
 
 #: fixed accumulator fields, in order; then per window w: orders_w, revenue_w.
 AGG_FIELDS = (
@@ -116,7 +123,8 @@ def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[n
     Returns
     -------
     codes, uniques
-        ``codes[i]`` in ``0..C-1`` with ``uniques[codes[i]] == ids[i]``; ``uniques`` ascending.
+        ``codes[i]`` in ``0..C-1`` with ``uniques[codes[i]] == ids[i]`` (``int32`` below 2**31
+        rows, else ``int64``); ``uniques`` ascending.
 
     Examples
     --------
@@ -126,7 +134,7 @@ def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[n
     """
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     n = ids.shape[0]
-    codes = np.empty(n, np.int64)
+    codes = np.empty(n, np.int32 if n < 2**31 else np.int64)
     if n == 0:
         return codes, np.empty(0, np.int64)
     lo, hi = int(ids.min()), int(ids.max())
@@ -243,6 +251,29 @@ def _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc, catmask
 
 #: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared)
 _PART_BYTES = 1 << 20
+#: rows partitioned at a time (bounds the partition buffers: ~36 bytes a row)
+_CHUNK_ROWS = 1 << 22
+
+
+def new_accumulators(n_customers: int, n_windows: int) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
+    """Empty accumulators for :func:`aggregate_orders`: ``(acc, catmask)``."""
+    acc = np.zeros((n_customers, _N_FIXED + 2 * n_windows), np.float64)
+    acc[:, 1] = np.inf
+    acc[:, 2] = -np.inf
+    return acc, np.zeros(n_customers, np.uint64)
+
+
+def grow_accumulators(
+    acc: NDArray[np.float64], catmask: NDArray[np.uint64], n_customers: int
+) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
+    """Accumulators with room for at least ``n_customers`` (doubling), keeping the contents."""
+    if acc.shape[0] >= n_customers:
+        return acc, catmask
+    cap = max(n_customers, 2 * acc.shape[0])
+    acc2, cat2 = new_accumulators(cap, (acc.shape[1] - _N_FIXED) // 2)
+    acc2[: acc.shape[0]] = acc
+    cat2[: catmask.shape[0]] = catmask
+    return acc2, cat2
 
 
 def aggregate_orders(
@@ -254,6 +285,7 @@ def aggregate_orders(
     since: NDArray[np.int32],
     has_discount: NDArray[np.bool_] | None = None,
     categories: NDArray[np.int8] | None = None,
+    out: tuple[NDArray[np.float64], NDArray[np.uint64]] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
     """Aggregate order rows per customer in one pass.
 
@@ -274,6 +306,9 @@ def aggregate_orders(
         True where the row carries a discount (for ``discount_share``), or None.
     categories
         Category code per row in ``0..63``, or -1 for rows that do not count (refunds, nulls).
+    out
+        Accumulators to add to (from :func:`new_accumulators` or an earlier call), so that
+        batches of rows can be aggregated one after the other.
 
     Returns
     -------
@@ -298,33 +333,46 @@ def aggregate_orders(
         msg = "aggregate_orders: category codes must be below 64"
         raise ParameterError(msg)
     width = _N_FIXED + 2 * len(since)
-    acc = np.zeros((n_customers, width), np.float64)
-    acc[:, 1] = np.inf
-    acc[:, 2] = -np.inf
-    catmask = np.zeros(n_customers, np.uint64)
+    if out is None:
+        acc, catmask = new_accumulators(n_customers, len(since))
+    else:
+        acc, catmask = out
+        if acc.shape[0] < n_customers or acc.shape[1] != width or catmask.shape[0] < n_customers:
+            msg = f"aggregate_orders: out accumulators of shape {acc.shape} do not fit {n_customers} customers x {width}"
+            raise ParameterError(msg)
     flags = np.ascontiguousarray(is_order, np.uint8)
     if has_discount is not None:
         flags = flags | (np.asarray(has_discount, np.bool_).astype(np.uint8) << np.uint8(1))
     cats = (
         np.full(n, -1, np.int8) if categories is None else np.ascontiguousarray(categories, np.int8)
     )
-    codes = np.ascontiguousarray(codes, np.int64)
+    codes = np.ascontiguousarray(codes)
+    if codes.dtype not in (np.int32, np.int64):
+        codes = codes.astype(np.int64)
     day = np.ascontiguousarray(day, np.int32)
     amount = np.ascontiguousarray(amount, np.float64)
     since = np.ascontiguousarray(since, np.int32)
     per_part = max(1, _PART_BYTES // (width * 8))
-    if n_customers <= 2 * per_part or n < 4 * n_customers:
+    if n_customers <= 2 * per_part:  # all accumulators fit in cache: no need to partition
         _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc, catmask)
         return acc, catmask
     shift = max(0, int(per_part).bit_length() - 1)
     n_parts = ((n_customers - 1) >> shift) + 1
     starts = np.zeros(n_parts + 1, np.int64)
-    pc, pd = np.empty(n, np.int64), np.empty(n, np.int32)
-    pa, pf, pk = np.empty(n, np.float64), np.empty(n, np.uint8), np.empty(n, np.int8)
-    _partition_kernel(
-        codes, day, amount, flags, cats, shift, numba.get_num_threads(), starts, pc, pd, pa, pf, pk
-    )
-    _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc, catmask)
+    # Rows go through in chunks, so the partition buffers stay small (about 36 bytes a row of
+    # the chunk) while each chunk still brings every customer's rows together per partition.
+    chunk = min(n, _CHUNK_ROWS)
+    pc, pd = np.empty(chunk, codes.dtype), np.empty(chunk, np.int32)
+    pa, pf, pk = np.empty(chunk, np.float64), np.empty(chunk, np.uint8), np.empty(chunk, np.int8)
+    threads = numba.get_num_threads()
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        m = hi - lo
+        _partition_kernel(
+            codes[lo:hi], day[lo:hi], amount[lo:hi], flags[lo:hi], cats[lo:hi], shift, threads,
+            starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m],
+        )
+        _aggregate_partitions_kernel(starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m], since, acc, catmask)
     return acc, catmask
 
 
@@ -368,7 +416,7 @@ def aggregate_events(
     counts = np.zeros((n_customers, n_types, since.shape[0]), np.int64)
     last = np.full((n_customers, n_types), np.iinfo(np.int32).min, np.int32)
     _events_kernel(
-        np.ascontiguousarray(codes, np.int64),
+        np.ascontiguousarray(codes),
         np.ascontiguousarray(etype, np.int64),
         np.ascontiguousarray(day, np.int32),
         np.ascontiguousarray(since, np.int32),
