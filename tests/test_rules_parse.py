@@ -379,3 +379,11 @@ _trees = st.recursive(
 @given(_trees)
 def test_render_round_trip(tree):
     assert parse_rule(render(tree)) == tree
+
+
+@pytest.mark.parametrize("text", ["a\nb", "tab\there", "back\\slash", "it's", "x\\ny"])
+def test_render_round_trip_escapes(text: str) -> None:
+    from fastseg.rules.ast import String, render_value
+
+    tree = parse_rule("tags CONTAINS " + render_value(String(text)))
+    assert tree.value == String(text)

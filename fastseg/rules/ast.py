@@ -289,7 +289,8 @@ def resolve_date(value: DateLit | RelDate | Today, as_of: dt.date) -> dt.date:
 
 
 def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
+    return "'" + escaped + "'"
 
 
 def render_value(value: Value) -> str:
