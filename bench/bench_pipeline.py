@@ -139,7 +139,9 @@ _AGG_SQL = """
 
 @pytest.mark.parametrize("n", SIZE_PARAMS)
 @pytest.mark.parametrize("impl", ["fastseg", "pandas", "polars", "duckdb"])
-def test_aggregation(benchmark: Any, bench_data: Any, record_memory: Any, n: int, impl: str) -> None:
+def test_aggregation(
+    benchmark: Any, bench_data: Any, record_memory: Any, n: int, impl: str
+) -> None:
     st = _state(bench_data, n)
     benchmark.group = f"aggregation-{n:.0e}"
     fn = {
@@ -159,7 +161,9 @@ def test_aggregation(benchmark: Any, bench_data: Any, record_memory: Any, n: int
 def _score_pandas(rfm: Any, k: int = 5) -> Any:
     out = rfm.copy()
     labels = list(range(1, k + 1))
-    out["r_score"] = pd.qcut(out["recency_days"].rank(method="first", ascending=False), k, labels=labels)
+    out["r_score"] = pd.qcut(
+        out["recency_days"].rank(method="first", ascending=False), k, labels=labels
+    )
     out["f_score"] = pd.qcut(out["frequency"].rank(method="first"), k, labels=labels)
     out["m_score"] = pd.qcut(out["monetary"].rank(method="first"), k, labels=labels)
     return out
@@ -212,7 +216,8 @@ def _members_polars(scores: pl.DataFrame, compiled: Any) -> pl.DataFrame:
 
     exprs = _program_exprs(compiled)
     return scores.select(
-        "customer_id", *[e.fill_null(False).alias(s.name) for e, s in zip(exprs, compiled.segments, strict=True)]
+        "customer_id",
+        *[e.fill_null(False).alias(s.name) for e, s in zip(exprs, compiled.segments, strict=True)],
     )
 
 
@@ -236,8 +241,12 @@ def test_segments(benchmark: Any, bench_data: Any, record_memory: Any, n: int, i
     res = evaluate(st["scores"], st["compiled"])
     sizes = {
         "pandas": lambda: _members_pandas(st["seg_pd"]).sum().tolist(),
-        "polars": lambda: _members_polars(st["seg_pl"], st["compiled"]).drop("customer_id").sum().row(0),
-        "duckdb": lambda: [int(np.sum(c)) for c in st["con"].sql(_MEMBERS_SQL).fetchnumpy().values()][1:],
+        "polars": lambda: (
+            _members_polars(st["seg_pl"], st["compiled"]).drop("customer_id").sum().row(0)
+        ),
+        "duckdb": lambda: [
+            int(np.sum(c)) for c in st["con"].sql(_MEMBERS_SQL).fetchnumpy().values()
+        ][1:],
     }
     if impl in sizes:
         assert [int(s) for s in sizes[impl]()] == res.sizes.tolist()
@@ -278,7 +287,11 @@ def test_overlap(benchmark: Any, bench_data: Any, record_memory: Any, n: int, im
 
         def fn() -> Any:
             return wide.select(
-                [(pl.col(a) & pl.col(b)).sum().alias(f"{a}|{b}") for i, a in enumerate(names) for b in names[i:]]
+                [
+                    (pl.col(a) & pl.col(b)).sum().alias(f"{a}|{b}")
+                    for i, a in enumerate(names)
+                    for b in names[i:]
+                ]
             )
 
     else:

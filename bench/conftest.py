@@ -33,14 +33,17 @@ SIZE_PARAMS = [pytest.param(n, id=f"{n:.0e}".replace("+0", "")) for n in SIZES]
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Module | None:
     """Collect ``bench_*.py`` here even though the project's ``python_files`` is ``test_*.py``."""
-    patterns = parent.config.getini("python_files")
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and "bench_*.py" not in patterns:
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
+    if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
+        return None
+    if "bench_*.py" in parent.config.getini("python_files") or parent.session.isinitpath(file_path):
+        return None  # pytest collects it itself (a pattern matches, or the file was named)
+    return pytest.Module.from_parent(parent, path=file_path)
 
 
 @pytest.fixture(scope="session")
-def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], synthetic.SyntheticDataset]:
+def bench_data(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[int], synthetic.SyntheticDataset]:
     """``bench_data(n)``: the orders file with ``n`` orders (generated on first use, then reused)."""
     root = tmp_path_factory.mktemp("fastseg-bench-data")
     made: dict[int, synthetic.SyntheticDataset] = {}
@@ -112,7 +115,10 @@ def peak_memory(fn: Callable[[], Any]) -> dict[str, float]:
         peak = top[0]
     del out
     gc.collect()
-    return {"peak_rss_mb": round(peak / 1e6, 1), "peak_extra_mb": round(max(0, peak - before) / 1e6, 1)}
+    return {
+        "peak_rss_mb": round(peak / 1e6, 1),
+        "peak_extra_mb": round(max(0, peak - before) / 1e6, 1),
+    }
 
 
 @pytest.fixture

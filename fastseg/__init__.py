@@ -52,7 +52,21 @@ __all__ = [
     "RuleSyntaxError",
     "SchemaError",
     "__version__",
-    *sorted(_LAZY),
+    # lazily imported (see _LAZY)
+    "Catalog",
+    "RFMScorer",
+    "RunResult",
+    "ScoreResult",
+    "SegmentResult",
+    "builtin_catalog",
+    "generate",
+    "generate_frames",
+    "load_bitsets",
+    "load_catalog",
+    "parse_thresholds",
+    "run",
+    "score",
+    "segment",
 ]
 
 if TYPE_CHECKING:

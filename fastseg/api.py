@@ -137,6 +137,7 @@ def score_job(
     scorer: RFMScorer | None = None,
     aggregates: Sequence[Any] = (),
     extra_columns: Sequence[str] = (),
+    stream: bool | None = None,
     stopwatch: Stopwatch | None = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
@@ -145,27 +146,29 @@ def score_job(
     pass as the features (one ``group_by`` over the orders, one over the events).
     """
     from fastseg import features as feat
-    from fastseg.orders import check_id_types, load_customers, load_events, load_orders
+    from fastseg.orders import check_id_types, load_customers, load_events
+    from fastseg.pipeline import aggregate_rules, order_features
 
     watch = stopwatch or Stopwatch()
     windows = feat.check_windows(windows)
     the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
     order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
-    with watch.stage("read"):
-        od = load_orders(
+    with watch.stage("read+features"):
+        of = order_features(
             orders,
             columns=columns,
             as_of=_as_date(as_of),
             strict=strict,
             rejects=rejects,
+            windows=windows,
+            aggregates=[a for a in aggregates if a.source == "orders"],
             extra_columns=sorted(order_cols | set(extra_columns)),
+            stream=stream,
         )
-    with watch.stage("features"):
-        frame = feat.customer_features(od, windows=windows)
-        extra = _aggregates(od.frame, None, [a for a in aggregates if a.source == "orders"], od.as_of, frame.columns)
-    order_report, as_of_date = od.report, od.as_of
-    sources: dict[str, pl.Schema | None] = {"orders": od.frame.schema, "events": None}
-    del od  # the order rows are no longer needed: free them before reading more
+    frame, extra = of.frame, of.aggregates
+    order_report, as_of_date = of.report, of.as_of
+    sources: dict[str, pl.Schema | None] = {"orders": of.schema, "events": None}
+    del of
     prof = ev_feat = None
     cust_report = ev_report = None
     if customers is not None:
@@ -181,7 +184,7 @@ def score_job(
         with watch.stage("features"):
             ev_feat = feat.event_features(ev, as_of_date)
             ev_specs = [a for a in aggregates if a.source == "events"]
-            ev_extra = _aggregates(None, ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)
+            ev_extra = aggregate_rules(ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)
         del ev
     with watch.stage("features"):
         frame = feat.join_customers(frame, prof, ev_feat)
@@ -203,34 +206,6 @@ def score_job(
         timings=watch.seconds,
         sources=sources,
     )
-
-
-def _aggregates(
-    orders: pl.DataFrame | None,
-    events: pl.DataFrame | None,
-    specs: Sequence[Any],
-    as_of: dt.date,
-    existing: Sequence[str],
-) -> tuple[pl.DataFrame, dict[str, Any]] | None:
-    """All windowed aggregates of one source in one ``group_by`` pass.
-
-    Aggregates already present as features (``orders_30d``...) are not computed again; those
-    needing a column the source lacks are left out (the rule compiler then skips or rejects the
-    segments that use them, saying which column is missing).
-    """
-    src = orders if orders is not None else events
-    if src is None:
-        return None
-    todo = {
-        s.name: s
-        for s in specs
-        if s.name not in existing and all(c in src.columns for c in s.columns)
-    }
-    if not todo:
-        return None
-    out = src.group_by("customer_id").agg([s.expr(as_of).alias(name) for name, s in todo.items()])
-    fills = {name: getattr(s, "fill", 0) for name, s in todo.items()}
-    return out, fills
 
 
 def _join_extra(frame: pl.DataFrame, extras: Sequence[Any]) -> pl.DataFrame:

@@ -73,7 +73,9 @@ def rfm_pandas(path: str | os.PathLike[str], bins: int = 5) -> Any:
     rfm = rfm[rfm["frequency"] > 0]
     rfm["recency_days"] = (as_of - rfm["last"]).dt.days
     labels = list(range(1, bins + 1))
-    rfm["r_score"] = pd.qcut(rfm["recency_days"].rank(method="first", ascending=False), bins, labels=labels)
+    rfm["r_score"] = pd.qcut(
+        rfm["recency_days"].rank(method="first", ascending=False), bins, labels=labels
+    )
     rfm["f_score"] = pd.qcut(rfm["frequency"].rank(method="first"), bins, labels=labels)
     rfm["m_score"] = pd.qcut(rfm["monetary"].rank(method="first"), bins, labels=labels)
     return rfm.reset_index()[list(COLUMNS)]
@@ -154,7 +156,11 @@ def rfm_duckdb(path: str | os.PathLike[str], bins: int = 5) -> Any:
         con.close()
 
 
-_RUNNERS: dict[str, Callable[..., Any]] = {"pandas": rfm_pandas, "polars": rfm_polars, "duckdb": rfm_duckdb}
+_RUNNERS: dict[str, Callable[..., Any]] = {
+    "pandas": rfm_pandas,
+    "polars": rfm_polars,
+    "duckdb": rfm_duckdb,
+}
 
 
 def run_recipe(name: str, path: str | os.PathLike[str], bins: int = 5) -> Any:

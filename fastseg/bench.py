@@ -2,21 +2,24 @@
 
 For each size, :func:`run_bench` generates orders with the package's seeded generator into a
 temporary Parquet folder (so reading is measured too) and runs the main job stage by stage in a
-**fresh Python process** (``python -m fastseg.bench job ...``), calling the very functions
-:func:`fastseg.api.run_job` calls:
+**fresh Python process** (``python -m fastseg.bench job ...``), through the very functions
+:func:`fastseg.api.run_job` calls; the stage names are run_job's own:
 
-========== ===========================================================================
-stage      what runs
-========== ===========================================================================
-read       :func:`fastseg.orders.load_orders`
-features   :func:`fastseg.features.customer_features` (+ rule aggregates, joins)
-scoring    :meth:`RFMScorer.fit <fastseg.scoring.RFMScorer.fit>` + ``transform``
-rules      :func:`fastseg.api.load_rules` + :func:`fastseg.rules.compile.compile_catalog`
-segments   :func:`fastseg.segmenting.evaluate`
-summaries  ``SegmentResult.summary()``, ``overlaps()``, ``to_long()`` (timed apart; they are
-           computed again inside ``write``, as in ``run_job``, so they are not added to the total)
-write      :func:`fastseg.api.write_outputs`
-========== ===========================================================================
+=============== ===================================================================================
+stage           what runs
+=============== ===================================================================================
+rules           :func:`fastseg.api.load_rules`, ``required_aggregates`` and, after scoring,
+                :func:`fastseg.rules.compile.compile_catalog`
+read+features   inside :func:`fastseg.api.score_job`: :func:`fastseg.pipeline.order_features`
+                (the order rows stream from the file in batches into per-customer accumulators)
+features        inside ``score_job``: joins of profiles, events and rule aggregates
+scoring         inside ``score_job``: :meth:`RFMScorer.fit <fastseg.scoring.RFMScorer.fit>` +
+                ``transform``
+segments        :func:`fastseg.segmenting.evaluate`
+summaries       ``SegmentResult.summary()``, ``overlaps()``, ``to_long()`` (timed apart; ``write``
+                computes them again, as in ``run_job``, so they are not added to the total)
+write           :func:`fastseg.api.write_outputs`
+=============== ===================================================================================
 
 A fresh process per size keeps peak memory (the process's maximum resident set) from carrying over
 between sizes and makes the first call honest: it includes loading the compiled kernels from
@@ -33,9 +36,10 @@ a plain Polars ``group_by`` over the file, every customer's R/F/M score against
 against plain Polars filters. A mismatch is an error.
 
 Sizing: each stage's steady time and the growth of peak memory it causes are fitted by least
-squares, non-negative, on ``a + b * driver`` where the driver is orders for read and features and
-customers for the later stages (on ``a + b * orders + c * customers`` when the measured sizes vary
-the customers-per-order ratio); with one size the model is proportional. :func:`run_bench`
+squares, non-negative, on ``a + b * driver``: the driver of time is orders for the stages that
+read rows and customers for the others, the driver of memory is customers (orders stream through
+in fixed-size batches); on ``a + b * orders + c * customers`` when the measured sizes vary the
+customers-per-order ratio. With one size the model is proportional. :func:`run_bench`
 predicts time and peak memory for ``target_orders`` / ``target_customers`` and says whether the job
 fits in this machine's memory.
 """
@@ -79,22 +83,31 @@ __all__ = [
 
 FORMAT = "fastseg.bench"
 FORMAT_VERSION = 1
-#: Stages of the main job, in the order they run (``summaries`` is timed apart, see above).
-STAGES: tuple[str, ...] = ("read", "features", "scoring", "rules", "segments", "summaries", "write")
-#: Stages that make up the job total (``write`` already computes the summaries).
-JOB_STAGES: tuple[str, ...] = ("read", "features", "scoring", "rules", "segments", "write")
-#: The part compared with the baseline recipes: from the Parquet file to R/F/M scores.
-READ_TO_SCORES: tuple[str, ...] = ("read", "features", "scoring")
-#: What drives each stage's cost when orders and customers cannot be told apart.
-DRIVERS: dict[str, str] = {
-    "read": "orders",
-    "features": "orders",
-    "scoring": "customers",
-    "rules": "customers",
-    "segments": "customers",
-    "summaries": "customers",
-    "write": "customers",
-}
+#: Stages of the main job as :func:`fastseg.api.run_job` names them, in the order they run
+#: (``summaries`` is timed apart, see above). Stages the API adds or renames are reported too.
+STAGES: tuple[str, ...] = (
+    "rules",
+    "read+features",
+    "features",
+    "scoring",
+    "segments",
+    "summaries",
+    "write",
+)
+#: Stages timed apart and not added to the job total (``write`` computes them again).
+NOT_IN_TOTAL: tuple[str, ...] = ("summaries",)
+
+
+def time_driver(stage: str) -> str:
+    """What a stage's time grows with: orders for the stages that read rows, else customers."""
+    return "orders" if "read" in stage else "customers"
+
+
+def memory_driver(stage: str) -> str:
+    """What a stage's memory grows with: customers (orders stream through in fixed batches)."""
+    return "customers"
+
+
 HEADROOM = 1.25  # memory to ask for, relative to the predicted peak
 OS_RESERVE = 1 << 30  # bytes left to the operating system and other processes
 WARMUP_ORDERS = 20_000
@@ -193,7 +206,11 @@ def environment() -> dict[str, Any]:
         text = Path("/proc/cpuinfo").read_text()
         for line in text.splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu in ("", platform.machine(), platform.processor()):
+            if key.strip() == "model name" and cpu in (
+                "",
+                platform.machine(),
+                platform.processor(),
+            ):
                 cpu = value.strip()
             if key.strip() == "flags" and not flags:
                 have = set(value.split())
@@ -246,7 +263,14 @@ _RULE_FIELDS: tuple[tuple[str, float, float, bool], ...] = (
     ("distinct_categories", 1, 6, True),
     ("discount_share", 0.05, 0.9, False),
 )
-_GROUP_NAMES = ("champions", "loyal_customers", "at_risk", "hibernating", "need_attention", "promising")
+_GROUP_NAMES = (
+    "champions",
+    "loyal_customers",
+    "at_risk",
+    "hibernating",
+    "need_attention",
+    "promising",
+)
 
 
 def synthetic_rules(n_segments: int, seed: int = 0) -> Any:
@@ -266,7 +290,11 @@ def synthetic_rules(n_segments: int, seed: int = 0) -> Any:
 
     from fastseg.rules.catalog import Catalog, SegmentDef
 
-    if isinstance(n_segments, bool) or not isinstance(n_segments, int) or not 1 <= n_segments <= 100_000:
+    if (
+        isinstance(n_segments, bool)
+        or not isinstance(n_segments, int)
+        or not 1 <= n_segments <= 100_000
+    ):
         msg = f"segments: expected 'builtin' or a whole number from 1 to 100000, got {n_segments!r}"
         raise ParameterError(msg)
     rng = np.random.default_rng(seed)
@@ -375,17 +403,26 @@ def verify_scores(
         & pl.col("amount").is_finite()
     )
     lf = lf.filter(usable)
-    stats = lf.select(day.max().alias("as_of"), pl.col("customer_id").n_unique().alias("n")).collect()
+    stats = lf.select(
+        day.max().alias("as_of"), pl.col("customer_id").n_unique().alias("n")
+    ).collect()
     as_of, n_ref = stats["as_of"][0], int(stats["n"][0])
     ok_customers = n_ref == scores.height
     if not ok_customers:
-        mismatches.append(f"{scores.height:,} customers scored but the file has {n_ref:,} distinct ids")
+        mismatches.append(
+            f"{scores.height:,} customers scored but the file has {n_ref:,} distinct ids"
+        )
 
     # features of a sample, from the file with a plain group_by
     rng = np.random.default_rng(seed)
     pick = rng.choice(scores.height, size=min(sample, scores.height), replace=False)
     got = scores[np.sort(pick)].select(
-        "customer_id", "recency_days", "frequency", "monetary", "first_order_date", "last_order_date"
+        "customer_id",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "first_order_date",
+        "last_order_date",
     )
     nonneg = pl.col("amount") >= 0
     freq = pl.col("order_id").filter(nonneg).n_unique() if "order_id" in names else nonneg.sum()
@@ -403,7 +440,9 @@ def verify_scores(
         .collect()
     )
     both = got.join(ref, on="customer_id", how="full", coalesce=True)
-    money_ok = (pl.col("monetary") - pl.col("monetary_ref")).abs() <= 1e-6 + 1e-9 * pl.col("monetary_ref").abs()
+    money_ok = (pl.col("monetary") - pl.col("monetary_ref")).abs() <= 1e-6 + 1e-9 * pl.col(
+        "monetary_ref"
+    ).abs()
     bad = both.filter(
         ~(
             pl.col("recency_days").eq_missing(pl.col("recency_ref"))
@@ -415,7 +454,9 @@ def verify_scores(
     )
     ok_features = bad.height == 0
     for row in bad.head(3).iter_rows(named=True):
-        mismatches.append(f"features of customer {row['customer_id']!r}: fastseg {row} differ from the plain group_by")
+        mismatches.append(
+            f"features of customer {row['customer_id']!r}: fastseg {row} differ from the plain group_by"
+        )
 
     # every customer's scores, from the formula over the full scored population
     scored = (scores["frequency"].fill_null(0) >= 1).to_numpy()
@@ -449,7 +490,9 @@ def verify_scores(
 
         exprs = _program_exprs(compiled)[:max_segments]
         sizes = (
-            scores.select([e.fill_null(False).sum().alias(f"s{i}") for i, e in enumerate(exprs)]).row(0)
+            scores.select(
+                [e.fill_null(False).sum().alias(f"s{i}") for i, e in enumerate(exprs)]
+            ).row(0)
             if exprs
             else ()
         )
@@ -461,7 +504,9 @@ def verify_scores(
                 f"segment {segments.names[i]}: {int(segments.sizes[i]):,} members, "
                 f"a plain Polars filter gives {int(sizes[i]):,}"
             )
-    out["ok"] = all(v for k, v in out.items() if k in ("customers", "features", "scores", "segments"))
+    out["ok"] = all(
+        v for k, v in out.items() if k in ("customers", "features", "scores", "segments")
+    )
     out["mismatches"] = mismatches[:5]
     return out
 
@@ -480,8 +525,8 @@ class _Meter:
         self.seconds: dict[str, float] = {}
         self.peak_after: dict[str, int] = {}
         self.rss_after: dict[str, int] = {}
-        self.parts: dict[str, float] = {}
         self.sequence: list[tuple[str, int]] = []  # (stage, peak RSS after it), in running order
+        self.score_stages: list[str] = []  # stages run inside api.score_job: read→scores
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -494,51 +539,54 @@ class _Meter:
         self.emit(f"@stage {self.rep} {name}")
 
 
-def _job_once(path: str, segments: str | int, out_dir: Path, meter: _Meter) -> tuple[Any, Any, Any]:
-    """One main job, stage by stage, with the functions ``api.run_job`` calls."""
+def _watch(meter: _Meter) -> Any:
+    """An :class:`fastseg.api.Stopwatch` whose stages are recorded by ``meter``."""
     from fastseg import api
-    from fastseg import features as feat
-    from fastseg.orders import load_orders
+
+    class Watch(api.Stopwatch):
+        @contextlib.contextmanager
+        def stage(self, name: str) -> Iterator[None]:
+            if name not in meter.score_stages:
+                meter.score_stages.append(name)
+            with meter.stage(name):
+                yield
+            self.seconds[name] = meter.seconds[name]
+
+    return Watch()
+
+
+def _job_once(path: str, segments: str | int, out_dir: Path, meter: _Meter) -> tuple[Any, Any, Any]:
+    """One main job, stage by stage, with the functions :func:`fastseg.api.run_job` calls.
+
+    Reading, features and scoring run inside :func:`fastseg.api.score_job` itself (its stopwatch
+    is this meter), so the bench measures exactly the code a ``fastseg run`` executes.
+    """
+    from fastseg import api
     from fastseg.rules.compile import compile_catalog, required_aggregates
-    from fastseg.scoring import RFMScorer
     from fastseg.segmenting import evaluate
 
     with meter.stage("rules"):
         catalog = _catalog(segments)
         specs = required_aggregates(catalog)
-    order_specs = [a for a in specs if a.source == "orders"]
-    with meter.stage("read"):
-        od = load_orders(path, extra_columns=sorted({c for a in order_specs for c in a.columns}))
-    with meter.stage("features"):
-        frame = feat.customer_features(od, windows=feat.DEFAULT_WINDOWS)
-        extra = api._aggregates(od.frame, None, order_specs, od.as_of, frame.columns)
-        report, as_of = od.report, od.as_of
-        sources: dict[str, Any] = {"orders": od.frame.schema, "events": None}
-        del od
-        frame = feat.join_customers(frame, None, None)
-        frame = api._join_extra(frame, [extra] if extra is not None else [])
-    with meter.stage("scoring"):
-        t0 = time.perf_counter()
-        scorer = RFMScorer().fit(frame)
-        t1 = time.perf_counter()
-        scores = scorer.transform(frame)
-        meter.parts["fit"] = t1 - t0
-        meter.parts["transform"] = time.perf_counter() - t1
-        del frame
+    res = api.score_job(path, aggregates=specs, stopwatch=_watch(meter))
     with meter.stage("rules"):
-        compiled = compile_catalog(catalog, scores.schema, as_of, missing="error", sources=sources)
+        compiled = compile_catalog(
+            catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
+        )
     with meter.stage("segments"):
-        seg = evaluate(scores, compiled)
+        seg = evaluate(res.scores, compiled)
     with meter.stage("summaries"):
         seg.summary()
         seg.overlaps()
         seg.to_long()
     getattr(seg, "_cache", {}).clear()  # write_outputs computes what run_job would compute
     with meter.stage("write"):
-        result = api.RunResult(scores=scores, as_of=as_of, scorer=scorer, orders=report, sources=sources, segments=seg)
+        result = api.RunResult(
+            **{f: getattr(res, f) for f in res.__dataclass_fields__}, segments=seg
+        )
         result.timings = dict(meter.seconds)
         api.write_outputs(result, out_dir)
-    return scores, compiled, seg
+    return res.scores, compiled, seg
 
 
 def _job_worker(args: Any) -> dict[str, Any]:
@@ -566,7 +614,7 @@ def _job_worker(args: Any) -> dict[str, Any]:
         reps.append(
             {
                 "seconds": meter.seconds,
-                "parts": meter.parts,
+                "score_stages": meter.score_stages,
                 "peak_after": meter.peak_after,
                 "sequence": meter.sequence,
                 "rss_after": meter.rss_after,
@@ -638,7 +686,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastseg.bench job|baseline ...``: the worker processes of :func:`run_bench`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m fastseg.bench", description="fastseg bench worker")
+    parser = argparse.ArgumentParser(
+        prog="python -m fastseg.bench", description="fastseg bench worker"
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     job = sub.add_parser("job", help="time the main job on one Parquet file")
     job.add_argument("--data", required=True)
@@ -714,31 +764,36 @@ def _stage_summary(reps: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return {"first_s": runs[0], "median_s": _median(steady), "runs_s": runs}
 
 
+def _stage_names(first: dict[str, Any]) -> list[str]:
+    """Stages in the order they first ran (the known ones first when they ran)."""
+    seen = list(dict.fromkeys(name for name, _ in first["sequence"]))
+    return [s for s in STAGES if s in seen] + [s for s in seen if s not in STAGES]
+
+
 def _summarize_job(raw: dict[str, Any], n_orders: int) -> dict[str, Any]:
     reps = raw["repetitions"]
     first = reps[0]
     n_cust = int(first["customers"])
+    names = _stage_names(first)
     stages: dict[str, Any] = {}
     prev_peak = int(raw["peak_after_imports_bytes"])
-    increases = {s: 0 for s in STAGES}
+    increases = dict.fromkeys(names, 0)
     for s, peak in first["sequence"]:  # the growth of the process's peak in each stage
         increases[s] += max(0, int(peak) - prev_peak)
         prev_peak = max(prev_peak, int(peak))
-    for s in STAGES:
+    for s in names:
         st = _stage_summary(reps, s)
         med = st["median_s"]
         st["orders_per_s"] = n_orders / med if med > 0 else None
         st["customers_per_s"] = n_cust / med if med > 0 else None
         st["peak_rss_bytes"] = int(first["peak_after"].get(s, 0))
         st["peak_increase_bytes"] = increases[s]
-        st["driver"] = DRIVERS[s]
+        st["time_driver"] = time_driver(s)
+        st["memory_driver"] = memory_driver(s)
+        st["in_total"] = s not in NOT_IN_TOTAL
         if s == "summaries":
-            st["in_total"] = False
             st["note"] = "computed again inside write (write_outputs), as in run_job"
         stages[s] = st
-    stages["scoring"]["parts_median_s"] = {
-        k: _median([r["parts"][k] for r in (reps[1:] or reps)]) for k in ("fit", "transform")
-    }
 
     def total(names: Sequence[str]) -> dict[str, Any]:
         runs = [sum(r["seconds"].get(s, 0.0) for s in names) for r in reps]
@@ -751,9 +806,11 @@ def _summarize_job(raw: dict[str, Any], n_orders: int) -> dict[str, Any]:
             "customers_per_s": n_cust / med if med > 0 else None,
         }
 
-    to_scores = total(READ_TO_SCORES)
-    to_scores["peak_rss_bytes"] = max(int(first["peak_after"][s]) for s in READ_TO_SCORES)
-    job = total(JOB_STAGES)
+    score_stages = [s for s in names if s in first["score_stages"]]
+    to_scores = total(score_stages)
+    to_scores["stages"] = score_stages
+    to_scores["peak_rss_bytes"] = max(int(first["peak_after"][s]) for s in score_stages)
+    job = total([s for s in names if s not in NOT_IN_TOTAL])
     job["peak_rss_bytes"] = int(raw["peak_rss_bytes"])
     return {
         "orders": n_orders,
@@ -834,18 +891,44 @@ def fit_cost(
     model = {"intercept": 0.0, "per_order": 0.0, "per_customer": 0.0, **best[1]}
     pred = model["intercept"] + model["per_order"] * o + model["per_customer"] * c
     rel = np.abs(pred - y) / np.maximum(np.abs(y), 1e-12)
-    model["kind"] = kind if len(best[1]) > 1 or len(distinct) == 1 else f"{kind} (fitted as {'+'.join(best[1])})"
+    model["kind"] = (
+        kind
+        if len(best[1]) > 1 or len(distinct) == 1
+        else f"{kind} (fitted as {'+'.join(best[1])})"
+    )
     model["max_rel_error"] = float(rel.max()) if len(pts) > 1 else None
     return model
 
 
 def _predict(model: dict[str, Any], orders: float, customers: float) -> float:
-    return float(model["intercept"] + model["per_order"] * orders + model["per_customer"] * customers)
+    return float(
+        model["intercept"] + model["per_order"] * orders + model["per_customer"] * customers
+    )
 
 
 def _round_up_memory(n: float) -> int:
     """The next common machine memory size (GiB) that holds ``n`` bytes."""
-    sizes = [4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
+    sizes = [
+        4,
+        8,
+        16,
+        24,
+        32,
+        48,
+        64,
+        96,
+        128,
+        192,
+        256,
+        384,
+        512,
+        768,
+        1024,
+        1536,
+        2048,
+        3072,
+        4096,
+    ]
     gib = n / 2**30
     for s in sizes:
         if s >= gib:
@@ -860,15 +943,16 @@ def _sizing(
     target_customers: int | None,
     ratio: float,
 ) -> dict[str, Any]:
-    time_models = {
-        s: fit_cost([(r["orders"], r["customers"], r["stages"][s]["median_s"]) for r in runs], DRIVERS[s])
-        for s in STAGES
-    }
+    names = list(dict.fromkeys(s for r in runs for s in r["stages"]))
+
+    def points(s: str, key: str) -> list[tuple[float, float, float]]:
+        return [
+            (r["orders"], r["customers"], r["stages"][s][key]) for r in runs if s in r["stages"]
+        ]
+
+    time_models = {s: fit_cost(points(s, "median_s"), time_driver(s)) for s in names}
     base = _median([r["rss_after_imports_bytes"] for r in runs])
-    mem_models = {
-        s: fit_cost([(r["orders"], r["customers"], r["stages"][s]["peak_increase_bytes"]) for r in runs], DRIVERS[s])
-        for s in STAGES
-    }
+    mem_models = {s: fit_cost(points(s, "peak_increase_bytes"), memory_driver(s)) for s in names}
     sizes = sorted({r["orders"] for r in runs})
     notes = []
     kinds = {m["kind"] for m in time_models.values()}
@@ -880,8 +964,14 @@ def _sizing(
     elif not any("customers" in k and "orders" in k for k in kinds):
         notes.append(
             "customers grew in proportion to orders in every measurement, so each stage is fitted on "
-            "what drives it: read and features on orders; scoring, rules, segments, summaries and "
-            "write on customers (vary --customers-per-order between runs to fit both)"
+            "what drives it: the time of the stages that read orders on orders, the other stages' "
+            "time and every stage's memory on customers (the orders stream through in fixed-size "
+            "batches)"
+        )
+    if any(r["repeat"] == 1 for r in runs):
+        notes.append(
+            "--repeat 1: the times include loading the compiled kernels (the first call); "
+            "use --repeat 3 for steady times"
         )
     notes.append(
         "peak memory = memory after imports + the growth of the peak in each stage, each fitted "
@@ -895,14 +985,19 @@ def _sizing(
     }
     if target_orders is None and target_customers is None:
         return out
-    t_orders = float(target_orders if target_orders is not None else round(target_customers / ratio))  # type: ignore[operator]
+    t_orders = float(
+        target_orders if target_orders is not None else round(target_customers / ratio)
+    )  # type: ignore[operator]
     t_cust = float(target_customers if target_customers is not None else round(t_orders * ratio))
     if target_customers is None:
-        notes.append(f"--target-customers not given: assumed {t_cust:,.0f} ({ratio:g} per order, as measured)")
+        notes.append(
+            f"--target-customers not given: assumed {t_cust:,.0f} ({ratio:g} per order, as measured)"
+        )
     stage_time = {s: max(0.0, _predict(m, t_orders, t_cust)) for s, m in time_models.items()}
-    job_time = sum(stage_time[s] for s in JOB_STAGES)
-    to_scores = sum(stage_time[s] for s in READ_TO_SCORES)
-    peak = base + sum(max(0.0, _predict(mem_models[s], t_orders, t_cust)) for s in STAGES)
+    last = max(runs, key=lambda r: r["orders"])
+    job_time = sum(stage_time[s] for s in names if s not in NOT_IN_TOTAL)
+    to_scores = sum(stage_time[s] for s in last["read_to_scores"]["stages"])
+    peak = base + sum(max(0.0, _predict(mem_models[s], t_orders, t_cust)) for s in names)
     need = peak * HEADROOM + OS_RESERVE
     total_mem = float(env["memory_bytes"])
     fits = need <= total_mem
@@ -978,24 +1073,45 @@ class BenchReport:
         rows = []
         for run in self.data["runs"]:
             label = f"{run['orders']:,}"
-            for s in STAGES:
-                st = run["stages"][s]
+            for s, st in run["stages"].items():
                 name = s + (" (in write)" if st.get("in_total") is False else "")
                 rows.append(
-                    [label, name, f"{st['first_s']:.3f}", f"{st['median_s']:.3f}",
-                     _rate(st["orders_per_s"]), _rate(st["customers_per_s"]), _gib(st["peak_rss_bytes"])]
+                    [
+                        label,
+                        name,
+                        f"{st['first_s']:.3f}",
+                        f"{st['median_s']:.3f}",
+                        _rate(st["orders_per_s"]),
+                        _rate(st["customers_per_s"]),
+                        _gib(st["peak_rss_bytes"]),
+                    ]
                 )
                 label = ""
             for key, name in (("read_to_scores", "read→scores"), ("job", "main job total")):
                 t = run[key]
                 rows.append(
-                    ["", name, f"{t['first_s']:.3f}", f"{t['median_s']:.3f}",
-                     _rate(t["orders_per_s"]), _rate(t["customers_per_s"]), _gib(t["peak_rss_bytes"])]
+                    [
+                        "",
+                        name,
+                        f"{t['first_s']:.3f}",
+                        f"{t['median_s']:.3f}",
+                        _rate(t["orders_per_s"]),
+                        _rate(t["customers_per_s"]),
+                        _gib(t["peak_rss_bytes"]),
+                    ]
                 )
         return rows
 
     STAGE_HEADERS = ("orders", "stage", "first s", "median s", "M orders/s", "M cust/s", "peak RSS")
-    BASELINE_HEADERS = ("orders", "read→scores", "first s", "median s", "peak RSS", "fastseg speed", "fastseg memory")
+    BASELINE_HEADERS = (
+        "orders",
+        "read→scores",
+        "first s",
+        "median s",
+        "peak RSS",
+        "fastseg speed",
+        "fastseg memory",
+    )
 
     def baseline_rows(self) -> list[list[str]]:
         """Rows of the baseline table (empty without baselines)."""
@@ -1004,12 +1120,30 @@ class BenchReport:
             if not run.get("baselines"):
                 continue
             fs = run["read_to_scores"]
-            rows.append([f"{run['orders']:,}", "fastseg", f"{fs['first_s']:.3f}", f"{fs['median_s']:.3f}", _gib(fs["peak_rss_bytes"]), "", ""])
+            rows.append(
+                [
+                    f"{run['orders']:,}",
+                    "fastseg",
+                    f"{fs['first_s']:.3f}",
+                    f"{fs['median_s']:.3f}",
+                    _gib(fs["peak_rss_bytes"]),
+                    "",
+                    "",
+                ]
+            )
             for name, b in run["baselines"].items():
                 rows.append(
-                    ["", name, f"{b['first_s']:.3f}", f"{b['median_s']:.3f}", _gib(b["peak_rss_bytes"]),
-                     f"{b['speedup']:.1f}x faster" if b["speedup"] >= 1 else f"{1 / b['speedup']:.1f}x slower",
-                     f"{b['memory_ratio']:.2f}x"]
+                    [
+                        "",
+                        name,
+                        f"{b['first_s']:.3f}",
+                        f"{b['median_s']:.3f}",
+                        _gib(b["peak_rss_bytes"]),
+                        f"{b['speedup']:.1f}x faster"
+                        if b["speedup"] >= 1
+                        else f"{1 / b['speedup']:.1f}x slower",
+                        f"{b['memory_ratio']:.2f}x",
+                    ]
                 )
         return rows
 
@@ -1122,7 +1256,9 @@ def run_bench(
         msg = f"repeat must be a whole number from 1 to 100, got {repeat!r}"
         raise ParameterError(msg)
     for name, value in (("target_orders", target_orders), ("target_customers", target_customers)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             msg = f"{name} must be a positive whole number, got {value!r}"
             raise ParameterError(msg)
     if sample < 1:
@@ -1136,7 +1272,7 @@ def run_bench(
             bl.require(r)  # fail now, before generating data, if pandas/duckdb are missing
         recipes = bl.RECIPES
 
-    per_size = 1 + repeat * len(STAGES) + 1 + len(recipes) * repeat
+    per_size = 1 + repeat * (len(STAGES) + 1) + 1 + len(recipes) * repeat  # rules runs twice
     total = (1 if warmup else 0) + per_size * len(sizes)
     done = 0
 
@@ -1157,16 +1293,41 @@ def run_bench(
         if warmup:
             if progress is not None:
                 progress(done, total, "warm-up: compiling or loading the kernels")
-            ds = synthetic.generate(root / "warmup", orders=WARMUP_ORDERS, seed=seed, with_customers=False, with_events=False)
-            raw = _run_job_worker(ds.orders, root / "warmup" / "out", seg_param, 1, sample, seed, lambda line: None, "warm-up")
-            warm = {"orders": WARMUP_ORDERS, "first_call_s": sum(raw["repetitions"][0]["seconds"].values())}
+            ds = synthetic.generate(
+                root / "warmup",
+                orders=WARMUP_ORDERS,
+                seed=seed,
+                with_customers=False,
+                with_events=False,
+            )
+            raw = _run_job_worker(
+                ds.orders,
+                root / "warmup" / "out",
+                seg_param,
+                1,
+                sample,
+                seed,
+                lambda line: None,
+                "warm-up",
+            )
+            warm = {
+                "orders": WARMUP_ORDERS,
+                "first_call_s": sum(raw["repetitions"][0]["seconds"].values()),
+            }
             step("warm-up done")
         for n in sizes:
             folder = root / f"orders_{n}"
             n_cust = max(1, round(n * customers_per_order))
             if progress is not None:
                 progress(done, total, f"{n:,} orders: generating data")
-            ds = synthetic.generate(folder, orders=n, customers=n_cust, seed=seed, with_customers=False, with_events=False)
+            ds = synthetic.generate(
+                folder,
+                orders=n,
+                customers=n_cust,
+                seed=seed,
+                with_customers=False,
+                with_events=False,
+            )
             step(f"{n:,} orders: data generated")
 
             def on_line(line: str, n: int = n) -> None:
@@ -1178,7 +1339,9 @@ def run_bench(
                 elif parts[0] == "@baseline":
                     step(f"{n:,} orders: {parts[2]} run {int(parts[1]) + 1}/{repeat}")
 
-            raw = _run_job_worker(ds.orders, folder / "out", seg_param, repeat, sample, seed, on_line, f"{n:,} orders")
+            raw = _run_job_worker(
+                ds.orders, folder / "out", seg_param, repeat, sample, seed, on_line, f"{n:,} orders"
+            )
             run = _summarize_job(raw, n)
             run["customers_generated"] = ds.n_customers
             run["generate_s"] = ds.seconds
@@ -1186,7 +1349,9 @@ def run_bench(
             if recipes:
                 run["baselines"] = {}
                 for recipe in recipes:
-                    b = _run_baseline_worker(recipe, ds.orders, repeat, root, on_line, f"{n:,} orders, {recipe}")
+                    b = _run_baseline_worker(
+                        recipe, ds.orders, repeat, root, on_line, f"{n:,} orders, {recipe}"
+                    )
                     runs_s = b["runs_s"]
                     med = _median(runs_s[1:] or runs_s)
                     fs = run["read_to_scores"]
@@ -1198,7 +1363,9 @@ def run_bench(
                         "peak_rss_bytes": b["peak_rss_bytes"],
                         "rss_after_imports_bytes": b["rss_after_imports_bytes"],
                         "speedup": med / fs["median_s"] if fs["median_s"] > 0 else None,
-                        "memory_ratio": fs["peak_rss_bytes"] / b["peak_rss_bytes"] if b["peak_rss_bytes"] else None,
+                        "memory_ratio": fs["peak_rss_bytes"] / b["peak_rss_bytes"]
+                        if b["peak_rss_bytes"]
+                        else None,
                     }
             runs.append(run)
             with contextlib.suppress(OSError):
@@ -1236,7 +1403,8 @@ def run_bench(
         report.json_path = write_atomic(json_path, lambda p: p.write_text(text))
     if not verified:
         bad = [
-            f"{r['orders']:,} orders: " + "; ".join(r["verification"]["mismatches"] or ["check failed"])
+            f"{r['orders']:,} orders: "
+            + "; ".join(r["verification"]["mismatches"] or ["check failed"])
             for r in runs
             if not r["verification"]["ok"]
         ]
@@ -1289,7 +1457,17 @@ def _run_baseline_worker(
     recipe: str, data: Path, repeat: int, root: Path, on_line: Callable[[str], None], what: str
 ) -> dict[str, Any]:
     result = root / f".baseline-{recipe}.json"
-    cmd = ["baseline", "--recipe", recipe, "--data", str(data), "--repeat", str(repeat), "--result", str(result)]
+    cmd = [
+        "baseline",
+        "--recipe",
+        recipe,
+        "--data",
+        str(data),
+        "--repeat",
+        str(repeat),
+        "--result",
+        str(result),
+    ]
     _launch(cmd, on_line, what)
     raw = json.loads(result.read_text())
     result.unlink()

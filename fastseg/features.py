@@ -79,33 +79,150 @@ def encode_customers(ids: pl.Series) -> tuple[np.ndarray, pl.Series]:
     return codes, pl.Series("customer_id", uniques, dtype=pl.Int64)
 
 
-def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOWS) -> pl.DataFrame:
-    """One row per customer who has at least one used order row, sorted by ``customer_id``.
+class OrderAggregator:
+    """Per-customer order features accumulated over batches of clean canonical rows.
 
-    Columns: ``customer_id``, ``recency_days``, ``frequency``, ``monetary``, ``aov``,
-    ``first_order_date``, ``last_order_date``, ``tenure_days``, ``avg_days_between_orders``,
-    ``orders_{N}d`` and ``revenue_{N}d`` per window, ``refund_count``, ``refund_amount``, and
-    ``distinct_categories`` / ``discount_share`` when orders have ``category`` / ``discount``.
+    Batches (Polars frames with ``customer_id``, ``order_date``, ``amount``, ``_order`` and
+    optionally ``category`` and ``_discount``/``discount``) go through :meth:`add` one after the
+    other; :meth:`finish` returns the features. Memory grows with the customers, not the rows.
+
+    Parameters
+    ----------
+    as_of
+        Scoring date (rows must not be dated after it).
+    windows
+        Trailing windows in days.
+    id_range
+        ``(lo, hi)`` of integer customer ids when known: ids are then coded through a lookup
+        table instead of a hash table.
     """
-    from fastseg.kernels.aggregate import aggregate_orders
 
-    windows = check_windows(windows)
-    df = orders.frame
-    as_of_day = (orders.as_of - _EPOCH).days
-    codes, ids = encode_customers(df["customer_id"])
-    n_cust = ids.len()
-    day = df["order_date"].to_physical().to_numpy()
-    amount = df["amount"].to_numpy()
-    is_order = df["_order"].to_numpy()
-    since = np.array([as_of_day - w for w in windows], np.int32)
-    has_discount = None
-    if "_discount" in df.columns:
-        has_discount = df["_discount"].to_numpy()
-    elif "discount" in df.columns:
-        has_discount = (df["discount"].fill_null(0.0).fill_nan(0.0) > 0).to_numpy()
-    cats, n_cats = _category_codes(df) if "category" in df.columns else (None, 0)
-    acc, catmask = aggregate_orders(codes, n_cust, day, amount, is_order, since, has_discount, cats)
+    def __init__(
+        self,
+        as_of: dt.date,
+        windows: Sequence[int] = DEFAULT_WINDOWS,
+        *,
+        id_range: tuple[int, int] | None = None,
+    ) -> None:
+        from fastseg.kernels.aggregate import new_accumulators
+        from fastseg.kernels.encode import IdEncoder
 
+        self.as_of = as_of
+        self.windows = check_windows(windows)
+        self.as_of_day = (as_of - _EPOCH).days
+        self.since = np.array([self.as_of_day - w for w in self.windows], np.int32)
+        lo, hi = id_range if id_range is not None else (None, None)
+        self.encoder = IdEncoder(lo, hi)
+        self.acc, self.catmask = new_accumulators(1 << 10, len(self.windows))
+        self.id_dtype: pl.DataType | None = None
+        self._names: list[pl.Series] = []  # text ids, in code order
+        self._cat_lut = np.full(0, -1, np.int64)  # categorical physical code -> local index
+        self._n_cats = 0
+        self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
+        self.has_category = False
+        self.has_discount = False
+
+    def _codes(self, ids: pl.Series) -> np.ndarray:
+        if self.id_dtype is None:
+            self.id_dtype = ids.dtype
+        elif ids.dtype != self.id_dtype:
+            ids = ids.cast(self.id_dtype)
+        if ids.dtype != pl.String:
+            return self.encoder.encode(ids.to_numpy())
+        phys = ids.cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
+        before = self.encoder.n_unique
+        codes = self.encoder.encode(phys)
+        new = codes >= before
+        if new.any():
+            rows = np.flatnonzero(new)
+            where = np.empty(self.encoder.n_unique - before, np.int64)
+            where[codes[rows] - before] = rows  # any row of each new code names it
+            self._names.append(ids.gather(where))
+        return codes
+
+    def _categories(self, cat: pl.Series, codes: np.ndarray, bought: np.ndarray) -> np.ndarray:
+        """Local category index per row for the 64-bit masks (-1: none); the rest go to pairs."""
+        if not isinstance(cat.dtype, pl.Categorical | pl.Enum):
+            cat = cat.cast(pl.String).cast(pl.Categorical)
+        phys = cat.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+        top = max(int(phys.max()) if phys.shape[0] else 0, 0)
+        if top >= self._cat_lut.shape[0]:
+            grown = np.full(top + 1, -1, np.int64)
+            grown[: self._cat_lut.shape[0]] = self._cat_lut
+            self._cat_lut = grown
+        counted = (phys >= 0) & bought
+        present = np.unique(phys[counted])
+        fresh = present[self._cat_lut[present] < 0]
+        self._cat_lut[fresh] = np.arange(self._n_cats, self._n_cats + fresh.shape[0])
+        self._n_cats += fresh.shape[0]
+        local = np.where(counted, self._cat_lut[np.maximum(phys, 0)], -1)
+        wide = local >= 64
+        if wide.any():
+            pairs = pl.DataFrame({"code": codes[wide], "cat": local[wide]}).unique()
+            self._cat_pairs.append(pairs)
+            local[wide] = -1
+        return local.astype(np.int8)
+
+    def add(self, batch: pl.DataFrame) -> None:
+        """Aggregate one batch of clean rows (no nulls, no NaN, none after ``as_of``)."""
+        from fastseg.kernels.aggregate import aggregate_orders, grow_accumulators
+
+        if batch.height == 0:
+            return
+        codes = self._codes(batch["customer_id"])
+        self.acc, self.catmask = grow_accumulators(self.acc, self.catmask, self.encoder.n_unique)
+        amount = batch["amount"].to_numpy()
+        has_discount = None
+        if "_discount" in batch.columns:
+            has_discount = batch["_discount"].to_numpy()
+        elif "discount" in batch.columns:
+            has_discount = (batch["discount"].fill_null(0.0).fill_nan(0.0) > 0).to_numpy()
+        self.has_discount |= has_discount is not None
+        cats = None
+        if "category" in batch.columns:
+            self.has_category = True
+            cats = self._categories(batch["category"], codes, amount >= 0)
+        aggregate_orders(
+            codes,
+            self.acc.shape[0],
+            batch["order_date"].to_physical().to_numpy(),
+            amount,
+            batch["_order"].to_numpy(),
+            self.since,
+            has_discount,
+            cats,
+            out=(self.acc, self.catmask),
+        )
+
+    def finish(self) -> pl.DataFrame:
+        """The features, one row per customer seen, sorted by ``customer_id``."""
+        n = self.encoder.n_unique
+        if self.id_dtype == pl.String:
+            names = pl.concat(self._names) if self._names else pl.Series([], dtype=pl.String)
+            order = names.arg_sort().to_numpy()
+            ids = names.gather(order).alias("customer_id")
+        else:
+            order = self.encoder.sort_order()
+            ids = pl.Series("customer_id", self.encoder.uniques[order], dtype=self.id_dtype or pl.Int64)
+        acc = self.acc[:n][order]
+        distinct = None
+        if self.has_category:
+            distinct = np.bitwise_count(self.catmask[:n]).astype(np.int64)
+            if self._cat_pairs:
+                extra = pl.concat(self._cat_pairs).unique().group_by("code").len()
+                np.add.at(distinct, extra["code"].to_numpy(), extra["len"].to_numpy().astype(np.int64))
+            distinct = distinct[order]
+        return _features_frame(ids, acc, distinct, self.has_discount, self.windows, self.as_of_day)
+
+
+def _features_frame(
+    ids: pl.Series,
+    acc: np.ndarray,
+    distinct: np.ndarray | None,
+    has_discount: bool,
+    windows: tuple[int, ...],
+    as_of_day: int,
+) -> pl.DataFrame:
     freq = acc[:, 0].astype(np.int64)
     ordered = freq > 0
     first = np.where(ordered, acc[:, 1], 0).astype(np.int32)
@@ -130,51 +247,36 @@ def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOW
         cols[f"revenue_{w}d"] = pl.Series(f"revenue_{w}d", acc[:, 9 + 2 * k])
     cols["refund_count"] = pl.Series("refund_count", acc[:, 5].astype(np.int64))
     cols["refund_amount"] = pl.Series("refund_amount", acc[:, 6])
-    if "category" in df.columns:
-        if cats is not None:
-            counts = np.bitwise_count(catmask).astype(np.int64)
-        else:
-            counts = _distinct_categories_polars(df, codes, n_cust)
-        cols["distinct_categories"] = pl.Series("distinct_categories", counts)
-    if has_discount is not None:
+    if distinct is not None:
+        cols["distinct_categories"] = pl.Series("distinct_categories", distinct)
+    if has_discount:
         cols["discount_share"] = pl.Series("discount_share", acc[:, 7] / np.maximum(freq, 1))
     out = pl.DataFrame(list(cols.values()))
     nullable = ["recency_days", "aov", "first_order_date", "last_order_date", "tenure_days"]
+    if has_discount:
+        nullable.append("discount_share")
     exprs = [pl.when(valid).then(pl.col(c)).alias(c) for c in nullable]
-    exprs.append(pl.when(pl.Series(freq > 1)).then(pl.col("avg_days_between_orders")).alias("avg_days_between_orders"))
-    if "discount_share" in out.columns:
-        exprs.append(pl.when(valid).then(pl.col("discount_share")).alias("discount_share"))
+    exprs.append(
+        pl.when(pl.Series(freq > 1)).then(pl.col("avg_days_between_orders")).alias("avg_days_between_orders")
+    )
     return out.with_columns(exprs)
 
 
-def _category_codes(df: pl.DataFrame) -> tuple[np.ndarray | None, int]:
-    """Category code per row (0..K-1; -1 for refunds and nulls), or None when K > 64."""
-    cat = df["category"]
-    if not isinstance(cat.dtype, pl.Categorical | pl.Enum):
-        cat = cat.cast(pl.String).cast(pl.Categorical)
-    phys = cat.to_physical()
-    present = phys.drop_nulls().unique().to_numpy()
-    if present.shape[0] > 64:
-        return None, int(present.shape[0])
-    lut = np.full(int(present.max()) + 2 if present.shape[0] else 1, -1, np.int8)
-    lut[present] = np.arange(present.shape[0], dtype=np.int8)
-    idx = phys.fill_null(lut.shape[0] - 1).to_numpy()
-    codes = lut[idx]
-    codes[df["amount"].to_numpy() < 0] = -1
-    return codes, int(present.shape[0])
+def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOWS) -> pl.DataFrame:
+    """One row per customer who has at least one used order row, sorted by ``customer_id``.
 
-
-def _distinct_categories_polars(df: pl.DataFrame, codes: np.ndarray, n_cust: int) -> np.ndarray:
-    """Distinct categories bought per customer when there are more than 64 categories."""
-    frame = pl.DataFrame({"c": codes, "cat": df["category"], "a": df["amount"]})
-    agg = (
-        frame.filter(pl.col("a") >= 0)
-        .group_by("c")
-        .agg(pl.col("cat").drop_nulls().n_unique().alias("n"))
-    )
-    full = np.zeros(n_cust, np.int64)
-    full[agg["c"].to_numpy()] = agg["n"].to_numpy()
-    return full
+    Columns: ``customer_id``, ``recency_days``, ``frequency``, ``monetary``, ``aov``,
+    ``first_order_date``, ``last_order_date``, ``tenure_days``, ``avg_days_between_orders``,
+    ``orders_{N}d`` and ``revenue_{N}d`` per window, ``refund_count``, ``refund_amount``, and
+    ``distinct_categories`` / ``discount_share`` when orders have ``category`` / ``discount``.
+    """
+    ids = orders.frame["customer_id"]
+    id_range = None
+    if ids.dtype.is_integer() and ids.len():
+        id_range = (int(ids.min()), int(ids.max()))  # type: ignore[arg-type]
+    agg = OrderAggregator(orders.as_of, windows, id_range=id_range)
+    agg.add(orders.frame)
+    return agg.finish()
 
 
 def event_features(

@@ -309,7 +309,7 @@ def load_orders(
     >>> o.report.rows_used, o.report.left_out["missing_customer_id"]
     (2, 1)
     """
-    plan = plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=rejects is not None)
+    plan = plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
     src = plan.source
     df = collect(plan.frame, src.label)
     df = _csv_int_ids(schema.check_conversions(df, plan.conversions, src.label), src)
@@ -406,8 +406,9 @@ def _order_flag(df: pl.DataFrame) -> pl.Expr:
 
 
 def row_hashes(df: pl.DataFrame) -> pl.Series:
-    """A 64-bit hash of every row over the columns read (raw text kept for checks excluded)."""
-    cols = [c for c in df.columns if not c.startswith("__raw_") and c != "order_ts_raw"]
+    """A 64-bit hash of every row over the columns read, timestamps as read (not just dates)."""
+    raw_ts = "order_ts_raw" in df.columns
+    cols = [c for c in df.columns if not c.startswith(("__raw_", "_")) and not (raw_ts and c == "order_date")]
     return df.select(pl.struct(cols).hash(seed=0x5EED)).to_series()
 
 

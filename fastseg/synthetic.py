@@ -706,7 +706,7 @@ def _draw(
         pick = np.searchsorted(ccum, rng.random(need - got) * ccum[-1], side="right")
         parts.append(cand[np.minimum(pick, cand.size - 1)])
     drawn = np.concatenate(parts)
-    return drawn[rng.choice(drawn.size, need, replace=False)]
+    return drawn[rng.permutation(drawn.size)[:need]]
 
 
 _EPOCH_DAYS = 32  # the draw pools are rebuilt every this many days
@@ -810,28 +810,34 @@ _MAX_DELAY = 60  # days from a purchase to its refund
 
 
 class _Refunds:
-    """Refund rows waiting for their day: per purchase day, rows sorted by due day."""
+    """Refund rows waiting for their day: per purchase day, rows sorted by due day.
+
+    Rows are kept as one float64 matrix (columns ``_REFUND_KEYS``; every value is exact in
+    float64), so a day's refunds are gathered with one concatenation.
+    """
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[int, NDArray[np.int64], _Cols]] = deque()
+        self._queue: deque[tuple[int, NDArray[np.int64], NDArray[np.float64]]] = deque()
 
     def add(self, day: int, due_day: NDArray[np.int64], rows: _Cols) -> None:
         order = np.argsort(due_day, kind="stable")
         bounds = np.searchsorted(due_day[order], np.arange(day + 1, day + _MAX_DELAY + 2))
-        self._queue.append((day, bounds, {k: v[order] for k, v in rows.items()}))
+        matrix = np.column_stack([rows[k][order].astype(np.float64) for k in _REFUND_KEYS])
+        self._queue.append((day, bounds, matrix))
 
     def due(self, b: int) -> _Cols:
         """Refund rows dated day ``b`` (in the order of their purchases' days), and forget them."""
         while self._queue and self._queue[0][0] + _MAX_DELAY < b:
             self._queue.popleft()
         parts = []
-        for day, bounds, rows in self._queue:  # at most _MAX_DELAY purchase days
+        for day, bounds, matrix in self._queue:  # at most _MAX_DELAY purchase days
             j = b - day - 1
             if 0 <= j < _MAX_DELAY and bounds[j] < bounds[j + 1]:
-                parts.append({k: v[bounds[j] : bounds[j + 1]] for k, v in rows.items()})
-        if not parts:
-            return {k: np.empty(0, np.int64) for k in _REFUND_KEYS}
-        return _concat(parts)
+                parts.append(matrix[bounds[j] : bounds[j + 1]])
+        rows = np.concatenate(parts) if parts else np.empty((0, len(_REFUND_KEYS)))
+        out = {k: rows[:, i].astype(np.int64) for i, k in enumerate(_REFUND_KEYS)}
+        out["amount"] = rows[:, _REFUND_KEYS.index("amount")].copy()
+        return out
 
 
 def _orders_day(
@@ -859,11 +865,16 @@ def _orders_day(
     chan[switch] = _pick(rng, _CHANNEL_CDF, switch.size)
     sec = np.empty(n, dtype=np.int64)
     sec[:n_first] = m.first_sec[first]
+    # repeats: the day's activity profile mapped into [lo, hi): store opening hours, and after
+    # the first order when it was the same day (in a store closed by then: bought online)
     rs = _seconds(rng, n - n_first)
-    fsec = m.first_sec[rep].astype(np.int64)
-    # a repeat on the day of the first order comes after it
-    rs = np.where(fd[rep] == b, fsec + rs * (86_399 - fsec) // 86_399, rs)
-    sec[n_first:] = np.where(chan[n_first:] == _STORE, _store_hours(rs), rs)
+    rchan = chan[n_first:]
+    after = np.where(fd[rep] == b, m.first_sec[rep].astype(np.int64), 0)
+    rchan[(rchan == _STORE) & (after >= _STORE_OPEN + _STORE_HOURS)] = 0
+    store = rchan == _STORE
+    lo = np.maximum(np.where(store, _STORE_OPEN, 0), after)
+    hi = np.where(store, _STORE_OPEN + _STORE_HOURS, 86_400)
+    sec[n_first:] = lo + rs * (hi - lo) // 86_400
 
     qty = 1 + _pick(rng, _QTY_CDF, n).astype(np.int64)
     size = _QTY_SIZE[qty]

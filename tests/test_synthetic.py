@@ -137,7 +137,7 @@ EVENTS_SCHEMA = {"customer_id": pl.Int64, "event_ts": pl.Datetime("us"), "event"
 
 @pytest.mark.parametrize("string_ids", [False, True])
 def test_schemas_are_exact(tmp_path: Path, string_ids: bool) -> None:
-    ds = generate(tmp_path, orders=2_000, seed=1, string_ids=string_ids)
+    ds = generate(tmp_path, orders=2_000, seed=1, string_ids=string_ids, years=1.0)
     cid = pl.String if string_ids else pl.Int64
     for path, schema in (
         (ds.orders, ORDERS_SCHEMA),
@@ -369,10 +369,13 @@ def test_counts_and_history_parameters() -> None:
 
 @pytest.mark.parametrize(
     ("orders", "customers", "events", "years"),
-    [(1, None, None, 3.0), (1, 1, 0, 3.0), (10, 100, 5, 3.0), (500, 3, 50, 0.01), (50, 40, 0, 1.0)],
+    [(1, None, None, 0.5), (1, 1, 0, 0.5), (10, 100, 5, 0.5), (500, 3, 50, 0.01), (50, 40, 0, 1.0)],
 )
 def test_tiny_and_odd_sizes(orders: int, customers: int | None, events: int, years: float) -> None:
     f = generate_frames(orders=orders, customers=customers, events=events, seed=2, years=years)
+    assert f["orders"]["order_ts"].min() >= dt.datetime.combine(
+        DEFAULT_END - dt.timedelta(days=max(1, round(years * 365.25)) - 1), dt.time()
+    )
     n_customers = customers if customers is not None else max(1, orders // 10)
     assert f["orders"].height == orders
     assert f["customers"].height == n_customers
@@ -383,7 +386,7 @@ def test_tiny_and_odd_sizes(orders: int, customers: int | None, events: int, yea
 
 
 def test_zero_events_writes_an_empty_file(tmp_path: Path) -> None:
-    ds = generate(tmp_path, orders=200, events=0, seed=1)
+    ds = generate(tmp_path, orders=200, events=0, seed=1, years=0.5)
     assert ds.events is not None
     e = pl.read_parquet(ds.events)
     assert e.height == 0
@@ -435,8 +438,8 @@ def test_generate_only_parameters(tmp_path: Path) -> None:
 
 
 def test_datetime_end_is_cut_to_its_date() -> None:
-    a = generate_frames(orders=500, seed=3, end=dt.datetime(2025, 3, 1, 15, 30))
-    b = generate_frames(orders=500, seed=3, end=dt.date(2025, 3, 1))
+    a = generate_frames(orders=500, seed=3, end=dt.datetime(2025, 3, 1, 15, 30), years=0.5)
+    b = generate_frames(orders=500, seed=3, end=dt.date(2025, 3, 1), years=0.5)
     _assert_frames_equal(a, b)
 
 
@@ -453,7 +456,12 @@ def test_writes_only_the_three_files(written: SyntheticDataset) -> None:
 def test_progress_reports_every_chunk(tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
     generate(
-        tmp_path, orders=5_000, seed=1, chunk_rows=1_000, progress=lambda d, t: calls.append((d, t))
+        tmp_path,
+        orders=5_000,
+        seed=1,
+        years=1.0,
+        chunk_rows=1_000,
+        progress=lambda d, t: calls.append((d, t)),
     )
     total = 5_000 + 500 + 5_000
     assert all(t == total for _, t in calls)
@@ -464,7 +472,7 @@ def test_progress_reports_every_chunk(tmp_path: Path) -> None:
 
 
 def test_failure_leaves_old_files_and_no_temporaries(tmp_path: Path) -> None:
-    first = generate(tmp_path, orders=2_000, seed=1, chunk_rows=500)
+    first = generate(tmp_path, orders=2_000, seed=1, chunk_rows=500, years=1.0)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     def boom(done: int, total: int) -> None:
@@ -473,7 +481,7 @@ def test_failure_leaves_old_files_and_no_temporaries(tmp_path: Path) -> None:
             raise KeyboardInterrupt(msg)
 
     with pytest.raises(KeyboardInterrupt):
-        generate(tmp_path, orders=3_000, seed=2, chunk_rows=500, progress=boom)
+        generate(tmp_path, orders=3_000, seed=2, chunk_rows=500, years=1.0, progress=boom)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before
     assert first.n_orders == 2_000
@@ -486,7 +494,7 @@ def test_failure_in_empty_folder_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError, match="stop"):
-        generate(out, orders=1_000, seed=1, chunk_rows=100, progress=boom)
+        generate(out, orders=1_000, seed=1, chunk_rows=100, years=1.0, progress=boom)
     assert list(out.iterdir()) == []
 
 

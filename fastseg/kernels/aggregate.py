@@ -12,8 +12,8 @@ Two steps, each a private kernel behind a typed wrapper:
 
 from __future__ import annotations
 
-import numpy as np
 import numba
+import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 

@@ -1,0 +1,240 @@
+"""Order history to per-customer features, streaming the rows in batches.
+
+The order rows of a file never need to be in memory at once: one light pre-pass (row count,
+latest date, id range, whether order ids are unique) plans the job, then the rows stream through
+in batches of ``batch_rows``; each batch is checked (types, data problems), counted and
+aggregated into per-customer accumulators (:class:`fastseg.features.OrderAggregator`). Memory
+grows with the number of customers, not of orders.
+
+The in-memory path (:func:`fastseg.orders.load_orders` then
+:func:`fastseg.features.customer_features`) serves in-memory frames and line-item exports whose
+order ids are not in increasing order (counting an order once needs every line of it at hand).
+Both paths give the same result; the tests check it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fastseg import orders as O
+from fastseg import schema
+from fastseg.errors import DataError, FastsegError, InputError
+from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows, customer_features
+
+__all__ = ["BATCH_ROWS", "OrderFeatures", "order_features"]
+
+#: rows per streamed batch: large enough to amortise per-batch work, small enough to keep the
+#: batch and its partition buffers (~60 bytes a row) well below the per-customer state.
+BATCH_ROWS = 1 << 20
+
+
+@dataclass
+class OrderFeatures:
+    """Per-customer order features and what it took to make them."""
+
+    frame: pl.DataFrame
+    as_of: dt.date
+    report: O.RowReport
+    schema: pl.Schema  # of the canonical order rows (for type-checking rule filters)
+    aggregates: tuple[pl.DataFrame, dict[str, Any]] | None = None  # rule aggregates over orders
+    streamed: bool = False
+
+
+def _collect_error(exc: Exception, label: str) -> InputError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"cannot read {label}: {first}")
+
+
+def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
+    """Row count, latest date, integer id range and order-id uniqueness, in one light query.
+
+    Returns None when the rows must be read into memory (line items with order ids that are not
+    strictly increasing).
+    """
+    lf = plan.frame
+    names = lf.collect_schema()
+    exprs: list[pl.Expr] = [pl.len().alias("n"), pl.col("order_ts").max().alias("max_date")]
+    cid = names["customer_id"]
+    text_ids = cid == pl.String
+    if text_ids and plan.source.kind == "csv":
+        as_int = pl.col("customer_id").str.strip_chars().cast(pl.Int64, strict=False)
+        leading_zero = pl.col("customer_id").str.strip_chars().str.starts_with("0") & (
+            pl.col("customer_id").str.strip_chars().str.len_chars() > 1
+        )
+        exprs += [
+            ((as_int.null_count() == pl.col("customer_id").null_count()) & ~leading_zero.any()).alias("int_ids"),
+            as_int.min().alias("id_min"),
+            as_int.max().alias("id_max"),
+        ]
+    elif cid.is_integer():
+        exprs += [pl.col("customer_id").min().alias("id_min"), pl.col("customer_id").max().alias("id_max")]
+    if "order_id" in names:
+        if not names["order_id"].is_integer():
+            return None
+        oid = pl.col("order_id")
+        exprs.append(((oid.diff().slice(1) > 0).all() & (oid.null_count() == 0)).alias("oid_increasing"))
+    try:
+        stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise _collect_error(exc, plan.source.label) from exc
+    if "oid_increasing" in stats and not stats["oid_increasing"] and stats["n"] > 1:
+        return None
+    stats["text_ids"] = text_ids and not stats.get("int_ids", False)
+    return stats
+
+
+def order_features(
+    source: Any,
+    *,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    as_of: dt.date | None = None,
+    strict: bool = False,
+    rejects: str | Path | None = None,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    aggregates: Sequence[Any] = (),
+    extra_columns: Sequence[str] = (),
+    batch_rows: int = BATCH_ROWS,
+    stream: bool | None = None,
+) -> OrderFeatures:
+    """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
+
+    ``aggregates`` are the rule compiler's windowed aggregates over orders; they are sums, so
+    they are computed per batch and added up. ``stream=None`` picks the path; True/False force
+    it (False: read everything into memory first).
+    """
+    windows = check_windows(windows)
+    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
+    stats = None
+    if stream is not False and plan.source.kind != "memory":
+        stats = _prepass(plan)
+    if stats is None:
+        return _in_memory(source, columns, as_of, strict, rejects, windows, aggregates, extra_columns)
+    return _stream(plan, stats, as_of, strict, rejects, windows, aggregates, batch_rows)
+
+
+def _in_memory(
+    source: Any,
+    columns: Any,
+    as_of: dt.date | None,
+    strict: bool,
+    rejects: Any,
+    windows: tuple[int, ...],
+    aggregates: Sequence[Any],
+    extra_columns: Sequence[str],
+) -> OrderFeatures:
+    od = O.load_orders(source, columns=columns, as_of=as_of, strict=strict, rejects=rejects, extra_columns=extra_columns)
+    frame = customer_features(od, windows=windows)
+    extra = aggregate_rules(od.frame, aggregates, od.as_of, frame.columns)
+    return OrderFeatures(frame, od.as_of, od.report, od.frame.schema, extra, streamed=False)
+
+
+def aggregate_rules(
+    rows: pl.DataFrame, specs: Sequence[Any], as_of: dt.date, existing: Sequence[str]
+) -> tuple[pl.DataFrame, dict[str, Any]] | None:
+    """Windowed rule aggregates of one source's rows in one ``group_by``.
+
+    Aggregates already present as features (``orders_30d``...) are not computed again; those
+    needing a column the rows lack are left out (the rule compiler then skips or rejects the
+    segments that use them, naming the missing column).
+    """
+    todo = {s.name: s for s in specs if s.name not in existing and all(c in rows.columns for c in s.columns)}
+    if not todo:
+        return None
+    out = rows.group_by("customer_id").agg([s.expr(as_of).alias(name) for name, s in todo.items()])
+    return out, {name: getattr(s, "fill", 0) for name, s in todo.items()}
+
+
+def _stream(
+    plan: O.OrderPlan,
+    stats: dict[str, Any],
+    as_of: dt.date | None,
+    strict: bool,
+    rejects: Any,
+    windows: tuple[int, ...],
+    aggregates: Sequence[Any],
+    batch_rows: int,
+) -> OrderFeatures:
+    label = plan.source.label
+    if stats["n"] == 0:
+        msg = f"orders: {label} has no rows; nothing to score"
+        raise DataError(msg)
+    if as_of is None:
+        as_of = stats["max_date"]
+        if as_of is None:
+            msg = f"orders: every row of {label} lacks a timestamp; nothing to score"
+            raise DataError(msg)
+    lf = plan.frame
+    if plan.source.kind == "csv" and lf.collect_schema()["customer_id"] == pl.String and not stats["text_ids"]:
+        lf = lf.with_columns(pl.col("customer_id").str.strip_chars().cast(pl.Int64))
+    id_range = None
+    if not stats["text_ids"] and stats.get("id_min") is not None:
+        id_range = (int(stats["id_min"]), int(stats["id_max"]))
+    agg = OrderAggregator(as_of, windows, id_range=id_range)
+    want_dups = "order_id" not in plan.columns
+    hashes: list[np.ndarray] = []
+    left_out = dict.fromkeys(O.REASONS, 0)
+    bad_rows: list[pl.DataFrame] = []
+    partials: list[pl.DataFrame] = []
+    order_specs = [a for a in aggregates if a.source == "orders"]
+    fills: dict[str, Any] = {}
+    n_read = 0
+    existing = {f"{kind}_{w}d" for w in windows for kind in ("orders", "revenue")}
+    reason = O.reason_expr(as_of)
+    schema_out: pl.Schema | None = None
+    try:
+        batches = lf.collect_batches(chunk_size=batch_rows)
+        for raw in batches:
+            batch = O.finish_batch(schema.check_conversions(raw, plan.conversions, label))
+            del raw
+            n_read += batch.height
+            if want_dups:
+                hashes.append(O.row_hashes(batch).to_numpy())
+            why = batch.select(reason.alias("reason")).to_series()
+            if why.null_count() < batch.height:
+                for r, n in why.drop_nulls().value_counts().iter_rows():
+                    left_out[r] += n
+                if rejects is not None:
+                    bad_rows.append(batch.with_columns(why).filter(why.is_not_null()))
+                batch = batch.filter(why.is_null())
+            if "order_ts_raw" in batch.columns:
+                batch = batch.drop("order_ts_raw")
+            batch = batch.with_columns((pl.col("amount") >= 0).cast(pl.UInt8).alias("_order"))
+            if schema_out is None:
+                schema_out = batch.schema
+            agg.add(batch)
+            if order_specs:
+                part = aggregate_rules(batch, order_specs, as_of, sorted(existing))
+                if part is not None:
+                    partials.append(part[0])
+                    fills = part[1]
+    except FastsegError:
+        raise
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise _collect_error(exc, label) from exc
+    report = O.RowReport(source=label, rows_read=n_read, rows_used=n_read - sum(left_out.values()), left_out=left_out)
+    if want_dups and hashes:
+        report.duplicates = O.count_duplicate_hashes(np.concatenate(hashes))
+    if report.rows_left_out and strict:
+        raise O.strict_error(report, as_of)
+    if rejects is not None:
+        report.rejects_path = O.write_rejects(bad_rows or [_empty_rejects(schema_out)], rejects)
+    if report.rows_used == 0:
+        raise O.no_usable_error(report, as_of)
+    frame = agg.finish()
+    extra = None
+    if partials:
+        summed = pl.concat(partials).group_by("customer_id").agg(pl.all().sum())
+        extra = (summed, fills)
+    assert schema_out is not None
+    return OrderFeatures(frame, as_of, report, schema_out, extra, streamed=True)
+
+
+def _empty_rejects(schema_out: pl.Schema | None) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema_out or {}).with_columns(pl.lit(None, pl.String).alias("reason"))

@@ -1,0 +1,146 @@
+"""Streaming the orders in batches gives exactly what reading them all at once gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastseg.errors import DataError, SchemaError
+from fastseg.pipeline import order_features
+from fastseg.rules.catalog import load_catalog
+from fastseg.rules.compile import required_aggregates
+
+AS_OF = dt.date(2026, 6, 30)
+
+
+def _orders(n: int, seed: int, *, text_ids: bool = False, problems: bool = True, n_cats: int = 5) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, max(2, n // 4), n) * 7 + 100
+    cust = [f"C{i:06d}" for i in ids] if text_ids else ids
+    days = rng.integers(-5, 900, n)
+    df = pl.DataFrame(
+        {
+            "order_id": np.arange(n),
+            "customer_id": cust,
+            "order_ts": [dt.datetime(2026, 6, 30, 10) - dt.timedelta(days=int(d)) for d in days],
+            "amount": np.round(rng.normal(40, 60, n), 2),
+            "category": [f"cat{int(c)}" for c in rng.integers(0, n_cats, n)],
+            "channel": rng.choice(["web", "app", "store"], n),
+            "discount": np.where(rng.random(n) < 0.3, 5.0, 0.0),
+        }
+    )
+    if problems:
+        df = df.with_columns(
+            pl.when(pl.int_range(pl.len()) % 17 == 3).then(None).otherwise(pl.col("customer_id")).alias("customer_id"),
+            pl.when(pl.int_range(pl.len()) % 19 == 4).then(None).otherwise(pl.col("amount")).alias("amount"),
+        )
+    return df
+
+
+def _same(a, b) -> None:  # noqa: ANN001
+    assert a.as_of == b.as_of
+    assert a.report.left_out == b.report.left_out
+    assert (a.report.rows_read, a.report.rows_used, a.report.duplicates) == (
+        b.report.rows_read,
+        b.report.rows_used,
+        b.report.duplicates,
+    )
+    fa, fb = a.frame, b.frame
+    assert fa.columns == fb.columns
+    floats = [c for c, t in fa.schema.items() if t == pl.Float64]
+    assert fa.drop(floats).equals(fb.drop(floats))
+    for c in floats:
+        np.testing.assert_allclose(fa[c].fill_null(-1).to_numpy(), fb[c].fill_null(-1).to_numpy(), rtol=1e-9)
+
+
+@settings(max_examples=12)
+@given(
+    n=st.integers(1, 400),
+    seed=st.integers(0, 10**6),
+    batch=st.sampled_from([1, 7, 64, 1000]),
+    text_ids=st.booleans(),
+    as_of=st.sampled_from([None, dt.date(2026, 6, 1)]),
+)
+def test_stream_equals_in_memory(tmp_path_factory, n, seed, batch, text_ids, as_of) -> None:  # noqa: ANN001
+    path = tmp_path_factory.mktemp("s") / "o.parquet"
+    _orders(n, seed, text_ids=text_ids).write_parquet(path)
+    try:
+        mem = order_features(path, as_of=as_of, stream=False)
+    except DataError:
+        with pytest.raises(DataError):
+            order_features(path, as_of=as_of, stream=True, batch_rows=batch)
+        return
+    got = order_features(path, as_of=as_of, stream=True, batch_rows=batch)
+    assert got.streamed and not mem.streamed
+    _same(got, mem)
+
+
+def test_stream_csv_many_categories_rejects_and_rule_aggregates(tmp_path: Path) -> None:
+    df = _orders(3000, 5, n_cats=90).drop("order_id")  # no order ids: duplicates are counted
+    big = pl.DataFrame(  # one customer who bought in all 90 categories
+        {
+            "customer_id": [999_999] * 90,
+            "order_ts": [dt.datetime(2026, 5, 1)] * 90,
+            "amount": [10.0] * 90,
+            "category": [f"cat{i}" for i in range(90)],
+            "channel": ["web"] * 90,
+            "discount": [0.0] * 90,
+        }
+    )
+    df = pl.concat([df, df.head(25), big], how="vertical_relaxed")  # + 25 exact duplicate rows
+    csv = tmp_path / "o.csv"
+    df.write_csv(csv)
+    rules = load_catalog(
+        '[[segment]]\nname = "app"\ndescription = "d"\nrule = "orders(since: -90d, channel: \'app\') >= 1 AND revenue(since: -1y, category: \'cat3\') > 0"\n'
+    )
+    specs = required_aggregates(rules)
+    kw = dict(as_of=AS_OF, aggregates=specs, extra_columns=["channel"])
+    a = order_features(csv, stream=True, batch_rows=500, rejects=tmp_path / "ra.parquet", **kw)
+    b = order_features(csv, stream=False, rejects=tmp_path / "rb.parquet", **kw)
+    _same(a, b)
+    assert a.report.duplicates == b.report.duplicates >= 25
+    assert a.frame["distinct_categories"].max() == 90
+    ra, rb = pl.read_parquet(tmp_path / "ra.parquet"), pl.read_parquet(tmp_path / "rb.parquet")
+    assert ra.sort(ra.columns).equals(rb.sort(rb.columns))
+    assert ra.height == sum(a.report.left_out.values())
+    assert a.aggregates is not None and b.aggregates is not None
+    sa = a.aggregates[0].sort("customer_id")
+    sb = b.aggregates[0].sort("customer_id").select(sa.columns)
+    assert sa.drop([c for c in sa.columns if c.startswith("revenue")]).equals(
+        sb.drop([c for c in sb.columns if c.startswith("revenue")])
+    )
+
+
+def test_line_items_fall_back_to_memory(tmp_path: Path) -> None:
+    df = pl.DataFrame(
+        {
+            "order_id": [5, 5, 3, 3, 9],
+            "customer_id": [1, 1, 2, 2, 1],
+            "order_ts": [AS_OF] * 5,
+            "amount": [10.0, 5.0, 3.0, 4.0, 1.0],
+        }
+    )
+    path = tmp_path / "lines.parquet"
+    df.write_parquet(path)
+    got = order_features(path)
+    assert not got.streamed
+    assert got.frame["frequency"].to_list() == [2, 1]
+
+
+def test_stream_errors(tmp_path: Path) -> None:
+    p = tmp_path / "o.csv"
+    p.write_text("customer_id,order_ts,amount\n" + "1,2026-01-01,5\n" * 50 + "2,2026-01-02,abc\n")
+    with pytest.raises(SchemaError, match="'abc'"):
+        order_features(p, batch_rows=8)
+    p.write_text("customer_id,order_ts,amount\n")
+    with pytest.raises(DataError, match="has no rows"):
+        order_features(p)
+    p.write_text("customer_id,order_ts,amount\n1,2026-01-01,5\n")
+    with pytest.raises(DataError, match="no usable order"):
+        order_features(p, as_of=dt.date(2020, 1, 1))
