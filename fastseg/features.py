@@ -95,6 +95,8 @@ class OrderAggregator:
     id_range
         ``(lo, hi)`` of integer customer ids when known: ids are then coded through a lookup
         table instead of a hash table.
+    rows
+        Number of rows to come, when known: sizes the accumulators up front.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class OrderAggregator:
         windows: Sequence[int] = DEFAULT_WINDOWS,
         *,
         id_range: tuple[int, int] | None = None,
+        rows: int | None = None,
     ) -> None:
         from fastseg.kernels.aggregate import new_accumulators
         from fastseg.kernels.encode import IdEncoder
@@ -113,7 +116,18 @@ class OrderAggregator:
         self.since = np.array([self.as_of_day - w for w in self.windows], np.int32)
         lo, hi = id_range if id_range is not None else (None, None)
         self.encoder = IdEncoder(lo, hi)
-        self.acc, self.catmask = new_accumulators(1 << 10, len(self.windows))
+        # "offset" mode: integer ids in a range no wider than a few times the customers need no
+        # coding at all (code = id - lo; customers come out sorted by id for free).
+        self.offset = None
+        width = 8 * (8 + 2 * len(self.windows))
+        capacity = max(1 << 10, (rows or 0) // 8)
+        if lo is not None and hi is not None:
+            span = hi - lo + 1
+            capacity = min(span, rows) if rows else span
+            if span * width <= max(64 << 20, 24 * (rows or 0)):  # no more than the rows take
+                self.offset = lo
+                capacity = span
+        self.acc, self.catmask = new_accumulators(max(1, capacity), len(self.windows))
         self.id_dtype: pl.DataType | None = None
         self._names: list[pl.Series] = []  # text ids, in code order
         self._cat_lut = np.full(0, -1, np.int64)  # categorical physical code -> local index
@@ -128,6 +142,12 @@ class OrderAggregator:
         elif ids.dtype != self.id_dtype:
             ids = ids.cast(self.id_dtype)
         if ids.dtype != pl.String:
+            if self.offset is not None:
+                values = ids.to_numpy()
+                if values.shape[0] and (values.min() < self.offset or values.max() - self.offset >= self.acc.shape[0]):
+                    msg = "OrderAggregator: customer id outside the range given at construction"
+                    raise ParameterError(msg)
+                return (values - self.offset).astype(np.int32)
             return self.encoder.encode(ids.to_numpy())
         phys = ids.cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
         before = self.encoder.n_unique
@@ -151,7 +171,7 @@ class OrderAggregator:
             grown[: self._cat_lut.shape[0]] = self._cat_lut
             self._cat_lut = grown
         counted = (phys >= 0) & bought
-        present = np.unique(phys[counted])
+        present = np.flatnonzero(np.bincount(phys[counted], minlength=top + 1))
         fresh = present[self._cat_lut[present] < 0]
         self._cat_lut[fresh] = np.arange(self._n_cats, self._n_cats + fresh.shape[0])
         self._n_cats += fresh.shape[0]
@@ -170,7 +190,8 @@ class OrderAggregator:
         if batch.height == 0:
             return
         codes = self._codes(batch["customer_id"])
-        self.acc, self.catmask = grow_accumulators(self.acc, self.catmask, self.encoder.n_unique)
+        if self.offset is None:
+            self.acc, self.catmask = grow_accumulators(self.acc, self.catmask, self.encoder.n_unique)
         amount = batch["amount"].to_numpy()
         has_discount = None
         if "_discount" in batch.columns:
@@ -197,6 +218,14 @@ class OrderAggregator:
     def finish(self) -> pl.DataFrame:
         """The features, one row per customer seen, sorted by ``customer_id``."""
         n = self.encoder.n_unique
+        if self.offset is not None:
+            seen = (self.acc[:, 0] > 0) | (self.acc[:, 5] > 0)  # an order or a refund row
+            rows = np.flatnonzero(seen)
+            ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
+            acc_rows = self.acc[rows]
+            self.acc = acc_rows  # drop the full-range accumulators before building the frame
+            catmask = self.catmask[rows]
+            return self._frame(ids, acc_rows, catmask, np.arange(rows.shape[0]))
         if self.id_dtype == pl.String:
             names = pl.concat(self._names) if self._names else pl.Series([], dtype=pl.String)
             order = names.arg_sort().to_numpy()
@@ -204,14 +233,22 @@ class OrderAggregator:
         else:
             order = self.encoder.sort_order()
             ids = pl.Series("customer_id", self.encoder.uniques[order], dtype=self.id_dtype or pl.Int64)
-        acc = self.acc[:n][order]
+        return self._frame(ids, self.acc[:n][order], self.catmask[:n], order)
+
+    def _frame(self, ids: pl.Series, acc: np.ndarray, catmask: np.ndarray, order: np.ndarray) -> pl.DataFrame:
+        """``acc`` and ``ids`` in output order; ``catmask`` and pair codes still in code order
+        (``order`` maps output rows to codes)."""
         distinct = None
         if self.has_category:
-            distinct = np.bitwise_count(self.catmask[:n]).astype(np.int64)
+            distinct = np.bitwise_count(catmask).astype(np.int64)
             if self._cat_pairs:
                 extra = pl.concat(self._cat_pairs).unique().group_by("code").len()
-                np.add.at(distinct, extra["code"].to_numpy(), extra["len"].to_numpy().astype(np.int64))
-            distinct = distinct[order]
+                codes = extra["code"].to_numpy()
+                if self.offset is not None:  # pair codes are id offsets: map them to output rows
+                    codes = np.searchsorted(ids.to_numpy() - self.offset, codes)
+                np.add.at(distinct, codes, extra["len"].to_numpy().astype(np.int64))
+            if self.offset is None:
+                distinct = distinct[order]
         return _features_frame(ids, acc, distinct, self.has_discount, self.windows, self.as_of_day)
 
 
@@ -274,7 +311,7 @@ def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOW
     id_range = None
     if ids.dtype.is_integer() and ids.len():
         id_range = (int(ids.min()), int(ids.max()))  # type: ignore[arg-type]
-    agg = OrderAggregator(orders.as_of, windows, id_range=id_range)
+    agg = OrderAggregator(orders.as_of, windows, id_range=id_range, rows=ids.len())
     agg.add(orders.frame)
     return agg.finish()
 

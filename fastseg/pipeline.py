@@ -30,9 +30,9 @@ from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows, cu
 
 __all__ = ["BATCH_ROWS", "OrderFeatures", "order_features"]
 
-#: rows per streamed batch: large enough to amortise per-batch work, small enough to keep the
-#: batch and its partition buffers (~60 bytes a row) well below the per-customer state.
-BATCH_ROWS = 1 << 20
+#: rows per streamed batch. Each batch touches most customers' accumulators once, so batches
+#: much smaller than the customer count cost time; each row of a batch costs ~50 bytes.
+BATCH_ROWS = 1 << 22
 
 
 @dataclass
@@ -110,7 +110,9 @@ def order_features(
     it (False: read everything into memory first).
     """
     windows = check_windows(windows)
-    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
+    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns)
+    if rejects is not None or "order_id" not in plan.columns:  # original timestamps are needed
+        plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
     stats = None
     if stream is not False and plan.source.kind != "memory":
         stats = _prepass(plan)
@@ -171,12 +173,19 @@ def _stream(
             msg = f"orders: every row of {label} lacks a timestamp; nothing to score"
             raise DataError(msg)
     lf = plan.frame
-    if plan.source.kind == "csv" and lf.collect_schema()["customer_id"] == pl.String and not stats["text_ids"]:
+    names = lf.collect_schema()
+    if plan.source.kind == "csv" and names["customer_id"] == pl.String and not stats["text_ids"]:
         lf = lf.with_columns(pl.col("customer_id").str.strip_chars().cast(pl.Int64))
+    # Stream only what the aggregation reads: order ids were checked by the pre-pass, and the
+    # features only ask whether a row had a discount (unless rule filters want either).
+    wanted = {c for a in aggregates for c in a.columns}
+    if "order_id" in names and "order_id" not in wanted:
+        lf = lf.drop("order_id")
+    slim_discount = "discount" in names and "discount" not in wanted
     id_range = None
     if not stats["text_ids"] and stats.get("id_min") is not None:
         id_range = (int(stats["id_min"]), int(stats["id_max"]))
-    agg = OrderAggregator(as_of, windows, id_range=id_range)
+    agg = OrderAggregator(as_of, windows, id_range=id_range, rows=stats["n"])
     want_dups = "order_id" not in plan.columns
     hashes: list[np.ndarray] = []
     left_out = dict.fromkeys(O.REASONS, 0)
@@ -205,6 +214,8 @@ def _stream(
                 batch = batch.filter(why.is_null())
             if "order_ts_raw" in batch.columns:
                 batch = batch.drop("order_ts_raw")
+            if slim_discount:
+                batch = batch.with_columns((pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")).drop("discount")
             batch = batch.with_columns((pl.col("amount") >= 0).cast(pl.UInt8).alias("_order"))
             if schema_out is None:
                 schema_out = batch.schema
