@@ -162,20 +162,22 @@ class OrderAggregator:
 
     def _categories(self, cat: pl.Series, codes: np.ndarray, bought: np.ndarray) -> np.ndarray:
         """Local category index per row for the 64-bit masks (-1: none); the rest go to pairs."""
+        from fastseg.kernels.aggregate import local_categories
+
         if not isinstance(cat.dtype, pl.Categorical | pl.Enum):
             cat = cat.cast(pl.String).cast(pl.Categorical)
-        phys = cat.to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-        top = max(int(phys.max()) if phys.shape[0] else 0, 0)
+        phys = cat.to_physical()
+        counted = bought
+        if phys.null_count():
+            counted = bought & phys.is_not_null().to_numpy()
+            phys = phys.fill_null(0)
+        values = phys.to_numpy()
+        top = int(values.max()) if values.shape[0] else 0
         if top >= self._cat_lut.shape[0]:
-            grown = np.full(top + 1, -1, np.int64)
+            grown = np.full(max(top + 1, 2 * self._cat_lut.shape[0]), -1, np.int64)
             grown[: self._cat_lut.shape[0]] = self._cat_lut
             self._cat_lut = grown
-        counted = (phys >= 0) & bought
-        present = np.flatnonzero(np.bincount(phys[counted], minlength=top + 1))
-        fresh = present[self._cat_lut[present] < 0]
-        self._cat_lut[fresh] = np.arange(self._n_cats, self._n_cats + fresh.shape[0])
-        self._n_cats += fresh.shape[0]
-        local = np.where(counted, self._cat_lut[np.maximum(phys, 0)], -1)
+        local, self._n_cats = local_categories(values, counted, self._cat_lut, self._n_cats)
         wide = local >= 64
         if wide.any():
             pairs = pl.DataFrame({"code": codes[wide], "cat": local[wide]}).unique()

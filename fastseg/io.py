@@ -39,6 +39,7 @@ class Source:
     frame: pl.LazyFrame
     label: str
     kind: str  # "parquet", "csv", "ipc" or "memory"
+    files: tuple[Path, ...] = ()
 
 
 def _kind_of(path: Path) -> str | None:
@@ -151,7 +152,7 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
         if not os.access(f, os.R_OK):
             msg = f"{what}: cannot read '{f}' (permission denied)"
             raise InputError(msg)
-    return Source(_scan_files(files, kind, text), text, kind)
+    return Source(_scan_files(files, kind, text), text, kind, tuple(files))
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:

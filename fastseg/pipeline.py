@@ -52,6 +52,54 @@ def _collect_error(exc: Exception, label: str) -> InputError:
     return InputError(f"cannot read {label}: {first}")
 
 
+def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | None:
+    """The pre-pass figures from Parquet footers alone (row counts, min/max statistics), when
+    every file has them for the columns involved; None otherwise."""
+    import pyarrow.parquet as pq
+
+    if plan.source.kind != "parquet" or not plan.source.files:
+        return None
+    names = plan.frame.collect_schema()
+    cid_type, ts_col, cid_col = names["customer_id"], plan.columns["order_ts"], plan.columns["customer_id"]
+    if not cid_type.is_integer():
+        return None
+    found = plan.source.frame.collect_schema()
+    ts_type = found[ts_col]
+    if need_max_date and not (ts_type == pl.Date or (isinstance(ts_type, pl.Datetime) and ts_type.time_zone is None)):
+        return None  # zone-aware or text timestamps: their dates are not in the statistics
+    n, lo, hi, top = 0, None, None, None
+    try:
+        for path in plan.source.files:
+            md = pq.ParquetFile(path).metadata
+            leaves = {md.schema.column(i).name: i for i in range(md.num_columns)}
+            for g in range(md.num_row_groups):
+                rg = md.row_group(g)
+                n += rg.num_rows
+                if rg.num_rows == 0:
+                    continue
+                st = rg.column(leaves[cid_col]).statistics
+                if st is None or not st.has_min_max:
+                    if st is not None and st.null_count == rg.num_rows:
+                        continue
+                    return None
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+                if need_max_date:
+                    tst = rg.column(leaves[ts_col]).statistics
+                    if tst is None or not tst.has_min_max:
+                        if tst is not None and tst.null_count == rg.num_rows:
+                            continue
+                        return None
+                    value = tst.max
+                    day = value.date() if isinstance(value, dt.datetime) else value
+                    if not isinstance(day, dt.date):
+                        return None
+                    top = day if top is None else max(top, day)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
+        return None
+    return {"n": n, "max_date": top, "id_min": lo, "id_max": hi, "text_ids": False, "oid_checked": False}
+
+
 def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
     """Row count, latest date, integer id range and order-id uniqueness, in one light query.
 
@@ -115,10 +163,17 @@ def order_features(
         plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
     stats = None
     if stream is not False and plan.source.kind != "memory":
-        stats = _prepass(plan)
+        stats = _parquet_stats(plan, need_max_date=as_of is None) or _prepass(plan)
     if stats is None:
         return _in_memory(source, columns, as_of, strict, rejects, windows, aggregates, extra_columns)
-    return _stream(plan, stats, as_of, strict, rejects, windows, aggregates, batch_rows)
+    try:
+        return _stream(plan, stats, as_of, strict, rejects, windows, aggregates, batch_rows)
+    except _OrderIdsRepeat:  # line items after all: every line of an order must be at hand
+        return _in_memory(source, columns, as_of, strict, rejects, windows, aggregates, extra_columns)
+
+
+class _OrderIdsRepeat(Exception):
+    """Order ids turned out not to be strictly increasing while streaming."""
 
 
 def _in_memory(
@@ -179,8 +234,10 @@ def _stream(
     # Stream only what the aggregation reads: order ids were checked by the pre-pass, and the
     # features only ask whether a row had a discount (unless rule filters want either).
     wanted = {c for a in aggregates for c in a.columns}
-    if "order_id" in names and "order_id" not in wanted:
+    check_oid = "order_id" in names and not stats.get("oid_checked", True)
+    if "order_id" in names and "order_id" not in wanted and not check_oid:
         lf = lf.drop("order_id")
+    last_oid: int | None = None
     slim_discount = "discount" in names and "discount" not in wanted
     id_range = None
     if not stats["text_ids"] and stats.get("id_min") is not None:
@@ -203,6 +260,17 @@ def _stream(
             batch = O.finish_batch(schema.check_conversions(raw, plan.conversions, label))
             del raw
             n_read += batch.height
+            if check_oid:  # the footer statistics could not prove the ids unique: check here
+                oid = batch["order_id"]
+                if oid.null_count() or not oid.dtype.is_integer():
+                    raise _OrderIdsRepeat
+                ids = oid.to_numpy()
+                if (last_oid is not None and ids.shape[0] and ids[0] <= last_oid) or bool(np.any(np.diff(ids) <= 0)):
+                    raise _OrderIdsRepeat
+                if ids.shape[0]:
+                    last_oid = int(ids[-1])
+                if "order_id" not in wanted:
+                    batch = batch.drop("order_id")
             if want_dups:
                 hashes.append(O.row_hashes(batch).to_numpy())
             why = batch.select(reason.alias("reason")).to_series()

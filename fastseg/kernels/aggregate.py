@@ -26,6 +26,7 @@ __all__ = [
     "aggregate_orders",
     "encode_int_ids",
     "grow_accumulators",
+    "local_categories",
     "new_accumulators",
 ]
 
@@ -424,3 +425,40 @@ def aggregate_events(
         last,
     )
     return counts, last
+
+
+# ----------------------------------------------------------------------------------- categories
+
+
+@njit(cache=CACHE)
+def _category_local_kernel(phys, counted, lut, n_cats, local):  # pragma: no cover - jitted
+    for i in range(phys.shape[0]):
+        if not counted[i]:
+            local[i] = -1
+            continue
+        p = phys[i]
+        c = lut[p]
+        if c < 0:
+            c = n_cats
+            lut[p] = c
+            n_cats += 1
+        local[i] = c
+    return n_cats
+
+
+def local_categories(
+    phys: NDArray[np.uint32], counted: NDArray[np.bool_], lut: NDArray[np.int64], n_cats: int
+) -> tuple[NDArray[np.int64], int]:
+    """Map categorical codes to small local indices in first-seen order.
+
+    ``lut`` (indexed by ``phys``, -1 for unseen) is updated in place; rows not ``counted`` get -1.
+    Returns the local index per row and the new number of categories.
+    """
+    if phys.shape[0] != counted.shape[0]:
+        msg = "local_categories: phys and counted must have the same length"
+        raise ParameterError(msg)
+    local = np.empty(phys.shape[0], np.int64)
+    n = _category_local_kernel(
+        np.ascontiguousarray(phys), np.ascontiguousarray(counted, np.bool_), lut, n_cats, local
+    )
+    return local, n
