@@ -218,16 +218,20 @@ class OrderAggregator:
         )
 
     def finish(self) -> pl.DataFrame:
-        """The features, one row per customer seen, sorted by ``customer_id``."""
+        """The features, one row per customer seen, sorted by ``customer_id``.
+
+        Call once: the accumulators are reordered in place.
+        """
+        from fastseg.kernels.aggregate import compact_rows
+
         n = self.encoder.n_unique
         if self.offset is not None:
             seen = (self.acc[:, 0] > 0) | (self.acc[:, 5] > 0)  # an order or a refund row
             rows = np.flatnonzero(seen)
             ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
-            acc_rows = self.acc[rows]
-            self.acc = acc_rows  # drop the full-range accumulators before building the frame
-            catmask = self.catmask[rows]
-            return self._frame(ids, acc_rows, catmask, np.arange(rows.shape[0]))
+            compact_rows(self.acc, self.catmask, rows)  # in place: no second copy of the state
+            m = rows.shape[0]
+            return self._frame(ids, self.acc[:m], self.catmask[:m], np.arange(m))
         if self.id_dtype == pl.String:
             names = pl.concat(self._names) if self._names else pl.Series([], dtype=pl.String)
             order = names.arg_sort().to_numpy()

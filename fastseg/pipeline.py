@@ -30,9 +30,11 @@ from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows, cu
 
 __all__ = ["BATCH_ROWS", "OrderFeatures", "order_features"]
 
-#: rows per streamed batch. Each batch touches most customers' accumulators once, so batches
-#: much smaller than the customer count cost time; each row of a batch costs ~50 bytes.
-BATCH_ROWS = 1 << 22
+#: rows per streamed batch. Each row in flight costs ~150 bytes (reader buffers, the batch, its
+#: partition buffers); each batch touches most customers' accumulators once, so much smaller
+#: batches cost time (measured at 10M orders / 1M customers: 256k rows 2.1 s, 1M 1.76 s, 4M
+#: 1.66 s; peak memory 764, 838 and 1016 MB before the in-place compaction of the state).
+BATCH_ROWS = 1 << 20
 
 
 @dataclass

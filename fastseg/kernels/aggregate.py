@@ -23,6 +23,7 @@ from fastseg.kernels import CACHE
 __all__ = [
     "AGG_FIELDS",
     "aggregate_events",
+    "compact_rows",
     "aggregate_orders",
     "encode_int_ids",
     "grow_accumulators",
@@ -462,3 +463,22 @@ def local_categories(
         np.ascontiguousarray(phys), np.ascontiguousarray(counted, np.bool_), lut, n_cats, local
     )
     return local, n
+
+
+@njit(cache=CACHE)
+def _compact_rows_kernel(acc, catmask, rows):  # pragma: no cover - jitted
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        if r != j:
+            for k in range(acc.shape[1]):
+                acc[j, k] = acc[r, k]
+            catmask[j] = catmask[r]
+
+
+def compact_rows(acc: NDArray[np.float64], catmask: NDArray[np.uint64], rows: NDArray[np.int64]) -> None:
+    """Move accumulator rows ``rows`` (ascending) to the front, in place: no second copy."""
+    rows = np.ascontiguousarray(rows, np.int64)
+    if rows.shape[0] > 1 and bool(np.any(np.diff(rows) <= 0)):
+        msg = "compact_rows: rows must be strictly ascending"
+        raise ParameterError(msg)
+    _compact_rows_kernel(acc, catmask, rows)
