@@ -48,6 +48,10 @@ def _friendly(fn: F) -> F:
         except FastsegError as exc:
             err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
+        except OSError as exc:  # disk full, permission denied...: the environment, not a bug
+            where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+            err.print(f"[bold red]error:[/bold red] {exc.strerror or exc}{where}", highlight=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/bold red]: no output was written half-way")
             raise typer.Exit(130) from None
@@ -194,7 +198,7 @@ def gen(
     from fastseg import synthetic
 
     n_orders = _count(orders, "--orders")
-    with _progress("generating orders", n_orders) as tick:
+    with _progress("generating the synthetic store", n_orders) as tick:
         ds = synthetic.generate(
             out,
             orders=n_orders,
@@ -328,7 +332,13 @@ def run(
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
     bins: Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")] = 5,
+    method: Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")] = Method.quantile,
+    thresholds: Annotated[
+        list[str] | None,
+        typer.Option("--thresholds", help="Cut points per dimension for --method thresholds, e.g. r=30,90,180,365.", metavar="D=V,V..."),
+    ] = None,
     edges_in: Annotated[Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON).")] = None,
+    edges_out: Annotated[Path | None, typer.Option("--edges-out", help="Save the fitted edges (JSON).")] = None,
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
@@ -337,6 +347,8 @@ def run(
     """The main job: features, RFM scores and segments in one go."""
     from fastseg import api
 
+    if method is Method.thresholds and not thresholds:
+        raise typer.BadParameter("--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds")
     watch = api.Stopwatch()
     with err.status("running..."):
         res = api.run_job(
@@ -348,7 +360,10 @@ def run(
             rules=rules,
             builtin=builtin,
             bins=bins,
+            method=method.value,
+            thresholds=thresholds or None,
             edges_in=edges_in,
+            edges_out=edges_out,
             windows=_windows(windows),
             strict=strict,
             rejects=rejects,
