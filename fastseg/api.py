@@ -142,8 +142,10 @@ def score_job(
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
 
-    ``aggregates`` are windowed-aggregate specs from the rule compiler, computed here in the same
-    pass as the features (one ``group_by`` over the orders, one over the events).
+    ``aggregates`` are windowed-aggregate specs from the rule compiler, computed in the same pass
+    over the orders as the features (per streamed batch, then added up) and in one ``group_by``
+    over the events. Stages timed: ``orders`` (read and aggregate the order rows, streamed),
+    ``read`` (profiles, events), ``features`` (events, joins), ``scoring``, ``write``.
     """
     from fastseg import features as feat
     from fastseg.orders import check_id_types, load_customers, load_events
@@ -153,7 +155,7 @@ def score_job(
     windows = feat.check_windows(windows)
     the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
     order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
-    with watch.stage("read+features"):
+    with watch.stage("orders"):
         of = order_features(
             orders,
             columns=columns,
@@ -252,7 +254,9 @@ def score(
     **options
         ``windows`` (trailing windows in days, default 30, 90, 365), ``strict``, ``rejects``
         (path for left-out rows), ``edges_in``/``edges_out`` (JSON), ``scorer`` (a fitted
-        :class:`~fastseg.scoring.RFMScorer`), ``customer_columns``, ``event_columns``.
+        :class:`~fastseg.scoring.RFMScorer`), ``customer_columns``, ``event_columns``,
+        ``stream`` (None: stream file sources in batches when possible; False: read the orders
+        into memory first).
 
     Returns
     -------
