@@ -235,16 +235,16 @@ def finish_batch(df: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def reason_expr(as_of: dt.date) -> pl.Expr:
+def reason_expr(as_of: dt.date, date_col: str = "order_date") -> pl.Expr:
     """Why a canonical row cannot be used (the first reason that applies), or null."""
     return (
         pl.when(pl.col("customer_id").is_null())
         .then(pl.lit("missing_customer_id"))
-        .when(pl.col("order_date").is_null())
+        .when(pl.col(date_col).is_null())
         .then(pl.lit("missing_timestamp"))
         .when(pl.col("amount").is_null() | ~pl.col("amount").is_finite())
         .then(pl.lit("missing_amount"))
-        .when(pl.col("order_date") > as_of)
+        .when(pl.col(date_col) > as_of)
         .then(pl.lit("after_as_of"))
     )
 

@@ -241,6 +241,16 @@ def _stream(
         lf = lf.drop("order_id")
     last_oid: int | None = None
     slim_discount = "discount" in names and "discount" not in wanted
+    # Per-row work the streaming engine can do while it reads: amount of line items, why a row
+    # cannot be used, whether it is an order, whether it had a discount.
+    if "amount" not in names:
+        lf = lf.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
+    lf = lf.with_columns(
+        O.reason_expr(as_of, date_col="order_ts").alias("__reason"),
+        (pl.col("amount") >= 0).cast(pl.UInt8).alias("_order"),
+    )
+    if slim_discount:
+        lf = lf.with_columns((pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount"))
     id_range = None
     if not stats["text_ids"] and stats.get("id_min") is not None:
         id_range = (int(stats["id_min"]), int(stats["id_max"]))
@@ -254,7 +264,6 @@ def _stream(
     fills: dict[str, Any] = {}
     n_read = 0
     existing = {f"{kind}_{w}d" for w in windows for kind in ("orders", "revenue")}
-    reason = O.reason_expr(as_of)
     schema_out: pl.Schema | None = None
     try:
         batches = lf.collect_batches(chunk_size=batch_rows)
@@ -275,18 +284,17 @@ def _stream(
                     batch = batch.drop("order_id")
             if want_dups:
                 hashes.append(O.row_hashes(batch).to_numpy())
-            why = batch.select(reason.alias("reason")).to_series()
+            why = batch["__reason"]
             if why.null_count() < batch.height:
                 for r, n in why.drop_nulls().value_counts().iter_rows():
                     left_out[r] += n
                 if rejects is not None:
-                    bad_rows.append(batch.with_columns(why).filter(why.is_not_null()))
+                    bad = batch.filter(why.is_not_null()).rename({"__reason": "reason"})
+                    bad_rows.append(bad.drop([c for c in ("_order", "_discount") if c in bad.columns]))
                 batch = batch.filter(why.is_null())
-            if "order_ts_raw" in batch.columns:
-                batch = batch.drop("order_ts_raw")
+            batch = batch.drop([c for c in ("__reason", "order_ts_raw") if c in batch.columns])
             if slim_discount:
-                batch = batch.with_columns((pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")).drop("discount")
-            batch = batch.with_columns((pl.col("amount") >= 0).cast(pl.UInt8).alias("_order"))
+                batch = batch.drop("discount")
             if schema_out is None:
                 schema_out = batch.schema
             agg.add(batch)
