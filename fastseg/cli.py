@@ -130,6 +130,30 @@ WindowsOpt = Annotated[
 ]
 
 
+OrdersArg = Annotated[str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")]
+BinsOpt = Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")]
+MethodOpt = Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")]
+ThresholdsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--thresholds",
+        help="Cut points per dimension for --method thresholds, e.g. r=30,90,180,365 (repeat for f and m).",
+        metavar="D=V,V...",
+    ),
+]
+EdgesInOpt = Annotated[
+    Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting.")
+]
+EdgesOutOpt = Annotated[
+    Path | None, typer.Option("--edges-out", help="Save the fitted edges (JSON) to score later batches against.")
+]
+
+
+def _need_thresholds(method: Method, thresholds: list[str] | None) -> None:
+    if method is Method.thresholds and not thresholds:
+        raise typer.BadParameter("--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds")
+
+
 def _windows(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
@@ -235,19 +259,16 @@ class _progress:
 @app.command()
 @_friendly
 def score(
-    orders: Annotated[str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")],
+    orders: OrdersArg,
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     as_of: AsOfOpt = None,
-    bins: Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")] = 5,
-    method: Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")] = Method.quantile,
-    thresholds: Annotated[
-        list[str] | None,
-        typer.Option("--thresholds", help="Cut points per dimension for --method thresholds, e.g. r=30,90,180,365 (repeat for f and m).", metavar="D=V,V..."),
-    ] = None,
+    bins: BinsOpt = 5,
+    method: MethodOpt = Method.quantile,
+    thresholds: ThresholdsOpt = None,
     col: ColOpt = None,
-    edges_in: Annotated[Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting.")] = None,
-    edges_out: Annotated[Path | None, typer.Option("--edges-out", help="Save the fitted edges (JSON) to score later batches against.")] = None,
+    edges_in: EdgesInOpt = None,
+    edges_out: EdgesOutOpt = None,
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
@@ -258,8 +279,7 @@ def score(
     from fastseg import api
     from fastseg.io import write_frame
 
-    if method is Method.thresholds and not thresholds:
-        raise typer.BadParameter("--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds")
+    _need_thresholds(method, thresholds)
     watch = api.Stopwatch()
     with err.status("scoring..."):
         res = api.score_job(
@@ -324,21 +344,18 @@ def _print_segments(seg: Any, limit: int | None = None) -> None:
 @app.command()
 @_friendly
 def run(
-    orders: Annotated[str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")],
+    orders: OrdersArg,
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     col: ColOpt = None,
     as_of: AsOfOpt = None,
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
-    bins: Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")] = 5,
-    method: Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")] = Method.quantile,
-    thresholds: Annotated[
-        list[str] | None,
-        typer.Option("--thresholds", help="Cut points per dimension for --method thresholds, e.g. r=30,90,180,365.", metavar="D=V,V..."),
-    ] = None,
-    edges_in: Annotated[Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON).")] = None,
-    edges_out: Annotated[Path | None, typer.Option("--edges-out", help="Save the fitted edges (JSON).")] = None,
+    bins: BinsOpt = 5,
+    method: MethodOpt = Method.quantile,
+    thresholds: ThresholdsOpt = None,
+    edges_in: EdgesInOpt = None,
+    edges_out: EdgesOutOpt = None,
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
@@ -347,8 +364,7 @@ def run(
     """The main job: features, RFM scores and segments in one go."""
     from fastseg import api
 
-    if method is Method.thresholds and not thresholds:
-        raise typer.BadParameter("--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds")
+    _need_thresholds(method, thresholds)
     watch = api.Stopwatch()
     with err.status("running..."):
         res = api.run_job(
