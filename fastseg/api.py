@@ -8,6 +8,7 @@ Each has a ``*_job`` twin returning the full result (reports, timings) used by t
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -373,6 +374,50 @@ def segment(
     return evaluate(frame, compiled, threads=threads)
 
 
+_EVENT_FIELD = re.compile(r"^(days_since_.+|.+_\d+d)$")
+
+
+def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any]) -> None:
+    """Unknown fields in the user's rules, found from the inputs' schemas before any row is read.
+
+    The scores columns are predicted from the order columns present, the windows, and the
+    profile file's columns; event features depend on the event types in the data, so with an
+    events file any ``*_Nd`` / ``days_since_*`` name is let through (the compiler checks it
+    after reading). Type errors are left to the compiler too.
+    """
+    from fastseg.errors import RuleError
+    from fastseg.features import check_windows
+    from fastseg.io import scan_source
+    from fastseg.orders import _schema, plan_orders
+    from fastseg.rules.ast import Field, walk
+    from fastseg.rules.compile import check_catalog, scores_schema
+    from fastseg.rules.parse import parse_rule
+
+    plan = plan_orders(orders, columns=options.get("columns"))
+    predicted = scores_schema(
+        category="category" in plan.columns, discount="discount" in plan.columns, profile=False, events=False
+    )
+    for name in [n for n in predicted if re.fullmatch(r"(orders|revenue)_\d+d", n)]:
+        del predicted[name]
+    for w in check_windows(options.get("windows", (30, 90, 365))):
+        predicted[f"orders_{w}d"], predicted[f"revenue_{w}d"] = pl.Int64(), pl.Float64()
+    if options.get("customers") is not None:
+        predicted.update(dict(_schema(scan_source(options["customers"], what="customers"))))
+    user = {s.name for s in catalog.segments if not getattr(s, "builtin", False)}
+    if options.get("events") is not None:
+        for seg in catalog.segments:
+            for node in walk(parse_rule(seg.rule)):
+                if isinstance(node, Field) and node.name not in predicted and _EVENT_FIELD.match(node.name):
+                    predicted[node.name] = pl.Int64()
+    problems = [
+        p for p in check_catalog(catalog, predicted)
+        if "unknown field" in p and any(p.startswith(f"segment '{n}'") for n in user)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RuleError(problems[0] + more)
+
+
 def run_job(
     orders: Any,
     *,
@@ -391,6 +436,8 @@ def run_job(
     with watch.stage("rules"):
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
+        if rules is not None:
+            _check_fields_early(catalog, orders, score_options)
     res = score_job(orders, aggregates=specs, stopwatch=watch, **score_options)
     with watch.stage("rules"):
         compiled = compile_catalog(catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources)
