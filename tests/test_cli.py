@@ -112,6 +112,8 @@ def test_run_writes_all_outputs(store: Path, tmp_path: Path) -> None:
     rules.write_text(
         '[[segment]]\nname = "app_buyers"\ndescription = "bought in the app lately"\n'
         "rule = \"orders(since: -1y, channel: 'app') >= 1\"\n"
+        '[[segment]]\nname = "recent_openers"\ndescription = "opened an email this week"\n'
+        "rule = \"events('email_open', since: -7d) >= 1\"\n"
     )
     out = tmp_path / "results"
     r = invoke(
@@ -131,6 +133,10 @@ def test_run_writes_all_outputs(store: Path, tmp_path: Path) -> None:
         & (pl.col("order_ts").dt.date() >= dt.date(2025, 6, 30))
     )["customer_id"].n_unique()
     assert app_size == want
+    ev = pl.read_parquet(store / "events.parquet")
+    openers = ev.filter((pl.col("event") == "email_open") & (pl.col("event_ts") >= dt.date(2026, 6, 23)))
+    got = summary.filter(pl.col("segment") == "recent_openers")["customers"].item()
+    assert got == openers["customer_id"].n_unique() > 0
     report = json.loads((out / "run.json").read_text())
     assert report["orders"]["rows_used"] == 400 and report["as_of"] == "2026-06-30"
 
