@@ -14,7 +14,7 @@ Groups (``<stage>-<orders>``):
   (fit + transform, with cell and group) vs ``qcut`` on ranks, ``rank("min")``, ``NTILE``.
 - ``segments``: membership of twelve RFM segments (:data:`SEGMENTS`) for every customer:
   :func:`fastseg.segmenting.evaluate` (bitsets) vs boolean columns in each engine.
-- ``overlap``: the segment × segment overlap counts from the memberships.
+- ``overlap-12-segments``: the segment × segment overlap counts from the memberships.
 - ``end-to-end``: from the Parquet file to R/F/M scores — :func:`fastseg.score` vs the recipes
   of :mod:`fastseg.baselines`; plus the whole main job (:func:`fastseg.api.run_job`).
 """
@@ -267,7 +267,7 @@ _OVERLAP_SQL = "SELECT " + ", ".join(
 @pytest.mark.parametrize("impl", ["fastseg", "pandas", "polars", "duckdb"])
 def test_overlap(benchmark: Any, bench_data: Any, record_memory: Any, n: int, impl: str) -> None:
     st = _state(bench_data, n)
-    benchmark.group = f"overlap-{n:.0e}"
+    benchmark.group = f"overlap-12-segments-{n:.0e}"  # bench_segments.py has overlap-{n}
     res = evaluate(st["scores"], st["compiled"])
     names = [s[0] for s in SEGMENTS]
     if impl == "fastseg":

@@ -10,7 +10,7 @@ stage           what runs
 =============== ===================================================================================
 rules           :func:`fastseg.api.load_rules`, ``required_aggregates`` and, after scoring,
                 :func:`fastseg.rules.compile.compile_catalog`
-read+features   inside :func:`fastseg.api.score_job`: :func:`fastseg.pipeline.order_features`
+orders          inside :func:`fastseg.api.score_job`: :func:`fastseg.pipeline.order_features`
                 (the order rows stream from the file in batches into per-customer accumulators)
 features        inside ``score_job``: joins of profiles, events and rule aggregates
 scoring         inside ``score_job``: :meth:`RFMScorer.fit <fastseg.scoring.RFMScorer.fit>` +
@@ -87,7 +87,7 @@ FORMAT_VERSION = 1
 #: (``summaries`` is timed apart, see above). Stages the API adds or renames are reported too.
 STAGES: tuple[str, ...] = (
     "rules",
-    "read+features",
+    "orders",
     "features",
     "scoring",
     "segments",
@@ -99,8 +99,9 @@ NOT_IN_TOTAL: tuple[str, ...] = ("summaries",)
 
 
 def time_driver(stage: str) -> str:
-    """What a stage's time grows with: orders for the stages that read rows, else customers."""
-    return "orders" if "read" in stage else "customers"
+    """What a stage's time grows with: orders for the stage that reads the order rows
+    (``orders``; ``read`` in older versions), else customers."""
+    return "orders" if "read" in stage or "order" in stage else "customers"
 
 
 def memory_driver(stage: str) -> str:
@@ -765,9 +766,8 @@ def _stage_summary(reps: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def _stage_names(first: dict[str, Any]) -> list[str]:
-    """Stages in the order they first ran (the known ones first when they ran)."""
-    seen = list(dict.fromkeys(name for name, _ in first["sequence"]))
-    return [s for s in STAGES if s in seen] + [s for s in seen if s not in STAGES]
+    """Stages in the order they first ran."""
+    return list(dict.fromkeys(name for name, _ in first["sequence"]))
 
 
 def _summarize_job(raw: dict[str, Any], n_orders: int) -> dict[str, Any]:
@@ -891,7 +891,9 @@ def fit_cost(
     model = {"intercept": 0.0, "per_order": 0.0, "per_customer": 0.0, **best[1]}
     pred = model["intercept"] + model["per_order"] * o + model["per_customer"] * c
     scale = max(float(np.abs(y).max()), 1e-12)
-    rel = np.abs(pred - y) / np.maximum(np.abs(y), 0.01 * scale)  # tiny values: vs 1% of the largest
+    rel = np.abs(pred - y) / np.maximum(
+        np.abs(y), 0.01 * scale
+    )  # tiny values: vs 1% of the largest
     model["kind"] = (
         kind
         if len(best[1]) > 1 or len(distinct) == 1

@@ -76,7 +76,7 @@ def test_smoke_report_structure(smoke) -> None:  # noqa: ANN001
         assert job["median_s"] == pytest.approx(
             sum(st["median_s"] for st in run["stages"].values() if st["in_total"])
         )
-        assert run["read_to_scores"]["stages"] == ["read+features", "features", "scoring"]
+        assert run["read_to_scores"]["stages"] == ["orders", "features", "scoring"]
         assert run["peak_rss_bytes"] >= run["read_to_scores"]["peak_rss_bytes"] > 0
         assert run["segments"] > 0
 
@@ -158,7 +158,7 @@ def test_run_without_baselines_synthetic_segments(plain) -> None:  # noqa: ANN00
     assert rep.verified and data["verified"]
     assert "baselines" not in data["runs"][0] and "comparison" not in data
     assert data["runs"][0]["segments"] == 7
-    assert "proportional" in data["sizing"]["time_models"]["read+features"]["kind"]
+    assert "proportional" in data["sizing"]["time_models"]["orders"]["kind"]
     assert any("one size measured" in n for n in data["sizing"]["notes"])
     assert "target" not in data["sizing"]
     assert rep.baseline_rows() == [] and len(rep.stage_rows()) == len(bench.STAGES) + 2
