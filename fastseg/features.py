@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from fastseg.errors import ParameterError
+from fastseg.errors import DataError, ParameterError
 from fastseg.orders import Orders
 
 __all__ = [
@@ -107,7 +107,7 @@ class OrderAggregator:
         id_range: tuple[int, int] | None = None,
         rows: int | None = None,
     ) -> None:
-        from fastseg.kernels.aggregate import new_accumulators
+        from fastseg.kernels.aggregate import CategoryCodes, new_accumulators
         from fastseg.kernels.encode import IdEncoder
 
         self.as_of = as_of
@@ -130,7 +130,7 @@ class OrderAggregator:
         self.acc, self.catmask = new_accumulators(max(1, capacity), len(self.windows))
         self.id_dtype: pl.DataType | None = None
         self._names: list[pl.Series] = []  # text ids, in code order
-        self._cat_lut = np.full(0, -1, np.int64)  # categorical physical code -> local index
+        self._cat_codes = CategoryCodes()  # category (by hash) -> local index
         self._n_cats = 0
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
         self.has_category = False
@@ -149,35 +149,39 @@ class OrderAggregator:
                     raise ParameterError(msg)
                 return (values - self.offset).astype(np.int32)
             return self.encoder.encode(ids.to_numpy())
-        phys = ids.cast(pl.Categorical).to_physical().cast(pl.Int64).to_numpy()
+        # Text ids are coded by a 64-bit hash (categorical codes are local to each batch), and
+        # every row's text is compared with its code's so that a collision can never merge two
+        # customers silently.
+        hashed = ids.hash(seed=0xC0DE).to_numpy().view(np.int64)
         before = self.encoder.n_unique
-        codes = self.encoder.encode(phys)
+        codes = self.encoder.encode(hashed)
         new = codes >= before
         if new.any():
             rows = np.flatnonzero(new)
             where = np.empty(self.encoder.n_unique - before, np.int64)
             where[codes[rows] - before] = rows  # any row of each new code names it
             self._names.append(ids.gather(where))
+        known = pl.concat(self._names, rechunk=False).gather(codes)
+        if not bool((known == ids).all()):
+            clash = ids.filter(known != ids)[0]
+            msg = (
+                f"customer id {clash!r} shares a 64-bit hash with another id; "
+                "map the ids to integers (or report this: the chance is about 1 in 10^10)"
+            )
+            raise DataError(msg)
         return codes
 
     def _categories(self, cat: pl.Series, codes: np.ndarray, bought: np.ndarray) -> np.ndarray:
-        """Local category index per row for the 64-bit masks (-1: none); the rest go to pairs."""
-        from fastseg.kernels.aggregate import local_categories
+        """Local category index per row for the 64-bit masks (-1: none); the rest go to pairs.
 
-        if not isinstance(cat.dtype, pl.Categorical | pl.Enum):
-            cat = cat.cast(pl.String).cast(pl.Categorical)
-        phys = cat.to_physical()
+        Categories are told apart by a 64-bit hash of their value: cheaper than a categorical
+        cast, and the same whatever the column's type (text, categorical, numbers).
+        """
         counted = bought
-        if phys.null_count():
-            counted = bought & phys.is_not_null().to_numpy()
-            phys = phys.fill_null(0)
-        values = phys.to_numpy()
-        top = int(values.max()) if values.shape[0] else 0
-        if top >= self._cat_lut.shape[0]:
-            grown = np.full(max(top + 1, 2 * self._cat_lut.shape[0]), -1, np.int64)
-            grown[: self._cat_lut.shape[0]] = self._cat_lut
-            self._cat_lut = grown
-        local, self._n_cats = local_categories(values, counted, self._cat_lut, self._n_cats)
+        if cat.null_count():
+            counted = bought & cat.is_not_null().to_numpy()
+        local = self._cat_codes.encode(cat.hash(seed=0x5EED).to_numpy(), counted)
+        self._n_cats = self._cat_codes.n
         wide = local >= 64
         if wide.any():
             pairs = pl.DataFrame({"code": codes[wide], "cat": local[wide]}).unique()

@@ -159,8 +159,8 @@ ORDER_KINDS = {
     "quantity": "number",
     "unit_price": "number",
     "discount": "number",
-    "category": "categorical",
-    "channel": "categorical",
+    "category": "text",
+    "channel": "text",
     "order_id": "keep",
 }
 

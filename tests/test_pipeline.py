@@ -144,3 +144,22 @@ def test_stream_errors(tmp_path: Path) -> None:
     p.write_text("customer_id,order_ts,amount\n1,2026-01-01,5\n")
     with pytest.raises(DataError, match="no usable order"):
         order_features(p, as_of=dt.date(2020, 1, 1))
+
+
+def test_text_ids_and_categories_across_batches(tmp_path: Path) -> None:
+    """Codes must be stable across batches (categorical codes are local to each batch)."""
+    df = pl.DataFrame(
+        {
+            "customer_id": ["B", "A", "B", "C", "A", "B"],
+            "order_ts": [AS_OF] * 6,
+            "amount": [1.0, 2.0, 3.0, -1.0, 4.0, 5.0],
+            "category": ["x", "y", "y", "x", "z", "x"],
+        }
+    )
+    path = tmp_path / "t.parquet"
+    df.write_parquet(path)
+    got = order_features(path, stream=True, batch_rows=1).frame
+    assert got["customer_id"].to_list() == ["A", "B", "C"]
+    assert got["frequency"].to_list() == [2, 3, 0]
+    assert got["distinct_categories"].to_list() == [2, 2, 0]
+    _same(order_features(path, stream=True, batch_rows=2), order_features(path, stream=False))

@@ -27,7 +27,7 @@ __all__ = [
     "aggregate_orders",
     "encode_int_ids",
     "grow_accumulators",
-    "local_categories",
+    "CategoryCodes",
     "new_accumulators",
 ]
 
@@ -432,37 +432,77 @@ def aggregate_events(
 
 
 @njit(cache=CACHE)
-def _category_local_kernel(phys, counted, lut, n_cats, local):  # pragma: no cover - jitted
-    for i in range(phys.shape[0]):
+def _category_local_kernel(hashes, counted, keys, vals, n_cats, local):  # pragma: no cover
+    mask = keys.shape[0] - 1
+    for i in range(hashes.shape[0]):
         if not counted[i]:
             local[i] = -1
             continue
-        p = phys[i]
-        c = lut[p]
-        if c < 0:
-            c = n_cats
-            lut[p] = c
-            n_cats += 1
-        local[i] = c
+        h = hashes[i]
+        s = np.int64((h * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
+        while True:
+            v = vals[s]
+            if v < 0:
+                keys[s] = h
+                vals[s] = n_cats
+                local[i] = n_cats
+                n_cats += 1
+                if 2 * n_cats > keys.shape[0]:
+                    return -n_cats  # table half full: the caller grows it and calls again
+                break
+            if keys[s] == h:
+                local[i] = v
+                break
+            s = (s + 1) & mask
     return n_cats
 
 
-def local_categories(
-    phys: NDArray[np.uint32], counted: NDArray[np.bool_], lut: NDArray[np.int64], n_cats: int
-) -> tuple[NDArray[np.int64], int]:
-    """Map categorical codes to small local indices in first-seen order.
+class CategoryCodes:
+    """Small local indices (first-seen order) for category values, given as 64-bit hashes.
 
-    ``lut`` (indexed by ``phys``, -1 for unseen) is updated in place; rows not ``counted`` get -1.
-    Returns the local index per row and the new number of categories.
+    Two different values sharing a 64-bit hash would be merged; with thousands of categories the
+    chance is below 1e-12.
     """
-    if phys.shape[0] != counted.shape[0]:
-        msg = "local_categories: phys and counted must have the same length"
-        raise ParameterError(msg)
-    local = np.empty(phys.shape[0], np.int64)
-    n = _category_local_kernel(
-        np.ascontiguousarray(phys), np.ascontiguousarray(counted, np.bool_), lut, n_cats, local
-    )
-    return local, n
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._keys = np.zeros(1 << 8, np.uint64)
+        self._vals = np.full(1 << 8, -1, np.int64)
+
+    def _grow(self) -> None:
+        keys, vals = self._keys, self._vals
+        cap = keys.shape[0] * 4
+        self._keys, self._vals = np.zeros(cap, np.uint64), np.full(cap, -1, np.int64)
+        used = vals >= 0
+        n = self.n
+        self.n = 0
+        order = np.argsort(vals[used])
+        again = np.empty(order.shape[0], np.int64)
+        got = _category_local_kernel(keys[used][order], np.ones(order.shape[0], np.bool_), self._keys, self._vals, 0, again)
+        assert got == n and (again == np.arange(n)).all()
+        self.n = n
+
+    def encode(self, hashes: NDArray[np.uint64], counted: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Local index per row (-1 where not ``counted``)."""
+        hashes = np.ascontiguousarray(hashes, np.uint64)
+        counted = np.ascontiguousarray(counted, np.bool_)
+        if hashes.shape[0] != counted.shape[0]:
+            msg = "CategoryCodes.encode: hashes and counted must have the same length"
+            raise ParameterError(msg)
+        local = np.empty(hashes.shape[0], np.int64)
+        start = 0
+        while True:
+            got = _category_local_kernel(
+                hashes[start:], counted[start:], self._keys, self._vals, self.n, local[start:]
+            )
+            if got >= 0:
+                self.n = got
+                return local
+            # grown past half full at some row: grow, then go on after the rows already done
+            self.n = -got
+            done = start + int(np.flatnonzero(local[start:] == self.n - 1)[0]) + 1
+            self._grow()
+            start = done
 
 
 @njit(cache=CACHE)
