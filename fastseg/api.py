@@ -26,7 +26,17 @@ if TYPE_CHECKING:
     from fastseg.scoring import RFMScorer
     from fastseg.segmenting import SegmentResult
 
-__all__ = ["RunResult", "ScoreResult", "load_rules", "run", "run_job", "score", "score_job", "segment", "write_outputs"]
+__all__ = [
+    "RunResult",
+    "ScoreResult",
+    "load_rules",
+    "run",
+    "run_job",
+    "score",
+    "score_job",
+    "segment",
+    "write_outputs",
+]
 
 Columns = Mapping[str, str] | Sequence[str] | None
 
@@ -214,7 +224,9 @@ def score_job(
 def _join_extra(frame: pl.DataFrame, extras: Sequence[Any]) -> pl.DataFrame:
     for agg, fills in extras:
         frame = frame.join(agg, on="customer_id", how="left")
-        frame = frame.with_columns(pl.col(n).fill_null(v) for n, v in fills.items() if v is not None)
+        frame = frame.with_columns(
+            pl.col(n).fill_null(v) for n, v in fills.items() if v is not None
+        )
     return frame
 
 
@@ -307,7 +319,11 @@ def load_rules(rules: Any = None, *, builtin: bool = True) -> Catalog:
         raise RuleError(msg)
     problems = check_catalog(catalog)
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s); `fastseg segments check` lists all)" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem(s); `fastseg segments check` lists all)"
+            if len(problems) > 1
+            else ""
+        )
         first, _, rest = problems[0].partition("\n")
         raise RuleError(first + more + ("\n" + rest if rest else ""))
     return catalog
@@ -395,7 +411,10 @@ def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any
 
     plan = plan_orders(orders, columns=options.get("columns"))
     predicted = scores_schema(
-        category="category" in plan.columns, discount="discount" in plan.columns, profile=False, events=False
+        category="category" in plan.columns,
+        discount="discount" in plan.columns,
+        profile=False,
+        events=False,
     )
     for name in [n for n in predicted if re.fullmatch(r"(orders|revenue)_\d+d", n)]:
         del predicted[name]
@@ -407,10 +426,15 @@ def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any
     if options.get("events") is not None:
         for seg in catalog.segments:
             for node in walk(parse_rule(seg.rule)):
-                if isinstance(node, Field) and node.name not in predicted and _EVENT_FIELD.match(node.name):
+                if (
+                    isinstance(node, Field)
+                    and node.name not in predicted
+                    and _EVENT_FIELD.match(node.name)
+                ):
                     predicted[node.name] = pl.Int64()
     problems = [
-        p for p in check_catalog(catalog, predicted)
+        p
+        for p in check_catalog(catalog, predicted)
         if "unknown field" in p and any(p.startswith(f"segment '{n}'") for n in user)
     ]
     if problems:
@@ -440,7 +464,9 @@ def run_job(
             _check_fields_early(catalog, orders, score_options)
     res = score_job(orders, aggregates=specs, stopwatch=watch, **score_options)
     with watch.stage("rules"):
-        compiled = compile_catalog(catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources)
+        compiled = compile_catalog(
+            catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
+        )
     with watch.stage("segments"):
         seg = evaluate(res.scores, compiled, threads=threads)
     result = RunResult(**{f: getattr(res, f) for f in res.__dataclass_fields__}, segments=seg)
@@ -487,7 +513,14 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-def run(orders: Any, *, rules: Any = None, builtin: bool = True, out: str | Path | None = None, **options: Any) -> RunResult:
+def run(
+    orders: Any,
+    *,
+    rules: Any = None,
+    builtin: bool = True,
+    out: str | Path | None = None,
+    **options: Any,
+) -> RunResult:
     """Features, RFM scores and segments in one go — the main job.
 
     Parameters

@@ -46,7 +46,9 @@ def _friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FastsegError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True
+            )
             raise typer.Exit(1) from None
         except OSError as exc:  # disk full, permission denied...: the environment, not a bug
             where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
@@ -64,9 +66,13 @@ def _count(value: str, name: str) -> int:
     try:
         number = float(value.replace("_", ""))
     except ValueError:
-        raise typer.BadParameter(f"expected a whole number like 1000000 or 1e6, got {value!r}", param_hint=name) from None
+        raise typer.BadParameter(
+            f"expected a whole number like 1000000 or 1e6, got {value!r}", param_hint=name
+        ) from None
     if number != int(number) or number < 1:
-        raise typer.BadParameter(f"expected a positive whole number, got {value!r}", param_hint=name)
+        raise typer.BadParameter(
+            f"expected a positive whole number, got {value!r}", param_hint=name
+        )
     return int(number)
 
 
@@ -85,7 +91,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """fastseg: score every customer and place them in segments, exactly, in seconds."""
@@ -113,24 +122,40 @@ ColOpt = Annotated[
 ]
 AsOfOpt = Annotated[
     str | None,
-    typer.Option("--as-of", help="Scoring date (YYYY-MM-DD). Default: the date of the latest order row; later rows are left out."),
+    typer.Option(
+        "--as-of",
+        help="Scoring date (YYYY-MM-DD). Default: the date of the latest order row; later rows are left out.",
+    ),
 ]
 CustomersOpt = Annotated[
-    Path | None, typer.Option("--customers", help="Customer profiles (Parquet/CSV/Arrow); customers without orders become prospects.")
+    Path | None,
+    typer.Option(
+        "--customers",
+        help="Customer profiles (Parquet/CSV/Arrow); customers without orders become prospects.",
+    ),
 ]
 EventsOpt = Annotated[
     Path | None, typer.Option("--events", help="Engagement events: customer_id, event_ts, event.")
 ]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail if any order row has to be left out.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Fail if any order row has to be left out.")
+]
 RejectsOpt = Annotated[
-    Path | None, typer.Option("--rejects", help="Write the left-out order rows, with their reason, to this Parquet/CSV file.")
+    Path | None,
+    typer.Option(
+        "--rejects",
+        help="Write the left-out order rows, with their reason, to this Parquet/CSV file.",
+    ),
 ]
 WindowsOpt = Annotated[
-    str, typer.Option("--windows", help="Trailing windows in days for orders_Nd / revenue_Nd features.")
+    str,
+    typer.Option("--windows", help="Trailing windows in days for orders_Nd / revenue_Nd features."),
 ]
 
 
-OrdersArg = Annotated[str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")]
+OrdersArg = Annotated[
+    str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")
+]
 BinsOpt = Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")]
 MethodOpt = Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")]
 ThresholdsOpt = Annotated[
@@ -142,23 +167,31 @@ ThresholdsOpt = Annotated[
     ),
 ]
 EdgesInOpt = Annotated[
-    Path | None, typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting.")
+    Path | None,
+    typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting."),
 ]
 EdgesOutOpt = Annotated[
-    Path | None, typer.Option("--edges-out", help="Save the fitted edges (JSON) to score later batches against.")
+    Path | None,
+    typer.Option(
+        "--edges-out", help="Save the fitted edges (JSON) to score later batches against."
+    ),
 ]
 
 
 def _need_thresholds(method: Method, thresholds: list[str] | None) -> None:
     if method is Method.thresholds and not thresholds:
-        raise typer.BadParameter("--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds")
+        raise typer.BadParameter(
+            "--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds"
+        )
 
 
 def _windows(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
-        raise typer.BadParameter(f"expected days like 30,90,365, got {text!r}", param_hint="--windows") from None
+        raise typer.BadParameter(
+            f"expected days like 30,90,365, got {text!r}", param_hint="--windows"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------ reporting
@@ -175,7 +208,9 @@ def _print_rows(report: Any, what: str = "orders") -> None:
         if n:
             console.print(f"    {reason}: {n:,}")
     if getattr(report, "duplicates", 0):
-        console.print(f"    exact duplicate rows (kept, may be repeat purchases): {report.duplicates:,}")
+        console.print(
+            f"    exact duplicate rows (kept, may be repeat purchases): {report.duplicates:,}"
+        )
     if report.rejects_path:
         console.print(f"    left-out rows written to {report.rejects_path}")
 
@@ -210,13 +245,33 @@ def _print_timings(timings: dict[str, float]) -> None:
 @app.command()
 @_friendly
 def gen(
-    out: Annotated[Path, typer.Argument(help="Folder to write orders.parquet, customers.parquet and events.parquet into.")] = Path("fastseg-data"),
-    orders: Annotated[str, typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).")] = "1e6",
-    customers: Annotated[str | None, typer.Option("--customers", help="Customers (default: orders / 10).")] = None,
-    events: Annotated[str | None, typer.Option("--events", help="Event rows (default: about the number of orders).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")] = 0,
-    string_ids: Annotated[bool, typer.Option("--string-ids", help="Customer ids as text (C0001234) instead of integers.")] = False,
-    chunk_rows: Annotated[str, typer.Option("--chunk-rows", help="Rows generated and written per chunk (bounds memory).")] = "1e6",
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write orders.parquet, customers.parquet and events.parquet into."
+        ),
+    ] = Path("fastseg-data"),
+    orders: Annotated[
+        str, typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).")
+    ] = "1e6",
+    customers: Annotated[
+        str | None, typer.Option("--customers", help="Customers (default: orders / 10).")
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option("--events", help="Event rows (default: about the number of orders)."),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+    ] = 0,
+    string_ids: Annotated[
+        bool,
+        typer.Option("--string-ids", help="Customer ids as text (C0001234) instead of integers."),
+    ] = False,
+    chunk_rows: Annotated[
+        str,
+        typer.Option("--chunk-rows", help="Rows generated and written per chunk (bounds memory)."),
+    ] = "1e6",
 ) -> None:
     """Generate a synthetic retail store (orders, customers, events) as Parquet."""
     from fastseg import synthetic
@@ -245,7 +300,14 @@ class _progress:
     def __init__(self, label: str, total: int) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.task = self.bar.add_task(label, total=total)
 
     def __enter__(self) -> Callable[[int, int], None]:
@@ -272,8 +334,13 @@ def score(
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the scores.")] = Path("scores.parquet"),
-    fmt: Annotated[OutFormat | None, typer.Option("--format", help="parquet or csv (default: from --out's suffix).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the scores.")] = Path(
+        "scores.parquet"
+    ),
+    fmt: Annotated[
+        OutFormat | None,
+        typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
+    ] = None,
 ) -> None:
     """Score every customer: features, R/F/M scores, RFM cell and group."""
     from fastseg import api
@@ -301,7 +368,9 @@ def score(
         with watch.stage("write"):
             path = write_frame(res.scores, out, fmt.value if fmt else None)
     _print_score_summary(res)
-    console.print(f"scores written to [bold]{path}[/bold]" + (f"; edges to {edges_out}" if edges_out else ""))
+    console.print(
+        f"scores written to [bold]{path}[/bold]" + (f"; edges to {edges_out}" if edges_out else "")
+    )
     _print_timings(watch.seconds)
 
 
@@ -312,7 +381,11 @@ class Layout(StrEnum):
 
 
 RulesOpt = Annotated[
-    Path | None, typer.Option("--rules", help="Segment catalog (TOML) to add to (or, with --no-builtin, use instead of) the built-in one.")
+    Path | None,
+    typer.Option(
+        "--rules",
+        help="Segment catalog (TOML) to add to (or, with --no-builtin, use instead of) the built-in one.",
+    ),
 ]
 BuiltinOpt = Annotated[
     bool, typer.Option("--builtin/--no-builtin", help="Include the built-in catalog of segments.")
@@ -322,7 +395,16 @@ BuiltinOpt = Annotated[
 def _print_segments(seg: Any, limit: int | None = None) -> None:
     summary = seg.summary()
     table = Table(title=f"Segments ({len(seg.names)})", title_justify="left")
-    for name, justify in (("segment", "left"), ("customers", "right"), ("share", "right"), ("revenue", "right"), ("rev. share", "right"), ("aov", "right"), ("recency", "right"), ("freq.", "right")):
+    for name, justify in (
+        ("segment", "left"),
+        ("customers", "right"),
+        ("share", "right"),
+        ("revenue", "right"),
+        ("rev. share", "right"),
+        ("aov", "right"),
+        ("recency", "right"),
+        ("freq.", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for row in summary.head(limit or summary.height).iter_rows(named=True):
@@ -359,7 +441,14 @@ def run(
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores.parquet, segments.parquet, summary.csv, overlaps.csv, groups.parquet, run.json.")] = Path("fastseg-out"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for scores.parquet, segments.parquet, summary.csv, overlaps.csv, groups.parquet, run.json.",
+        ),
+    ] = Path("fastseg-out"),
 ) -> None:
     """The main job: features, RFM scores and segments in one go."""
     from fastseg import api
@@ -399,7 +488,9 @@ def _report_run(res: Any) -> None:
 @app.command()
 @_friendly
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the synthetic data and the results.")] = Path("fastseg-demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the synthetic data and the results.")
+    ] = Path("fastseg-demo"),
     orders: Annotated[str, typer.Option("--orders", help="Order rows to generate.")] = "1e6",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
@@ -415,9 +506,15 @@ def demo(
         f"in {ds.folder} ({ds.seconds:.1f}s)"
     )
     watch = api.Stopwatch()
-    with err.status("running the main job (the first run compiles the kernels, then they are cached)..."):
+    with err.status(
+        "running the main job (the first run compiles the kernels, then they are cached)..."
+    ):
         res = api.run_job(
-            ds.orders, customers=ds.customers, events=ds.events, out=out / "results", stopwatch=watch
+            ds.orders,
+            customers=ds.customers,
+            events=ds.events,
+            out=out / "results",
+            stopwatch=watch,
         )
     _report_run(res)
     console.print(
@@ -428,12 +525,28 @@ def demo(
 @app.command("segment")
 @_friendly
 def segment_cmd(
-    scores: Annotated[str, typer.Argument(help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).")],
+    scores: Annotated[
+        str, typer.Argument(help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).")
+    ],
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Date relative dates in rules count from (default: the latest last_order_date).")] = None,
-    layout: Annotated[Layout, typer.Option("--layout", help="long (customer_id, segment), wide (one boolean column per segment) or bitset (.npz).")] = Layout.long,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the membership.")] = Path("segments.parquet"),
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Date relative dates in rules count from (default: the latest last_order_date).",
+        ),
+    ] = None,
+    layout: Annotated[
+        Layout,
+        typer.Option(
+            "--layout",
+            help="long (customer_id, segment), wide (one boolean column per segment) or bitset (.npz).",
+        ),
+    ] = Layout.long,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file for the membership.")
+    ] = Path("segments.parquet"),
 ) -> None:
     """Evaluate segments over a scores file."""
     from fastseg import api
@@ -481,7 +594,9 @@ def segments_show(
     if any(g.name == name for g in catalog.groups):
         g = catalog.group(name)
         console.print(f"[bold]{g.name}[/bold] (group): {g.description}")
-        console.print(f"first match wins: {', '.join(g.segments)}; else [italic]{g.fallback}[/italic]")
+        console.print(
+            f"first match wins: {', '.join(g.segments)}; else [italic]{g.fallback}[/italic]"
+        )
         return
     s = catalog.get(name)
     console.print(f"[bold]{s.name}[/bold]: {s.description}")
@@ -506,29 +621,84 @@ def segments_check(
         for p in problems:
             err.print(f"[bold red]error:[/bold red] {p}", markup=True, highlight=False)
         raise RuleError(f"{file}: {len(problems)} problem(s)")
-    console.print(f"[green]ok[/green]: {file} — {len(user.segments)} segment(s), {len(user.groups)} group(s)")
+    console.print(
+        f"[green]ok[/green]: {file} — {len(user.segments)} segment(s), {len(user.groups)} group(s)"
+    )
 
 
 @app.command()
 @_friendly
 def bench(
-    orders: Annotated[str, typer.Option("--orders", help="Order counts to measure, each in a fresh process (e.g. 1e6,1e7,3e7).")] = "1e6,1e7,3e7",
-    customers_per_order: Annotated[float, typer.Option("--customers-per-order", help="Customers generated per order (0 < x <= 1).")] = 0.1,
-    segments: Annotated[str, typer.Option("--segments", help="'builtin' (the built-in catalog) or N synthetic rules over the score fields.")] = "builtin",
-    repeat: Annotated[int, typer.Option("--repeat", min=1, max=100, help="Runs per size; the first (kernel load) is reported apart, the median is over the others.")] = 3,
-    target_orders: Annotated[str | None, typer.Option("--target-orders", help="Predict time and memory for this many orders (e.g. 2e9).")] = None,
-    target_customers: Annotated[str | None, typer.Option("--target-customers", help="... and this many customers (default: --customers-per-order x orders).")] = None,
-    baselines: Annotated[bool, typer.Option("--baselines", help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs fastseg[bench]).")] = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON to this file.")] = None,
+    orders: Annotated[
+        str,
+        typer.Option(
+            "--orders", help="Order counts to measure, each in a fresh process (e.g. 1e6,1e7,3e7)."
+        ),
+    ] = "1e6,1e7,3e7",
+    customers_per_order: Annotated[
+        float,
+        typer.Option("--customers-per-order", help="Customers generated per order (0 < x <= 1)."),
+    ] = 0.1,
+    segments: Annotated[
+        str,
+        typer.Option(
+            "--segments",
+            help="'builtin' (the built-in catalog) or N synthetic rules over the score fields.",
+        ),
+    ] = "builtin",
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            min=1,
+            max=100,
+            help="Runs per size; the first (kernel load) is reported apart, the median is over the others.",
+        ),
+    ] = 3,
+    target_orders: Annotated[
+        str | None,
+        typer.Option(
+            "--target-orders", help="Predict time and memory for this many orders (e.g. 2e9)."
+        ),
+    ] = None,
+    target_customers: Annotated[
+        str | None,
+        typer.Option(
+            "--target-customers",
+            help="... and this many customers (default: --customers-per-order x orders).",
+        ),
+    ] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines",
+            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs fastseg[bench]).",
+        ),
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON to this file.")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 0,
-    workdir: Annotated[Path | None, typer.Option("--workdir", help="Folder for the temporary data (default: the system's temp folder).")] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir", help="Folder for the temporary data (default: the system's temp folder)."
+        ),
+    ] = None,
 ) -> None:
     """Measure the main job on this machine, stage by stage, and size a machine for your data."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fastseg import bench as fbench
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
     task = bar.add_task("starting", total=None)
     with bar:
         report = fbench.run_bench(
@@ -537,16 +707,32 @@ def bench(
             segments=segments,
             repeat=repeat,
             target_orders=_count(target_orders, "--target-orders") if target_orders else None,
-            target_customers=_count(target_customers, "--target-customers") if target_customers else None,
+            target_customers=_count(target_customers, "--target-customers")
+            if target_customers
+            else None,
             baselines=baselines,
             json_path=json_path,
             seed=seed,
             workdir=workdir,
-            progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label),
+            progress=lambda done, total, label: bar.update(
+                task, completed=done, total=total, description=label
+            ),
         )
-    tables = [("fastseg main job, stage by stage (median of the steady runs; first = kernel load)", report.STAGE_HEADERS, report.stage_rows())]
+    tables = [
+        (
+            "fastseg main job, stage by stage (median of the steady runs; first = kernel load)",
+            report.STAGE_HEADERS,
+            report.stage_rows(),
+        )
+    ]
     if baselines:
-        tables.append(("read→scores: fastseg vs the recipes users write (speed: recipe time / fastseg time; memory: fastseg peak / recipe peak)", report.BASELINE_HEADERS, report.baseline_rows()))
+        tables.append(
+            (
+                "read→scores: fastseg vs the recipes users write (speed: recipe time / fastseg time; memory: fastseg peak / recipe peak)",
+                report.BASELINE_HEADERS,
+                report.baseline_rows(),
+            )
+        )
     for title, headers, rows in tables:
         table = Table(title=title, title_justify="left")
         for i, h in enumerate(headers):

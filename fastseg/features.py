@@ -144,7 +144,9 @@ class OrderAggregator:
         if ids.dtype != pl.String:
             if self.offset is not None:
                 values = ids.to_numpy()
-                if values.shape[0] and (values.min() < self.offset or values.max() - self.offset >= self.acc.shape[0]):
+                if values.shape[0] and (
+                    values.min() < self.offset or values.max() - self.offset >= self.acc.shape[0]
+                ):
                     msg = "OrderAggregator: customer id outside the range given at construction"
                     raise ParameterError(msg)
                 return (values - self.offset).astype(np.int32)
@@ -197,7 +199,9 @@ class OrderAggregator:
             return
         codes = self._codes(batch["customer_id"])
         if self.offset is None:
-            self.acc, self.catmask = grow_accumulators(self.acc, self.catmask, self.encoder.n_unique)
+            self.acc, self.catmask = grow_accumulators(
+                self.acc, self.catmask, self.encoder.n_unique
+            )
         amount = batch["amount"].to_numpy()
         has_discount = None
         if "_discount" in batch.columns:
@@ -242,10 +246,14 @@ class OrderAggregator:
             ids = names.gather(order).alias("customer_id")
         else:
             order = self.encoder.sort_order()
-            ids = pl.Series("customer_id", self.encoder.uniques[order], dtype=self.id_dtype or pl.Int64)
+            ids = pl.Series(
+                "customer_id", self.encoder.uniques[order], dtype=self.id_dtype or pl.Int64
+            )
         return self._frame(ids, self.acc[:n][order], self.catmask[:n], order)
 
-    def _frame(self, ids: pl.Series, acc: np.ndarray, catmask: np.ndarray, order: np.ndarray) -> pl.DataFrame:
+    def _frame(
+        self, ids: pl.Series, acc: np.ndarray, catmask: np.ndarray, order: np.ndarray
+    ) -> pl.DataFrame:
         """``acc`` and ``ids`` in output order; ``catmask`` and pair codes still in code order
         (``order`` maps output rows to codes)."""
         distinct = None
@@ -304,7 +312,9 @@ def _features_frame(
         nullable.append("discount_share")
     exprs = [pl.when(valid).then(pl.col(c)).alias(c) for c in nullable]
     exprs.append(
-        pl.when(pl.Series(freq > 1)).then(pl.col("avg_days_between_orders")).alias("avg_days_between_orders")
+        pl.when(pl.Series(freq > 1))
+        .then(pl.col("avg_days_between_orders"))
+        .alias("avg_days_between_orders")
     )
     return out.with_columns(exprs)
 
@@ -372,15 +382,21 @@ def join_customers(
     """Add profile columns and event features; customers known only from profiles or events are
     prospects (frequency 0). The result is sorted by ``customer_id``."""
     out = features
-    zero_cols = [c for c in out.columns if c in ZERO_FILL or re.fullmatch(r"(orders|revenue)_\d+d", c)]
+    zero_cols = [
+        c for c in out.columns if c in ZERO_FILL or re.fullmatch(r"(orders|revenue)_\d+d", c)
+    ]
     added = False
     if profiles is not None:
-        prof = profiles.drop([c for c in profiles.columns if c in out.columns and c != "customer_id"])
+        prof = profiles.drop(
+            [c for c in profiles.columns if c in out.columns and c != "customer_id"]
+        )
         out = out.join(prof, on="customer_id", how="full", coalesce=True)
         added = True
     if events is not None:
         ev = events.drop([c for c in events.columns if c in out.columns and c != "customer_id"])
-        count_cols = [c for c in ev.columns if c != "customer_id" and not c.startswith("days_since_")]
+        count_cols = [
+            c for c in ev.columns if c != "customer_id" and not c.startswith("days_since_")
+        ]
         out = out.join(ev, on="customer_id", how="full", coalesce=True)
         out = out.with_columns(pl.col(c).fill_null(0) for c in count_cols)
         added = True

@@ -124,9 +124,7 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
             msg = f"{what}: no file matches '{text}'"
             raise InputError(msg)
     elif path.is_dir():
-        files = sorted(
-            f for f in path.rglob("*") if f.is_file() and _kind_of(f) is not None
-        )
+        files = sorted(f for f in path.rglob("*") if f.is_file() and _kind_of(f) is not None)
         if not files:
             msg = f"{what}: folder '{text}' holds no Parquet, CSV or Arrow file"
             raise InputError(msg)
@@ -144,7 +142,9 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
         )
         raise InputError(msg)
     if len(kinds) > 1:
-        msg = f"{what}: '{text}' mixes formats ({', '.join(sorted(k for k in kinds if k))}); keep one"
+        msg = (
+            f"{what}: '{text}' mixes formats ({', '.join(sorted(k for k in kinds if k))}); keep one"
+        )
         raise InputError(msg)
     kind = kinds.pop()
     assert kind is not None

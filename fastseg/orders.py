@@ -31,9 +31,22 @@ from fastseg import schema
 from fastseg.errors import DataError, FastsegError, InputError, SchemaError
 from fastseg.io import Source, scan_source, write_frame
 
-__all__ = ["REASONS", "Orders", "RowReport", "collect", "load_customers", "load_events", "load_orders"]
+__all__ = [
+    "REASONS",
+    "Orders",
+    "RowReport",
+    "collect",
+    "load_customers",
+    "load_events",
+    "load_orders",
+]
 
-REASONS: tuple[str, ...] = ("missing_customer_id", "missing_timestamp", "missing_amount", "after_as_of")
+REASONS: tuple[str, ...] = (
+    "missing_customer_id",
+    "missing_timestamp",
+    "missing_amount",
+    "after_as_of",
+)
 
 #: optional order columns read whenever present: the features use them.
 FEATURE_COLUMNS = ("order_id", "category", "discount")
@@ -270,7 +283,11 @@ def no_usable_error(report: RowReport, as_of: dt.date) -> DataError:
 
 def write_rejects(frames: Sequence[pl.DataFrame], path: str | Path) -> Path:
     """Write left-out rows (canonical columns plus ``reason``) atomically."""
-    bad = pl.concat(list(frames), how="diagonal_relaxed") if frames else pl.DataFrame({"reason": []}, schema={"reason": pl.String})
+    bad = (
+        pl.concat(list(frames), how="diagonal_relaxed")
+        if frames
+        else pl.DataFrame({"reason": []}, schema={"reason": pl.String})
+    )
     return _write_rejects(bad, path)
 
 
@@ -337,13 +354,17 @@ def load_orders(
         n_after = 0
     else:
         n_after = int(
-            df.select((~cid_null & ~ts_null & ~amt_null & (pl.col("order_date") > as_of_date)).sum()).item()
+            df.select(
+                (~cid_null & ~ts_null & ~amt_null & (pl.col("order_date") > as_of_date)).sum()
+            ).item()
         )
     left_out = {r: int(stats[r]) for r in REASONS[:3]}
     left_out["after_as_of"] = n_after
     n_bad = sum(left_out.values())
 
-    report = RowReport(source=src.label, rows_read=n_read, rows_used=n_read - n_bad, left_out=left_out)
+    report = RowReport(
+        source=src.label, rows_read=n_read, rows_used=n_read - n_bad, left_out=left_out
+    )
     report.duplicates = count_duplicates(df)
     if n_bad:
         if strict:
@@ -354,7 +375,9 @@ def load_orders(
             report.rejects_path = write_rejects([bad], rejects)
         df = df.filter(reason.is_null())
     elif rejects is not None:
-        report.rejects_path = write_rejects([df.head(0).with_columns(pl.lit(None, pl.String).alias("reason"))], rejects)
+        report.rejects_path = write_rejects(
+            [df.head(0).with_columns(pl.lit(None, pl.String).alias("reason"))], rejects
+        )
     if "order_ts_raw" in df.columns:
         df = df.drop("order_ts_raw")
     if report.rows_used == 0:
@@ -366,7 +389,9 @@ def load_orders(
     if "order_id" in df.columns and "order_id" not in wanted:
         df = df.drop("order_id")
     if "discount" in df.columns and "discount" not in wanted:
-        df = df.with_columns((pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")).drop("discount")
+        df = df.with_columns(
+            (pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")
+        ).drop("discount")
     return Orders(frame=df, as_of=as_of_date, report=report, columns=plan.columns)
 
 
@@ -408,7 +433,11 @@ def _order_flag(df: pl.DataFrame) -> pl.Expr:
 def row_hashes(df: pl.DataFrame) -> pl.Series:
     """A 64-bit hash of every row over the columns read, timestamps as read (not just dates)."""
     raw_ts = "order_ts_raw" in df.columns
-    cols = [c for c in df.columns if not c.startswith(("__raw_", "_")) and not (raw_ts and c == "order_date")]
+    cols = [
+        c
+        for c in df.columns
+        if not c.startswith(("__raw_", "_")) and not (raw_ts and c == "order_date")
+    ]
     return df.select(pl.struct(cols).hash(seed=0x5EED)).to_series()
 
 
@@ -434,7 +463,9 @@ def count_duplicates(df: pl.DataFrame) -> int:
 # --------------------------------------------------------------------------- profiles and events
 
 
-def load_customers(source: Any, *, columns: Mapping[str, str] | Sequence[str] | None = None) -> tuple[pl.DataFrame, RowReport]:
+def load_customers(
+    source: Any, *, columns: Mapping[str, str] | Sequence[str] | None = None
+) -> tuple[pl.DataFrame, RowReport]:
     """Read customer profiles: ``customer_id`` plus every other column, carried through as is.
 
     Profiles without a customer id are left out and counted; a customer id that appears twice
@@ -443,7 +474,9 @@ def load_customers(source: Any, *, columns: Mapping[str, str] | Sequence[str] | 
     mapping = schema.parse_column_map(columns, known=schema.CUSTOMER_COLUMNS)
     src = scan_source(source, what="customers")
     found = _schema(src)
-    resolved = schema.resolve_columns(found.names(), mapping, label=src.label, required=["customer_id"])
+    resolved = schema.resolve_columns(
+        found.names(), mapping, label=src.label, required=["customer_id"]
+    )
     col = resolved["customer_id"]
     id_expr, conv = schema.typed_id("customer_id", col, found[col], src.label)
     rest = [pl.col(c) for c in found.names() if c != col and c != "customer_id"]
@@ -506,7 +539,9 @@ def load_events(
     return df, report
 
 
-def check_id_types(orders: pl.DataFrame, other: pl.DataFrame, what: str, label: str) -> pl.DataFrame:
+def check_id_types(
+    orders: pl.DataFrame, other: pl.DataFrame, what: str, label: str
+) -> pl.DataFrame:
     """Make ``other``'s customer ids the same type as the orders', or explain why they cannot be."""
     want, have = orders.schema["customer_id"], other.schema["customer_id"]
     if want == have:

@@ -62,12 +62,18 @@ def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | N
     if plan.source.kind != "parquet" or not plan.source.files:
         return None
     names = plan.frame.collect_schema()
-    cid_type, ts_col, cid_col = names["customer_id"], plan.columns["order_ts"], plan.columns["customer_id"]
+    cid_type, ts_col, cid_col = (
+        names["customer_id"],
+        plan.columns["order_ts"],
+        plan.columns["customer_id"],
+    )
     if not cid_type.is_integer():
         return None
     found = plan.source.frame.collect_schema()
     ts_type = found[ts_col]
-    if need_max_date and not (ts_type == pl.Date or (isinstance(ts_type, pl.Datetime) and ts_type.time_zone is None)):
+    if need_max_date and not (
+        ts_type == pl.Date or (isinstance(ts_type, pl.Datetime) and ts_type.time_zone is None)
+    ):
         return None  # zone-aware or text timestamps: their dates are not in the statistics
     n, lo, hi, top = 0, None, None, None
     try:
@@ -99,7 +105,14 @@ def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | N
                     top = day if top is None else max(top, day)
     except (OSError, KeyError, ValueError, TypeError, AttributeError):
         return None
-    return {"n": n, "max_date": top, "id_min": lo, "id_max": hi, "text_ids": False, "oid_checked": False}
+    return {
+        "n": n,
+        "max_date": top,
+        "id_min": lo,
+        "id_max": hi,
+        "text_ids": False,
+        "oid_checked": False,
+    }
 
 
 def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
@@ -119,17 +132,24 @@ def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
             pl.col("customer_id").str.strip_chars().str.len_chars() > 1
         )
         exprs += [
-            ((as_int.null_count() == pl.col("customer_id").null_count()) & ~leading_zero.any()).alias("int_ids"),
+            (
+                (as_int.null_count() == pl.col("customer_id").null_count()) & ~leading_zero.any()
+            ).alias("int_ids"),
             as_int.min().alias("id_min"),
             as_int.max().alias("id_max"),
         ]
     elif cid.is_integer():
-        exprs += [pl.col("customer_id").min().alias("id_min"), pl.col("customer_id").max().alias("id_max")]
+        exprs += [
+            pl.col("customer_id").min().alias("id_min"),
+            pl.col("customer_id").max().alias("id_max"),
+        ]
     if "order_id" in names:
         if not names["order_id"].is_integer():
             return None
         oid = pl.col("order_id")
-        exprs.append(((oid.diff().slice(1) > 0).all() & (oid.null_count() == 0)).alias("oid_increasing"))
+        exprs.append(
+            ((oid.diff().slice(1) > 0).all() & (oid.null_count() == 0)).alias("oid_increasing")
+        )
     try:
         stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -167,11 +187,15 @@ def order_features(
     if stream is not False and plan.source.kind != "memory":
         stats = _parquet_stats(plan, need_max_date=as_of is None) or _prepass(plan)
     if stats is None:
-        return _in_memory(source, columns, as_of, strict, rejects, windows, aggregates, extra_columns)
+        return _in_memory(
+            source, columns, as_of, strict, rejects, windows, aggregates, extra_columns
+        )
     try:
         return _stream(plan, stats, as_of, strict, rejects, windows, aggregates, batch_rows)
     except _OrderIdsRepeat:  # line items after all: every line of an order must be at hand
-        return _in_memory(source, columns, as_of, strict, rejects, windows, aggregates, extra_columns)
+        return _in_memory(
+            source, columns, as_of, strict, rejects, windows, aggregates, extra_columns
+        )
 
 
 class _OrderIdsRepeat(Exception):
@@ -188,7 +212,14 @@ def _in_memory(
     aggregates: Sequence[Any],
     extra_columns: Sequence[str],
 ) -> OrderFeatures:
-    od = O.load_orders(source, columns=columns, as_of=as_of, strict=strict, rejects=rejects, extra_columns=extra_columns)
+    od = O.load_orders(
+        source,
+        columns=columns,
+        as_of=as_of,
+        strict=strict,
+        rejects=rejects,
+        extra_columns=extra_columns,
+    )
     frame = customer_features(od, windows=windows)
     extra = aggregate_rules(od.frame, aggregates, od.as_of, frame.columns)
     return OrderFeatures(frame, od.as_of, od.report, od.frame.schema, extra, streamed=False)
@@ -203,7 +234,11 @@ def aggregate_rules(
     needing a column the rows lack are left out (the rule compiler then skips or rejects the
     segments that use them, naming the missing column).
     """
-    todo = {s.name: s for s in specs if s.name not in existing and all(c in rows.columns for c in s.columns)}
+    todo = {
+        s.name: s
+        for s in specs
+        if s.name not in existing and all(c in rows.columns for c in s.columns)
+    }
     if not todo:
         return None
     out = rows.group_by("customer_id").agg([s.expr(as_of).alias(name) for name, s in todo.items()])
@@ -250,7 +285,9 @@ def _stream(
         (pl.col("amount") >= 0).cast(pl.UInt8).alias("_order"),
     )
     if slim_discount:
-        lf = lf.with_columns((pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount"))
+        lf = lf.with_columns(
+            (pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")
+        )
     id_range = None
     if not stats["text_ids"] and stats.get("id_min") is not None:
         id_range = (int(stats["id_min"]), int(stats["id_max"]))
@@ -276,7 +313,9 @@ def _stream(
                 if oid.null_count() or not oid.dtype.is_integer():
                     raise _OrderIdsRepeat
                 ids = oid.to_numpy()
-                if (last_oid is not None and ids.shape[0] and ids[0] <= last_oid) or bool(np.any(np.diff(ids) <= 0)):
+                if (last_oid is not None and ids.shape[0] and ids[0] <= last_oid) or bool(
+                    np.any(np.diff(ids) <= 0)
+                ):
                     raise _OrderIdsRepeat
                 if ids.shape[0]:
                     last_oid = int(ids[-1])
@@ -290,7 +329,9 @@ def _stream(
                     left_out[r] += n
                 if rejects is not None:
                     bad = batch.filter(why.is_not_null()).rename({"__reason": "reason"})
-                    bad_rows.append(bad.drop([c for c in ("_order", "_discount") if c in bad.columns]))
+                    bad_rows.append(
+                        bad.drop([c for c in ("_order", "_discount") if c in bad.columns])
+                    )
                 batch = batch.filter(why.is_null())
             batch = batch.drop([c for c in ("__reason", "order_ts_raw") if c in batch.columns])
             if slim_discount:
@@ -307,7 +348,9 @@ def _stream(
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise _collect_error(exc, label) from exc
-    report = O.RowReport(source=label, rows_read=n_read, rows_used=n_read - sum(left_out.values()), left_out=left_out)
+    report = O.RowReport(
+        source=label, rows_read=n_read, rows_used=n_read - sum(left_out.values()), left_out=left_out
+    )
     if want_dups and hashes:
         report.duplicates = O.count_duplicate_hashes(np.concatenate(hashes))
     if report.rows_left_out and strict:
@@ -326,4 +369,6 @@ def _stream(
 
 
 def _empty_rejects(schema_out: pl.Schema | None) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema_out or {}).with_columns(pl.lit(None, pl.String).alias("reason"))
+    return pl.DataFrame(schema=schema_out or {}).with_columns(
+        pl.lit(None, pl.String).alias("reason")
+    )

@@ -55,7 +55,9 @@ EVENT_COLUMNS: dict[str, str] = {
 }
 CUSTOMER_COLUMNS: dict[str, str] = {"customer_id": "customer id"}
 
-_ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?\s*$"
+_ISO_DATE = (
+    r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?\s*$"
+)
 
 
 def parse_column_map(
@@ -85,10 +87,7 @@ def parse_column_map(
         if canon not in known:
             close = difflib.get_close_matches(canon, list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            msg = (
-                f"--col: unknown canonical column {canon!r}{hint}; "
-                f"allowed: {', '.join(known)}"
-            )
+            msg = f"--col: unknown canonical column {canon!r}{hint}; allowed: {', '.join(known)}"
             raise ParameterError(msg)
         if canon in out and out[canon] != theirs:
             msg = f"--col: {canon!r} is mapped twice ({out[canon]!r} and {theirs!r})"
@@ -162,9 +161,11 @@ def resolve_columns(
         extra = ""
         for canon in missing:
             if alternatives.get(canon):
-                extra = f" ('{canon}' may instead be computed from " + " and ".join(
-                    repr(a) for a in alternatives[canon]
-                ) + ")"
+                extra = (
+                    f" ('{canon}' may instead be computed from "
+                    + " and ".join(repr(a) for a in alternatives[canon])
+                    + ")"
+                )
         noun = "column" if len(missing) == 1 else "columns"
         msg = f"{label}: missing required {noun} {names}{extra} (found: {shown}); map yours with {' '.join(how)}"
         raise SchemaError(msg)
@@ -242,7 +243,9 @@ def typed_number(
     raise SchemaError(msg)
 
 
-def typed_id(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl.Expr, Conversion | None]:
+def typed_id(
+    canon: str, col: str, dtype: pl.DataType, label: str
+) -> tuple[pl.Expr, Conversion | None]:
     """Expression giving an Int64 or String id column, aliased ``canon``."""
     kind = _kind(dtype)
     c = pl.col(col)
@@ -254,7 +257,9 @@ def typed_id(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl.E
         return pl.lit(None, dtype=pl.Int64).alias(canon), None
     if kind == "float":
         f = c.cast(pl.Float64)
-        expr = pl.when(f.is_nan()).then(None).when(f == f.floor()).then(f.cast(pl.Int64, strict=False))
+        expr = (
+            pl.when(f.is_nan()).then(None).when(f == f.floor()).then(f.cast(pl.Int64, strict=False))
+        )
         return expr.alias(canon), Conversion(canon, col, f"__raw_{canon}", "a whole-number id")
     msg = f"{label}: column {col!r} ({canon}) has type {dtype}; expected integer or text ids"
     raise SchemaError(msg)
@@ -278,7 +283,9 @@ def typed_categorical(canon: str, col: str, dtype: pl.DataType, label: str) -> t
     return pl.col(col).cast(pl.String).cast(pl.Categorical).alias(canon), None
 
 
-def check_conversions(df: pl.DataFrame, conversions: Sequence[Conversion], label: str) -> pl.DataFrame:
+def check_conversions(
+    df: pl.DataFrame, conversions: Sequence[Conversion], label: str
+) -> pl.DataFrame:
     """Raise a :class:`SchemaError` naming the first value that could not be converted.
 
     Drops the raw columns kept for the check and returns the frame.
@@ -291,7 +298,9 @@ def check_conversions(df: pl.DataFrame, conversions: Sequence[Conversion], label
         if n_lost:
             first = df.filter(lost)[conv.raw][0]
             more = f" and {n_lost - 1:,} more" if n_lost > 1 else ""
-            named = f"{conv.source!r}" + (f" ({conv.canonical})" if conv.source != conv.canonical else "")
+            named = f"{conv.source!r}" + (
+                f" ({conv.canonical})" if conv.source != conv.canonical else ""
+            )
             msg = f"{label}: column {named} has value {first!r}{more} that cannot be read as {conv.expected}"
             raise SchemaError(msg)
     return df.drop([c.raw for c in conversions])

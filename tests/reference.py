@@ -375,9 +375,17 @@ def features_ref(rows: list[dict], as_of: _f_dt.date, windows=(30, 90, 365)) -> 
         f = out.setdefault(
             c,
             {
-                "frequency": 0, "monetary": 0.0, "gross": 0.0, "first": None, "last": None,
-                "refund_count": 0, "refund_amount": 0.0, "cats": set(), "disc": 0,
-                **{f"orders_{w}d": 0 for w in windows}, **{f"revenue_{w}d": 0.0 for w in windows},
+                "frequency": 0,
+                "monetary": 0.0,
+                "gross": 0.0,
+                "first": None,
+                "last": None,
+                "refund_count": 0,
+                "refund_amount": 0.0,
+                "cats": set(),
+                "disc": 0,
+                **{f"orders_{w}d": 0 for w in windows},
+                **{f"revenue_{w}d": 0.0 for w in windows},
             },
         )
         a, d = r["amount"], r["order_date"]

@@ -37,7 +37,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {
             "order_id": list(range(n)),
             "customer_id": ids,
-            "order_ts": [dt.datetime(2026, 6, 30, 12) - dt.timedelta(days=(i * 37) % 700) for i in range(n)],
+            "order_ts": [
+                dt.datetime(2026, 6, 30, 12) - dt.timedelta(days=(i * 37) % 700) for i in range(n)
+            ],
             "amount": [(-15.0 if i % 23 == 0 else 20.0 + (i * 13) % 180) for i in range(n)],
             "category": [["shoes", "bags", "hats"][i % 3] for i in range(n)],
             "channel": [["web", "app", "store"][i % 3] for i in range(n)],
@@ -75,17 +77,37 @@ def test_help_and_version() -> None:
 
 def test_score_writes_scores_and_prints_summary(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.parquet"
-    r = invoke("score", store / "orders.parquet", "--out", out, "--edges-out", tmp_path / "edges.json")
+    r = invoke(
+        "score", store / "orders.parquet", "--out", out, "--edges-out", tmp_path / "edges.json"
+    )
     assert r.exit_code == 0, r.output
     assert "400 rows read" in r.output and "0 left out" in r.output and "RFM groups" in r.output
     scores = pl.read_parquet(out)
     assert scores.columns[:13] == [
-        "customer_id", "recency_days", "frequency", "monetary", "aov", "first_order_date",
-        "last_order_date", "r_score", "f_score", "m_score", "rfm_cell", "rfm_score", "rfm_group",
+        "customer_id",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "aov",
+        "first_order_date",
+        "last_order_date",
+        "r_score",
+        "f_score",
+        "m_score",
+        "rfm_cell",
+        "rfm_score",
+        "rfm_group",
     ]
     assert scores.height == 90
     # score a later batch against the saved edges
-    r2 = invoke("score", store / "orders.parquet", "--edges-in", tmp_path / "edges.json", "--out", tmp_path / "s2.csv")
+    r2 = invoke(
+        "score",
+        store / "orders.parquet",
+        "--edges-in",
+        tmp_path / "edges.json",
+        "--out",
+        tmp_path / "s2.csv",
+    )
     assert r2.exit_code == 0, r2.output
     again = pl.read_csv(tmp_path / "s2.csv")
     assert again["rfm_cell"].cast(pl.String).to_list() == scores["rfm_cell"].to_list()
@@ -95,10 +117,22 @@ def test_score_writes_scores_and_prints_summary(store: Path, tmp_path: Path) -> 
 def test_score_with_profiles_events_and_thresholds(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
     r = invoke(
-        "score", store / "orders.parquet", "--customers", store / "customers.parquet",
-        "--events", store / "events.parquet", "--method", "thresholds",
-        "--thresholds", "r=30,90,180,365", "--thresholds", "f=2,3,5,10", "--thresholds", "m=50,100,250,1000",
-        "--out", out,
+        "score",
+        store / "orders.parquet",
+        "--customers",
+        store / "customers.parquet",
+        "--events",
+        store / "events.parquet",
+        "--method",
+        "thresholds",
+        "--thresholds",
+        "r=30,90,180,365",
+        "--thresholds",
+        "f=2,3,5,10",
+        "--thresholds",
+        "m=50,100,250,1000",
+        "--out",
+        out,
     )
     assert r.exit_code == 0, r.output
     s = pl.read_parquet(out)
@@ -117,8 +151,16 @@ def test_run_writes_all_outputs(store: Path, tmp_path: Path) -> None:
     )
     out = tmp_path / "results"
     r = invoke(
-        "run", store / "orders.parquet", "--customers", store / "customers.parquet",
-        "--events", store / "events.parquet", "--rules", rules, "--out", out,
+        "run",
+        store / "orders.parquet",
+        "--customers",
+        store / "customers.parquet",
+        "--events",
+        store / "events.parquet",
+        "--rules",
+        rules,
+        "--out",
+        out,
     )
     assert r.exit_code == 0, r.output
     for name in ("scores.parquet", "segments.parquet", "summary.csv", "overlaps.csv", "run.json"):
@@ -129,12 +171,15 @@ def test_run_writes_all_outputs(store: Path, tmp_path: Path) -> None:
     app_size = summary.filter(pl.col("segment") == "app_buyers")["customers"].item()
     orders = pl.read_parquet(store / "orders.parquet")
     want = orders.filter(
-        (pl.col("channel") == "app") & (pl.col("amount") >= 0)
+        (pl.col("channel") == "app")
+        & (pl.col("amount") >= 0)
         & (pl.col("order_ts").dt.date() >= dt.date(2025, 6, 30))
     )["customer_id"].n_unique()
     assert app_size == want
     ev = pl.read_parquet(store / "events.parquet")
-    openers = ev.filter((pl.col("event") == "email_open") & (pl.col("event_ts") >= dt.date(2026, 6, 23)))
+    openers = ev.filter(
+        (pl.col("event") == "email_open") & (pl.col("event_ts") >= dt.date(2026, 6, 23))
+    )
     got = summary.filter(pl.col("segment") == "recent_openers")["customers"].item()
     assert got == openers["customer_id"].n_unique() > 0
     report = json.loads((out / "run.json").read_text())
@@ -161,7 +206,9 @@ def test_segments_list_show_check(tmp_path: Path) -> None:
     r = invoke("segments", "show", "one_timers")
     assert r.exit_code == 0 and "frequency" in r.output
     good = tmp_path / "good.toml"
-    good.write_text('[[segment]]\nname = "big"\ndescription = "d"\nrule = "monetary > 1000 AND segment(one_timers)"\n')
+    good.write_text(
+        '[[segment]]\nname = "big"\ndescription = "d"\nrule = "monetary > 1000 AND segment(one_timers)"\n'
+    )
     r = invoke("segments", "check", good)
     assert r.exit_code == 0 and "ok" in r.output
 
@@ -180,13 +227,20 @@ def test_gen_and_demo_small(tmp_path: Path) -> None:
 
 
 def test_error_missing_file(tmp_path: Path) -> None:
-    assert_clean_error(invoke("score", tmp_path / "nope.parquet"), "error:", "file not found", "nope.parquet")
+    assert_clean_error(
+        invoke("score", tmp_path / "nope.parquet"), "error:", "file not found", "nope.parquet"
+    )
 
 
 def test_error_corrupt_parquet(tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 this is not parquet PAR1")
-    assert_clean_error(invoke("score", bad, "--out", tmp_path / "o.parquet"), "error:", "cannot read", "bad.parquet")
+    assert_clean_error(
+        invoke("score", bad, "--out", tmp_path / "o.parquet"),
+        "error:",
+        "cannot read",
+        "bad.parquet",
+    )
     assert not (tmp_path / "o.parquet").exists()
 
 
@@ -194,15 +248,33 @@ def test_error_missing_columns_lists_all_and_how_to_map(tmp_path: Path) -> None:
     p = tmp_path / "o.csv"
     p.write_text("CustId,OrderDate,Total\n1,2026-01-01,5\n")
     r = invoke("score", p)
-    assert_clean_error(r, "missing required columns 'customer_id', 'order_ts', 'amount'", "found: CustId, OrderDate, Total", "--col")
-    r = invoke("score", p, "--col", "customer_id=CustId", "--col", "order_ts=OrderDate", "--col", "amount=Total", "--out", tmp_path / "s.parquet")
+    assert_clean_error(
+        r,
+        "missing required columns 'customer_id', 'order_ts', 'amount'",
+        "found: CustId, OrderDate, Total",
+        "--col",
+    )
+    r = invoke(
+        "score",
+        p,
+        "--col",
+        "customer_id=CustId",
+        "--col",
+        "order_ts=OrderDate",
+        "--col",
+        "amount=Total",
+        "--out",
+        tmp_path / "s.parquet",
+    )
     assert r.exit_code == 0, r.output
 
 
 def test_error_value_of_wrong_type(tmp_path: Path) -> None:
     p = tmp_path / "o.csv"
     p.write_text("customer_id,order_ts,amount\n1,2026-01-01,5\n2,2026-01-02,five\n")
-    assert_clean_error(invoke("score", p), "column 'amount'", "'five'", "cannot be read as a number")
+    assert_clean_error(
+        invoke("score", p), "column 'amount'", "'five'", "cannot be read as a number"
+    )
 
 
 def test_error_no_usable_order(store: Path) -> None:
@@ -231,14 +303,20 @@ def test_error_empty_input(tmp_path: Path) -> None:
         (["--thresholds", "q=1,2,3,4", "--method", "thresholds"], ["q"], 1),
     ],
 )
-def test_error_invalid_parameters(store: Path, args: list[str], fragments: list[str], code: int) -> None:
+def test_error_invalid_parameters(
+    store: Path, args: list[str], fragments: list[str], code: int
+) -> None:
     assert_clean_error(invoke("score", store / "orders.parquet", *args), *fragments, code=code)
 
 
 def test_strict_and_rejects(tmp_path: Path) -> None:
     p = tmp_path / "o.csv"
-    p.write_text("customer_id,order_ts,amount\n1,2026-01-01,5\n,2026-01-02,3\n2,,4\n3,2026-01-02,\n")
-    assert_clean_error(invoke("score", p, "--strict"), "3 of 4 rows", "missing_customer_id: 1", "--strict")
+    p.write_text(
+        "customer_id,order_ts,amount\n1,2026-01-01,5\n,2026-01-02,3\n2,,4\n3,2026-01-02,\n"
+    )
+    assert_clean_error(
+        invoke("score", p, "--strict"), "3 of 4 rows", "missing_customer_id: 1", "--strict"
+    )
     rej = tmp_path / "rejects.csv"
     r = invoke("score", p, "--rejects", rej, "--out", tmp_path / "s.parquet")
     assert r.exit_code == 0, r.output
@@ -256,7 +334,9 @@ def test_error_rules(tmp_path: Path, store: Path) -> None:
     assert not (tmp_path / "o").exists()  # rules are checked before any data is read
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('[[segment]]\nname = "x"\ndescription = "d"\nrule = "frequncy >= 3"\n')
-    r = invoke("run", store / "orders.parquet", "--rules", unknown, "--no-builtin", "--out", tmp_path / "o")
+    r = invoke(
+        "run", store / "orders.parquet", "--rules", unknown, "--no-builtin", "--out", tmp_path / "o"
+    )
     assert_clean_error(r, "frequncy", "frequency")
     r = invoke("segments", "show", "no_such_segment")
     assert_clean_error(r, "no_such_segment")

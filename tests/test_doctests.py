@@ -11,7 +11,9 @@ import pytest
 import fastseg
 
 MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(fastseg.__path__, prefix="fastseg.") if not m.name.endswith("__main__")
+    m.name
+    for m in pkgutil.walk_packages(fastseg.__path__, prefix="fastseg.")
+    if not m.name.endswith("__main__")
 )
 
 

@@ -49,18 +49,27 @@ def orders_frames(draw):  # noqa: ANN201
     if pool == "small":
         ids = list(range(1, n_cust + 1))
     elif pool == "sparse":  # forces the hash path of encode_int_ids
-        ids = draw(st.lists(st.integers(-(2**62), 2**62), min_size=n_cust, max_size=n_cust, unique=True))
+        ids = draw(
+            st.lists(st.integers(-(2**62), 2**62), min_size=n_cust, max_size=n_cust, unique=True)
+        )
     elif pool == "negative":
         ids = list(range(-n_cust, 0))
     else:
-        ids = [f"C{i:05d}" for i in draw(st.lists(st.integers(0, 99999), min_size=n_cust, max_size=n_cust, unique=True))]
+        ids = [
+            f"C{i:05d}"
+            for i in draw(
+                st.lists(st.integers(0, 99999), min_size=n_cust, max_size=n_cust, unique=True)
+            )
+        ]
     n = draw(st.integers(1, 60))
     with_lines = draw(st.booleans())
     rows = []
-    for i in range(n):
+    for _ in range(n):
         cid = draw(st.sampled_from(ids))
         day = AS_OF - dt.timedelta(days=draw(st.integers(0, 800)))
-        amount = draw(st.one_of(st.floats(-200, 500, allow_nan=False), st.sampled_from([0.0, 10.0, -10.0])))
+        amount = draw(
+            st.one_of(st.floats(-200, 500, allow_nan=False), st.sampled_from([0.0, 10.0, -10.0]))
+        )
         row = {
             "customer_id": cid,
             "order_ts": day,
@@ -106,11 +115,15 @@ def test_row_order_does_not_matter() -> None:
         }
     )
     a = feat.customer_features(load_orders(df, as_of=AS_OF))
-    b = feat.customer_features(load_orders(df.sample(fraction=1.0, shuffle=True, seed=3), as_of=AS_OF))
+    b = feat.customer_features(
+        load_orders(df.sample(fraction=1.0, shuffle=True, seed=3), as_of=AS_OF)
+    )
     floats = [c for c, t in a.schema.items() if t == pl.Float64]
     assert a.drop(floats).equals(b.drop(floats))  # counts and dates: exactly equal
     for c in floats:  # sums: equal up to the order of floating-point additions
-        np.testing.assert_allclose(a[c].fill_null(0).to_numpy(), b[c].fill_null(0).to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose(
+            a[c].fill_null(0).to_numpy(), b[c].fill_null(0).to_numpy(), rtol=1e-9
+        )
 
 
 def test_partitioned_path_on_many_customers() -> None:
@@ -135,14 +148,19 @@ def test_partitioned_path_on_many_customers() -> None:
             (pl.col("amount") >= 0).sum().alias("frequency"),
             pl.col("amount").sum().alias("monetary"),
             pl.col("order_ts").filter(pl.col("amount") >= 0).max().alias("last_order_date"),
-            pl.col("category").filter(pl.col("amount") >= 0).n_unique().alias("distinct_categories"),
+            pl.col("category")
+            .filter(pl.col("amount") >= 0)
+            .n_unique()
+            .alias("distinct_categories"),
         )
         .sort("customer_id")
     )
     assert got["frequency"].to_list() == ref["frequency"].cast(pl.Int64).to_list()
     assert got["last_order_date"].to_list() == ref["last_order_date"].to_list()
     np.testing.assert_allclose(got["monetary"].to_numpy(), ref["monetary"].to_numpy(), rtol=1e-9)
-    assert got["distinct_categories"].to_list() == ref["distinct_categories"].cast(pl.Int64).to_list()
+    assert (
+        got["distinct_categories"].to_list() == ref["distinct_categories"].cast(pl.Int64).to_list()
+    )
 
 
 def test_one_customer_one_row() -> None:
@@ -153,10 +171,12 @@ def test_one_customer_one_row() -> None:
 
 
 def test_refund_only_customer_has_no_order() -> None:
-    df = pl.DataFrame(
-        {"customer_id": [1, 2], "order_ts": [AS_OF, AS_OF], "amount": [10.0, -4.0]}
+    df = pl.DataFrame({"customer_id": [1, 2], "order_ts": [AS_OF, AS_OF], "amount": [10.0, -4.0]})
+    got = (
+        feat.customer_features(load_orders(df))
+        .filter(pl.col("customer_id") == 2)
+        .row(0, named=True)
     )
-    got = feat.customer_features(load_orders(df)).filter(pl.col("customer_id") == 2).row(0, named=True)
     assert got["frequency"] == 0 and got["recency_days"] is None and got["monetary"] == -4.0
     assert got["refund_count"] == 1 and got["refund_amount"] == 4.0 and got["aov"] is None
 
@@ -195,7 +215,12 @@ def test_event_features() -> None:
     ev = pl.DataFrame(
         {
             "customer_id": [1, 1, 1, 2],
-            "event_date": [AS_OF, AS_OF - dt.timedelta(days=40), AS_OF - dt.timedelta(days=100), AS_OF],
+            "event_date": [
+                AS_OF,
+                AS_OF - dt.timedelta(days=40),
+                AS_OF - dt.timedelta(days=100),
+                AS_OF,
+            ],
             "event": ["email_open", "email_open", "site-visit", "email_open"],
         }
     )

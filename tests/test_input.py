@@ -19,7 +19,12 @@ def _orders() -> pl.DataFrame:
     return pl.DataFrame(
         {
             "customer_id": [1, 1, 2, 3],
-            "order_ts": [dt.datetime(2026, 3, 1, 10), dt.datetime(2026, 2, 1), dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 15)],
+            "order_ts": [
+                dt.datetime(2026, 3, 1, 10),
+                dt.datetime(2026, 2, 1),
+                dt.datetime(2026, 1, 1),
+                dt.datetime(2026, 2, 15),
+            ],
             "amount": [10.0, 20.0, 5.0, -3.0],
             "category": ["a", "b", "a", "c"],
         }
@@ -67,7 +72,13 @@ def test_in_memory_frames_pandas_arrow_lazy() -> None:
     assert _summary(load_orders(df.to_arrow())) == want
     assert _summary(load_orders(df.to_pandas())) == want
     # pandas with float ids (ints with gaps become floats) and NaN ids
-    p = pd.DataFrame({"customer_id": [1.0, float("nan")], "order_ts": ["2026-01-01", "2026-01-02"], "amount": [1.0, 2.0]})
+    p = pd.DataFrame(
+        {
+            "customer_id": [1.0, float("nan")],
+            "order_ts": ["2026-01-01", "2026-01-02"],
+            "amount": [1.0, 2.0],
+        }
+    )
     o = load_orders(p)
     assert o.frame["customer_id"].to_list() == [1] and o.report.left_out["missing_customer_id"] == 1
 
@@ -80,7 +91,12 @@ def test_timestamps_dates_naive_aware_and_iso_text() -> None:
     text = pl.DataFrame(
         {
             "customer_id": ["a", "b", "c", "d"],
-            "order_ts": ["2026-01-01", "2026-01-02T10:00:00", "2026-01-03 23:59:59.123+05:00", "2026-01-04T01:00Z"],
+            "order_ts": [
+                "2026-01-01",
+                "2026-01-02T10:00:00",
+                "2026-01-03 23:59:59.123+05:00",
+                "2026-01-04T01:00Z",
+            ],
             "amount": ["1", "2.5", " 3 ", "4e1"],
         }
     )
@@ -95,7 +111,9 @@ def test_timestamps_dates_naive_aware_and_iso_text() -> None:
 
 def test_column_mapping_dict_and_cli_form() -> None:
     df = _orders().rename({"customer_id": "CustId", "order_ts": "OrderDate", "amount": "Total"})
-    a = load_orders(df, columns={"customer_id": "CustId", "order_ts": "OrderDate", "amount": "Total"})
+    a = load_orders(
+        df, columns={"customer_id": "CustId", "order_ts": "OrderDate", "amount": "Total"}
+    )
     b = load_orders(df, columns=["customer_id=CustId", "order_ts=OrderDate", "amount=Total"])
     assert _summary(a) == _summary(b) == _summary(load_orders(_orders()))
 
@@ -112,27 +130,40 @@ def test_line_items_amount_from_quantity_and_unit_price() -> None:
     )
     o = load_orders(
         df,
-        columns={"customer_id": "cust", "order_ts": "ts", "order_id": "oid", "quantity": "qty", "unit_price": "price"},
+        columns={
+            "customer_id": "cust",
+            "order_ts": "ts",
+            "order_id": "oid",
+            "quantity": "qty",
+            "unit_price": "price",
+        },
     )
     f = o.frame.sort("customer_id")
     assert f["amount"].to_list() == [10.0, 10.0, 7.5, 6.0, -2.0]
     from fastseg.features import customer_features
 
     feats = customer_features(o).sort("customer_id")
-    assert feats["frequency"].to_list() == [2, 1]  # orders A and B; order C (its refund line is not an order)
+    assert feats["frequency"].to_list() == [
+        2,
+        1,
+    ]  # orders A and B; order C (its refund line is not an order)
     assert feats["monetary"].to_list() == [27.5, 4.0]
     assert feats["aov"].to_list() == [13.75, 6.0]
 
 
 def test_unknown_canonical_column_in_mapping() -> None:
-    with pytest.raises(ParameterError, match=r"unknown canonical column 'order_date'.*did you mean 'order_ts'"):
+    with pytest.raises(
+        ParameterError, match=r"unknown canonical column 'order_date'.*did you mean 'order_ts'"
+    ):
         load_orders(_orders(), columns=["order_date=OrderDate"])
     with pytest.raises(ParameterError, match="CANONICAL=THEIRS"):
         load_orders(_orders(), columns=["order_ts"])
 
 
 def test_mapped_column_absent() -> None:
-    with pytest.raises(SchemaError, match=r"--col amount=Totl: no column 'Totl'.*found: customer_id"):
+    with pytest.raises(
+        SchemaError, match=r"--col amount=Totl: no column 'Totl'.*found: customer_id"
+    ):
         load_orders(_orders(), columns={"amount": "Totl"})
 
 
@@ -157,9 +188,18 @@ def test_missing_required_columns_all_listed_with_fix() -> None:
     ],
 )
 def test_value_that_cannot_be_read_as_its_type(column: str, value: str, expected: str) -> None:
-    df = pl.DataFrame({"customer_id": ["1", "2"], "order_ts": ["2026-01-01", "2026-01-02"], "amount": ["1", "2"]})
-    df = df.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit(value)).otherwise(pl.col(column)).alias(column))
-    with pytest.raises(SchemaError, match=rf"column '{column}'.*{value!r}.*cannot be read as {expected}"):
+    df = pl.DataFrame(
+        {"customer_id": ["1", "2"], "order_ts": ["2026-01-01", "2026-01-02"], "amount": ["1", "2"]}
+    )
+    df = df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 1)
+        .then(pl.lit(value))
+        .otherwise(pl.col(column))
+        .alias(column)
+    )
+    with pytest.raises(
+        SchemaError, match=rf"column '{column}'.*{value!r}.*cannot be read as {expected}"
+    ):
         load_orders(df)
 
 
@@ -246,12 +286,24 @@ def test_data_problems_counted_by_reason(tmp_path: Path) -> None:
     rej = pl.read_csv(tmp_path / "rej.csv")
     assert rej.columns[0] == "reason"
     assert sorted(rej["reason"].to_list()) == sorted(
-        ["missing_customer_id", "missing_timestamp", "missing_amount", "missing_amount", "after_as_of"]
+        [
+            "missing_customer_id",
+            "missing_timestamp",
+            "missing_amount",
+            "missing_amount",
+            "after_as_of",
+        ]
     )
 
 
 def test_rejects_keep_original_timestamp(tmp_path: Path) -> None:
-    df = pl.DataFrame({"customer_id": [None, 1], "order_ts": ["2026-01-01T10:11:12", "2026-01-01"], "amount": [1.0, 1.0]})
+    df = pl.DataFrame(
+        {
+            "customer_id": [None, 1],
+            "order_ts": ["2026-01-01T10:11:12", "2026-01-01"],
+            "amount": [1.0, 1.0],
+        }
+    )
     load_orders(df, rejects=tmp_path / "r.parquet")
     rej = pl.read_parquet(tmp_path / "r.parquet")
     assert rej.row(0, named=True)["order_ts"] == "2026-01-01T10:11:12"
@@ -269,7 +321,9 @@ def test_strict_turns_problems_into_an_error() -> None:
 
 
 def test_no_usable_order() -> None:
-    with pytest.raises(DataError, match=r"no usable order.*after_as_of: 4 \(dated after 2020-01-01\)"):
+    with pytest.raises(
+        DataError, match=r"no usable order.*after_as_of: 4 \(dated after 2020-01-01\)"
+    ):
         load_orders(_orders(), as_of="2020-01-01")
     with pytest.raises(DataError, match="has no rows"):
         load_orders(_orders().head(0))
@@ -287,7 +341,12 @@ def test_infinite_amount_is_missing() -> None:
 
 def test_duplicate_order_lines_counted_once() -> None:
     df = pl.DataFrame(
-        {"customer_id": [1, 1, 1], "order_ts": [D, D, D], "amount": [1.0, 2.0, 3.0], "order_id": [9, 9, 10]}
+        {
+            "customer_id": [1, 1, 1],
+            "order_ts": [D, D, D],
+            "amount": [1.0, 2.0, 3.0],
+            "order_id": [9, 9, 10],
+        }
     )
     o = load_orders(df)
     assert o.frame["_order"].to_list() == [1, 0, 1]

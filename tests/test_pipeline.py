@@ -19,7 +19,9 @@ from fastseg.rules.compile import required_aggregates
 AS_OF = dt.date(2026, 6, 30)
 
 
-def _orders(n: int, seed: int, *, text_ids: bool = False, problems: bool = True, n_cats: int = 5) -> pl.DataFrame:
+def _orders(
+    n: int, seed: int, *, text_ids: bool = False, problems: bool = True, n_cats: int = 5
+) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, max(2, n // 4), n) * 7 + 100
     cust = [f"C{i:06d}" for i in ids] if text_ids else ids
@@ -37,8 +39,14 @@ def _orders(n: int, seed: int, *, text_ids: bool = False, problems: bool = True,
     )
     if problems:
         df = df.with_columns(
-            pl.when(pl.int_range(pl.len()) % 17 == 3).then(None).otherwise(pl.col("customer_id")).alias("customer_id"),
-            pl.when(pl.int_range(pl.len()) % 19 == 4).then(None).otherwise(pl.col("amount")).alias("amount"),
+            pl.when(pl.int_range(pl.len()) % 17 == 3)
+            .then(None)
+            .otherwise(pl.col("customer_id"))
+            .alias("customer_id"),
+            pl.when(pl.int_range(pl.len()) % 19 == 4)
+            .then(None)
+            .otherwise(pl.col("amount"))
+            .alias("amount"),
         )
     return df
 
@@ -56,7 +64,9 @@ def _same(a, b) -> None:  # noqa: ANN001
     floats = [c for c, t in fa.schema.items() if t == pl.Float64]
     assert fa.drop(floats).equals(fb.drop(floats))
     for c in floats:
-        np.testing.assert_allclose(fa[c].fill_null(-1).to_numpy(), fb[c].fill_null(-1).to_numpy(), rtol=1e-9)
+        np.testing.assert_allclose(
+            fa[c].fill_null(-1).to_numpy(), fb[c].fill_null(-1).to_numpy(), rtol=1e-9
+        )
 
 
 @settings(max_examples=12)

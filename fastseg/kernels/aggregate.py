@@ -182,7 +182,9 @@ def _accumulate(acc, c, d, a, flags, since):  # pragma: no cover - jitted
 
 
 @njit(cache=CACHE)
-def _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc, catmask):  # pragma: no cover
+def _aggregate_direct_kernel(
+    codes, day, amount, flags, cats, since, acc, catmask
+):  # pragma: no cover
     for i in range(codes.shape[0]):
         c = codes[i]
         _accumulate(acc, c, day[i], amount[i], flags[i], since)
@@ -198,7 +200,9 @@ def _histogram_range(codes, shift, lo, hi, counts):  # pragma: no cover - jitted
 
 
 @njit(cache=CACHE)
-def _scatter_range(codes, day, amount, flags, cats, shift, lo, hi, pos, pc, pd, pa, pf, pk):  # pragma: no cover
+def _scatter_range(
+    codes, day, amount, flags, cats, shift, lo, hi, pos, pc, pd, pa, pf, pk
+):  # pragma: no cover
     for i in range(lo, hi):
         c = codes[i]
         p = c >> shift
@@ -212,7 +216,9 @@ def _scatter_range(codes, day, amount, flags, cats, shift, lo, hi, pos, pc, pd, 
 
 
 @njit(cache=CACHE, parallel=True)
-def _partition_kernel(codes, day, amount, flags, cats, shift, t, starts, pc, pd, pa, pf, pk):  # pragma: no cover
+def _partition_kernel(
+    codes, day, amount, flags, cats, shift, t, starts, pc, pd, pa, pf, pk
+):  # pragma: no cover
     # Parallel, stable radix partition: each of T row chunks counts its rows per partition, the
     # offsets interleave (partition-major, chunk-minor), then each chunk scatters its own rows.
     n = codes.shape[0]
@@ -230,8 +236,22 @@ def _partition_kernel(codes, day, amount, flags, cats, shift, t, starts, pc, pd,
             acc += counts[k, p]
     starts[n_parts] = acc
     for k in prange(t):
-        _scatter_range(codes, day, amount, flags, cats, shift, min(n, k * step),
-                       min(n, (k + 1) * step), pos[k], pc, pd, pa, pf, pk)
+        _scatter_range(
+            codes,
+            day,
+            amount,
+            flags,
+            cats,
+            shift,
+            min(n, k * step),
+            min(n, (k + 1) * step),
+            pos[k],
+            pc,
+            pd,
+            pa,
+            pf,
+            pk,
+        )
 
 
 @njit(cache=CACHE)
@@ -245,7 +265,9 @@ def _aggregate_range(lo, hi, pc, pd, pa, pf, pk, since, acc, catmask):  # pragma
 
 
 @njit(cache=CACHE, parallel=True)
-def _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc, catmask):  # pragma: no cover
+def _aggregate_partitions_kernel(
+    starts, pc, pd, pa, pf, pk, since, acc, catmask
+):  # pragma: no cover
     # partitions hold disjoint customers: threads never write the same accumulator row
     for p in prange(starts.shape[0] - 1):
         _aggregate_range(starts[p], starts[p + 1], pc, pd, pa, pf, pk, since, acc, catmask)
@@ -257,7 +279,9 @@ _PART_BYTES = 1 << 20
 _CHUNK_ROWS = 1 << 22
 
 
-def new_accumulators(n_customers: int, n_windows: int) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
+def new_accumulators(
+    n_customers: int, n_windows: int
+) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
     """Empty accumulators for :func:`aggregate_orders`: ``(acc, catmask)``."""
     acc = np.zeros((n_customers, _N_FIXED + 2 * n_windows), np.float64)
     acc[:, 1] = np.inf
@@ -371,10 +395,23 @@ def aggregate_orders(
         hi = min(n, lo + chunk)
         m = hi - lo
         _partition_kernel(
-            codes[lo:hi], day[lo:hi], amount[lo:hi], flags[lo:hi], cats[lo:hi], shift, threads,
-            starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m],
+            codes[lo:hi],
+            day[lo:hi],
+            amount[lo:hi],
+            flags[lo:hi],
+            cats[lo:hi],
+            shift,
+            threads,
+            starts,
+            pc[:m],
+            pd[:m],
+            pa[:m],
+            pf[:m],
+            pk[:m],
         )
-        _aggregate_partitions_kernel(starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m], since, acc, catmask)
+        _aggregate_partitions_kernel(
+            starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m], since, acc, catmask
+        )
     return acc, catmask
 
 
@@ -478,7 +515,9 @@ class CategoryCodes:
         self.n = 0
         order = np.argsort(vals[used])
         again = np.empty(order.shape[0], np.int64)
-        got = _category_local_kernel(keys[used][order], np.ones(order.shape[0], np.bool_), self._keys, self._vals, 0, again)
+        got = _category_local_kernel(
+            keys[used][order], np.ones(order.shape[0], np.bool_), self._keys, self._vals, 0, again
+        )
         assert got == n and (again == np.arange(n)).all()
         self.n = n
 
@@ -515,7 +554,9 @@ def _compact_rows_kernel(acc, catmask, rows):  # pragma: no cover - jitted
             catmask[j] = catmask[r]
 
 
-def compact_rows(acc: NDArray[np.float64], catmask: NDArray[np.uint64], rows: NDArray[np.int64]) -> None:
+def compact_rows(
+    acc: NDArray[np.float64], catmask: NDArray[np.uint64], rows: NDArray[np.int64]
+) -> None:
     """Move accumulator rows ``rows`` (ascending) to the front, in place: no second copy."""
     rows = np.ascontiguousarray(rows, np.int64)
     if rows.shape[0] > 1 and bool(np.any(np.diff(rows) <= 0)):

@@ -96,7 +96,9 @@ class IdEncoder:
     ([30, 10, 20], [1, 2, 0])
     """
 
-    def __init__(self, lo: int | None = None, hi: int | None = None, *, max_span: int = 1 << 26) -> None:
+    def __init__(
+        self, lo: int | None = None, hi: int | None = None, *, max_span: int = 1 << 26
+    ) -> None:
         self.n_unique = 0
         self._uniques = np.empty(1 << 10, np.int64)
         self.lo = lo
@@ -145,7 +147,9 @@ class IdEncoder:
                 raise ParameterError(msg)
             self.n_unique = _direct_kernel(ids, lo, self._lut, self._uniques, self.n_unique, codes)
         else:
-            self.n_unique = _hash_kernel(ids, self._keys, self._vals, self._uniques, self.n_unique, codes)
+            self.n_unique = _hash_kernel(
+                ids, self._keys, self._vals, self._uniques, self.n_unique, codes
+            )
         return codes
 
     def sort_order(self) -> NDArray[np.int64]:

@@ -289,7 +289,9 @@ def resolve_date(value: DateLit | RelDate | Today, as_of: dt.date) -> dt.date:
 
 
 def _quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
+    escaped = (
+        text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
+    )
     return "'" + escaped + "'"
 
 
