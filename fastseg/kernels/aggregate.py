@@ -273,8 +273,9 @@ def _aggregate_partitions_kernel(
         _aggregate_range(starts[p], starts[p + 1], pc, pd, pa, pf, pk, since, acc, catmask)
 
 
-#: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared)
-_PART_BYTES = 1 << 20
+#: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared;
+#: measured at 10M orders / 1.3M customers: 256 KiB 1.07 s, 512 KiB 1.04 s, 1 MiB 1.09 s, 2 MiB 1.14 s)
+_PART_BYTES = 1 << 19
 #: rows partitioned at a time (bounds the partition buffers: ~36 bytes a row)
 _CHUNK_ROWS = 1 << 22
 
