@@ -15,7 +15,7 @@ Both paths give the same result; the tests check it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,10 @@ __all__ = ["BATCH_ROWS", "OrderFeatures", "order_features"]
 #: batches cost time (measured at 10M orders / 1M customers: 256k rows 2.1 s, 1M 1.76 s, 4M
 #: 1.66 s; peak memory 764, 838 and 1016 MB before the in-place compaction of the state).
 BATCH_ROWS = 1 << 20
+#: batches read per slice of the source: bounds Polars' read-ahead (see :func:`_batches`).
+#: Measured at 10M orders: 1 batch 1.43 s / 687 MB peak, 2: 1.19 s / 806 MB, 4: 1.15 s / 873 MB,
+#: unbounded: 1.07 s / 1,130 MB.
+SEGMENT_BATCHES = 2
 
 
 @dataclass
@@ -303,8 +307,7 @@ def _stream(
     existing = {f"{kind}_{w}d" for w in windows for kind in ("orders", "revenue")}
     schema_out: pl.Schema | None = None
     try:
-        batches = lf.collect_batches(chunk_size=batch_rows)
-        for raw in batches:
+        for raw in _batches(lf, batch_rows, sliceable=plan.source.kind in ("parquet", "ipc")):
             batch = O.finish_batch(schema.check_conversions(raw, plan.conversions, label))
             del raw
             n_read += batch.height
@@ -366,6 +369,29 @@ def _stream(
         extra = (summed, fills)
     assert schema_out is not None
     return OrderFeatures(frame, as_of, report, schema_out, extra, streamed=True)
+
+
+def _batches(lf: pl.LazyFrame, batch_rows: int, *, sliceable: bool) -> Iterator[pl.DataFrame]:
+    """The rows of ``lf`` in batches, holding at most a few batches in memory.
+
+    Polars' ``collect_batches`` reads ahead without bound when the consumer is slower than the
+    reader (measured: the whole 10M-row file, 550 MB, buffered). Slicing the scan into segments
+    of ``SEGMENT_BATCHES`` batches bounds that; Parquet and Arrow IPC skip to a slice cheaply, so
+    this costs no time there. Text formats are read in one go (a slice would re-parse the file).
+    """
+    if not sliceable:
+        yield from lf.collect_batches(chunk_size=batch_rows)
+        return
+    segment = batch_rows * SEGMENT_BATCHES
+    offset = 0
+    while True:
+        got = 0
+        for batch in lf.slice(offset, segment).collect_batches(chunk_size=batch_rows):
+            got += batch.height
+            yield batch
+        if got < segment:
+            return
+        offset += segment
 
 
 def _empty_rejects(schema_out: pl.Schema | None) -> pl.DataFrame:
