@@ -173,3 +173,15 @@ def test_text_ids_and_categories_across_batches(tmp_path: Path) -> None:
     assert got["frequency"].to_list() == [2, 3, 0]
     assert got["distinct_categories"].to_list() == [2, 2, 0]
     _same(order_features(path, stream=True, batch_rows=2), order_features(path, stream=False))
+
+
+def test_segments_across_files_of_a_folder(tmp_path: Path) -> None:
+    """Slices of a multi-file Parquet source (bounded read-ahead) see every row exactly once."""
+    df = _orders(700, 11, problems=False)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i, part in enumerate((df.slice(0, 250), df.slice(250, 100), df.slice(350, 350))):
+        part.write_parquet(folder / f"part-{i}.parquet", row_group_size=40)
+    streamed = order_features(folder, as_of=AS_OF, stream=True, batch_rows=33)
+    assert streamed.streamed and streamed.report.rows_read == 700
+    _same(streamed, order_features(folder, as_of=AS_OF, stream=False))
