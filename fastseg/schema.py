@@ -55,6 +55,33 @@ EVENT_COLUMNS: dict[str, str] = {
 }
 CUSTOMER_COLUMNS: dict[str, str] = {"customer_id": "customer id"}
 
+#: Engagement event types the synthetic data and the built-in segments use (any others are
+#: accepted: each event type in the data gets its own features).
+EVENT_TYPES: tuple[str, ...] = (
+    "email_open",
+    "email_click",
+    "site_visit",
+    "product_view",
+    "add_to_cart",
+    "checkout_started",
+)
+
+#: The 10-group R x F grid used across the industry (k = 5): group -> ((R lo, R hi), (F lo, F hi)).
+RFM_GROUP_GRID: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "champions": ((5, 5), (4, 5)),
+    "loyal_customers": ((3, 4), (4, 5)),
+    "potential_loyalists": ((4, 5), (2, 3)),
+    "new_customers": ((5, 5), (1, 1)),
+    "promising": ((4, 4), (1, 1)),
+    "need_attention": ((3, 3), (3, 3)),
+    "about_to_sleep": ((3, 3), (1, 2)),
+    "cant_lose_them": ((1, 2), (5, 5)),
+    "at_risk": ((1, 2), (3, 4)),
+    "hibernating": ((1, 2), (1, 2)),
+}
+#: Every ``rfm_group`` value; customers without an order are ``prospects`` (last).
+RFM_GROUPS: tuple[str, ...] = (*RFM_GROUP_GRID, "prospects")
+
 _ISO_DATE = (
     r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)?\s*$"
 )

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from fastseg.errors import DataError, FastsegError, InputError, ParameterError, SchemaError
 from fastseg.kernels.quantile import apply_edges, combine_scores, quantile_edges
+from fastseg.schema import RFM_GROUP_GRID, RFM_GROUPS
 
 __all__ = [
     "FORMAT",
@@ -68,21 +69,11 @@ LEAD_COLUMNS = (
     "last_order_date",
 )
 
-#: The R×F grid (k = 5): group -> (R scores, F scores), both inclusive ranges.
-GROUP_GRID: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "champions": ((5, 5), (4, 5)),
-    "loyal_customers": ((3, 4), (4, 5)),
-    "potential_loyalists": ((4, 5), (2, 3)),
-    "new_customers": ((5, 5), (1, 1)),
-    "promising": ((4, 4), (1, 1)),
-    "need_attention": ((3, 3), (3, 3)),
-    "about_to_sleep": ((3, 3), (1, 2)),
-    "cant_lose_them": ((1, 2), (5, 5)),
-    "at_risk": ((1, 2), (3, 4)),
-    "hibernating": ((1, 2), (1, 2)),
-}
+
+#: The R x F grid (see :data:`fastseg.schema.RFM_GROUP_GRID`).
+GROUP_GRID = RFM_GROUP_GRID
 #: Every group name; the index of a name is its code, ``prospects`` is last.
-GROUPS: tuple[str, ...] = (*GROUP_GRID, "prospects")
+GROUPS: tuple[str, ...] = RFM_GROUPS
 _PROSPECTS = len(GROUPS) - 1
 
 

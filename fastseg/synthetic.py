@@ -71,6 +71,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from fastseg.errors import ParameterError
+from fastseg.schema import EVENT_TYPES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -132,14 +133,6 @@ CHANNELS: tuple[str, ...] = ("web", "app", "store")
 _CHANNEL_WEIGHT = np.array([0.5, 0.3, 0.2])
 _STORE = 2
 
-EVENT_TYPES: tuple[str, ...] = (
-    "email_open",
-    "email_click",
-    "site_visit",
-    "product_view",
-    "add_to_cart",
-    "checkout_started",
-)
 _EV_OPEN, _EV_CLICK, _EV_VISIT, _EV_VIEW, _EV_CART, _EV_CHECKOUT = range(6)
 _EVENT_SHARE = np.array([0.24, 0.06, 0.22, 0.28, 0.12, 0.08])
 # share of each funnel event type that precedes one of the day's web/app orders, and how many

@@ -48,74 +48,14 @@ _N_FIXED = len(AGG_FIELDS)
 # ----------------------------------------------------------------------------------- id encoding
 
 
-@njit(cache=CACHE, parallel=True)
-def _direct_codes_kernel(ids, lo, span, codes, lut):  # pragma: no cover - jitted
-    n = ids.shape[0]
-    for i in prange(n):  # every writer stores the same value: the race is benign
-        lut[ids[i] - lo] = 1
-    c = 0
-    for j in range(span):
-        if lut[j]:
-            lut[j] = c
-            c += 1
-        else:
-            lut[j] = -1
-    for i in prange(n):
-        codes[i] = lut[ids[i] - lo]
-    return c
-
-
-@njit(cache=CACHE)
-def _hash_codes_kernel(ids, codes, cap):  # pragma: no cover - jitted
-    n = ids.shape[0]
-    mask = cap - 1
-    keys = np.empty(cap, np.int64)
-    vals = np.full(cap, -1, np.int64)
-    uniques = np.empty(max(n, 1), np.int64)
-    c = 0
-    for i in range(n):
-        k = ids[i]
-        h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
-        s = np.int64(h) & mask
-        while True:
-            v = vals[s]
-            if v < 0:
-                keys[s] = k
-                vals[s] = c
-                uniques[c] = k
-                codes[i] = c
-                c += 1
-                if 2 * c > cap:  # grow: rehash into twice the slots
-                    cap *= 2
-                    mask = cap - 1
-                    keys2 = np.empty(cap, np.int64)
-                    vals2 = np.full(cap, -1, np.int64)
-                    for j in range(c):
-                        kk = uniques[j]
-                        hh = (np.uint64(kk) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
-                        ss = np.int64(hh) & mask
-                        while vals2[ss] >= 0:
-                            ss = (ss + 1) & mask
-                        keys2[ss] = kk
-                        vals2[ss] = j
-                    keys = keys2
-                    vals = vals2
-                break
-            if keys[s] == k:
-                codes[i] = v
-                break
-            s = (s + 1) & mask
-    return uniques[:c].copy()
-
-
 @njit(cache=CACHE)
 def _remap_kernel(codes, rank):  # pragma: no cover - jitted
     for i in range(codes.shape[0]):
         codes[i] = rank[codes[i]]
 
 
-def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Dense codes for integer ids.
+def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+    """Dense codes for integer ids, in ascending id order.
 
     Parameters
     ----------
@@ -125,8 +65,8 @@ def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[n
     Returns
     -------
     codes, uniques
-        ``codes[i]`` in ``0..C-1`` with ``uniques[codes[i]] == ids[i]`` (``int32`` below 2**31
-        rows, else ``int64``); ``uniques`` ascending.
+        ``codes[i]`` in ``0..C-1`` (``int32``) with ``uniques[codes[i]] == ids[i]``; ``uniques``
+        ascending.
 
     Examples
     --------
@@ -134,26 +74,19 @@ def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[n
     >>> codes.tolist(), uniques.tolist()
     ([2, 0, 2, 1], [10, 20, 30])
     """
+    from fastseg.kernels.encode import IdEncoder
+
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    n = ids.shape[0]
-    codes = np.empty(n, np.int32 if n < 2**31 else np.int64)
-    if n == 0:
-        return codes, np.empty(0, np.int64)
+    if ids.shape[0] == 0:
+        return np.empty(0, np.int32), np.empty(0, np.int64)
     lo, hi = int(ids.min()), int(ids.max())
-    span = hi - lo + 1
-    if span <= max(4 * n, 1 << 20) and span < (1 << 31):
-        lut = np.zeros(span, np.int64)
-        c = _direct_codes_kernel(ids, lo, span, codes, lut)
-        uniques = np.flatnonzero(lut >= 0).astype(np.int64) + lo
-        assert uniques.shape[0] == c
-        return codes, uniques
-    cap = 1 << 16
-    uniques = _hash_codes_kernel(ids, codes, cap)
-    order = np.argsort(uniques, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
+    enc = IdEncoder(lo, hi, max_span=max(4 * ids.shape[0], 1 << 20))
+    codes = enc.encode(ids)  # first-seen order
+    order = enc.sort_order()
+    rank = np.empty(order.shape[0], np.int32)
+    rank[order] = np.arange(order.shape[0], dtype=np.int32)
     _remap_kernel(codes, rank)
-    return codes, uniques[order]
+    return codes, enc.uniques[order]
 
 
 # ----------------------------------------------------------------------------------- aggregation

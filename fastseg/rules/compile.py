@@ -64,6 +64,7 @@ from fastseg.rules.ast import (
     walk,
 )
 from fastseg.rules.parse import parse_rule
+from fastseg.schema import EVENT_TYPES, RFM_GROUPS
 
 if TYPE_CHECKING:
     from fastseg.rules.catalog import Catalog
@@ -90,29 +91,6 @@ __all__ = [
 ]
 
 OP_ATOM, OP_SEGMENT, OP_AND, OP_OR, OP_NOT, OP_TRUE, OP_FALSE = 0, 1, 2, 3, 4, 5, 6
-
-RFM_GROUPS = (
-    "champions",
-    "loyal_customers",
-    "potential_loyalists",
-    "new_customers",
-    "promising",
-    "need_attention",
-    "about_to_sleep",
-    "cant_lose_them",
-    "at_risk",
-    "hibernating",
-    "prospects",
-)
-
-EVENT_TYPES = (
-    "email_open",
-    "email_click",
-    "site_visit",
-    "product_view",
-    "add_to_cart",
-    "checkout_started",
-)
 
 
 def scores_schema(
