@@ -24,7 +24,7 @@ import polars as pl
 
 from fastseg.errors import InputError, ParameterError
 
-__all__ = ["Source", "scan_source", "write_atomic", "write_frame", "OUTPUT_FORMATS"]
+__all__ = ["OUTPUT_FORMATS", "Source", "read_text", "scan_source", "write_atomic", "write_frame"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
@@ -153,6 +153,25 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
             msg = f"{what}: cannot read '{f}' (permission denied)"
             raise InputError(msg)
     return Source(_scan_files(files, kind, text), text, kind, tuple(files))
+
+
+def read_text(path: str | Path, what: str, *, missing_hint: str) -> str:
+    """A small text file (catalog, saved edges) read as UTF-8, with one-line errors.
+
+    Raises
+    ------
+    InputError
+        The file is missing (``missing_hint`` says what to do) or cannot be read as text.
+    """
+    target = Path(path)
+    try:
+        return target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"{what} '{target}' not found; {missing_hint}"
+        raise InputError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read {what} '{target}': {exc}"
+        raise InputError(msg) from None
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:

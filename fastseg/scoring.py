@@ -600,15 +600,10 @@ class RFMScorer:
             The file is missing or unreadable, is not JSON, or is not a valid scorer of this
             format version.
         """
+        from fastseg.io import read_text
+
         target = Path(path)
-        try:
-            text = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            msg = f"scorer file '{target}' not found; fit and save a scorer first"
-            raise InputError(msg) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            msg = f"cannot read scorer file '{target}': {exc}"
-            raise InputError(msg) from exc
+        text = read_text(target, "scorer file", missing_hint="fit and save a scorer first")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -61,7 +61,7 @@ def test_load_text_and_file(tmp_path):
 
 
 def test_missing_file():
-    with pytest.raises(InputError, match="catalog file nope.toml not found"):
+    with pytest.raises(InputError, match="catalog file 'nope.toml' not found"):
         load_catalog("nope.toml")
 
 

@@ -358,16 +358,10 @@ def load_catalog(source: str | os.PathLike[str] | bytes, *, builtin: bool = Fals
         and "\n" not in source
         and (source.endswith(".toml") or Path(source).is_file())
     ):
-        path = Path(source)
-        origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            msg = f"catalog file {origin} not found; check the path"
-            raise InputError(msg) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            msg = f"cannot read catalog file {origin}: {exc}"
-            raise InputError(msg) from None
+        from fastseg.io import read_text
+
+        origin = str(Path(source))
+        text = read_text(source, "catalog file", missing_hint="check the path")
     elif isinstance(source, str):
         text, origin = source, "catalog"
     else:
