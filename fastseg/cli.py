@@ -154,8 +154,18 @@ WindowsOpt = Annotated[
 
 
 OrdersArg = Annotated[
-    str, typer.Argument(help="Order history: Parquet file, folder or glob; CSV; Arrow IPC.")
+    list[str],
+    typer.Argument(
+        help="Order history: Parquet files, folders or globs (one or more, one format); CSV; Arrow IPC.",
+        metavar="ORDERS...",
+    ),
 ]
+
+
+def _one_or_many(paths: list[str]) -> str | list[str]:
+    return paths[0] if len(paths) == 1 else paths
+
+
 BinsOpt = Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")]
 MethodOpt = Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")]
 ThresholdsOpt = Annotated[
@@ -350,7 +360,7 @@ def score(
     watch = api.Stopwatch()
     with err.status("scoring..."):
         res = api.score_job(
-            orders,
+            _one_or_many(orders),
             customers=customers,
             events=events,
             as_of=as_of,
@@ -457,7 +467,7 @@ def run(
     watch = api.Stopwatch()
     with err.status("running..."):
         res = api.run_job(
-            orders,
+            _one_or_many(orders),
             customers=customers,
             events=events,
             columns=col or None,

@@ -86,13 +86,36 @@ def _from_memory(obj: Any, what: str) -> Source | None:
     return None
 
 
+def _files_of(text: str, what: str) -> list[Path]:
+    """The data files one path names: itself, a folder's files (recursively) or a glob's."""
+    path = Path(text).expanduser()
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text), recursive=True))
+        files = [f for f in files if f.is_file()]
+        if not files:
+            msg = f"{what}: no file matches '{text}'"
+            raise InputError(msg)
+        return files
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and _kind_of(f) is not None)
+        if not files:
+            msg = f"{what}: folder '{text}' holds no Parquet, CSV or Arrow file"
+            raise InputError(msg)
+        return files
+    if path.is_file():
+        return [path]
+    msg = f"{what}: file not found: '{text}'"
+    raise InputError(msg)
+
+
 def scan_source(source: Any, *, what: str = "orders") -> Source:
     """Scan ``source`` lazily.
 
     Parameters
     ----------
     source
-        A path (``str``/``Path``: file, folder or glob) or an in-memory Polars, pandas or Arrow frame.
+        A path (``str``/``Path``: file, folder or glob), a list of such paths (one format), or an
+        in-memory Polars, pandas or Arrow frame.
     what
         What the source holds (``"orders"``, ``"customers"``, ``"events"``), used in messages.
 
@@ -109,30 +132,22 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
     mem = _from_memory(source, what)
     if mem is not None:
         return mem
-    if not isinstance(source, str | os.PathLike):
+    many = (
+        isinstance(source, list | tuple)
+        and source
+        and all(isinstance(x, str | os.PathLike) for x in source)
+    )
+    if not many and not isinstance(source, str | os.PathLike):
         msg = (
-            f"{what}: cannot read a {type(source).__name__}; pass a path (Parquet, CSV, Arrow IPC) "
-            "or a Polars, pandas or Arrow frame"
+            f"{what}: cannot read a {type(source).__name__}; pass a path (Parquet, CSV, Arrow IPC), "
+            "a list of paths, or a Polars, pandas or Arrow frame"
         )
         raise ParameterError(msg)
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text), recursive=True))
-        files = [f for f in files if f.is_file()]
-        if not files:
-            msg = f"{what}: no file matches '{text}'"
-            raise InputError(msg)
-    elif path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and _kind_of(f) is not None)
-        if not files:
-            msg = f"{what}: folder '{text}' holds no Parquet, CSV or Arrow file"
-            raise InputError(msg)
-    elif path.is_file():
-        files = [path]
-    else:
-        msg = f"{what}: file not found: '{text}'"
-        raise InputError(msg)
+    parts = [os.fspath(x) for x in source] if many else [os.fspath(source)]
+    text = parts[0] if len(parts) == 1 else f"{parts[0]} (+{len(parts) - 1} more)"
+    files: list[Path] = []
+    for part in parts:
+        files.extend(f for f in _files_of(part, what) if f not in files)
     kinds = {_kind_of(f) for f in files}
     if None in kinds:
         bad = next(f for f in files if _kind_of(f) is None)

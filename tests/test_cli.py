@@ -340,3 +340,22 @@ def test_error_rules(tmp_path: Path, store: Path) -> None:
     assert_clean_error(r, "frequncy", "frequency")
     r = invoke("segments", "show", "no_such_segment")
     assert_clean_error(r, "no_such_segment")
+
+
+def test_several_order_files_as_arguments(store: Path, tmp_path: Path) -> None:
+    """`fastseg score data/*.parquet` unquoted: the shell passes several paths."""
+    orders = pl.read_parquet(store / "orders.parquet")
+    orders.head(150).write_parquet(tmp_path / "a.parquet")
+    orders.tail(250).write_parquet(tmp_path / "b.parquet")
+    r = invoke(
+        "score", tmp_path / "a.parquet", tmp_path / "b.parquet", "--out", tmp_path / "s.parquet"
+    )
+    assert r.exit_code == 0, r.output
+    assert "400 rows read" in r.output
+    both = pl.read_parquet(tmp_path / "s.parquet")
+    assert (
+        invoke("score", store / "orders.parquet", "--out", tmp_path / "one.parquet").exit_code == 0
+    )
+    assert both.equals(pl.read_parquet(tmp_path / "one.parquet"))
+    r = invoke("score", tmp_path / "a.parquet", tmp_path / "missing.parquet")
+    assert_clean_error(r, "file not found", "missing.parquet")
