@@ -375,7 +375,7 @@ def segment(
     if isinstance(scores, pl.DataFrame):
         frame = scores
     else:
-        src = scan_source(scores, what="scores")
+        src = scan_source(scores, what="scores", infer_types=True)
         frame = collect(src.frame, src.label)
     if "customer_id" not in frame.columns:
         from fastseg.errors import SchemaError

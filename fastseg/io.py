@@ -53,15 +53,22 @@ def _kind_of(path: Path) -> str | None:
     return None
 
 
-def _scan_files(files: list[Path], kind: str, label: str) -> pl.LazyFrame:
+def _scan_files(
+    files: list[Path], kind: str, label: str, infer_types: bool = False
+) -> pl.LazyFrame:
     if kind == "parquet":
         return pl.scan_parquet(files if len(files) > 1 else files[0])
     if kind == "ipc":
         return pl.scan_ipc(files if len(files) > 1 else files[0])
     sep = "\t" if any(f.name.lower().endswith((".tsv", ".tsv.gz")) for f in files) else ","
-    frames = [
-        pl.scan_csv(f, separator=sep, infer_schema=False, raise_if_empty=False) for f in files
-    ]
+    if infer_types:  # a file fastseg wrote (scores): let the reader type numbers and dates
+        frames = [
+            pl.scan_csv(f, separator=sep, try_parse_dates=True, raise_if_empty=False) for f in files
+        ]
+    else:  # inputs: everything as text, typed by fastseg.schema with errors naming the value
+        frames = [
+            pl.scan_csv(f, separator=sep, infer_schema=False, raise_if_empty=False) for f in files
+        ]
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal")
 
 
@@ -108,7 +115,7 @@ def _files_of(text: str, what: str) -> list[Path]:
     raise InputError(msg)
 
 
-def scan_source(source: Any, *, what: str = "orders") -> Source:
+def scan_source(source: Any, *, what: str = "orders", infer_types: bool = False) -> Source:
     """Scan ``source`` lazily.
 
     Parameters
@@ -118,6 +125,9 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
         in-memory Polars, pandas or Arrow frame.
     what
         What the source holds (``"orders"``, ``"customers"``, ``"events"``), used in messages.
+    infer_types
+        Let the CSV reader infer column types (for files fastseg wrote, such as scores); by
+        default CSV columns are read as text and typed by :mod:`fastseg.schema`.
 
     Returns
     -------
@@ -167,7 +177,7 @@ def scan_source(source: Any, *, what: str = "orders") -> Source:
         if not os.access(f, os.R_OK):
             msg = f"{what}: cannot read '{f}' (permission denied)"
             raise InputError(msg)
-    return Source(_scan_files(files, kind, text), text, kind, tuple(files))
+    return Source(_scan_files(files, kind, text, infer_types), text, kind, tuple(files))
 
 
 def read_text(path: str | Path, what: str, *, missing_hint: str) -> str:

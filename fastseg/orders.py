@@ -108,17 +108,26 @@ def collect(lf: pl.LazyFrame, label: str) -> pl.DataFrame:
         raise InputError(msg) from exc
 
 
-def _csv_int_ids(df: pl.DataFrame, src: Source) -> pl.DataFrame:
-    """CSV is read as text: ids that are all plain integers (no leading zeros) become Int64."""
-    ids = df["customer_id"]
-    if src.kind != "csv" or ids.dtype != pl.String:
-        return df
-    text = ids.str.strip_chars()
+def csv_ids_as_int() -> tuple[pl.Expr, pl.Expr]:
+    """CSV is read as text; ids that are all plain integers (no leading zeros) become Int64.
+
+    Returns ``(as_int, all_int)``: the ids as integers, and the aggregate saying whether every
+    id converts (``"000123"`` is an id to keep as written).
+    """
+    text = pl.col("customer_id").str.strip_chars()
     as_int = text.cast(pl.Int64, strict=False)
-    if as_int.null_count() != ids.null_count():
+    leading_zero = text.str.starts_with("0") & (text.str.len_chars() > 1)
+    all_int = (as_int.null_count() == pl.col("customer_id").null_count()) & ~leading_zero.any()
+    return as_int, all_int
+
+
+def _csv_int_ids(df: pl.DataFrame, src: Source) -> pl.DataFrame:
+    """Apply :func:`csv_ids_as_int` to a frame read from CSV."""
+    if src.kind != "csv" or df["customer_id"].dtype != pl.String:
         return df
-    if bool((text.str.starts_with("0") & (text.str.len_chars() > 1)).any()):
-        return df  # "000123" is an id to keep as written
+    as_int, all_int = csv_ids_as_int()
+    if not df.select(all_int).item():
+        return df
     return df.with_columns(as_int.alias("customer_id"))
 
 
@@ -147,7 +156,6 @@ def _project(
         "date": schema.typed_date,
         "number": schema.typed_number,
         "text": schema.typed_text,
-        "categorical": schema.typed_categorical,
     }
     for canon, col in resolved.items():
         kind = kinds.get(canon, "keep")
@@ -288,7 +296,10 @@ def write_rejects(frames: Sequence[pl.DataFrame], path: str | Path) -> Path:
         if frames
         else pl.DataFrame({"reason": []}, schema={"reason": pl.String})
     )
-    return _write_rejects(bad, path)
+    if "order_ts_raw" in bad.columns:  # the timestamp as read, not just its date
+        bad = bad.drop("order_date").rename({"order_ts_raw": "order_ts"})
+    cols = ["reason"] + [c for c in bad.columns if c != "reason" and not c.startswith("_")]
+    return write_frame(bad.select(cols), path)
 
 
 def load_orders(
@@ -402,13 +413,6 @@ def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
             extra = f" (dated after {as_of})" if r == "after_as_of" and as_of else ""
             parts.append(f"{r}: {n:,}{extra}")
     return ", ".join(parts)
-
-
-def _write_rejects(bad: pl.DataFrame, path: str | Path) -> Path:
-    if "order_ts_raw" in bad.columns:
-        bad = bad.drop("order_date").rename({"order_ts_raw": "order_ts"})
-    cols = ["reason"] + [c for c in bad.columns if c != "reason" and not c.startswith("_")]
-    return write_frame(bad.select(cols), path)
 
 
 def _ids_unique(df: pl.DataFrame) -> bool:

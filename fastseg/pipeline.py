@@ -131,14 +131,9 @@ def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
     cid = names["customer_id"]
     text_ids = cid == pl.String
     if text_ids and plan.source.kind == "csv":
-        as_int = pl.col("customer_id").str.strip_chars().cast(pl.Int64, strict=False)
-        leading_zero = pl.col("customer_id").str.strip_chars().str.starts_with("0") & (
-            pl.col("customer_id").str.strip_chars().str.len_chars() > 1
-        )
+        as_int, all_int = O.csv_ids_as_int()
         exprs += [
-            (
-                (as_int.null_count() == pl.col("customer_id").null_count()) & ~leading_zero.any()
-            ).alias("int_ids"),
+            all_int.alias("int_ids"),
             as_int.min().alias("id_min"),
             as_int.max().alias("id_max"),
         ]
@@ -184,9 +179,7 @@ def order_features(
     it (False: read everything into memory first).
     """
     windows = check_windows(windows)
-    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns)
-    if rejects is not None or "order_id" not in plan.columns:  # original timestamps are needed
-        plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
+    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
     stats = None
     if stream is not False and plan.source.kind != "memory":
         stats = _parquet_stats(plan, need_max_date=as_of is None) or _prepass(plan)
@@ -271,7 +264,7 @@ def _stream(
     lf = plan.frame
     names = lf.collect_schema()
     if plan.source.kind == "csv" and names["customer_id"] == pl.String and not stats["text_ids"]:
-        lf = lf.with_columns(pl.col("customer_id").str.strip_chars().cast(pl.Int64))
+        lf = lf.with_columns(O.csv_ids_as_int()[0].alias("customer_id"))
     # Stream only what the aggregation reads: order ids were checked by the pre-pass, and the
     # features only ask whether a row had a discount (unless rule filters want either).
     wanted = {c for a in aggregates for c in a.columns}
@@ -297,6 +290,8 @@ def _stream(
         id_range = (int(stats["id_min"]), int(stats["id_max"]))
     agg = OrderAggregator(as_of, windows, id_range=id_range, rows=stats["n"])
     want_dups = "order_id" not in plan.columns
+    if rejects is None and not want_dups:  # the timestamps as read serve only those two
+        lf = lf.drop("order_ts_raw")
     hashes: list[np.ndarray] = []
     left_out = dict.fromkeys(O.REASONS, 0)
     bad_rows: list[pl.DataFrame] = []

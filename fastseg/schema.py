@@ -300,16 +300,6 @@ def typed_text(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl
     return pl.col(col).cast(pl.String).alias(canon), None
 
 
-def typed_categorical(canon: str, col: str, dtype: pl.DataType, label: str) -> tuple[pl.Expr, None]:
-    """Expression giving a Categorical column (low-cardinality text: category, channel)."""
-    if isinstance(dtype, pl.List | pl.Struct | pl.Array):
-        msg = f"{label}: column {col!r} ({canon}) has type {dtype}; expected text"
-        raise SchemaError(msg)
-    if isinstance(dtype, pl.Categorical | pl.Enum):
-        return pl.col(col).alias(canon), None
-    return pl.col(col).cast(pl.String).cast(pl.Categorical).alias(canon), None
-
-
 def check_conversions(
     df: pl.DataFrame, conversions: Sequence[Conversion], label: str
 ) -> pl.DataFrame:

@@ -359,3 +359,16 @@ def test_several_order_files_as_arguments(store: Path, tmp_path: Path) -> None:
     assert both.equals(pl.read_parquet(tmp_path / "one.parquet"))
     r = invoke("score", tmp_path / "a.parquet", tmp_path / "missing.parquet")
     assert_clean_error(r, "file not found", "missing.parquet")
+
+
+def test_segment_on_a_csv_scores_file(store: Path, tmp_path: Path) -> None:
+    """Scores written as CSV keep their types when segmented (numbers, dates)."""
+    pq, csv = tmp_path / "s.parquet", tmp_path / "s.csv"
+    assert invoke("score", store / "orders.parquet", "--out", pq).exit_code == 0
+    assert invoke("score", store / "orders.parquet", "--out", csv).exit_code == 0
+    for src, out in ((pq, "a.parquet"), (csv, "b.parquet")):
+        r = invoke("segment", src, "--out", tmp_path / out)
+        assert r.exit_code == 0, r.output
+    a = pl.read_parquet(tmp_path / "a.parquet").with_columns(pl.col("segment").cast(pl.String))
+    b = pl.read_parquet(tmp_path / "b.parquet").with_columns(pl.col("segment").cast(pl.String))
+    assert a.sort(a.columns).equals(b.sort(b.columns))
