@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -107,7 +108,7 @@ class OrderAggregator:
         id_range: tuple[int, int] | None = None,
         rows: int | None = None,
     ) -> None:
-        from fastseg.kernels.aggregate import CategoryCodes, new_accumulators
+        from fastseg.kernels.aggregate import CategoryCodes, acc_dtype, new_accumulators
         from fastseg.kernels.encode import IdEncoder
 
         self.as_of = as_of
@@ -119,7 +120,7 @@ class OrderAggregator:
         # "offset" mode: integer ids in a range no wider than a few times the customers need no
         # coding at all (code = id - lo; customers come out sorted by id for free).
         self.offset = None
-        width = 8 * (8 + 2 * len(self.windows))
+        width = acc_dtype(len(self.windows)).itemsize
         capacity = max(1 << 10, (rows or 0) // 8)
         if lo is not None and hi is not None:
             span = hi - lo + 1
@@ -127,14 +128,23 @@ class OrderAggregator:
             if span * width <= max(64 << 20, 24 * (rows or 0)):  # no more than the rows take
                 self.offset = lo
                 capacity = span
-        self.acc, self.catmask = new_accumulators(max(1, capacity), len(self.windows))
+        self.acc = new_accumulators(max(1, capacity), len(self.windows))
         self.id_dtype: pl.DataType | None = None
         self._names: list[pl.Series] = []  # text ids, in code order
         self._cat_codes = CategoryCodes()  # category (by hash) -> local index
-        self._n_cats = 0
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
         self.has_category = False
         self.has_discount = False
+
+    def _int_codes(self, values: np.ndarray) -> np.ndarray:
+        if self.offset is not None:
+            if values.shape[0] and (
+                values.min() < self.offset or values.max() - self.offset >= self.acc.shape[0]
+            ):
+                msg = "OrderAggregator: customer id outside the range given at construction"
+                raise ParameterError(msg)
+            return (values - self.offset).astype(np.int32)
+        return self.encoder.encode(values)
 
     def _codes(self, ids: pl.Series) -> np.ndarray:
         if self.id_dtype is None:
@@ -142,15 +152,7 @@ class OrderAggregator:
         elif ids.dtype != self.id_dtype:
             ids = ids.cast(self.id_dtype)
         if ids.dtype != pl.String:
-            if self.offset is not None:
-                values = ids.to_numpy()
-                if values.shape[0] and (
-                    values.min() < self.offset or values.max() - self.offset >= self.acc.shape[0]
-                ):
-                    msg = "OrderAggregator: customer id outside the range given at construction"
-                    raise ParameterError(msg)
-                return (values - self.offset).astype(np.int32)
-            return self.encoder.encode(ids.to_numpy())
+            return self._int_codes(ids.to_numpy())
         # Text ids are coded by a 64-bit hash (categorical codes are local to each batch), and
         # every row's text is compared with its code's so that a collision can never merge two
         # customers silently.
@@ -183,47 +185,85 @@ class OrderAggregator:
         if cat.null_count():
             counted = bought & cat.is_not_null().to_numpy()
         local = self._cat_codes.encode(cat.hash(seed=0x5EED).to_numpy(), counted)
-        self._n_cats = self._cat_codes.n
+        return self._mask_codes(local, codes)
+
+    def _mask_codes(self, local: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Category codes for the 64-bit masks (-1: none); codes beyond go to exact pairs."""
         wide = local >= 64
         if wide.any():
             pairs = pl.DataFrame({"code": codes[wide], "cat": local[wide]}).unique()
             self._cat_pairs.append(pairs)
-            local[wide] = -1
+            local = np.where(wide, -1, local)
         return local.astype(np.int8)
 
     def add(self, batch: pl.DataFrame) -> None:
         """Aggregate one batch of clean rows (no nulls, no NaN, none after ``as_of``)."""
-        from fastseg.kernels.aggregate import aggregate_orders, grow_accumulators
-
         if batch.height == 0:
             return
         codes = self._codes(batch["customer_id"])
-        if self.offset is None:
-            self.acc, self.catmask = grow_accumulators(
-                self.acc, self.catmask, self.encoder.n_unique
-            )
         amount = batch["amount"].to_numpy()
-        has_discount = None
+        flags = batch["_order"].to_numpy().astype(np.uint8)
+        discount = None
         if "_discount" in batch.columns:
-            has_discount = batch["_discount"].to_numpy()
+            discount = batch["_discount"]
         elif "discount" in batch.columns:
-            has_discount = (batch["discount"].fill_null(0.0).fill_nan(0.0) > 0).to_numpy()
-        self.has_discount |= has_discount is not None
+            discount = batch["discount"].fill_null(0.0).fill_nan(0.0) > 0
+        if discount is not None:
+            self.has_discount = True
+            flags |= discount.to_numpy().astype(np.uint8) << np.uint8(1)
         cats = None
         if "category" in batch.columns:
             self.has_category = True
             cats = self._categories(batch["category"], codes, amount >= 0)
-        aggregate_orders(
-            codes,
-            self.acc.shape[0],
-            batch["order_date"].to_physical().to_numpy(),
-            amount,
-            batch["_order"].to_numpy(),
-            self.since,
-            has_discount,
-            cats,
-            out=(self.acc, self.catmask),
-        )
+        day = batch["order_date"].to_physical().to_numpy()
+        self._aggregate(codes, day, amount, flags, cats, parallel=True)
+
+    def add_arrays(
+        self,
+        ids: np.ndarray,
+        day: np.ndarray,
+        amount: np.ndarray,
+        flags: np.ndarray,
+        categories: np.ndarray | None,
+        *,
+        has_discount: bool,
+        parallel: bool = True,
+    ) -> None:
+        """Aggregate clean rows given as arrays (the direct Parquet path).
+
+        ``ids`` int64 customer ids; ``day`` int32 days since 1970-01-01; ``flags`` uint8 with
+        bit 0 set for an order and bit 1 for a discount; ``categories`` the local category code
+        of each row from a shared :class:`fastseg.kernels.aggregate.CategoryCodes` (-1: none),
+        or None when the orders have no category. The arrays are not kept. ``parallel=False``
+        aggregates on one thread (the caller keeps the other core busy reading).
+        """
+        if ids.shape[0] == 0:
+            return
+        if self.id_dtype is None:
+            self.id_dtype = pl.Int64
+        codes = self._int_codes(ids)
+        self.has_discount |= has_discount
+        cats = None
+        if categories is not None:
+            self.has_category = True
+            cats = self._mask_codes(categories, codes)
+        self._aggregate(codes, day, amount, flags, cats, parallel=parallel)
+
+    def _aggregate(
+        self,
+        codes: np.ndarray,
+        day: np.ndarray,
+        amount: np.ndarray,
+        flags: np.ndarray,
+        cats: np.ndarray | None,
+        *,
+        parallel: bool,
+    ) -> None:
+        from fastseg.kernels.aggregate import aggregate_orders, grow_accumulators
+
+        if self.offset is None:
+            self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
+        aggregate_orders(codes, day, amount, flags, self.since, self.acc, cats, parallel=parallel)
 
     def finish(self) -> pl.DataFrame:
         """The features, one row per customer seen, sorted by ``customer_id``.
@@ -234,12 +274,12 @@ class OrderAggregator:
 
         n = self.encoder.n_unique
         if self.offset is not None:
-            seen = (self.acc[:, 0] > 0) | (self.acc[:, 5] > 0)  # an order or a refund row
+            seen = (self.acc["orders"] > 0) | (self.acc["refunds"] > 0)  # an order or a refund
             rows = np.flatnonzero(seen)
             ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
-            compact_rows(self.acc, self.catmask, rows)  # in place: no second copy of the state
+            compact_rows(self.acc, rows)  # in place: no second copy of the state
             m = rows.shape[0]
-            return self._frame(ids, self.acc[:m], self.catmask[:m], np.arange(m))
+            return self._frame(ids, self.acc[:m], lambda codes: np.searchsorted(rows, codes))
         if self.id_dtype == pl.String:
             names = pl.concat(self._names) if self._names else pl.Series([], dtype=pl.String)
             order = names.arg_sort().to_numpy()
@@ -249,25 +289,34 @@ class OrderAggregator:
             ids = pl.Series(
                 "customer_id", self.encoder.uniques[order], dtype=self.id_dtype or pl.Int64
             )
-        return self._frame(ids, self.acc[:n][order], self.catmask[:n], order)
+        rank = np.empty(order.shape[0], np.int64)
+        rank[order] = np.arange(order.shape[0])
+        return self._frame(ids, self.acc[:n][order], lambda codes: rank[codes])
 
-    def _frame(
-        self, ids: pl.Series, acc: np.ndarray, catmask: np.ndarray, order: np.ndarray
-    ) -> pl.DataFrame:
-        """``acc`` and ``ids`` in output order; ``catmask`` and pair codes still in code order
-        (``order`` maps output rows to codes)."""
+    def _frame(self, ids: pl.Series, acc: np.ndarray, row_of: Any) -> pl.DataFrame:
+        """``acc`` and ``ids`` in output order; ``row_of`` maps customer codes to output rows."""
         distinct = None
         if self.has_category:
-            distinct = np.bitwise_count(catmask).astype(np.int64)
+            distinct = np.bitwise_count(acc["cats"]).astype(np.int64)
             if self._cat_pairs:
                 extra = pl.concat(self._cat_pairs).unique().group_by("code").len()
-                codes = extra["code"].to_numpy()
-                if self.offset is not None:  # pair codes are id offsets: map them to output rows
-                    codes = np.searchsorted(ids.to_numpy() - self.offset, codes)
-                np.add.at(distinct, codes, extra["len"].to_numpy().astype(np.int64))
-            if self.offset is None:
-                distinct = distinct[order]
+                rows = row_of(extra["code"].to_numpy())
+                np.add.at(distinct, rows, extra["len"].to_numpy().astype(np.int64))
         return _features_frame(ids, acc, distinct, self.has_discount, self.windows, self.as_of_day)
+
+
+def _nullable(name: str, values: np.ndarray, valid: np.ndarray, date: bool = False) -> pl.Series:
+    """A Series over ``values`` (no copy) with nulls where ``valid`` is False."""
+    import pyarrow as pa
+
+    n = values.shape[0]
+    if bool(valid.all()):
+        s = pl.Series(name, values)
+        return s.cast(pl.Date) if date else s
+    bits = np.packbits(valid, bitorder="little")
+    kind = pa.date32() if date else pa.from_numpy_dtype(values.dtype)
+    arr = pa.Array.from_buffers(kind, n, [pa.py_buffer(bits), pa.py_buffer(values)])
+    return pl.Series(name, arr)
 
 
 def _features_frame(
@@ -278,45 +327,32 @@ def _features_frame(
     windows: tuple[int, ...],
     as_of_day: int,
 ) -> pl.DataFrame:
-    freq = acc[:, 0].astype(np.int64)
-    ordered = freq > 0
-    first = np.where(ordered, acc[:, 1], 0).astype(np.int32)
-    last = np.where(ordered, acc[:, 2], 0).astype(np.int32)
-    valid = pl.Series(ordered)
-    date_of = lambda a, name: pl.Series(name, a).cast(pl.Date)  # noqa: E731
-    cols: dict[str, pl.Series] = {
-        "customer_id": ids,
-        "recency_days": pl.Series("recency_days", as_of_day - last.astype(np.int64)),
-        "frequency": pl.Series("frequency", freq),
-        "monetary": pl.Series("monetary", acc[:, 3]),
-        "aov": pl.Series("aov", acc[:, 4] / np.maximum(freq, 1)),
-        "first_order_date": date_of(first, "first_order_date"),
-        "last_order_date": date_of(last, "last_order_date"),
-        "tenure_days": pl.Series("tenure_days", as_of_day - first.astype(np.int64)),
-        "avg_days_between_orders": pl.Series(
-            "avg_days_between_orders", (last - first) / np.maximum(freq - 1, 1).astype(np.float64)
-        ),
-    }
+    from fastseg.kernels.aggregate import feature_arrays
+
+    f = feature_arrays(acc, as_of_day)
+    valid = f["valid"]
+    cols: list[pl.Series] = [
+        ids,
+        _nullable("recency_days", f["recency_days"], valid),
+        pl.Series("frequency", acc["orders"].astype(np.int64)),
+        pl.Series("monetary", np.ascontiguousarray(acc["monetary"])),
+        _nullable("aov", f["aov"], valid),
+        _nullable("first_order_date", f["first_order_date"], valid, date=True),
+        _nullable("last_order_date", f["last_order_date"], valid, date=True),
+        _nullable("tenure_days", f["tenure_days"], valid),
+        _nullable("avg_days_between_orders", f["avg_days_between_orders"], f["several"]),
+    ]
+    win_orders, win_revenue = acc["win_orders"], acc["win_revenue"]
     for k, w in enumerate(windows):
-        cols[f"orders_{w}d"] = pl.Series(f"orders_{w}d", acc[:, 8 + 2 * k].astype(np.int64))
-        cols[f"revenue_{w}d"] = pl.Series(f"revenue_{w}d", acc[:, 9 + 2 * k])
-    cols["refund_count"] = pl.Series("refund_count", acc[:, 5].astype(np.int64))
-    cols["refund_amount"] = pl.Series("refund_amount", acc[:, 6])
+        cols.append(pl.Series(f"orders_{w}d", win_orders[:, k].astype(np.int64)))
+        cols.append(pl.Series(f"revenue_{w}d", np.ascontiguousarray(win_revenue[:, k])))
+    cols.append(pl.Series("refund_count", acc["refunds"].astype(np.int64)))
+    cols.append(pl.Series("refund_amount", np.ascontiguousarray(acc["refund_amount"])))
     if distinct is not None:
-        cols["distinct_categories"] = pl.Series("distinct_categories", distinct)
+        cols.append(pl.Series("distinct_categories", distinct))
     if has_discount:
-        cols["discount_share"] = pl.Series("discount_share", acc[:, 7] / np.maximum(freq, 1))
-    out = pl.DataFrame(list(cols.values()))
-    nullable = ["recency_days", "aov", "first_order_date", "last_order_date", "tenure_days"]
-    if has_discount:
-        nullable.append("discount_share")
-    exprs = [pl.when(valid).then(pl.col(c)).alias(c) for c in nullable]
-    exprs.append(
-        pl.when(pl.Series(freq > 1))
-        .then(pl.col("avg_days_between_orders"))
-        .alias("avg_days_between_orders")
-    )
-    return out.with_columns(exprs)
+        cols.append(_nullable("discount_share", f["discount_share"], valid))
+    return pl.DataFrame(cols)
 
 
 def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOWS) -> pl.DataFrame:

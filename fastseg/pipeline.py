@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fastseg import direct as D
 from fastseg import orders as O
 from fastseg import schema
 from fastseg.errors import DataError, FastsegError, InputError
@@ -195,8 +196,7 @@ def order_features(
         )
 
 
-class _OrderIdsRepeat(Exception):
-    """Order ids turned out not to be strictly increasing while streaming."""
+_OrderIdsRepeat = D.OrderIdsRepeat  # order ids not strictly increasing after all
 
 
 def _in_memory(
@@ -261,6 +261,12 @@ def _stream(
         if as_of is None:
             msg = f"orders: every row of {label} lacks a timestamp; nothing to score"
             raise DataError(msg)
+    direct = D.plan_direct(plan, rejects=rejects, aggregates=aggregates)
+    if direct is not None:
+        frame, report, schema_out = D.stream_direct(
+            direct, plan, stats, as_of, strict, windows, batch_rows
+        )
+        return OrderFeatures(frame, as_of, report, schema_out, None, streamed=True)
     lf = plan.frame
     names = lf.collect_schema()
     if plan.source.kind == "csv" and names["customer_id"] == pl.String and not stats["text_ids"]:

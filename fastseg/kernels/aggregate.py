@@ -21,7 +21,8 @@ from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
 __all__ = [
-    "AGG_FIELDS",
+    "acc_dtype",
+    "accumulate",
     "aggregate_events",
     "compact_rows",
     "aggregate_orders",
@@ -31,18 +32,35 @@ __all__ = [
     "new_accumulators",
 ]
 
-#: fixed accumulator fields, in order; then per window w: orders_w, revenue_w.
-AGG_FIELDS = (
-    "frequency",
-    "first_day",
-    "last_day",
-    "monetary",
-    "gross",
-    "refund_count",
-    "refund_amount",
-    "discount_orders",
-)
-_N_FIXED = len(AGG_FIELDS)
+_I32_MAX = np.iinfo(np.int32).max
+_I32_MIN = np.iinfo(np.int32).min
+
+
+def acc_dtype(n_windows: int) -> np.dtype:
+    """One customer's accumulator: a record of 64 + 12 x ``n_windows`` bytes (rounded to 8).
+
+    ``first_day``/``last_day`` of the orders (``INT32_MAX``/``INT32_MIN`` when none);
+    ``orders``, ``refunds`` (rows with amount < 0), ``discount_orders``; per window ``w``:
+    ``win_orders[w]``, ``win_revenue[w]``; ``monetary`` (all amounts), ``gross`` (amounts >= 0),
+    ``refund_amount`` (-sum of amounts < 0); ``cats``, a bit per category code below 64.
+    One record is one or two cache lines: each order row costs about one cache miss.
+    """
+    return np.dtype(
+        [
+            ("first_day", np.int32),
+            ("last_day", np.int32),
+            ("orders", np.int32),
+            ("refunds", np.int32),
+            ("discount_orders", np.int32),
+            ("win_orders", np.int32, (n_windows,)),
+            ("monetary", np.float64),
+            ("gross", np.float64),
+            ("refund_amount", np.float64),
+            ("win_revenue", np.float64, (n_windows,)),
+            ("cats", np.uint64),
+        ],
+        align=True,
+    )
 
 
 # ----------------------------------------------------------------------------------- id encoding
@@ -93,37 +111,36 @@ def encode_int_ids(ids: NDArray[np.int64]) -> tuple[NDArray[np.int32], NDArray[n
 
 
 @njit(cache=CACHE, inline="always")
-def _accumulate(acc, c, d, a, flags, since):  # pragma: no cover - jitted
-    # Branchless: refunds are rare and dates random, so branches would mispredict; every field
-    # of the customer's row sits in the same two cache lines anyway.
-    o = np.float64(flags & 1)
-    pos = a >= 0.0
-    m = 1.0 if pos else 0.0
-    fd = np.float64(d)
-    acc[c, 0] += o * m
-    acc[c, 1] = min(acc[c, 1], fd if pos else np.inf)
-    acc[c, 2] = max(acc[c, 2], fd if pos else -np.inf)
-    acc[c, 3] += a
-    acc[c, 4] += a * m
-    acc[c, 5] += 1.0 - m
-    acc[c, 6] -= a * (1.0 - m)
-    acc[c, 7] += o * m * np.float64((flags >> 1) & 1)
-    for w in range(since.shape[0]):
-        inw = 1.0 if d >= since[w] else 0.0
-        acc[c, 8 + 2 * w] += o * inw
-        acc[c, 9 + 2 * w] += a * inw
-
-
-@njit(cache=CACHE)
-def _aggregate_direct_kernel(
-    codes, day, amount, flags, cats, since, acc, catmask
-):  # pragma: no cover
-    for i in range(codes.shape[0]):
-        c = codes[i]
-        _accumulate(acc, c, day[i], amount[i], flags[i], since)
-        k = cats[i]
+def accumulate(r, d, a, flags, k, since):  # pragma: no cover - jitted
+    """Add one clean row (day ``d``, amount ``a``, flags, category code ``k``) to record ``r``."""
+    if a >= 0.0:
+        o = np.int32(flags & 1)
+        r.orders += o
+        r.discount_orders += o & np.int32(flags >> 1)
+        if d < r.first_day:
+            r.first_day = d
+        if d > r.last_day:
+            r.last_day = d
+        r.gross += a
         if k >= 0:
-            catmask[c] |= np.uint64(1) << np.uint64(k)
+            r.cats |= np.uint64(1) << np.uint64(k)
+    else:
+        o = np.int32(0)
+        r.refunds += 1
+        r.refund_amount -= a
+    r.monetary += a
+    # windows are nested (sorted ascending by length): test the widest first, usually false
+    for w in range(since.shape[0] - 1, -1, -1):
+        if d < since[w]:
+            break
+        r.win_orders[w] += o
+        r.win_revenue[w] += a
+
+
+@njit(cache=CACHE, nogil=True)
+def _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc):  # pragma: no cover
+    for i in range(codes.shape[0]):
+        accumulate(acc[codes[i]], day[i], amount[i], flags[i], cats[i], since)
 
 
 @njit(cache=CACHE)
@@ -187,122 +204,98 @@ def _partition_kernel(
         )
 
 
-@njit(cache=CACHE)
-def _aggregate_range(lo, hi, pc, pd, pa, pf, pk, since, acc, catmask):  # pragma: no cover - jitted
-    for j in range(lo, hi):
-        c = pc[j]
-        _accumulate(acc, c, pd[j], pa[j], pf[j], since)
-        k = pk[j]
-        if k >= 0:
-            catmask[c] |= np.uint64(1) << np.uint64(k)
-
-
 @njit(cache=CACHE, parallel=True)
-def _aggregate_partitions_kernel(
-    starts, pc, pd, pa, pf, pk, since, acc, catmask
-):  # pragma: no cover
-    # partitions hold disjoint customers: threads never write the same accumulator row
+def _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc):  # pragma: no cover
+    # partitions hold disjoint customers: threads never write the same accumulator record
     for p in prange(starts.shape[0] - 1):
-        _aggregate_range(starts[p], starts[p + 1], pc, pd, pa, pf, pk, since, acc, catmask)
+        lo, hi = starts[p], starts[p + 1]
+        _aggregate_direct_kernel(pc[lo:hi], pd[lo:hi], pa[lo:hi], pf[lo:hi], pk[lo:hi], since, acc)
 
 
-#: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared;
-#: measured at 10M orders / 1.3M customers: 256 KiB 1.07 s, 512 KiB 1.04 s, 1 MiB 1.09 s, 2 MiB 1.14 s)
+#: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared)
 _PART_BYTES = 1 << 19
-#: rows partitioned at a time (bounds the partition buffers: ~36 bytes a row)
+#: rows partitioned at a time (bounds the partition buffers: ~18 bytes a row)
 _CHUNK_ROWS = 1 << 22
 
 
-def new_accumulators(
-    n_customers: int, n_windows: int
-) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
-    """Empty accumulators for :func:`aggregate_orders`: ``(acc, catmask)``."""
-    acc = np.zeros((n_customers, _N_FIXED + 2 * n_windows), np.float64)
-    acc[:, 1] = np.inf
-    acc[:, 2] = -np.inf
-    return acc, np.zeros(n_customers, np.uint64)
+def new_accumulators(n_customers: int, n_windows: int) -> NDArray[np.void]:
+    """Empty accumulators (records of :func:`acc_dtype`) for :func:`aggregate_orders`."""
+    acc = np.zeros(n_customers, acc_dtype(n_windows))
+    acc["first_day"] = _I32_MAX
+    acc["last_day"] = _I32_MIN
+    return acc
 
 
-def grow_accumulators(
-    acc: NDArray[np.float64], catmask: NDArray[np.uint64], n_customers: int
-) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
+def grow_accumulators(acc: NDArray[np.void], n_customers: int) -> NDArray[np.void]:
     """Accumulators with room for at least ``n_customers`` (doubling), keeping the contents."""
     if acc.shape[0] >= n_customers:
-        return acc, catmask
+        return acc
     cap = max(n_customers, 2 * acc.shape[0])
-    acc2, cat2 = new_accumulators(cap, (acc.shape[1] - _N_FIXED) // 2)
-    acc2[: acc.shape[0]] = acc
-    cat2[: catmask.shape[0]] = catmask
-    return acc2, cat2
+    out = new_accumulators(cap, acc.dtype["win_orders"].shape[0])
+    out[: acc.shape[0]] = acc
+    return out
 
 
 def aggregate_orders(
-    codes: NDArray[np.int64],
-    n_customers: int,
+    codes: NDArray[np.integer],
     day: NDArray[np.int32],
     amount: NDArray[np.float64],
-    is_order: NDArray[np.uint8],
+    flags: NDArray[np.uint8],
     since: NDArray[np.int32],
-    has_discount: NDArray[np.bool_] | None = None,
+    acc: NDArray[np.void],
     categories: NDArray[np.int8] | None = None,
-    out: tuple[NDArray[np.float64], NDArray[np.uint64]] | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.uint64]]:
-    """Aggregate order rows per customer in one pass.
+    *,
+    parallel: bool = True,
+) -> NDArray[np.void]:
+    """Add order rows to per-customer accumulators, in one pass.
 
     Parameters
     ----------
     codes
-        Dense customer code per row (``0..n_customers-1``).
+        Dense customer code per row (``0..len(acc)-1``).
     day
         Order date as days since 1970-01-01.
     amount
         Row amount (no NaN); refunds are negative.
-    is_order
-        1 when the row counts as an order (see :mod:`fastseg.orders`), else 0.
+    flags
+        Bit 0: the row counts as an order (when its amount is >= 0; see :mod:`fastseg.orders`);
+        bit 1: the row carries a discount.
     since
-        First day of each trailing window (``as_of - N``): a row is in window ``w`` when
-        ``day >= since[w]``.
-    has_discount
-        True where the row carries a discount (for ``discount_share``), or None.
-    categories
-        Category code per row in ``0..63``, or -1 for rows that do not count (refunds, nulls).
-    out
-        Accumulators to add to (from :func:`new_accumulators` or an earlier call), so that
+        First day of each trailing window (``as_of - N``), ascending window lengths, so
+        descending days: a row is in window ``w`` when ``day >= since[w]``.
+    acc
+        Accumulators from :func:`new_accumulators` (or an earlier call): added to in place, so
         batches of rows can be aggregated one after the other.
+    categories
+        Category code per row in ``0..63``, or -1 (no category, or counted elsewhere).
+    parallel
+        Use every Numba thread (partitioning rows by customer first when the accumulators do
+        not fit in cache); False runs one thread, for callers that keep the other core busy.
 
     Returns
     -------
-    acc : ndarray of float64, shape (n_customers, 8 + 2 * len(since))
-        Columns :data:`AGG_FIELDS`, then ``orders_w`` and ``revenue_w`` per window. Customers
-        with no order row keep ``first_day = +inf`` and ``last_day = -inf``.
-    catmask : ndarray of uint64, shape (n_customers,)
-        Bit ``k`` set when the customer bought category ``k`` (on an order row).
+    acc
 
     Notes
     -----
-    Each row updates one customer's accumulator row, at random. When the accumulators do not fit
-    in cache, rows are first partitioned by customer code (a counting-sort scatter on the high
-    bits) so that each partition's accumulators do.
+    Each row updates one customer's record, at random. With several threads, rows are first
+    partitioned by customer code (a counting-sort scatter on the high bits) so that each
+    partition's records stay in cache and threads never share one.
     """
     n = codes.shape[0]
-    for name, arr in (("day", day), ("amount", amount), ("is_order", is_order)):
+    for name, arr in (("day", day), ("amount", amount), ("flags", flags)):
         if arr.shape[0] != n:
             msg = f"aggregate_orders: {name} has {arr.shape[0]} rows, codes has {n}"
             raise ParameterError(msg)
+    if acc.dtype != acc_dtype(len(since)):
+        msg = f"aggregate_orders: accumulators are not records for {len(since)} windows"
+        raise ParameterError(msg)
+    if n and (int(codes.min()) < 0 or int(codes.max()) >= acc.shape[0]):
+        msg = f"aggregate_orders: customer codes must be in 0..{acc.shape[0] - 1}"
+        raise ParameterError(msg)
     if categories is not None and n and int(np.max(categories)) > 63:
         msg = "aggregate_orders: category codes must be below 64"
         raise ParameterError(msg)
-    width = _N_FIXED + 2 * len(since)
-    if out is None:
-        acc, catmask = new_accumulators(n_customers, len(since))
-    else:
-        acc, catmask = out
-        if acc.shape[0] < n_customers or acc.shape[1] != width or catmask.shape[0] < n_customers:
-            msg = f"aggregate_orders: out accumulators of shape {acc.shape} do not fit {n_customers} customers x {width}"
-            raise ParameterError(msg)
-    flags = np.ascontiguousarray(is_order, np.uint8)
-    if has_discount is not None:
-        flags = flags | (np.asarray(has_discount, np.bool_).astype(np.uint8) << np.uint8(1))
     cats = (
         np.full(n, -1, np.int8) if categories is None else np.ascontiguousarray(categories, np.int8)
     )
@@ -311,20 +304,21 @@ def aggregate_orders(
         codes = codes.astype(np.int64)
     day = np.ascontiguousarray(day, np.int32)
     amount = np.ascontiguousarray(amount, np.float64)
+    flags = np.ascontiguousarray(flags, np.uint8)
     since = np.ascontiguousarray(since, np.int32)
-    per_part = max(1, _PART_BYTES // (width * 8))
-    if n_customers <= 2 * per_part:  # all accumulators fit in cache: no need to partition
-        _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc, catmask)
-        return acc, catmask
+    per_part = max(1, _PART_BYTES // acc.dtype.itemsize)
+    threads = numba.get_num_threads()
+    if not parallel or threads == 1 or acc.shape[0] <= 2 * per_part:
+        _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc)
+        return acc
     shift = max(0, int(per_part).bit_length() - 1)
-    n_parts = ((n_customers - 1) >> shift) + 1
+    n_parts = ((acc.shape[0] - 1) >> shift) + 1
     starts = np.zeros(n_parts + 1, np.int64)
-    # Rows go through in chunks, so the partition buffers stay small (about 36 bytes a row of
+    # Rows go through in chunks, so the partition buffers stay small (about 18 bytes a row of
     # the chunk) while each chunk still brings every customer's rows together per partition.
     chunk = min(n, _CHUNK_ROWS)
     pc, pd = np.empty(chunk, codes.dtype), np.empty(chunk, np.int32)
     pa, pf, pk = np.empty(chunk, np.float64), np.empty(chunk, np.uint8), np.empty(chunk, np.int8)
-    threads = numba.get_num_threads()
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         m = hi - lo
@@ -343,10 +337,8 @@ def aggregate_orders(
             pf[:m],
             pk[:m],
         )
-        _aggregate_partitions_kernel(
-            starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m], since, acc, catmask
-        )
-    return acc, catmask
+        _aggregate_partitions_kernel(starts, pc[:m], pd[:m], pa[:m], pf[:m], pk[:m], since, acc)
+    return acc
 
 
 # ----------------------------------------------------------------------------------- events
@@ -479,21 +471,76 @@ class CategoryCodes:
 
 
 @njit(cache=CACHE)
-def _compact_rows_kernel(acc, catmask, rows):  # pragma: no cover - jitted
+def _compact_rows_kernel(acc, rows):  # pragma: no cover - jitted
     for j in range(rows.shape[0]):
         r = rows[j]
         if r != j:
-            for k in range(acc.shape[1]):
-                acc[j, k] = acc[r, k]
-            catmask[j] = catmask[r]
+            acc[j] = acc[r]
 
 
-def compact_rows(
-    acc: NDArray[np.float64], catmask: NDArray[np.uint64], rows: NDArray[np.int64]
-) -> None:
-    """Move accumulator rows ``rows`` (ascending) to the front, in place: no second copy."""
+def compact_rows(acc: NDArray[np.void], rows: NDArray[np.int64]) -> None:
+    """Move accumulator records ``rows`` (ascending) to the front, in place: no second copy."""
     rows = np.ascontiguousarray(rows, np.int64)
     if rows.shape[0] > 1 and bool(np.any(np.diff(rows) <= 0)):
         msg = "compact_rows: rows must be strictly ascending"
         raise ParameterError(msg)
-    _compact_rows_kernel(acc, catmask, rows)
+    _compact_rows_kernel(acc, rows)
+
+
+# ----------------------------------------------------------------------------------- features
+
+
+@njit(cache=CACHE)
+def _features_kernel(
+    acc, as_of_day, recency, first, last, tenure, avg_days, aov, share, valid, several
+):  # pragma: no cover - jitted
+    for i in range(acc.shape[0]):
+        r = acc[i]
+        n = r.orders
+        valid[i] = n > 0
+        several[i] = n > 1
+        f = r.first_day if n > 0 else 0
+        t = r.last_day if n > 0 else 0
+        first[i] = f
+        last[i] = t
+        recency[i] = as_of_day - t
+        tenure[i] = as_of_day - f
+        avg_days[i] = (t - f) / max(n - 1, 1)
+        aov[i] = r.gross / max(n, 1)
+        share[i] = r.discount_orders / max(n, 1)
+
+
+def feature_arrays(acc: NDArray[np.void], as_of_day: int) -> dict[str, NDArray]:
+    """The derived per-customer columns of accumulator records, in one pass.
+
+    Returns ``recency_days``, ``tenure_days`` (int64), ``first_order_date``,
+    ``last_order_date`` (int32 days), ``avg_days_between_orders``, ``aov``, ``discount_share``
+    (float64), and the masks ``valid`` (an order: the others are null otherwise) and ``several``
+    (two orders or more: ``avg_days_between_orders`` is null otherwise).
+    """
+    n = acc.shape[0]
+    out = {
+        "recency_days": np.empty(n, np.int64),
+        "first_order_date": np.empty(n, np.int32),
+        "last_order_date": np.empty(n, np.int32),
+        "tenure_days": np.empty(n, np.int64),
+        "avg_days_between_orders": np.empty(n, np.float64),
+        "aov": np.empty(n, np.float64),
+        "discount_share": np.empty(n, np.float64),
+        "valid": np.empty(n, np.bool_),
+        "several": np.empty(n, np.bool_),
+    }
+    _features_kernel(
+        acc,
+        np.int64(as_of_day),
+        out["recency_days"],
+        out["first_order_date"],
+        out["last_order_date"],
+        out["tenure_days"],
+        out["avg_days_between_orders"],
+        out["aov"],
+        out["discount_share"],
+        out["valid"],
+        out["several"],
+    )
+    return out

@@ -1,0 +1,334 @@
+"""The direct path for Parquet orders: decoded columns straight into the kernels.
+
+The general streaming path (:func:`fastseg.pipeline._stream`) builds a Polars frame per batch and
+checks, types and filters it with Polars expressions before the aggregation kernel sees it. For
+the most common input — Parquet files whose columns already have the right types — every one of
+those steps can be done in a single pass over the raw Arrow buffers instead:
+
+* a reader thread decodes one row group at a time with pyarrow (which releases the GIL) while
+  the main thread aggregates the previous one, so reading and aggregating overlap on two cores;
+  at most two batches are in memory, whatever the size of the file;
+* :func:`fastseg.kernels.ingest.ingest_rows` counts the rows that cannot be used (same reasons,
+  same order as :func:`fastseg.orders.reason_expr`), turns timestamps into days, checks order
+  ids, hashes rows for the duplicate count and compacts the usable rows;
+* :class:`fastseg.features.OrderAggregator` aggregates them (same accumulators as the general
+  path, so the features are the same by construction; the tests also compare both paths).
+
+Categories are read as Parquet dictionaries: their values are hashed once per row group, not
+once per row.
+
+Anything else falls back to the general path: other formats, columns that need converting
+(text numbers or dates, float ids, time-zone-aware timestamps), line items without an amount,
+rejects kept aside (they need the rows as read), rule aggregates with filters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fastseg import orders as O
+from fastseg.errors import InputError
+
+__all__ = ["DirectPlan", "OrderIdsRepeat", "plan_direct", "stream_direct"]
+
+#: canonical order columns the direct path reads
+SUPPORTED = ("customer_id", "order_ts", "amount", "order_id", "category", "discount", "quantity")
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+#: row groups larger than this many batches are read in slices (bounds memory)
+_MAX_GROUP_BATCHES = 4
+_EPOCH = dt.date(1970, 1, 1)
+_CAT_SEED = 0x5EED
+
+
+class OrderIdsRepeat(Exception):
+    """Order ids turned out not to be strictly increasing (or missing) while streaming."""
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    """What the direct path reads: the files and the source column of each canonical one."""
+
+    files: tuple[Path, ...]
+    columns: dict[str, str]  # canonical -> source column
+    label: str
+
+    @property
+    def read(self) -> dict[str, str]:
+        """The columns to read: ``quantity`` (when ``amount`` is there) only enters the hashes
+        that count duplicate rows, which unique order ids make needless."""
+        if "order_id" in self.columns:
+            return {k: v for k, v in self.columns.items() if k != "quantity"}
+        return self.columns
+
+
+def _arrow_ok(canon: str, t: Any) -> bool:
+    import pyarrow as pa
+
+    if canon in ("customer_id", "order_id"):
+        return bool(pa.types.is_signed_integer(t)) or t in (pa.uint8(), pa.uint16(), pa.uint32())
+    if canon == "order_ts":
+        return bool(pa.types.is_date32(t)) or (
+            pa.types.is_timestamp(t) and t.tz is None and t.unit in _PER_DAY
+        )
+    if canon in ("amount", "discount", "quantity"):
+        return bool(pa.types.is_integer(t) or pa.types.is_floating(t)) and t != pa.uint64()
+    if canon == "category":
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+    return False
+
+
+def plan_direct(
+    plan: O.OrderPlan, *, rejects: Any = None, aggregates: Sequence[Any] = ()
+) -> DirectPlan | None:
+    """A :class:`DirectPlan` when the direct path can read ``plan``'s orders, else None."""
+    import pyarrow.parquet as pq
+
+    src = plan.source
+    if src.kind != "parquet" or not src.files or plan.conversions or rejects is not None:
+        return None
+    if any(getattr(a, "source", None) == "orders" for a in aggregates):
+        return None
+    cols = dict(plan.columns)
+    if "amount" not in cols or any(c not in SUPPORTED for c in cols):
+        return None
+    try:
+        for path in src.files:
+            found = pq.read_schema(path)
+            for canon, col in cols.items():
+                idx = found.get_field_index(col)
+                if idx < 0 or not _arrow_ok(canon, found.field(idx).type):
+                    return None
+    except (OSError, ValueError, TypeError):  # unreadable footers: the general path says why
+        return None
+    return DirectPlan(tuple(src.files), cols, src.label)
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+def _tables(dp: DirectPlan, batch_rows: int) -> Iterator[Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = list(dict.fromkeys(dp.read.values()))
+    dict_cols = [dp.columns["category"]] if "category" in dp.columns else None
+    for path in dp.files:
+        pf = pq.ParquetFile(path, read_dictionary=dict_cols)
+        md = pf.metadata
+        for g in range(md.num_row_groups):
+            rows = md.row_group(g).num_rows
+            if rows == 0:
+                continue
+            if rows <= _MAX_GROUP_BATCHES * batch_rows:
+                yield pf.read_row_group(g, columns=names)
+            else:
+                for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=names):
+                    yield pa.Table.from_batches([b])
+
+
+class _Prefetch:
+    """Iterate ``it`` in a background thread, ``depth`` items ahead, forwarding its errors."""
+
+    _END = object()
+
+    def __init__(self, it: Iterator[Any], depth: int = 1) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(it,), daemon=True)
+        self._t.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, it: Iterator[Any]) -> None:
+        try:
+            for item in it:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # forwarded to the consumer, raised there
+            self._put(("__error__", exc))
+            return
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            if isinstance(item, tuple) and len(item) == 2 and item[0] == "__error__":
+                raise item[1]
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._t.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._q.get(timeout=0.05)
+        self._t.join()
+
+
+def _column(arr: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(values as dtype, validity bitmap or empty, bit offset)`` of a primitive Arrow array."""
+    import pyarrow as pa
+
+    t = arr.type
+    if pa.types.is_timestamp(t) or pa.types.is_date64(t):
+        phys: Any = np.int64
+    elif pa.types.is_date32(t):
+        phys = np.int32
+    else:
+        phys = np.dtype(t.to_pandas_dtype())
+    buffers = arr.buffers()
+    values = np.frombuffer(buffers[1], dtype=phys)[arr.offset : arr.offset + len(arr)]
+    if values.dtype != dtype:
+        values = values.astype(dtype)
+    if arr.null_count == 0 or buffers[0] is None:
+        return values, np.empty(0, np.uint8), 0
+    return values, np.frombuffer(buffers[0], dtype=np.uint8), arr.offset
+
+
+def _one_chunk(col: Any) -> Any:
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+# ------------------------------------------------------------------------------------- the pass
+
+
+def stream_direct(
+    dp: DirectPlan,
+    plan: O.OrderPlan,
+    stats: dict[str, Any],
+    as_of: dt.date,
+    strict: bool,
+    windows: tuple[int, ...],
+    batch_rows: int,
+) -> tuple[pl.DataFrame, O.RowReport, pl.Schema]:
+    """Aggregate the orders of ``dp`` into per-customer features in one overlapped pass.
+
+    Returns the features, the row report and the schema of the canonical order rows. Raises
+    :class:`OrderIdsRepeat` when the order ids are not strictly increasing.
+    """
+    import pyarrow as pa
+
+    from fastseg.features import OrderAggregator
+    from fastseg.kernels.aggregate import CategoryCodes
+    from fastseg.kernels.ingest import REASON_CODES, IngestBuffers, ingest_rows
+
+    cols = dp.columns
+    want_dups = "order_id" not in cols
+    id_range = None
+    if stats.get("id_min") is not None and not stats.get("text_ids"):
+        id_range = (int(stats["id_min"]), int(stats["id_max"]))
+    agg = OrderAggregator(as_of, windows, id_range=id_range, rows=stats["n"])
+    agg.id_dtype = pl.Int64
+    as_of_day = (as_of - _EPOCH).days
+    counts = np.zeros(len(REASON_CODES), np.int64)
+    hashes: list[np.ndarray] = []
+    buffers: IngestBuffers | None = None
+    cat_codes = CategoryCodes()
+    last_oid = int(np.iinfo(np.int64).min)
+    n_read = 0
+    reader = _Prefetch(_tables(dp, batch_rows))
+    try:
+        for table in reader:
+            n = table.num_rows
+            if n == 0:
+                continue
+            if buffers is None or buffers.rows < n:
+                buffers = IngestBuffers(max(n, batch_rows), hashes=want_dups)
+            ts_arr = _one_chunk(table.column(cols["order_ts"]))
+            per_day = 1 if pa.types.is_date32(ts_arr.type) else _PER_DAY[ts_arr.type.unit]
+            extra: dict[str, Any] = {}
+            if "order_id" in cols:
+                extra["order_id"] = _column(_one_chunk(table.column(cols["order_id"])), np.int64)
+                extra["last_order_id"] = last_oid
+            if "discount" in cols:
+                extra["discount"] = _column(_one_chunk(table.column(cols["discount"])), np.float64)
+            if "category" in cols:
+                cat = _one_chunk(table.column(cols["category"]))
+                if not pa.types.is_dictionary(cat.type):
+                    cat = cat.dictionary_encode()
+                values = pl.Series(cat.dictionary)
+                chash = values.hash(seed=_CAT_SEED).to_numpy().astype(np.uint64)
+                present = values.is_not_null().to_numpy()
+                local = cat_codes.encode(chash, present).astype(np.int32)
+                chash[~present] = np.uint64(0xDEAD04)
+                extra["category"] = _column(cat.indices, np.int32)
+                extra["category_local"] = local
+                extra["category_hash"] = chash
+            if want_dups and "quantity" in cols:
+                extra["hashed_only"] = _column(
+                    _one_chunk(table.column(cols["quantity"])), np.float64
+                )
+            used, ok, last_oid = ingest_rows(
+                _column(_one_chunk(table.column(cols["customer_id"])), np.int64),
+                _column(ts_arr, np.int64),
+                per_day,
+                _column(_one_chunk(table.column(cols["amount"])), np.float64),
+                as_of_day,
+                buffers,
+                counts,
+                **extra,
+            )
+            del table, ts_arr, extra
+            if not ok:
+                raise OrderIdsRepeat
+            if want_dups:
+                hashes.append(buffers.hashes[:n].copy())
+            n_read += n
+            agg.add_arrays(
+                buffers.cid[:used],
+                buffers.day[:used],
+                buffers.amount[:used],
+                buffers.flags[:used],
+                buffers.cat[:used] if "category" in cols else None,
+                has_discount="discount" in cols,
+            )
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {dp.label}: {first}") from exc
+    finally:
+        reader.close()
+    left_out = dict(zip(REASON_CODES, (int(c) for c in counts), strict=True))
+    report = O.RowReport(
+        source=dp.label,
+        rows_read=n_read,
+        rows_used=n_read - sum(left_out.values()),
+        left_out=left_out,
+    )
+    if want_dups and hashes:
+        report.duplicates = O.count_duplicate_hashes(np.concatenate(hashes))
+    if report.rows_left_out and strict:
+        raise O.strict_error(report, as_of)
+    if report.rows_used == 0:
+        raise O.no_usable_error(report, as_of)
+    return agg.finish(), report, _row_schema(plan)
+
+
+def _row_schema(plan: O.OrderPlan) -> pl.Schema:
+    """The canonical order rows' schema, as the general path's batches have it."""
+    found = plan.frame.collect_schema()
+    out: dict[str, pl.DataType] = {}
+    for name, dtype in found.items():
+        if name.endswith("_raw") or name.startswith("__raw_"):
+            continue
+        out["order_date" if name == "order_ts" else name] = dtype
+    return pl.Schema(out)

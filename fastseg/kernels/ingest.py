@@ -1,0 +1,331 @@
+"""Raw Arrow columns of order rows to clean, compact arrays, in one pass.
+
+The direct Parquet path (:mod:`fastseg.direct`) hands this kernel the buffers of a batch of rows
+exactly as the Parquet reader decoded them (values plus Arrow validity bitmaps); the kernel, in
+one pass and without the GIL:
+
+* decides why a row cannot be used, with the same rules and order as
+  :func:`fastseg.orders.reason_expr`: ``missing_customer_id``, ``missing_timestamp``,
+  ``missing_amount`` (null, NaN or infinite), ``after_as_of``; and counts each reason;
+* turns timestamps into days since 1970-01-01 (floor division, exact for any int64);
+* checks that order ids are present and strictly increasing (else the caller falls back to the
+  in-memory path, which counts every order once whatever the order of its lines);
+* hashes every row (when duplicates are to be counted) over the values as read;
+* writes the usable rows, compacted, as customer id, day, amount, flags (bit 0: an order,
+  amount >= 0; bit 1: a discount > 0) and the category's local code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+from fastseg.errors import ParameterError
+from fastseg.kernels import CACHE
+
+__all__ = ["REASON_CODES", "IngestBuffers", "ingest_rows", "day_of"]
+
+#: reason codes, in the order rows are checked (index into the counts array)
+REASON_CODES = ("missing_customer_id", "missing_timestamp", "missing_amount", "after_as_of")
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_M3 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=CACHE, inline="always")
+def _valid(bitmap, offset, i):  # pragma: no cover - jitted
+    if bitmap.shape[0] == 0:
+        return True
+    j = offset + i
+    return (bitmap[j >> 3] >> (j & 7)) & 1 == 1
+
+
+@njit(cache=CACHE, inline="always")
+def _floor_div(t, per_day, inv):  # pragma: no cover - jitted
+    # exact floor(t / per_day) for any int64: a float estimate, then one correction step
+    if per_day == 1:
+        return t
+    d = np.int64(np.float64(t) * inv)
+    r = t - d * per_day
+    while r < 0:
+        d -= 1
+        r += per_day
+    while r >= per_day:
+        d += 1
+        r -= per_day
+    return d
+
+
+@njit(cache=CACHE, inline="always")
+def _mix(h, v):  # pragma: no cover - jitted
+    # splitmix64-style combine of one 64-bit value into the running hash
+    x = (h ^ v) * _M1
+    x = (x ^ (x >> np.uint64(30))) * _M2
+    x = (x ^ (x >> np.uint64(27))) * _M3
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=CACHE, nogil=True)
+def _day_kernel(ts, per_day, out):  # pragma: no cover - jitted
+    inv = 1.0 / per_day
+    for i in range(ts.shape[0]):
+        out[i] = _floor_div(ts[i], per_day, inv)
+
+
+@njit(cache=CACHE, nogil=True)
+def _ingest_kernel(
+    cid,
+    cid_bm,
+    cid_off,
+    ts,
+    ts_bm,
+    ts_off,
+    per_day,
+    amt,
+    amt_bits,
+    amt_bm,
+    amt_off,
+    oid,
+    oid_bm,
+    oid_off,
+    last_oid,
+    disc,
+    disc_bits,
+    disc_bm,
+    disc_off,
+    cat,
+    cat_bm,
+    cat_off,
+    cat_local,
+    cat_hash,
+    qty_bits,
+    qty_bm,
+    qty_off,
+    as_of_day,
+    out_cid,
+    out_day,
+    out_amt,
+    out_flags,
+    out_cat,
+    hashes,
+    counts,
+):  # pragma: no cover - jitted
+    n = cid.shape[0]
+    inv = 1.0 / per_day
+    has_oid = oid.shape[0] > 0
+    has_disc = disc.shape[0] > 0
+    has_cat = cat.shape[0] > 0
+    want_hash = hashes.shape[0] > 0
+    oid_ok = True
+    m = 0
+    for i in range(n):
+        if has_oid:
+            if not _valid(oid_bm, oid_off, i):
+                oid_ok = False
+            else:
+                o = oid[i]
+                if o <= last_oid:
+                    oid_ok = False
+                last_oid = o
+        c_ok = _valid(cid_bm, cid_off, i)
+        t_ok = _valid(ts_bm, ts_off, i)
+        a_ok = _valid(amt_bm, amt_off, i)
+        k_ok = has_cat and _valid(cat_bm, cat_off, i)
+        a = amt[i]
+        if want_hash:
+            # every value as read, nulls told apart from any value
+            h = np.uint64(0x51ED27)
+            h = _mix(h, np.uint64(cid[i]) if c_ok else np.uint64(0xDEAD01))
+            h = _mix(h, np.uint64(ts[i]) if t_ok else np.uint64(0xDEAD02))
+            bits = np.uint64(0) if a == 0.0 else amt_bits[i]  # -0.0 == 0.0
+            h = _mix(h, bits if a_ok else np.uint64(0xDEAD03))
+            if has_cat:
+                h = _mix(h, cat_hash[cat[i]] if k_ok else np.uint64(0xDEAD04))
+            if has_disc:
+                dv = disc[i]
+                dbits = np.uint64(0) if dv == 0.0 else disc_bits[i]
+                h = _mix(h, dbits if _valid(disc_bm, disc_off, i) else np.uint64(0xDEAD05))
+            if qty_bits.shape[0] > 0:
+                h = _mix(h, qty_bits[i] if _valid(qty_bm, qty_off, i) else np.uint64(0xDEAD06))
+            hashes[i] = h
+        if not c_ok:
+            counts[0] += 1
+            continue
+        if not t_ok:
+            counts[1] += 1
+            continue
+        if not a_ok or not np.isfinite(a):
+            counts[2] += 1
+            continue
+        d = _floor_div(ts[i], per_day, inv)
+        if d > as_of_day:
+            counts[3] += 1
+            continue
+        flags = np.uint8(1) if a >= 0.0 else np.uint8(0)
+        if has_disc and _valid(disc_bm, disc_off, i):
+            dv = disc[i]
+            if dv > 0.0:  # NaN compares false: no discount, as fill_nan(0) > 0
+                flags |= np.uint8(2)
+        out_cid[m] = cid[i]
+        out_day[m] = np.int32(d)
+        out_amt[m] = a
+        out_flags[m] = flags
+        out_cat[m] = cat_local[cat[i]] if k_ok else -1
+        m += 1
+    return m, oid_ok, last_oid
+
+
+def day_of(ts: NDArray[np.int64], per_day: int) -> NDArray[np.int64]:
+    """``floor(ts / per_day)`` for int64 timestamps (days since 1970-01-01 for epoch units).
+
+    >>> day_of(np.array([-1, 0, 86_399, 86_400]), 86_400).tolist()
+    [-1, 0, 0, 1]
+    """
+    ts = np.ascontiguousarray(ts, np.int64)
+    if per_day < 1:
+        msg = f"day_of: per_day must be positive, got {per_day}"
+        raise ParameterError(msg)
+    out = np.empty(ts.shape[0], np.int64)
+    _day_kernel(ts, np.int64(per_day), out)
+    return out
+
+
+class IngestBuffers:
+    """Output arrays for :func:`ingest_rows`, allocated once and reused batch after batch."""
+
+    def __init__(self, rows: int, *, hashes: bool) -> None:
+        self.cid = np.empty(rows, np.int64)
+        self.day = np.empty(rows, np.int32)
+        self.amount = np.empty(rows, np.float64)
+        self.flags = np.empty(rows, np.uint8)
+        self.cat = np.empty(rows, np.int32)
+        self.hashes = np.empty(rows if hashes else 0, np.uint64)
+
+    @property
+    def rows(self) -> int:
+        return self.cid.shape[0]
+
+
+_EMPTY_I64 = np.empty(0, np.int64)
+_EMPTY_F64 = np.empty(0, np.float64)
+_EMPTY_I32 = np.empty(0, np.int32)
+_EMPTY_U64 = np.empty(0, np.uint64)
+_EMPTY_BM = np.empty(0, np.uint8)
+
+
+Column = tuple[
+    NDArray, NDArray[np.uint8], int
+]  # values, validity bitmap (empty: all valid), bit offset
+
+
+def ingest_rows(
+    cid: Column,
+    ts: Column,
+    per_day: int,
+    amount: Column,
+    as_of_day: int,
+    out: IngestBuffers,
+    counts: NDArray[np.int64],
+    *,
+    order_id: Column | None = None,
+    last_order_id: int = np.iinfo(np.int64).min,
+    discount: Column | None = None,
+    category: Column | None = None,
+    category_local: NDArray[np.int32] | None = None,
+    category_hash: NDArray[np.uint64] | None = None,
+    hashed_only: Column | None = None,
+) -> tuple[int, bool, int]:
+    """Check, count, hash and compact one batch of raw order rows.
+
+    Parameters
+    ----------
+    cid, ts, amount
+        ``(values, validity bitmap, bit offset)``: int64 customer ids; int64 timestamps in units
+        of ``1 / per_day`` days (``per_day=1`` for dates as days since 1970-01-01); float64
+        amounts. An empty bitmap means every value is present.
+    as_of_day
+        Scoring date as days since 1970-01-01: later rows are left out (``after_as_of``).
+    out
+        Buffers with room for every row of the batch; ``out.hashes`` empty to skip hashing.
+    counts
+        int64[4], incremented per reason of :data:`REASON_CODES`.
+    order_id, last_order_id
+        int64 order ids and the last one of the previous batch, to check they increase.
+    discount
+        float64 discounts (a row has a discount when > 0).
+    category, category_local, category_hash
+        int32 dictionary indices, the local code of each dictionary entry (-1 for none), and a
+        64-bit hash of each entry's value (for the row hashes).
+    hashed_only
+        One more column (float64, e.g. ``quantity``) that only enters the row hashes.
+
+    Returns
+    -------
+    used, order_ids_increasing, last_order_id
+        The first ``used`` entries of ``out.cid/day/amount/flags/cat`` hold the usable rows.
+    """
+    n = cid[0].shape[0]
+    cols = [("ts", ts), ("amount", amount)]
+    for name, col in (("order_id", order_id), ("discount", discount), ("category", category)):
+        if col is not None:
+            cols.append((name, col))
+    for name, col in cols:
+        if col[0].shape[0] != n:
+            msg = f"ingest_rows: {name} has {col[0].shape[0]} rows, customer_id has {n}"
+            raise ParameterError(msg)
+    if out.rows < n or (out.hashes.shape[0] and out.hashes.shape[0] < n):
+        msg = f"ingest_rows: buffers hold {out.rows} rows, the batch has {n}"
+        raise ParameterError(msg)
+    if counts.shape != (len(REASON_CODES),) or counts.dtype != np.int64:
+        msg = "ingest_rows: counts must be int64[4]"
+        raise ParameterError(msg)
+    oid = order_id or (_EMPTY_I64, _EMPTY_BM, 0)
+    disc = discount or (_EMPTY_F64, _EMPTY_BM, 0)
+    cat = category or (_EMPTY_I32, _EMPTY_BM, 0)
+    if category is not None and (category_local is None or category_hash is None):
+        msg = "ingest_rows: category needs category_local and category_hash"
+        raise ParameterError(msg)
+    qty = hashed_only or (_EMPTY_F64, _EMPTY_BM, 0)
+    qty_bits = qty[0].view(np.uint64) if qty[0].shape[0] else _EMPTY_U64
+    local = _EMPTY_I32 if category_local is None else category_local
+    chash = _EMPTY_U64 if category_hash is None else category_hash
+    used, ok, last = _ingest_kernel(
+        cid[0],
+        cid[1],
+        cid[2],
+        ts[0],
+        ts[1],
+        ts[2],
+        np.int64(per_day),
+        amount[0],
+        amount[0].view(np.uint64),
+        amount[1],
+        amount[2],
+        oid[0],
+        oid[1],
+        oid[2],
+        np.int64(last_order_id),
+        disc[0],
+        disc[0].view(np.uint64),
+        disc[1],
+        disc[2],
+        cat[0],
+        cat[1],
+        cat[2],
+        local,
+        chash,
+        qty_bits,
+        qty[1],
+        qty[2],
+        np.int64(as_of_day),
+        out.cid,
+        out.day,
+        out.amount,
+        out.flags,
+        out.cat,
+        out.hashes[:n] if out.hashes.shape[0] else out.hashes,
+        counts,
+    )
+    return int(used), bool(ok), int(last)
