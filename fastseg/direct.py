@@ -286,6 +286,7 @@ def stream_direct(
                 as_of_day,
                 buffers,
                 counts,
+                id_range=None if agg.offset is None else (agg.offset, agg.acc.shape[0]),
                 **extra,
             )
             del table, ts_arr, extra
@@ -301,6 +302,7 @@ def stream_direct(
                 buffers.flags[:used],
                 buffers.cat[:used] if "category" in cols else None,
                 has_discount="discount" in cols,
+                coded=agg.offset is not None,
             )
     except (OSError, pa.ArrowException) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

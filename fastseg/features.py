@@ -216,7 +216,7 @@ class OrderAggregator:
             self.has_category = True
             cats = self._categories(batch["category"], codes, amount >= 0)
         day = batch["order_date"].to_physical().to_numpy()
-        self._aggregate(codes, day, amount, flags, cats, parallel=True)
+        self._aggregate(codes, day, amount, flags, cats)
 
     def add_arrays(
         self,
@@ -227,27 +227,27 @@ class OrderAggregator:
         categories: np.ndarray | None,
         *,
         has_discount: bool,
-        parallel: bool = True,
+        coded: bool = False,
     ) -> None:
         """Aggregate clean rows given as arrays (the direct Parquet path).
 
         ``ids`` int64 customer ids; ``day`` int32 days since 1970-01-01; ``flags`` uint8 with
         bit 0 set for an order and bit 1 for a discount; ``categories`` the local category code
         of each row from a shared :class:`fastseg.kernels.aggregate.CategoryCodes` (-1: none),
-        or None when the orders have no category. The arrays are not kept. ``parallel=False``
-        aggregates on one thread (the caller keeps the other core busy reading).
+        or None when the orders have no category. The arrays are not kept. ``coded=True``:
+        ``ids`` are already customer codes (offset mode: ``id - lo``, checked by the caller).
         """
         if ids.shape[0] == 0:
             return
         if self.id_dtype is None:
             self.id_dtype = pl.Int64
-        codes = self._int_codes(ids)
+        codes = ids if coded and self.offset is not None else self._int_codes(ids)
         self.has_discount |= has_discount
         cats = None
         if categories is not None:
             self.has_category = True
             cats = self._mask_codes(categories, codes)
-        self._aggregate(codes, day, amount, flags, cats, parallel=parallel)
+        self._aggregate(codes, day, amount, flags, cats)
 
     def _aggregate(
         self,
@@ -256,14 +256,12 @@ class OrderAggregator:
         amount: np.ndarray,
         flags: np.ndarray,
         cats: np.ndarray | None,
-        *,
-        parallel: bool,
     ) -> None:
         from fastseg.kernels.aggregate import aggregate_orders, grow_accumulators
 
         if self.offset is None:
             self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
-        aggregate_orders(codes, day, amount, flags, self.since, self.acc, cats, parallel=parallel)
+        aggregate_orders(codes, day, amount, flags, self.since, self.acc, cats)
 
     def finish(self) -> pl.DataFrame:
         """The features, one row per customer seen, sorted by ``customer_id``.
@@ -334,20 +332,19 @@ def _features_frame(
     cols: list[pl.Series] = [
         ids,
         _nullable("recency_days", f["recency_days"], valid),
-        pl.Series("frequency", acc["orders"].astype(np.int64)),
-        pl.Series("monetary", np.ascontiguousarray(acc["monetary"])),
+        pl.Series("frequency", f["frequency"]),
+        pl.Series("monetary", f["monetary"]),
         _nullable("aov", f["aov"], valid),
         _nullable("first_order_date", f["first_order_date"], valid, date=True),
         _nullable("last_order_date", f["last_order_date"], valid, date=True),
         _nullable("tenure_days", f["tenure_days"], valid),
         _nullable("avg_days_between_orders", f["avg_days_between_orders"], f["several"]),
     ]
-    win_orders, win_revenue = acc["win_orders"], acc["win_revenue"]
     for k, w in enumerate(windows):
-        cols.append(pl.Series(f"orders_{w}d", win_orders[:, k].astype(np.int64)))
-        cols.append(pl.Series(f"revenue_{w}d", np.ascontiguousarray(win_revenue[:, k])))
-    cols.append(pl.Series("refund_count", acc["refunds"].astype(np.int64)))
-    cols.append(pl.Series("refund_amount", np.ascontiguousarray(acc["refund_amount"])))
+        cols.append(pl.Series(f"orders_{w}d", f["win_orders"][k]))
+        cols.append(pl.Series(f"revenue_{w}d", f["win_revenue"][k]))
+    cols.append(pl.Series("refund_count", f["refund_count"]))
+    cols.append(pl.Series("refund_amount", f["refund_amount"]))
     if distinct is not None:
         cols.append(pl.Series("distinct_categories", distinct))
     if has_discount:

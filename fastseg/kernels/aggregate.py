@@ -492,11 +492,34 @@ def compact_rows(acc: NDArray[np.void], rows: NDArray[np.int64]) -> None:
 
 @njit(cache=CACHE)
 def _features_kernel(
-    acc, as_of_day, recency, first, last, tenure, avg_days, aov, share, valid, several
+    acc,
+    as_of_day,
+    frequency,
+    monetary,
+    recency,
+    first,
+    last,
+    tenure,
+    avg_days,
+    aov,
+    share,
+    refund_count,
+    refund_amount,
+    win_orders,
+    win_revenue,
+    valid,
+    several,
 ):  # pragma: no cover - jitted
     for i in range(acc.shape[0]):
         r = acc[i]
         n = r.orders
+        frequency[i] = n
+        monetary[i] = r.monetary
+        refund_count[i] = r.refunds
+        refund_amount[i] = r.refund_amount
+        for w in range(win_orders.shape[0]):
+            win_orders[w, i] = r.win_orders[w]
+            win_revenue[w, i] = r.win_revenue[w]
         valid[i] = n > 0
         several[i] = n > 1
         f = r.first_day if n > 0 else 0
@@ -511,28 +534,30 @@ def _features_kernel(
 
 
 def feature_arrays(acc: NDArray[np.void], as_of_day: int) -> dict[str, NDArray]:
-    """The derived per-customer columns of accumulator records, in one pass.
+    """Per-customer feature columns of accumulator records, contiguous, in one pass.
 
-    Returns ``recency_days``, ``tenure_days`` (int64), ``first_order_date``,
-    ``last_order_date`` (int32 days), ``avg_days_between_orders``, ``aov``, ``discount_share``
-    (float64), and the masks ``valid`` (an order: the others are null otherwise) and ``several``
-    (two orders or more: ``avg_days_between_orders`` is null otherwise).
+    Returns int64 ``frequency``, ``recency_days``, ``tenure_days``, ``refund_count`` and
+    ``win_orders`` (windows x customers); float64 ``monetary``, ``refund_amount``,
+    ``win_revenue``, ``avg_days_between_orders``, ``aov``, ``discount_share``; int32 days
+    ``first_order_date``, ``last_order_date``; and the masks ``valid`` (an order: the derived
+    columns are null otherwise) and ``several`` (two orders or more: ``avg_days_between_orders``
+    is null otherwise).
     """
     n = acc.shape[0]
-    out = {
-        "recency_days": np.empty(n, np.int64),
-        "first_order_date": np.empty(n, np.int32),
-        "last_order_date": np.empty(n, np.int32),
-        "tenure_days": np.empty(n, np.int64),
-        "avg_days_between_orders": np.empty(n, np.float64),
-        "aov": np.empty(n, np.float64),
-        "discount_share": np.empty(n, np.float64),
-        "valid": np.empty(n, np.bool_),
-        "several": np.empty(n, np.bool_),
-    }
+    n_win = acc.dtype["win_orders"].shape[0]
+    i64 = ("frequency", "recency_days", "tenure_days", "refund_count")
+    f64 = ("monetary", "refund_amount", "avg_days_between_orders", "aov", "discount_share")
+    out: dict[str, NDArray] = {k: np.empty(n, np.int64) for k in i64}
+    out |= {k: np.empty(n, np.float64) for k in f64}
+    out |= {k: np.empty(n, np.int32) for k in ("first_order_date", "last_order_date")}
+    out |= {k: np.empty(n, np.bool_) for k in ("valid", "several")}
+    out["win_orders"] = np.empty((n_win, n), np.int64)
+    out["win_revenue"] = np.empty((n_win, n), np.float64)
     _features_kernel(
         acc,
         np.int64(as_of_day),
+        out["frequency"],
+        out["monetary"],
         out["recency_days"],
         out["first_order_date"],
         out["last_order_date"],
@@ -540,6 +565,10 @@ def feature_arrays(acc: NDArray[np.void], as_of_day: int) -> dict[str, NDArray]:
         out["avg_days_between_orders"],
         out["aov"],
         out["discount_share"],
+        out["refund_count"],
+        out["refund_amount"],
+        out["win_orders"],
+        out["win_revenue"],
         out["valid"],
         out["several"],
     )

@@ -111,7 +111,10 @@ def _ingest_kernel(
     out_cat,
     hashes,
     counts,
+    lo,
+    span,
 ):  # pragma: no cover - jitted
+    # span > 0: write customer codes cid - lo (checked to lie in 0..span-1), not ids
     n = cid.shape[0]
     inv = 1.0 / per_day
     has_oid = oid.shape[0] > 0
@@ -168,11 +171,16 @@ def _ingest_kernel(
             dv = disc[i]
             if dv > 0.0:  # NaN compares false: no discount, as fill_nan(0) > 0
                 flags |= np.uint8(2)
-        out_cid[m] = cid[i]
+        code = cid[i]
+        if span > 0:
+            code -= lo
+            if code < 0 or code >= span:
+                return -1 - i, oid_ok, last_oid  # id outside the range planned for
+        out_cid[m] = code
         out_day[m] = np.int32(d)
         out_amt[m] = a
         out_flags[m] = flags
-        out_cat[m] = cat_local[cat[i]] if k_ok else -1
+        out_cat[m] = cat_local[cat[i]] if k_ok and a >= 0.0 else -1
         m += 1
     return m, oid_ok, last_oid
 
@@ -236,6 +244,7 @@ def ingest_rows(
     category_local: NDArray[np.int32] | None = None,
     category_hash: NDArray[np.uint64] | None = None,
     hashed_only: Column | None = None,
+    id_range: tuple[int, int] | None = None,
 ) -> tuple[int, bool, int]:
     """Check, count, hash and compact one batch of raw order rows.
 
@@ -260,11 +269,20 @@ def ingest_rows(
         64-bit hash of each entry's value (for the row hashes).
     hashed_only
         One more column (float64, e.g. ``quantity``) that only enters the row hashes.
+    id_range
+        ``(lo, span)``: write customer codes ``id - lo`` instead of ids, checking that they lie
+        in ``0 .. span - 1``.
 
     Returns
     -------
     used, order_ids_increasing, last_order_id
-        The first ``used`` entries of ``out.cid/day/amount/flags/cat`` hold the usable rows.
+        The first ``used`` entries of ``out.cid/day/amount/flags/cat`` hold the usable rows
+        (``out.cat`` is -1 on refund rows: only orders count towards categories).
+
+    Raises
+    ------
+    ParameterError
+        A customer id outside ``id_range``.
     """
     n = cid[0].shape[0]
     cols = [("ts", ts), ("amount", amount)]
@@ -291,6 +309,7 @@ def ingest_rows(
     qty_bits = qty[0].view(np.uint64) if qty[0].shape[0] else _EMPTY_U64
     local = _EMPTY_I32 if category_local is None else category_local
     chash = _EMPTY_U64 if category_hash is None else category_hash
+    lo, span = id_range if id_range is not None else (0, 0)
     used, ok, last = _ingest_kernel(
         cid[0],
         cid[1],
@@ -327,5 +346,11 @@ def ingest_rows(
         out.cat,
         out.hashes[:n] if out.hashes.shape[0] else out.hashes,
         counts,
+        np.int64(lo),
+        np.int64(span),
     )
+    if used < 0:
+        value = int(cid[0][-1 - int(used)])
+        msg = f"customer id {value} lies outside the range {lo}..{lo + span - 1} planned for"
+        raise ParameterError(msg)
     return int(used), bool(ok), int(last)
