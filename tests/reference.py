@@ -434,3 +434,26 @@ def features_ref(rows: list[dict], as_of: _f_dt.date, windows=(30, 90, 365)) -> 
             "discount_share": f["disc"] / n if has else None,
         }
     return result
+
+
+import numpy as _s_np  # noqa: E402
+import polars as _s_pl  # noqa: E402
+
+
+def same_order_features(a, b) -> None:  # noqa: ANN001
+    """Two :class:`fastseg.pipeline.OrderFeatures` agree: report exactly, features to 1e-9."""
+    assert a.as_of == b.as_of
+    assert a.report.left_out == b.report.left_out
+    assert (a.report.rows_read, a.report.rows_used, a.report.duplicates) == (
+        b.report.rows_read,
+        b.report.rows_used,
+        b.report.duplicates,
+    )
+    fa, fb = a.frame, b.frame
+    assert fa.columns == fb.columns
+    floats = [c for c, t in fa.schema.items() if t == _s_pl.Float64]
+    assert fa.drop(floats).equals(fb.drop(floats))
+    for c in floats:
+        _s_np.testing.assert_allclose(
+            fa[c].fill_null(-1).to_numpy(), fb[c].fill_null(-1).to_numpy(), rtol=1e-9
+        )

@@ -15,6 +15,7 @@ from fastseg.errors import DataError, SchemaError
 from fastseg.pipeline import order_features
 from fastseg.rules.catalog import load_catalog
 from fastseg.rules.compile import required_aggregates
+from tests.reference import same_order_features as _same
 
 AS_OF = dt.date(2026, 6, 30)
 
@@ -49,24 +50,6 @@ def _orders(
             .alias("amount"),
         )
     return df
-
-
-def _same(a, b) -> None:  # noqa: ANN001
-    assert a.as_of == b.as_of
-    assert a.report.left_out == b.report.left_out
-    assert (a.report.rows_read, a.report.rows_used, a.report.duplicates) == (
-        b.report.rows_read,
-        b.report.rows_used,
-        b.report.duplicates,
-    )
-    fa, fb = a.frame, b.frame
-    assert fa.columns == fb.columns
-    floats = [c for c, t in fa.schema.items() if t == pl.Float64]
-    assert fa.drop(floats).equals(fb.drop(floats))
-    for c in floats:
-        np.testing.assert_allclose(
-            fa[c].fill_null(-1).to_numpy(), fb[c].fill_null(-1).to_numpy(), rtol=1e-9
-        )
 
 
 @settings(max_examples=12)

@@ -1,0 +1,287 @@
+"""The direct Parquet path equals the general path, row problem by row problem."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastseg import direct as D
+from fastseg import orders as O
+from fastseg.errors import DataError, ParameterError
+from fastseg.kernels.ingest import IngestBuffers, day_of, ingest_rows
+from fastseg.pipeline import order_features
+from tests.reference import same_order_features as _same
+
+_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _table(n: int, seed: int, unit: str, *, order_ids: str, n_cats: int, nulls: bool) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, max(2, n // 3), n) * 3 + 50
+    # seconds around 1970 and 2026: negative timestamps too, some rows after any as_of
+    base = int(rng.choice([0, 1_782_000_000]))
+    secs = base - rng.integers(-3 * 86_400, 800 * 86_400, n)
+    amount = np.round(rng.normal(30, 50, n), 2)
+    amount[rng.random(n) < 0.05] = 0.0
+    cats = np.array([f"c{int(k)}" for k in rng.integers(0, n_cats, n)])
+    disc = np.where(rng.random(n) < 0.3, 2.5, 0.0)
+    if unit == "date":
+        ts = pa.array((secs // 86_400).astype(np.int32), pa.date32())
+    else:
+        ts = pa.array(secs * _UNITS[unit], pa.timestamp(unit))
+    cols = {
+        "customer_id": pa.array(ids, pa.int64()),
+        "order_ts": ts,
+        "amount": pa.array(amount),
+        "category": pa.array(cats),
+        "discount": pa.array(disc),
+        "quantity": pa.array(rng.integers(1, 3, n)),
+    }
+    if nulls:
+        for name, every, special in (
+            ("customer_id", 13, None),
+            ("order_ts", 17, None),
+            ("amount", 11, float("nan")),
+            ("category", 7, None),
+            ("discount", 5, float("nan")),
+        ):
+            values = cols[name].to_pylist()
+            for i in range(2, n, every):
+                values[i] = None if (i // every) % 2 == 0 or special is None else special
+            if name == "amount":
+                for i in range(4, n, 23):
+                    values[i] = float("inf")
+            cols[name] = pa.array(values, cols[name].type)
+    if order_ids == "increasing":
+        cols["order_id"] = pa.array(np.arange(n) * 2 + 7)
+    elif order_ids == "repeating":
+        cols["order_id"] = pa.array(np.arange(n) // 2)
+    return pa.table(cols)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 300),
+    seed=st.integers(0, 10**6),
+    unit=st.sampled_from(["s", "ms", "us", "ns", "date"]),
+    order_ids=st.sampled_from(["none", "increasing", "repeating"]),
+    n_cats=st.sampled_from([1, 5, 80]),
+    nulls=st.booleans(),
+    dup=st.booleans(),
+    group=st.sampled_from([7, 50, 1000]),
+    as_of=st.sampled_from([None, "mid"]),
+)
+def test_direct_equals_in_memory(
+    tmp_path_factory, n, seed, unit, order_ids, n_cats, nulls, dup, group, as_of
+) -> None:  # noqa: ANN001
+    table = _table(n, seed, unit, order_ids=order_ids, n_cats=n_cats, nulls=nulls)
+    if dup:  # exact duplicate rows (counted when there are no order ids)
+        table = pa.concat_tables([table, table.slice(0, max(1, n // 4))])
+    path = tmp_path_factory.mktemp("d") / "o.parquet"
+    pq.write_table(table, path, row_group_size=group)
+    plan = O.plan_orders(path, keep_raw_ts=True)
+    assert D.plan_direct(plan) is not None  # the test must exercise the direct path
+    when = None
+    if as_of == "mid":
+        days = pl.read_parquet(path)["order_ts"].drop_nulls()
+        if days.len():
+            when = days.cast(pl.Date).sort()[days.len() // 2]
+    try:
+        mem = order_features(path, as_of=when, stream=False)
+    except DataError:
+        with pytest.raises(DataError):
+            order_features(path, as_of=when, batch_rows=16)
+        return
+    got = order_features(path, as_of=when, batch_rows=16)
+    assert not mem.streamed
+    oids = table.column("order_id").to_numpy() if order_ids != "none" else np.arange(2)
+    assert got.streamed == bool(np.all(np.diff(oids) > 0))  # repeated ids: in memory
+    _same(got, mem)
+
+
+def test_direct_dictionary_categories_many_files(tmp_path: Path) -> None:
+    """Category dictionaries differ per file and row group; > 64 categories use exact pairs."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for f in range(3):
+        n = 200
+        table = pa.table(
+            {
+                "customer_id": pa.array(np.arange(n) % 7, pa.int32()),
+                "order_ts": pa.array([dt.date(2026, 1, 1 + (i % 28)) for i in range(n)]),
+                "amount": pa.array(np.full(n, 3, np.int64)),  # integer amounts
+                "category": pa.array(
+                    [f"k{(i * 7 + f * 31) % 100}" for i in range(n)]
+                ).dictionary_encode(),
+            }
+        )
+        pq.write_table(table, folder / f"p{f}.parquet", row_group_size=60)
+    plan = O.plan_orders(folder, keep_raw_ts=True)
+    assert D.plan_direct(plan) is not None
+    got = order_features(folder, batch_rows=25)
+    assert got.streamed
+    _same(got, order_features(folder, stream=False))
+    assert got.frame["distinct_categories"].max() > 64
+
+
+def test_direct_falls_back(tmp_path: Path) -> None:
+    zoned = pa.table(
+        {
+            "customer_id": [1, 2],
+            "order_ts": pa.array([0, 86_400_000_000], pa.timestamp("us", tz="Europe/Paris")),
+            "amount": [1.0, 2.0],
+        }
+    )
+    texts = pa.table(
+        {"customer_id": [1, 2], "order_ts": ["2026-01-01", "2026-01-02"], "amount": [1.0, 2.0]}
+    )
+    floats = pa.table(
+        {"customer_id": [1.0, 2.0], "order_ts": [dt.date(2026, 1, 1)] * 2, "amount": [1.0, 2.0]}
+    )
+    for name, table in (("zoned", zoned), ("texts", texts), ("floats", floats)):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(table, path)
+        assert D.plan_direct(O.plan_orders(path, keep_raw_ts=True)) is None, name
+        _same(order_features(path), order_features(path, stream=False))
+    ok = tmp_path / "ok.parquet"
+    pq.write_table(floats.set_column(0, "customer_id", pa.array([1, 2])), ok)
+    plan = O.plan_orders(ok, keep_raw_ts=True)
+    assert D.plan_direct(plan) is not None
+    assert D.plan_direct(plan, rejects=tmp_path / "r.parquet") is None  # rejects need the rows
+    csv = tmp_path / "o.csv"
+    pl.read_parquet(ok).write_csv(csv)
+    assert D.plan_direct(O.plan_orders(csv, keep_raw_ts=True)) is None
+
+
+def test_direct_unreadable_row_group_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "o.parquet"
+    table = pa.table(
+        {
+            "customer_id": np.arange(1000),
+            "order_ts": pa.array(np.arange(1000) * 10**9, pa.timestamp("ns")),
+            "amount": np.ones(1000),
+        }
+    )
+    pq.write_table(table, path, row_group_size=100)
+    data = bytearray(path.read_bytes())
+    data[200:400] = b"\x00" * 200  # corrupt the first pages, keep the footer
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="o.parquet"):
+        order_features(path)
+
+
+# ------------------------------------------------------------------------------- the kernel
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ts=st.lists(st.integers(-(2**62), 2**62), min_size=0, max_size=50),
+    per_day=st.sampled_from([1, 86_400, 86_400_000, 86_400_000_000, 86_400_000_000_000]),
+)
+def test_day_of_is_floor_division(ts, per_day) -> None:  # noqa: ANN001
+    arr = np.array(ts, np.int64)
+    assert day_of(arr, per_day).tolist() == (arr // per_day).tolist()
+
+
+def _bitmap(valid: np.ndarray) -> np.ndarray:
+    return np.packbits(valid, bitorder="little") if not valid.all() else np.empty(0, np.uint8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 9)),
+            st.one_of(st.none(), st.integers(-5, 5)),
+            st.one_of(
+                st.none(), st.sampled_from([0.0, -0.0, 1.5, -2.0, float("nan"), float("inf")])
+            ),
+        ),
+        max_size=40,
+    ),
+    as_of=st.integers(-3, 3),
+)
+def test_ingest_counts_and_compacts_like_the_reference(rows, as_of) -> None:  # noqa: ANN001
+    n = len(rows)
+    cid = np.array([r[0] or 0 for r in rows], np.int64)
+    day = np.array([r[1] or 0 for r in rows], np.int64)
+    amt = np.array([0.0 if r[2] is None else r[2] for r in rows], np.float64)
+    valid = [np.array([r[k] is not None for r in rows], bool) for k in range(3)]
+    out = IngestBuffers(n, hashes=True)
+    counts = np.zeros(4, np.int64)
+    used, ok, _ = ingest_rows(
+        (cid, _bitmap(valid[0]), 0),
+        (day, _bitmap(valid[1]), 0),
+        1,
+        (amt, _bitmap(valid[2]), 0),
+        as_of,
+        out,
+        counts,
+    )
+    ref_counts = [0, 0, 0, 0]
+    kept = []
+    for c, d, a in rows:
+        if c is None:
+            ref_counts[0] += 1
+        elif d is None:
+            ref_counts[1] += 1
+        elif a is None or not np.isfinite(a):
+            ref_counts[2] += 1
+        elif d > as_of:
+            ref_counts[3] += 1
+        else:
+            kept.append((c, d, a, 1 if a >= 0 else 0))
+    assert ok and counts.tolist() == ref_counts and used == len(kept)
+    got = list(
+        zip(
+            out.cid[:used].tolist(),
+            out.day[:used].tolist(),
+            out.amount[:used].tolist(),
+            out.flags[:used].tolist(),
+            strict=True,
+        )
+    )
+    assert got == kept
+    # equal rows hash equal (-0.0 and 0.0 alike); a null differs from any value
+    key = [(r[0], r[1], None if r[2] is None else (0.0 if r[2] == 0 else r[2])) for r in rows]
+    for i in range(n):
+        for j in range(n):
+            same = key[i] == key[j] or (
+                key[i][:2] == key[j][:2]
+                and key[i][2] is not None
+                and key[j][2] is not None
+                and np.isnan(key[i][2])
+                and np.isnan(key[j][2])
+            )
+            if same:
+                assert out.hashes[i] == out.hashes[j]
+
+
+def test_ingest_checks_order_ids_and_id_range() -> None:
+    cid = (np.array([5, 6, 7], np.int64), np.empty(0, np.uint8), 0)
+    day = (np.zeros(3, np.int64), np.empty(0, np.uint8), 0)
+    amt = (np.ones(3), np.empty(0, np.uint8), 0)
+    out = IngestBuffers(3, hashes=False)
+    counts = np.zeros(4, np.int64)
+    oid = (np.array([1, 2, 2], np.int64), np.empty(0, np.uint8), 0)
+    _, ok, last = ingest_rows(cid, day, 1, amt, 0, out, counts, order_id=oid)
+    assert not ok and last == 2
+    oid = (np.array([3, 4, 9], np.int64), np.empty(0, np.uint8), 0)
+    _, ok, last = ingest_rows(cid, day, 1, amt, 0, out, counts, order_id=oid, last_order_id=2)
+    assert ok and last == 9
+    _, ok, _ = ingest_rows(cid, day, 1, amt, 0, out, counts, order_id=oid, last_order_id=3)
+    assert not ok  # the first id of a batch must follow the last of the previous one
+    used, _, _ = ingest_rows(cid, day, 1, amt, 0, out, counts, id_range=(5, 3))
+    assert used == 3 and out.cid[:3].tolist() == [0, 1, 2]
+    with pytest.raises(ParameterError, match="customer id 7 lies outside"):
+        ingest_rows(cid, day, 1, amt, 0, out, counts, id_range=(5, 2))
+    with pytest.raises(ParameterError, match="buffers hold"):
+        ingest_rows(cid, day, 1, amt, 0, IngestBuffers(2, hashes=False), counts)
