@@ -24,7 +24,6 @@ rejects kept aside (they need the rows as read), rule aggregates with filters.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import queue
 import threading
@@ -139,34 +138,36 @@ def _tables(dp: DirectPlan, batch_rows: int) -> Iterator[Any]:
 
 
 class _Prefetch:
-    """Iterate ``it`` in a background thread, ``depth`` items ahead, forwarding its errors."""
+    """Iterate ``it`` in a background thread, forwarding its errors.
+
+    At most ``ahead`` items exist at once, counting the one the consumer holds (it is done with
+    an item when it asks for the next): with 2, the thread makes the next item while the
+    consumer works on the current one, and never a third.
+    """
 
     _END = object()
 
-    def __init__(self, it: Iterator[Any], depth: int = 1) -> None:
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    def __init__(self, it: Iterator[Any], ahead: int = 2) -> None:
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(ahead)
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, args=(it,), daemon=True)
         self._t.start()
 
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _run(self, it: Iterator[Any]) -> None:
         try:
-            for item in it:
-                if not self._put(item):
+            while True:
+                while not self._slots.acquire(timeout=0.05):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                item = next(it, self._END)
+                self._q.put(item)
+                if item is self._END:
                     return
         except BaseException as exc:  # forwarded to the consumer, raised there
-            self._put(("__error__", exc))
-            return
-        self._put(self._END)
+            self._q.put(("__error__", exc))
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -176,12 +177,11 @@ class _Prefetch:
             if isinstance(item, tuple) and len(item) == 2 and item[0] == "__error__":
                 raise item[1]
             yield item
+            del item
+            self._slots.release()
 
     def close(self) -> None:
         self._stop.set()
-        while self._t.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._q.get(timeout=0.05)
         self._t.join()
 
 
@@ -230,7 +230,7 @@ def stream_direct(
 
     from fastseg.features import OrderAggregator
     from fastseg.kernels.aggregate import CategoryCodes
-    from fastseg.kernels.ingest import REASON_CODES, IngestBuffers, ingest_rows
+    from fastseg.kernels.ingest import REASON_CODES, IngestBuffers, RunDuplicates, ingest_rows
 
     cols = dp.columns
     want_dups = "order_id" not in cols
@@ -242,6 +242,8 @@ def stream_direct(
     as_of_day = (as_of - _EPOCH).days
     counts = np.zeros(len(REASON_CODES), np.int64)
     hashes: list[np.ndarray] = []
+    no_ts: list[np.ndarray] = []  # hashes of rows without a timestamp
+    runs = RunDuplicates()
     buffers: IngestBuffers | None = None
     cat_codes = CategoryCodes()
     last_oid = int(np.iinfo(np.int64).min)
@@ -278,9 +280,10 @@ def stream_direct(
                 extra["hashed_only"] = _column(
                     _one_chunk(table.column(cols["quantity"])), np.float64
                 )
+            ts_col = _column(ts_arr, np.int64)
             used, ok, last_oid = ingest_rows(
                 _column(_one_chunk(table.column(cols["customer_id"])), np.int64),
-                _column(ts_arr, np.int64),
+                ts_col,
                 per_day,
                 _column(_one_chunk(table.column(cols["amount"])), np.float64),
                 as_of_day,
@@ -289,11 +292,15 @@ def stream_direct(
                 id_range=None if agg.offset is None else (agg.offset, agg.acc.shape[0]),
                 **extra,
             )
-            del table, ts_arr, extra
             if not ok:
                 raise OrderIdsRepeat
             if want_dups:
-                hashes.append(buffers.hashes[:n].copy())
+                batch_hashes = buffers.hashes[:n].copy()
+                hashes.append(batch_hashes)
+                runs.add(ts_col, batch_hashes)
+                if ts_arr.null_count:
+                    no_ts.append(batch_hashes[~ts_arr.is_valid().to_numpy(zero_copy_only=False)])
+            del table, ts_arr, ts_col, extra
             n_read += n
             agg.add_arrays(
                 buffers.cid[:used],
@@ -309,6 +316,7 @@ def stream_direct(
         raise InputError(f"cannot read {dp.label}: {first}") from exc
     finally:
         reader.close()
+        pa.default_memory_pool().release_unused()  # the decoders' buffers: before the output
     left_out = dict(zip(REASON_CODES, (int(c) for c in counts), strict=True))
     report = O.RowReport(
         source=dp.label,
@@ -317,7 +325,11 @@ def stream_direct(
         left_out=left_out,
     )
     if want_dups and hashes:
-        report.duplicates = O.count_duplicate_hashes(np.concatenate(hashes))
+        if runs.sorted:  # rows in timestamp order: twins sit in the same run of timestamps
+            rest = np.concatenate(no_ts) if no_ts else np.empty(0, np.uint64)
+            report.duplicates = runs.count() + O.count_duplicate_hashes(rest)
+        else:
+            report.duplicates = O.count_duplicate_hashes(np.concatenate(hashes))
     if report.rows_left_out and strict:
         raise O.strict_error(report, as_of)
     if report.rows_used == 0:

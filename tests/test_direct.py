@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fastseg import direct as D
 from fastseg import orders as O
 from fastseg.errors import DataError, ParameterError
-from fastseg.kernels.ingest import IngestBuffers, day_of, ingest_rows
+from fastseg.kernels.ingest import IngestBuffers, RunDuplicates, day_of, ingest_rows
 from fastseg.pipeline import order_features
 from tests.reference import same_order_features as _same
 
@@ -67,7 +67,7 @@ def _table(n: int, seed: int, unit: str, *, order_ids: str, n_cats: int, nulls: 
     return pa.table(cols)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(1, 300),
     seed=st.integers(0, 10**6),
@@ -78,13 +78,16 @@ def _table(n: int, seed: int, unit: str, *, order_ids: str, n_cats: int, nulls: 
     dup=st.booleans(),
     group=st.sampled_from([7, 50, 1000]),
     as_of=st.sampled_from([None, "mid"]),
+    by_time=st.booleans(),
 )
 def test_direct_equals_in_memory(
-    tmp_path_factory, n, seed, unit, order_ids, n_cats, nulls, dup, group, as_of
+    tmp_path_factory, n, seed, unit, order_ids, n_cats, nulls, dup, group, as_of, by_time
 ) -> None:  # noqa: ANN001
     table = _table(n, seed, unit, order_ids=order_ids, n_cats=n_cats, nulls=nulls)
     if dup:  # exact duplicate rows (counted when there are no order ids)
         table = pa.concat_tables([table, table.slice(0, max(1, n // 4))])
+    if by_time:  # rows in time order: duplicates are found within runs of equal timestamps
+        table = table.sort_by([("order_ts", "ascending")])
     path = tmp_path_factory.mktemp("d") / "o.parquet"
     pq.write_table(table, path, row_group_size=group)
     plan = O.plan_orders(path, keep_raw_ts=True)
@@ -285,3 +288,24 @@ def test_ingest_checks_order_ids_and_id_range() -> None:
         ingest_rows(cid, day, 1, amt, 0, out, counts, id_range=(5, 2))
     with pytest.raises(ParameterError, match="buffers hold"):
         ingest_rows(cid, day, 1, amt, 0, IngestBuffers(2, hashes=False), counts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), max_size=80),
+    cuts=st.lists(st.integers(0, 80), max_size=4),
+    shuffle=st.booleans(),
+)
+def test_run_duplicates_equal_a_global_count(rows, cuts, shuffle) -> None:  # noqa: ANN001
+    """Counting within runs of equal timestamps equals counting over all rows, when sorted."""
+    rows = sorted(rows) if not shuffle else rows
+    ts = np.array([r[0] for r in rows], np.int64)
+    hashes = np.array([r[0] * 10 + r[1] for r in rows], np.uint64)
+    runs = RunDuplicates()
+    bounds = sorted({0, len(rows), *[c for c in cuts if c <= len(rows)]})
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        runs.add((ts[lo:hi], np.empty(0, np.uint8), 0), hashes[lo:hi])
+    in_order = bool(np.all(np.diff(ts) >= 0))
+    assert runs.sorted == in_order
+    if in_order:
+        assert runs.count() == len(rows) - len(set(hashes.tolist()))

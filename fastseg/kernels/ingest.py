@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["REASON_CODES", "IngestBuffers", "ingest_rows", "day_of"]
+__all__ = ["REASON_CODES", "IngestBuffers", "RunDuplicates", "day_of", "ingest_rows"]
 
 #: reason codes, in the order rows are checked (index into the counts array)
 REASON_CODES = ("missing_customer_id", "missing_timestamp", "missing_amount", "after_as_of")
@@ -354,3 +354,101 @@ def ingest_rows(
         msg = f"customer id {value} lies outside the range {lo}..{lo + span - 1} planned for"
         raise ParameterError(msg)
     return int(used), bool(ok), int(last)
+
+
+# ------------------------------------------------------------------------ duplicates in ts runs
+
+
+@njit(cache=CACHE)
+def _count_equal(h):  # pragma: no cover - jitted
+    # sorts h in place; rows whose hash equals an earlier row's
+    n = h.shape[0]
+    if n == 2:
+        return 1 if h[0] == h[1] else 0
+    if n <= 24:  # insertion sort: most runs are short, np.sort's set-up costs more
+        for j in range(1, n):
+            v = h[j]
+            k = j - 1
+            while k >= 0 and h[k] > v:
+                h[k + 1] = h[k]
+                k -= 1
+            h[k + 1] = v
+    else:
+        h.sort()
+    d = 0
+    for j in range(1, h.shape[0]):
+        if h[j] == h[j - 1]:
+            d += 1
+    return d
+
+
+@njit(cache=CACHE, nogil=True)
+def _run_dups_kernel(ts, ts_bm, ts_off, hashes, carry, state):  # pragma: no cover - jitted
+    # state: [carry_n, carry_ts, have_prev, prev_ts, dups, sorted_ok]
+    n = ts.shape[0]
+    cn = state[0]
+    prev = state[3]
+    have = state[2] == 1
+    dups = state[4]
+    for i in range(n):
+        if not _valid(ts_bm, ts_off, i):
+            continue  # rows without a timestamp are counted by the caller
+        t = ts[i]
+        if have and t < prev:
+            state[5] = 0
+            return
+        if have and t == prev:
+            carry[cn] = hashes[i]
+            cn += 1
+        else:
+            if cn > 1:
+                dups += _count_equal(carry[:cn])
+            carry[0] = hashes[i]
+            cn = 1
+            prev = t
+            have = True
+    state[0] = cn
+    state[2] = 1 if have else 0
+    state[3] = prev
+    state[4] = dups
+
+
+class RunDuplicates:
+    """Exact duplicate rows of a stream whose timestamps never decrease, in one pass.
+
+    Identical rows share their timestamp, so when the rows come in timestamp order a duplicate
+    can only sit in the same run of equal timestamps as its twin: each run's row hashes are
+    sorted and compared (runs are short), instead of sorting the hashes of every row. Rows
+    without a timestamp are left to the caller. :attr:`sorted` turns False at the first
+    timestamp smaller than the one before; the count is then unusable and the caller counts
+    over all hashes instead.
+    """
+
+    def __init__(self) -> None:
+        self._carry = np.empty(1 << 12, np.uint64)
+        self._state = np.array([0, 0, 0, 0, 0, 1], np.int64)
+
+    @property
+    def sorted(self) -> bool:
+        return bool(self._state[5])
+
+    def add(self, ts: Column, hashes: NDArray[np.uint64]) -> None:
+        """Add a batch: raw timestamps (``(values, bitmap, offset)``) and their row hashes."""
+        if not self.sorted:
+            return
+        values = np.ascontiguousarray(ts[0], np.int64)
+        if values.shape[0] != hashes.shape[0]:
+            msg = "RunDuplicates.add: ts and hashes must have the same length"
+            raise ParameterError(msg)
+        need = int(self._state[0]) + values.shape[0]
+        if need > self._carry.shape[0]:  # a run may span the whole batch
+            grown = np.empty(max(need, 2 * self._carry.shape[0]), np.uint64)
+            grown[: self._state[0]] = self._carry[: self._state[0]]
+            self._carry = grown
+        _run_dups_kernel(values, ts[1], ts[2], hashes, self._carry, self._state)
+
+    def count(self) -> int:
+        """Duplicates seen so far (call after the last batch; valid only while sorted)."""
+        n = int(self._state[0])
+        tail = _count_equal(self._carry[:n].copy()) if n > 1 else 0
+        return int(self._state[4]) + int(tail)
