@@ -5,9 +5,9 @@ Two steps, each a private kernel behind a typed wrapper:
 * :func:`encode_int_ids` turns arbitrary ``int64`` customer ids into dense codes ``0..C-1`` in
   ascending id order: a direct lookup table when the ids span a range not much larger than the
   rows, an open-addressing hash table (then a sort of the C distinct ids) otherwise.
-* :func:`aggregate_orders` makes one pass over the rows and updates one row of an
-  array-of-structs accumulator per order row (all fields of a customer sit in two cache lines, so
-  each row costs about one cache miss, whatever the number of features).
+* :func:`aggregate_orders` makes one pass over the rows and updates one record per order row
+  (:func:`acc_dtype`: all fields of a customer sit in one or two cache lines, so each row costs
+  about one cache miss, whatever the number of features).
 """
 
 from __future__ import annotations
