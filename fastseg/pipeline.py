@@ -72,7 +72,8 @@ def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | N
         plan.columns["order_ts"],
         plan.columns["customer_id"],
     )
-    if not cid_type.is_integer():
+    text_ids = cid_type == pl.String
+    if not cid_type.is_integer() and not text_ids:
         return None
     found = plan.source.frame.collect_schema()
     ts_type = found[ts_col]
@@ -90,13 +91,13 @@ def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | N
                 n += rg.num_rows
                 if rg.num_rows == 0:
                     continue
-                st = rg.column(leaves[cid_col]).statistics
-                if st is None or not st.has_min_max:
-                    if st is not None and st.null_count == rg.num_rows:
-                        continue
-                    return None
-                lo = st.min if lo is None else min(lo, st.min)
-                hi = st.max if hi is None else max(hi, st.max)
+                if not text_ids:  # text ids are hashed: no id range needed
+                    st = rg.column(leaves[cid_col]).statistics
+                    if st is not None and st.has_min_max:
+                        lo = st.min if lo is None else min(lo, st.min)
+                        hi = st.max if hi is None else max(hi, st.max)
+                    elif st is None or st.null_count != rg.num_rows:
+                        return None
                 if need_max_date:
                     tst = rg.column(leaves[ts_col]).statistics
                     if tst is None or not tst.has_min_max:
@@ -115,7 +116,7 @@ def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | N
         "max_date": top,
         "id_min": lo,
         "id_max": hi,
-        "text_ids": False,
+        "text_ids": text_ids,
         "oid_checked": False,
     }
 

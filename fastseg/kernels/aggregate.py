@@ -490,9 +490,18 @@ def compact_rows(acc: NDArray[np.void], rows: NDArray[np.int64]) -> None:
 # ----------------------------------------------------------------------------------- features
 
 
+@njit(cache=CACHE, inline="always")
+def _popcount(x):  # pragma: no cover - jitted
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
 @njit(cache=CACHE)
 def _features_kernel(
     acc,
+    rows,
     as_of_day,
     frequency,
     monetary,
@@ -509,10 +518,12 @@ def _features_kernel(
     win_revenue,
     valid,
     several,
+    categories,
 ):  # pragma: no cover - jitted
-    for i in range(acc.shape[0]):
-        r = acc[i]
+    for i in range(rows.shape[0]):
+        r = acc[rows[i]]
         n = r.orders
+        categories[i] = _popcount(r.cats)
         frequency[i] = n
         monetary[i] = r.monetary
         refund_count[i] = r.refunds
@@ -533,17 +544,24 @@ def _features_kernel(
         share[i] = r.discount_orders / max(n, 1)
 
 
-def feature_arrays(acc: NDArray[np.void], as_of_day: int) -> dict[str, NDArray]:
-    """Per-customer feature columns of accumulator records, contiguous, in one pass.
+def feature_arrays(
+    acc: NDArray[np.void], as_of_day: int, rows: NDArray[np.int64] | None = None
+) -> dict[str, NDArray]:
+    """Per-customer feature columns of accumulator records ``acc[rows]`` (all of ``acc`` when
+    ``rows`` is None), contiguous, in one pass, without copying the records.
 
     Returns int64 ``frequency``, ``recency_days``, ``tenure_days``, ``refund_count`` and
     ``win_orders`` (windows x customers); float64 ``monetary``, ``refund_amount``,
     ``win_revenue``, ``avg_days_between_orders``, ``aov``, ``discount_share``; int32 days
     ``first_order_date``, ``last_order_date``; and the masks ``valid`` (an order: the derived
     columns are null otherwise) and ``several`` (two orders or more: ``avg_days_between_orders``
-    is null otherwise).
+    is null otherwise), and ``categories``, the number of category bits set in ``cats``.
     """
-    n = acc.shape[0]
+    rows = np.arange(acc.shape[0]) if rows is None else np.ascontiguousarray(rows, np.int64)
+    if rows.shape[0] and (int(rows.min()) < 0 or int(rows.max()) >= acc.shape[0]):
+        msg = f"feature_arrays: rows must lie in 0..{acc.shape[0] - 1}"
+        raise ParameterError(msg)
+    n = rows.shape[0]
     n_win = acc.dtype["win_orders"].shape[0]
     i64 = ("frequency", "recency_days", "tenure_days", "refund_count")
     f64 = ("monetary", "refund_amount", "avg_days_between_orders", "aov", "discount_share")
@@ -551,10 +569,12 @@ def feature_arrays(acc: NDArray[np.void], as_of_day: int) -> dict[str, NDArray]:
     out |= {k: np.empty(n, np.float64) for k in f64}
     out |= {k: np.empty(n, np.int32) for k in ("first_order_date", "last_order_date")}
     out |= {k: np.empty(n, np.bool_) for k in ("valid", "several")}
+    out["categories"] = np.empty(n, np.int64)
     out["win_orders"] = np.empty((n_win, n), np.int64)
     out["win_revenue"] = np.empty((n_win, n), np.float64)
     _features_kernel(
         acc,
+        rows,
         np.int64(as_of_day),
         out["frequency"],
         out["monetary"],
@@ -571,5 +591,6 @@ def feature_arrays(acc: NDArray[np.void], as_of_day: int) -> dict[str, NDArray]:
         out["win_revenue"],
         out["valid"],
         out["several"],
+        out["categories"],
     )
     return out
