@@ -60,6 +60,7 @@ class DirectPlan:
     files: tuple[Path, ...]
     columns: dict[str, str]  # canonical -> source column
     label: str
+    text_ids: bool = False  # customer ids are text: read as dictionaries, coded per value
 
     @property
     def read(self) -> dict[str, str]:
@@ -73,6 +74,8 @@ class DirectPlan:
 def _arrow_ok(canon: str, t: Any) -> bool:
     import pyarrow as pa
 
+    if canon == "customer_id" and _is_text(t):
+        return True
     if canon in ("customer_id", "order_id"):
         return bool(pa.types.is_signed_integer(t)) or t in (pa.uint8(), pa.uint16(), pa.uint32())
     if canon == "order_ts":
@@ -82,10 +85,17 @@ def _arrow_ok(canon: str, t: Any) -> bool:
     if canon in ("amount", "discount", "quantity"):
         return bool(pa.types.is_integer(t) or pa.types.is_floating(t)) and t != pa.uint64()
     if canon == "category":
-        if pa.types.is_dictionary(t):
-            t = t.value_type
-        return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+        return _is_text(t)
     return False
+
+
+def _is_text(t: Any) -> bool:
+    """Text, or a dictionary of text (what the reader decodes as a dictionary)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
 def plan_direct(
@@ -111,7 +121,8 @@ def plan_direct(
                     return None
     except (OSError, ValueError, TypeError):  # unreadable footers: the general path says why
         return None
-    return DirectPlan(tuple(src.files), cols, src.label)
+    text_ids = plan.frame.collect_schema()["customer_id"] == pl.String
+    return DirectPlan(tuple(src.files), cols, src.label, text_ids=text_ids)
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -122,7 +133,8 @@ def _tables(dp: DirectPlan, batch_rows: int) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
     names = list(dict.fromkeys(dp.read.values()))
-    dict_cols = [dp.columns["category"]] if "category" in dp.columns else None
+    text = [c for c in ("category", "customer_id") if c in dp.columns]
+    dict_cols = [dp.columns[c] for c in text if c == "category" or dp.text_ids] or None
     for path in dp.files:
         pf = pq.ParquetFile(path, read_dictionary=dict_cols)
         md = pf.metadata
@@ -205,6 +217,22 @@ def _column(arr: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return values, np.frombuffer(buffers[0], dtype=np.uint8), arr.offset
 
 
+def _text_codes(agg: Any, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Customer codes per row of a text id column, as a ``(values, bitmap, offset)`` column:
+    the dictionary's distinct values are coded by ``agg`` (hash + exact check), rows by index."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arr.type) and arr.dictionary.null_count:
+        arr = arr.cast(arr.type.value_type)  # nulls belong in the indices, not the values
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    entry = agg.text_codes(pl.Series(arr.dictionary))
+    idx, bitmap, offset = _column(arr.indices, np.int64)
+    if entry.shape[0] == 0:  # every id of the row group is missing
+        return np.zeros(idx.shape[0], np.int64), bitmap, offset
+    return np.take(entry, idx, mode="clip"), bitmap, offset  # null rows: any code, masked
+
+
 def _one_chunk(col: Any) -> Any:
     return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
@@ -238,7 +266,8 @@ def stream_direct(
     if stats.get("id_min") is not None and not stats.get("text_ids"):
         id_range = (int(stats["id_min"]), int(stats["id_max"]))
     agg = OrderAggregator(as_of, windows, id_range=id_range, rows=stats["n"])
-    agg.id_dtype = pl.Int64
+    if not dp.text_ids:
+        agg.id_dtype = pl.Int64
     as_of_day = (as_of - _EPOCH).days
     counts = np.zeros(len(REASON_CODES), np.int64)
     hashes: list[np.ndarray] = []
@@ -281,8 +310,12 @@ def stream_direct(
                     _one_chunk(table.column(cols["quantity"])), np.float64
                 )
             ts_col = _column(ts_arr, np.int64)
+            if dp.text_ids:  # each distinct text of the row group coded once, exactly
+                cid_col = _text_codes(agg, _one_chunk(table.column(cols["customer_id"])))
+            else:
+                cid_col = _column(_one_chunk(table.column(cols["customer_id"])), np.int64)
             used, ok, last_oid = ingest_rows(
-                _column(_one_chunk(table.column(cols["customer_id"])), np.int64),
+                cid_col,
                 ts_col,
                 per_day,
                 _column(_one_chunk(table.column(cols["amount"])), np.float64),
@@ -300,7 +333,7 @@ def stream_direct(
                 runs.add(ts_col, batch_hashes)
                 if ts_arr.null_count:
                     no_ts.append(batch_hashes[~ts_arr.is_valid().to_numpy(zero_copy_only=False)])
-            del table, ts_arr, ts_col, extra
+            del table, ts_arr, ts_col, cid_col, extra
             n_read += n
             agg.add_arrays(
                 buffers.cid[:used],
@@ -309,7 +342,7 @@ def stream_direct(
                 buffers.flags[:used],
                 buffers.cat[:used] if "category" in cols else None,
                 has_discount="discount" in cols,
-                coded=agg.offset is not None,
+                coded=agg.offset is not None or dp.text_ids,
             )
     except (OSError, pa.ArrowException) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -146,6 +146,15 @@ class OrderAggregator:
             return (values - self.offset).astype(np.int32)
         return self.encoder.encode(values)
 
+    def text_codes(self, values: pl.Series) -> np.ndarray:
+        """Customer codes of text ids (for instance a Parquet dictionary's distinct values), with
+        the same exact collision check as rows get: give each distinct value once and map rows
+        to its code."""
+        if values.dtype != pl.String:
+            msg = f"OrderAggregator.text_codes: expected text ids, got {values.dtype}"
+            raise ParameterError(msg)
+        return self._codes(values)
+
     def _codes(self, ids: pl.Series) -> np.ndarray:
         if self.id_dtype is None:
             self.id_dtype = ids.dtype
@@ -236,13 +245,14 @@ class OrderAggregator:
         bit 0 set for an order and bit 1 for a discount; ``categories`` the local category code
         of each row from a shared :class:`fastseg.kernels.aggregate.CategoryCodes` (-1: none),
         or None when the orders have no category. The arrays are not kept. ``coded=True``:
-        ``ids`` are already customer codes (offset mode: ``id - lo``, checked by the caller).
+        ``ids`` are already customer codes (offset mode: ``id - lo``, checked by the caller;
+        text ids: codes from :meth:`text_codes`).
         """
         if ids.shape[0] == 0:
             return
         if self.id_dtype is None:
             self.id_dtype = pl.Int64
-        codes = ids if coded and self.offset is not None else self._int_codes(ids)
+        codes = ids if coded else self._int_codes(ids)
         self.has_discount |= has_discount
         cats = None
         if categories is not None:
@@ -271,23 +281,27 @@ class OrderAggregator:
         """
         from fastseg.kernels.aggregate import compact_rows
 
+        # a customer is seen when a usable row reached it: a row with amount >= 0 sets its
+        # last day, a refund counts; codes given to ids of left-out rows only are not seen
+        n = self.acc.shape[0] if self.offset is not None else self.encoder.n_unique
+        seen = (self.acc["last_day"][:n] > np.iinfo(np.int32).min) | (self.acc["refunds"][:n] > 0)
         if self.offset is not None:
-            seen = (self.acc["orders"] > 0) | (self.acc["refunds"] > 0)  # an order or a refund
             rows = np.flatnonzero(seen)
             ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
             compact_rows(self.acc, rows)  # in place: no second copy of the state
             m = rows.shape[0]
             return self._frame(ids, self.acc[:m], None, lambda codes: np.searchsorted(rows, codes))
         if self.id_dtype == pl.String:
-            names = self._names
-            order = names.arg_sort().to_numpy()
-            ids = names.gather(order).alias("customer_id")
+            order = self._names.arg_sort().to_numpy()
+            order = order[seen[order]]
+            ids = self._names.gather(order).alias("customer_id")
         else:
             order = self.encoder.sort_order()
+            order = order[seen[order]]
             ids = pl.Series(
                 "customer_id", self.encoder.uniques[order], dtype=self.id_dtype or pl.Int64
             )
-        rank = np.empty(order.shape[0], np.int64)
+        rank = np.full(n, -1, np.int64)
         rank[order] = np.arange(order.shape[0])
         return self._frame(ids, self.acc, order, lambda codes: rank[codes])
 

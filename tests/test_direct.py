@@ -23,7 +23,16 @@ from tests.reference import same_order_features as _same
 _UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-def _table(n: int, seed: int, unit: str, *, order_ids: str, n_cats: int, nulls: bool) -> pa.Table:
+def _table(
+    n: int,
+    seed: int,
+    unit: str,
+    *,
+    order_ids: str,
+    n_cats: int,
+    nulls: bool,
+    text_ids: bool = False,
+) -> pa.Table:
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, max(2, n // 3), n) * 3 + 50
     # seconds around 1970 and 2026: negative timestamps too, some rows after any as_of
@@ -38,7 +47,7 @@ def _table(n: int, seed: int, unit: str, *, order_ids: str, n_cats: int, nulls: 
     else:
         ts = pa.array(secs * _UNITS[unit], pa.timestamp(unit))
     cols = {
-        "customer_id": pa.array(ids, pa.int64()),
+        "customer_id": pa.array([f"C-{i:05d}" for i in ids]) if text_ids else pa.array(ids),
         "order_ts": ts,
         "amount": pa.array(amount),
         "category": pa.array(cats),
@@ -79,11 +88,14 @@ def _table(n: int, seed: int, unit: str, *, order_ids: str, n_cats: int, nulls: 
     group=st.sampled_from([7, 50, 1000]),
     as_of=st.sampled_from([None, "mid"]),
     by_time=st.booleans(),
+    text_ids=st.booleans(),
 )
 def test_direct_equals_in_memory(
-    tmp_path_factory, n, seed, unit, order_ids, n_cats, nulls, dup, group, as_of, by_time
+    tmp_path_factory, n, seed, unit, order_ids, n_cats, nulls, dup, group, as_of, by_time, text_ids
 ) -> None:  # noqa: ANN001
-    table = _table(n, seed, unit, order_ids=order_ids, n_cats=n_cats, nulls=nulls)
+    table = _table(
+        n, seed, unit, order_ids=order_ids, n_cats=n_cats, nulls=nulls, text_ids=text_ids
+    )
     if dup:  # exact duplicate rows (counted when there are no order ids)
         table = pa.concat_tables([table, table.slice(0, max(1, n // 4))])
     if by_time:  # rows in time order: duplicates are found within runs of equal timestamps
@@ -133,6 +145,28 @@ def test_direct_dictionary_categories_many_files(tmp_path: Path) -> None:
     assert got.streamed
     _same(got, order_features(folder, stream=False))
     assert got.frame["distinct_categories"].max() > 64
+
+
+def test_direct_text_ids_across_row_groups_and_files(tmp_path: Path) -> None:
+    """Text ids are coded per distinct value of each row group's dictionary, consistently."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    names = ["b", "a", "c", "a", None, "b", "zz", "a"]
+    for f in range(2):
+        table = pa.table(
+            {
+                "customer_id": pa.array(names[f:] + names[:f]),
+                "order_ts": pa.array([dt.date(2026, 3, 1 + i) for i in range(8)]),
+                "amount": pa.array([1.0, 2.0, -1.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
+            }
+        )
+        pq.write_table(table, folder / f"p{f}.parquet", row_group_size=3)
+    plan = O.plan_orders(folder, keep_raw_ts=True)
+    assert D.plan_direct(plan) is not None
+    got = order_features(folder, batch_rows=2)
+    assert got.streamed and got.frame["customer_id"].to_list() == ["a", "b", "c", "zz"]
+    assert got.report.left_out["missing_customer_id"] == 2
+    _same(got, order_features(folder, stream=False))
 
 
 def test_direct_falls_back(tmp_path: Path) -> None:
