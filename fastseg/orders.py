@@ -376,7 +376,8 @@ def load_orders(
     report = RowReport(
         source=src.label, rows_read=n_read, rows_used=n_read - n_bad, left_out=left_out
     )
-    report.duplicates = count_duplicates(df)
+    ids_unique = "order_id" in df.columns and _ids_unique(df)  # once: costly on text ids
+    report.duplicates = count_duplicates(df, ids_unique)
     if n_bad:
         if strict:
             raise strict_error(report, as_of_date)
@@ -393,7 +394,7 @@ def load_orders(
         df = df.drop("order_ts_raw")
     if report.rows_used == 0:
         raise no_usable_error(report, as_of_date)
-    df = df.with_columns(_order_flag(df).alias("_order"))
+    df = df.with_columns(_order_flag(df, ids_unique).alias("_order"))
     # Keep only what later stages read: order ids are spent once `_order` exists, and the
     # features only ask whether a row had a discount (rule filters may still ask for either).
     wanted = set(extra_columns)
@@ -415,20 +416,49 @@ def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
     return ", ".join(parts)
 
 
+def order_ids_increasing(name: str = "order_id") -> pl.Expr:
+    """Whether the order ids are present and strictly increasing — a proof, cheap to check,
+    that no two rows share one. Integers compare as numbers; text as numbers when every id is a
+    plain integer (CSV reads ids as text), else as text."""
+    oid = pl.col(name)
+    if_ok = oid.null_count() == 0
+    return if_ok & _increasing(oid)
+
+
+def _increasing(oid: pl.Expr) -> pl.Expr:
+    return (oid.slice(1) > oid.slice(0, pl.len() - 1)).all()
+
+
+def order_ids_increasing_text(name: str = "order_id") -> pl.Expr:
+    """:func:`order_ids_increasing` for text ids: as numbers when all are plain integers."""
+    oid = pl.col(name)
+    as_int = oid.str.strip_chars().cast(pl.Int64, strict=False)
+    numeric = (as_int.null_count() == 0) & _increasing(as_int)
+    return (oid.null_count() == 0) & (numeric | _increasing(oid))
+
+
 def _ids_unique(df: pl.DataFrame) -> bool:
     """True when ``order_id`` is strictly increasing (cheap proof of uniqueness) or unique."""
     oid = df["order_id"]
     if oid.null_count():
         return False
-    if oid.dtype.is_integer() and oid.len() > 1 and bool((oid.diff().slice(1) > 0).all()):
+    if oid.len() < 2:
+        return True
+    if oid.dtype == pl.String:
+        check: pl.Expr | None = order_ids_increasing_text()
+    else:
+        check = order_ids_increasing() if oid.dtype.is_integer() else None
+    if check is not None and bool(df.select(check).item()):
         return True
     return oid.n_unique() == oid.len()
 
 
-def _order_flag(df: pl.DataFrame) -> pl.Expr:
+def _order_flag(df: pl.DataFrame, ids_unique: bool | None = None) -> pl.Expr:
     """1 for rows that count as orders: amount >= 0, and the first such line of an order id."""
     nonneg = pl.col("amount") >= 0
-    if "order_id" not in df.columns or _ids_unique(df):
+    if "order_id" not in df.columns:
+        return nonneg.cast(pl.UInt8)
+    if ids_unique if ids_unique is not None else _ids_unique(df):
         return nonneg.cast(pl.UInt8)
     first = pl.struct("customer_id", "order_id", nonneg.alias("_nn")).is_first_distinct()
     return (nonneg & first).cast(pl.UInt8)
@@ -453,13 +483,13 @@ def count_duplicate_hashes(hashes: np.ndarray) -> int:
     return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
 
 
-def count_duplicates(df: pl.DataFrame) -> int:
+def count_duplicates(df: pl.DataFrame, ids_unique: bool | None = None) -> int:
     """Rows identical to an earlier row in every column read (they are kept and only counted).
 
     Free when unique order ids prove there are none; otherwise rows are compared by a 64-bit
     hash (two different rows colliding is a chance of about n^2 / 2^65).
     """
-    if "order_id" in df.columns and _ids_unique(df):
+    if "order_id" in df.columns and (ids_unique if ids_unique is not None else _ids_unique(df)):
         return 0
     return count_duplicate_hashes(row_hashes(df).to_numpy().copy())
 

@@ -145,12 +145,12 @@ def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
             pl.col("customer_id").max().alias("id_max"),
         ]
     if "order_id" in names:
-        if not names["order_id"].is_integer():
+        if names["order_id"].is_integer():
+            exprs.append(O.order_ids_increasing().alias("oid_increasing"))
+        elif names["order_id"] == pl.String:  # CSV reads every column as text
+            exprs.append(O.order_ids_increasing_text().alias("oid_increasing"))
+        else:
             return None
-        oid = pl.col("order_id")
-        exprs.append(
-            ((oid.diff().slice(1) > 0).all() & (oid.null_count() == 0)).alias("oid_increasing")
-        )
     try:
         stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
     except (pl.exceptions.PolarsError, OSError) as exc:

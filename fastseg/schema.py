@@ -309,11 +309,14 @@ def check_conversions(
     """
     for conv in conversions:
         lost = df[conv.raw].is_not_null() & df[conv.canonical].is_null()
-        if conv.raw.startswith("__raw_") and df[conv.raw].dtype == pl.String:
-            lost = lost & (df[conv.raw].str.strip_chars() != "")
-        n_lost = int(lost.sum())
+        if not lost.any():  # the common case: one cheap pass, no text touched
+            continue
+        values = df[conv.raw].filter(lost)
+        if conv.raw.startswith("__raw_") and values.dtype == pl.String:
+            values = values.filter(values.str.strip_chars() != "")  # blank text reads as null
+        n_lost = values.len()
         if n_lost:
-            first = df.filter(lost)[conv.raw][0]
+            first = values[0]
             more = f" and {n_lost - 1:,} more" if n_lost > 1 else ""
             named = f"{conv.source!r}" + (
                 f" ({conv.canonical})" if conv.source != conv.canonical else ""

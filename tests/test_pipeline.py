@@ -168,3 +168,30 @@ def test_segments_across_files_of_a_folder(tmp_path: Path) -> None:
     streamed = order_features(folder, as_of=AS_OF, stream=True, batch_rows=33)
     assert streamed.streamed and streamed.report.rows_read == 700
     _same(streamed, order_features(folder, as_of=AS_OF, stream=False))
+
+
+def test_csv_with_order_ids_streams(tmp_path: Path) -> None:
+    """CSV reads ids as text: plain-integer or increasing text order ids still prove uniqueness."""
+    df = _orders(500, 3, problems=False)
+    for name, ids in (
+        ("numbers", [str(9 + i) for i in range(500)]),  # "9" < "10" as numbers, not as text
+        ("codes", [f"ORD-{i:05d}" for i in range(500)]),
+    ):
+        path = tmp_path / f"{name}.csv"
+        df.with_columns(pl.Series("order_id", ids)).write_csv(path)
+        got = order_features(path, as_of=AS_OF, batch_rows=64)
+        assert got.streamed, name
+        _same(got, order_features(path, as_of=AS_OF, stream=False))
+    path = tmp_path / "lines.csv"
+    df.with_columns(pl.Series("order_id", [str(i // 2) for i in range(500)])).write_csv(path)
+    got = order_features(path, as_of=AS_OF, batch_rows=64)
+    assert not got.streamed  # repeated ids: lines of orders, read into memory
+    assert got.frame["frequency"].sum() < df.filter(pl.col("amount") >= 0).height
+
+
+def test_conversion_errors_still_name_the_value(tmp_path: Path) -> None:
+    """Blank text is a missing value; other text that is not a number is an error."""
+    p = tmp_path / "o.csv"
+    p.write_text("customer_id,order_ts,amount\n1,2026-01-01,  \n1,2026-01-02,x1\n2,2026-01-02,x2\n")
+    with pytest.raises(SchemaError, match=r"'x1' and 1 more"):
+        order_features(p)
