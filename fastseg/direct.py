@@ -44,7 +44,7 @@ __all__ = ["DirectPlan", "OrderIdsRepeat", "plan_direct", "stream_direct"]
 SUPPORTED = ("customer_id", "order_ts", "amount", "order_id", "category", "discount", "quantity")
 _PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 #: row groups larger than this many batches are read in slices (bounds memory)
-_MAX_GROUP_BATCHES = 4
+_MAX_GROUP_BATCHES = 2
 _EPOCH = dt.date(1970, 1, 1)
 _CAT_SEED = 0x5EED
 
@@ -267,7 +267,7 @@ def stream_direct(
         id_range = (int(stats["id_min"]), int(stats["id_max"]))
     agg = OrderAggregator(as_of, windows, id_range=id_range, rows=stats["n"])
     if not dp.text_ids:
-        agg.id_dtype = pl.Int64
+        agg.id_dtype = pl.Int64()
     as_of_day = (as_of - _EPOCH).days
     counts = np.zeros(len(REASON_CODES), np.int64)
     hashes: list[np.ndarray] = []

@@ -251,7 +251,7 @@ class OrderAggregator:
         if ids.shape[0] == 0:
             return
         if self.id_dtype is None:
-            self.id_dtype = pl.Int64
+            self.id_dtype = pl.Int64()
         codes = ids if coded else self._int_codes(ids)
         self.has_discount |= has_discount
         cats = None
