@@ -253,3 +253,36 @@ def test_bad_windows(bad: list) -> None:
 
     with pytest.raises(ParameterError, match="windows"):
         feat.check_windows(bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    a=st.sets(st.integers(-50, 50), max_size=30),
+    b=st.sets(st.integers(-50, 50), max_size=30),
+    c=st.sets(st.integers(-50, 50), max_size=30),
+    text=st.booleans(),
+)
+def test_join_customers_by_position_equals_hash_joins(a, b, c, text) -> None:  # noqa: ANN001
+    """The positional outer join (integer ids) equals Polars' full joins followed by a sort."""
+
+    def frame(ids: set[int], name: str, sort: bool) -> pl.DataFrame:
+        ids_l = sorted(ids) if sort else list(ids)
+        cid = [f"c{i:+04d}" for i in ids_l] if text else ids_l
+        return pl.DataFrame(
+            {
+                "customer_id": pl.Series(cid, dtype=pl.String if text else pl.Int64),
+                name: [float(i) for i in ids_l],
+            }
+        )
+
+    feats = frame(a, "frequency", True).with_columns(pl.col("frequency").cast(pl.Int64))
+    prof = frame(b, "segment_hint", False)
+    ev = frame(c, "email_open_30d", True).with_columns(pl.col("email_open_30d").cast(pl.Int64))
+    got = feat.join_customers(feats, prof, ev)
+    want = (
+        feats.join(prof, on="customer_id", how="full", coalesce=True)
+        .join(ev, on="customer_id", how="full", coalesce=True)
+        .sort("customer_id")
+        .with_columns(pl.col("frequency", "email_open_30d").fill_null(0))
+    )
+    assert got.equals(want)
