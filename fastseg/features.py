@@ -401,8 +401,9 @@ def event_features(
     safe_names = sorted({sanitize(t) for t in types})
     if ev.height == 0 or not safe_names:
         return events.select("customer_id").head(0)
-    lut = {t: safe_names.index(sanitize(t)) for t in types}
-    etype = ev["event"].replace_strict(lut, return_dtype=pl.Int64).to_numpy()
+    # the types as an Enum of the distinct values (exact), then their column-safe index
+    lut = np.array([safe_names.index(sanitize(t)) for t in types], np.int64)
+    etype = lut[ev["event"].cast(pl.Enum(types)).to_physical().to_numpy()]
     codes, ids = encode_customers(ev["customer_id"])
     as_of_day = (as_of - _EPOCH).days
     since = np.array([as_of_day - w for w in windows], np.int32)
