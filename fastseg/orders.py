@@ -416,9 +416,9 @@ def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
     return ", ".join(parts)
 
 
-def order_ids_increasing(name: str = "order_id") -> pl.Expr:
-    """Whether the order ids are present and strictly increasing — a proof, cheap to check,
-    that no two rows share one. Integers compare as numbers; text as numbers when every id is a
+def ids_increasing(name: str = "order_id") -> pl.Expr:
+    """Whether the ids of column ``name`` are present and strictly increasing — a proof, cheap
+    to check, that no two rows share one. Integers compare as numbers; text as numbers when every id is a
     plain integer (CSV reads ids as text), else as text."""
     oid = pl.col(name)
     if_ok = oid.null_count() == 0
@@ -429,8 +429,8 @@ def _increasing(oid: pl.Expr) -> pl.Expr:
     return (oid.slice(1) > oid.slice(0, pl.len() - 1)).all()
 
 
-def order_ids_increasing_text(name: str = "order_id") -> pl.Expr:
-    """:func:`order_ids_increasing` for text ids: as numbers when all are plain integers."""
+def ids_increasing_text(name: str = "order_id") -> pl.Expr:
+    """:func:`ids_increasing` for text ids: as numbers when all are plain integers."""
     oid = pl.col(name)
     as_int = oid.str.strip_chars().cast(pl.Int64, strict=False)
     numeric = (as_int.null_count() == 0) & _increasing(as_int)
@@ -445,9 +445,9 @@ def _ids_unique(df: pl.DataFrame) -> bool:
     if oid.len() < 2:
         return True
     if oid.dtype == pl.String:
-        check: pl.Expr | None = order_ids_increasing_text()
+        check: pl.Expr | None = ids_increasing_text()
     else:
-        check = order_ids_increasing() if oid.dtype.is_integer() else None
+        check = ids_increasing() if oid.dtype.is_integer() else None
     if check is not None and bool(df.select(check).item()):
         return True
     return oid.n_unique() == oid.len()
@@ -523,7 +523,8 @@ def load_customers(
     no_id = int(df["customer_id"].null_count())
     df = df.filter(pl.col("customer_id").is_not_null())
     before = df.height
-    df = df.unique(subset="customer_id", keep="first", maintain_order=True)
+    if not bool(df.select(ids_increasing("customer_id")).item()):  # else unique already
+        df = df.filter(pl.col("customer_id").is_first_distinct())
     report = RowReport(
         source=src.label,
         rows_read=n,

@@ -146,9 +146,9 @@ def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
         ]
     if "order_id" in names:
         if names["order_id"].is_integer():
-            exprs.append(O.order_ids_increasing().alias("oid_increasing"))
+            exprs.append(O.ids_increasing().alias("oid_increasing"))
         elif names["order_id"] == pl.String:  # CSV reads every column as text
-            exprs.append(O.order_ids_increasing_text().alias("oid_increasing"))
+            exprs.append(O.ids_increasing_text().alias("oid_increasing"))
         else:
             return None
     try:

@@ -275,7 +275,7 @@ def ingest_rows(
 
     Returns
     -------
-    used, order_ids_increasing, last_order_id
+    used, ids_increasing, last_order_id
         The first ``used`` entries of ``out.cid/day/amount/flags/cat`` hold the usable rows
         (``out.cat`` is -1 on refund rows: only orders count towards categories).
 
