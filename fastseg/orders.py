@@ -418,8 +418,8 @@ def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
 
 def ids_increasing(name: str = "order_id") -> pl.Expr:
     """Whether the ids of column ``name`` are present and strictly increasing — a proof, cheap
-    to check, that no two rows share one. Integers compare as numbers; text as numbers when every id is a
-    plain integer (CSV reads ids as text), else as text."""
+    to check, that no two rows share one. Values compare as they are typed (numbers as numbers,
+    text as text); :func:`ids_increasing_text` also tries text as numbers."""
     oid = pl.col(name)
     if_ok = oid.null_count() == 0
     return if_ok & _increasing(oid)
