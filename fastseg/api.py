@@ -158,6 +158,7 @@ def score_job(
     over the events. Stages timed: ``orders`` (read and aggregate the order rows, streamed),
     ``read`` (profiles, events), ``features`` (events, joins), ``scoring``, ``write``.
     """
+    from fastseg import direct as D
     from fastseg import features as feat
     from fastseg.orders import check_id_types, load_customers, load_events
     from fastseg.pipeline import aggregate_rules, order_features
@@ -189,14 +190,22 @@ def score_job(
             prof, cust_report = load_customers(customers, columns=customer_columns)
             prof = check_id_types(frame, prof, "customers", cust_report.source)
     ev_extra = None
-    if events is not None:
+    ev_specs = [a for a in aggregates if a.source == "events"]
+    direct = None
+    int_ids = frame.schema["customer_id"] == pl.Int64
+    if events is not None and not ev_specs and stream is not False and int_ids:
+        direct = D.plan_direct_events(events, event_columns)  # Parquet, integer ids: streamed
+    if direct is not None:
+        with watch.stage("features"):
+            ev_feat, ev_report = D.event_features_direct(direct, as_of_date, feat.EVENT_WINDOWS)
+            sources["events"] = D.EVENT_SCHEMA
+    elif events is not None:
         with watch.stage("read"):
             ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
             ev = check_id_types(frame, ev, "events", ev_report.source)
             sources["events"] = ev.schema
         with watch.stage("features"):
             ev_feat = feat.event_features(ev, as_of_date)
-            ev_specs = [a for a in aggregates if a.source == "events"]
             ev_extra = aggregate_rules(ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)
         del ev
     with watch.stage("features"):

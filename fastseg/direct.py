@@ -133,8 +133,8 @@ def _tables(dp: DirectPlan, batch_rows: int) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
     names = list(dict.fromkeys(dp.read.values()))
-    text = [c for c in ("category", "customer_id") if c in dp.columns]
-    dict_cols = [dp.columns[c] for c in text if c == "category" or dp.text_ids] or None
+    text = [c for c in ("category", "customer_id", "event") if c in dp.columns]
+    dict_cols = [dp.columns[c] for c in text if c != "customer_id" or dp.text_ids] or None
     for path in dp.files:
         pf = pq.ParquetFile(path, read_dictionary=dict_cols)
         md = pf.metadata
@@ -379,3 +379,157 @@ def _row_schema(plan: O.OrderPlan) -> pl.Schema:
             continue
         out["order_date" if name == "order_ts" else name] = dtype
     return pl.Schema(out)
+
+
+# ------------------------------------------------------------------------------------- events
+
+#: the canonical event rows' schema (what rule filters over events are checked against)
+EVENT_SCHEMA = pl.Schema({"customer_id": pl.Int64, "event_date": pl.Date, "event": pl.String})
+
+
+def plan_direct_events(source: Any, columns: Any = None) -> DirectPlan | None:
+    """A :class:`DirectPlan` when the events are Parquet files with integer customer ids, naive
+    timestamps or dates and text event types; else None (the in-memory path reads them)."""
+    import pyarrow.parquet as pq
+
+    src, resolved, conversions = O.plan_events(source, columns)
+    if src.kind != "parquet" or not src.files or conversions:
+        return None
+    kinds = {"customer_id": "customer_id", "event_ts": "order_ts", "event": "category"}
+    try:
+        for path in src.files:
+            found = pq.read_schema(path)
+            for canon, col in resolved.items():
+                idx = found.get_field_index(col)
+                if idx < 0 or _is_text(found.field(idx).type) and canon == "customer_id":
+                    return None
+                if not _arrow_ok(kinds[canon], found.field(idx).type):
+                    return None
+    except (OSError, ValueError, TypeError):
+        return None
+    return DirectPlan(tuple(src.files), dict(resolved), src.label)
+
+
+def event_features_direct(
+    dp: DirectPlan, as_of: dt.date, windows: Sequence[int], batch_rows: int = 1 << 20
+) -> tuple[pl.DataFrame, O.RowReport]:
+    """:func:`fastseg.features.event_features` of the events of ``dp`` (and their row report),
+    streamed one row group at a time: memory grows with customers and event types, not events."""
+    import pyarrow as pa
+
+    from fastseg.features import check_windows, event_frame
+    from fastseg.kernels.aggregate import aggregate_events
+    from fastseg.kernels.encode import IdEncoder
+    from fastseg.kernels.ingest import EVENT_REASON_CODES, ingest_events
+
+    windows = check_windows(windows)
+    cols = dp.columns
+    as_of_day = (as_of - _EPOCH).days
+    since = np.array([as_of_day - w for w in windows], np.int32)
+    lo, hi = _id_range(dp)
+    encoder = IdEncoder(lo, hi)  # a lookup table when the footers give a compact id range
+    type_index: dict[str, int] = {}  # event type -> index, first seen first
+    counts = np.zeros((1 << 10, 8, len(windows)), np.int64)
+    last = np.full((1 << 10, 8), np.iinfo(np.int32).min, np.int32)
+    reasons = np.zeros(len(EVENT_REASON_CODES), np.int64)
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    type_seen = np.zeros(0, bool)  # types with a usable event
+    n_read = 0
+    reader = _Prefetch(_tables(dp, batch_rows))
+    try:
+        for table in reader:
+            n = table.num_rows
+            if n == 0:
+                continue
+            if out is None or out[0].shape[0] < n:
+                m = max(n, batch_rows)
+                out = (np.empty(m, np.int64), np.empty(m, np.int32), np.empty(m, np.int64))
+            ts_arr = _one_chunk(table.column(cols["event_ts"]))
+            per_day = 1 if pa.types.is_date32(ts_arr.type) else _PER_DAY[ts_arr.type.unit]
+            ev = _one_chunk(table.column(cols["event"]))
+            if not pa.types.is_dictionary(ev.type):
+                ev = ev.dictionary_encode()
+            entry = np.array(
+                [
+                    -1 if v is None else type_index.setdefault(v, len(type_index))
+                    for v in ev.dictionary.to_pylist()
+                ],
+                np.int64,
+            )
+            used = ingest_events(
+                _column(_one_chunk(table.column(cols["customer_id"])), np.int64),
+                _column(ts_arr, np.int64),
+                per_day,
+                _column(ev.indices, np.int32),
+                entry,
+                as_of_day,
+                out,
+                reasons,
+            )
+            n_read += n
+            del table, ts_arr, ev
+            codes = encoder.encode(out[0][:used])
+            seen = np.bincount(out[2][:used], minlength=len(type_index)) > 0
+            type_seen = np.pad(type_seen, (0, seen.shape[0] - type_seen.shape[0])) | seen
+            c_need, e_need = encoder.n_unique, len(type_index)
+            if counts.shape[0] < c_need or counts.shape[1] < e_need:
+                c_cap = max(
+                    c_need, 2 * counts.shape[0] if counts.shape[0] < c_need else counts.shape[0]
+                )
+                e_cap = max(e_need, counts.shape[1])
+                grown = np.zeros((c_cap, e_cap, len(windows)), np.int64)
+                grown_last = np.full((c_cap, e_cap), np.iinfo(np.int32).min, np.int32)
+                grown[: counts.shape[0], : counts.shape[1]] = counts
+                grown_last[: last.shape[0], : last.shape[1]] = last
+                counts, last = grown, grown_last
+            aggregate_events(
+                codes, c_need, out[2][:used], e_need, out[1][:used], since, out=(counts, last)
+            )
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {dp.label}: {first}") from exc
+    finally:
+        reader.close()
+        pa.default_memory_pool().release_unused()
+    left_out = dict(zip(EVENT_REASON_CODES, (int(c) for c in reasons), strict=True))
+    report = O.RowReport(
+        source=dp.label,
+        rows_read=n_read,
+        rows_used=n_read - sum(left_out.values()),
+        left_out=left_out,
+    )
+    order = encoder.sort_order()
+    ids = pl.Series("customer_id", encoder.uniques[order], dtype=pl.Int64)
+    # types seen only on left-out rows get no columns (as when the events are read in memory)
+    names = list(type_index)
+    kept = [t for t in range(type_seen.shape[0]) if type_seen[t]]
+    frame = event_frame(
+        ids, [names[t] for t in kept], counts, last, windows, as_of_day, rows=order, type_at=kept
+    )
+    return frame, report
+
+
+def _id_range(dp: DirectPlan) -> tuple[int | None, int | None]:
+    """The customer id range from the Parquet footers' statistics, or (None, None)."""
+    import pyarrow.parquet as pq
+
+    lo = hi = None
+    try:
+        for path in dp.files:
+            md = pq.ParquetFile(path).metadata
+            leaf = [md.schema.column(i).name for i in range(md.num_columns)].index(
+                dp.columns["customer_id"]
+            )
+            for g in range(md.num_row_groups):
+                st = md.row_group(g).column(leaf).statistics
+                if md.row_group(g).num_rows == 0 or (
+                    st is not None and st.null_count == md.row_group(g).num_rows
+                ):
+                    continue
+                if st is None or not st.has_min_max:
+                    return None, None
+                lo = int(st.min) if lo is None else min(lo, int(st.min))
+                hi = int(st.max) if hi is None else max(hi, int(st.max))
+    except (OSError, ValueError, TypeError):
+        return None, None
+    return lo, hi

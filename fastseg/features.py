@@ -32,6 +32,7 @@ __all__ = [
     "customer_features",
     "encode_customers",
     "event_features",
+    "event_frame",
     "join_customers",
     "sanitize",
 ]
@@ -409,14 +410,47 @@ def event_features(
     since = np.array([as_of_day - w for w in windows], np.int32)
     day = ev["event_date"].to_physical().to_numpy()
     counts, last = aggregate_events(codes, ids.len(), etype, len(safe_names), day, since)
-    never = last == np.iinfo(np.int32).min
+    return event_frame(ids, safe_names, counts, last, windows, as_of_day)
+
+
+def event_frame(
+    ids: pl.Series,
+    types: Sequence[str],
+    counts: np.ndarray,
+    last: np.ndarray,
+    windows: Sequence[int],
+    as_of_day: int,
+    rows: np.ndarray | None = None,
+    type_at: Sequence[int] | None = None,
+) -> pl.DataFrame:
+    """The event features frame from per customer x type ``counts[c, t, w]`` and ``last[c, t]``
+    (days; ``INT32_MIN`` for never); output row ``i`` is customer ``rows[i]`` (all, in order,
+    when None) and has id ``ids[i]``; ``types[j]`` is the type at ``t = type_at[j]`` (``j``
+    when None). Types become column-safe names, sorted; types sharing one are merged (counts
+    added, the latest day kept)."""
+    safe_names = sorted({sanitize(t) for t in types})
+    if ids.len() == 0 or not safe_names:
+        return pl.DataFrame({"customer_id": ids})
+    groups: list[list[int]] = [[] for _ in safe_names]
+    for j, name in enumerate(types):
+        groups[safe_names.index(sanitize(name))].append(j if type_at is None else type_at[j])
+    take = (lambda a: a) if rows is None else (lambda a: a[rows])  # noqa: E731
     cols: list[pl.Series] = [ids]
+    lasts = []
     for e, name in enumerate(safe_names):
         for k, w in enumerate(windows):
-            cols.append(pl.Series(f"{name}_{w}d", counts[:, e, k]))
-    for e, name in enumerate(safe_names):
-        days = pl.Series(f"days_since_{name}", as_of_day - last[:, e].astype(np.int64))
-        cols.append(days.scatter(np.flatnonzero(never[:, e]), None) if never[:, e].any() else days)
+            total = take(counts[:, groups[e][0], k])
+            for t in groups[e][1:]:
+                total = total + take(counts[:, t, k])
+            cols.append(pl.Series(f"{name}_{w}d", total))
+        latest = take(last[:, groups[e][0]])
+        for t in groups[e][1:]:
+            latest = np.maximum(latest, take(last[:, t]))
+        lasts.append(latest)
+    for name, latest in zip(safe_names, lasts, strict=True):
+        never = latest == np.iinfo(np.int32).min
+        days = pl.Series(f"days_since_{name}", as_of_day - latest.astype(np.int64))
+        cols.append(days.scatter(np.flatnonzero(never), None) if never.any() else days)
     return pl.DataFrame(cols)
 
 

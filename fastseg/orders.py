@@ -534,6 +534,29 @@ def load_customers(
     return df, report
 
 
+def _plan_events(
+    source: Any, columns: Mapping[str, str] | Sequence[str] | None
+) -> tuple[Source, dict[str, str], list[schema.Conversion], pl.LazyFrame]:
+    mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS)
+    src = scan_source(source, what="events")
+    found = _schema(src)
+    resolved = schema.resolve_columns(
+        found.names(), mapping, label=src.label, required=list(schema.EVENT_COLUMNS)
+    )
+    kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
+    lf, conversions = _project(src, resolved, found, kinds)
+    return src, resolved, conversions, lf
+
+
+def plan_events(
+    source: Any, columns: Mapping[str, str] | Sequence[str] | None = None
+) -> tuple[Source, dict[str, str], list[schema.Conversion]]:
+    """Scan an event source and map its columns (``{canonical: source column}``) and the
+    conversions its types need; read no row."""
+    src, resolved, conversions, _ = _plan_events(source, columns)
+    return src, resolved, conversions
+
+
 def load_events(
     source: Any,
     *,
@@ -545,14 +568,7 @@ def load_events(
     Events with no customer id, no timestamp or no type, or dated after ``as_of``, are left out
     and counted.
     """
-    mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS)
-    src = scan_source(source, what="events")
-    found = _schema(src)
-    resolved = schema.resolve_columns(
-        found.names(), mapping, label=src.label, required=list(schema.EVENT_COLUMNS)
-    )
-    kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
-    lf, conversions = _project(src, resolved, found, kinds)
+    src, resolved, conversions, lf = _plan_events(source, columns)
     df = collect(lf, src.label)
     df = schema.check_conversions(df, conversions, src.label).rename({"event_ts": "event_date"})
     df = _csv_int_ids(df, src)

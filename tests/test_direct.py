@@ -343,3 +343,93 @@ def test_run_duplicates_equal_a_global_count(rows, cuts, shuffle) -> None:  # no
     assert runs.sorted == in_order
     if in_order:
         assert runs.count() == len(rows) - len(set(hashes.tolist()))
+
+
+# ------------------------------------------------------------------------------- events
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 200),
+    seed=st.integers(0, 10**6),
+    unit=st.sampled_from(["us", "ns", "date"]),
+    nulls=st.booleans(),
+    group=st.sampled_from([5, 64, 1000]),
+    files=st.integers(1, 2),
+)
+def test_direct_events_equal_in_memory(
+    tmp_path_factory, n, seed, unit, nulls, group, files
+) -> None:  # noqa: ANN001
+    from fastseg import features as feat
+    from fastseg.orders import load_events
+
+    rng = np.random.default_rng(seed)
+    folder = tmp_path_factory.mktemp("ev")
+    kinds = ["email_open", "site-visit", "site_visit", "Add To Cart", "x"]
+    for f in range(files):
+        ids = rng.integers(0, 40, n)
+        days = 20_000 - rng.integers(-3, 200, n)
+        ts = (
+            pa.array(days.astype(np.int32), pa.date32())
+            if unit == "date"
+            else pa.array(
+                days * 86_400 * _UNITS[unit[0] if unit == "s" else unit], pa.timestamp(unit)
+            )
+        )
+        ev = [kinds[k] for k in rng.integers(0, len(kinds), n)]
+        cols = {"customer_id": pa.array(ids), "event_ts": ts, "event": pa.array(ev, pa.string())}
+        if nulls and n:
+            for name, every in (("customer_id", 7), ("event_ts", 11), ("event", 5)):
+                values = cols[name].to_pylist()
+                for i in range(1, n, every):
+                    values[i] = None
+                cols[name] = pa.array(values, cols[name].type)
+        pq.write_table(pa.table(cols), folder / f"e{f}.parquet", row_group_size=group)
+    as_of = dt.date(1970, 1, 1) + dt.timedelta(days=20_000 - 30)
+    dp = D.plan_direct_events(folder)
+    assert dp is not None
+    got, got_report = D.event_features_direct(dp, as_of, feat.EVENT_WINDOWS, batch_rows=32)
+    ev, report = load_events(folder, as_of=as_of)
+    want = feat.event_features(ev, as_of)
+    assert got_report.left_out == report.left_out
+    assert (got_report.rows_read, got_report.rows_used) == (report.rows_read, report.rows_used)
+    if want.width == 1:  # no usable event
+        assert got.height == 0
+        return
+    assert got.equals(want)
+
+
+def test_direct_events_used_by_score_and_fallbacks(tmp_path: Path) -> None:
+    import fastseg
+
+    orders = tmp_path / "o.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array([1, 2, 3, 1]),
+                "order_ts": pa.array([dt.date(2026, 5, d) for d in (1, 2, 3, 4)]),
+                "amount": pa.array([5.0, 6.0, 7.0, 8.0]),
+            }
+        ),
+        orders,
+    )
+    events = tmp_path / "e.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": pa.array([1, 4, 4, None]),
+                "event_ts": pa.array([dt.date(2026, 5, d) for d in (1, 2, 3, 3)]),
+                "event": pa.array(["email_open", "site-visit", "email_open", "x"]),
+            }
+        ),
+        events,
+    )
+    assert D.plan_direct_events(events) is not None
+    a = fastseg.score(orders, events=events)
+    b = fastseg.score(orders, events=events, stream=False)  # in memory, the other path
+    assert a.equals(b) and a.height == 4  # customer 4: a prospect known from events only
+    text = tmp_path / "t.parquet"
+    pq.write_table(
+        pa.table({"customer_id": ["a"], "event_ts": [dt.date(2026, 5, 1)], "event": ["x"]}), text
+    )
+    assert D.plan_direct_events(text) is None

@@ -365,8 +365,12 @@ def aggregate_events(
     n_types: int,
     day: NDArray[np.int32],
     since: NDArray[np.int32],
+    out: tuple[NDArray[np.int64], NDArray[np.int32]] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
     """Per customer and event type: counts in each trailing window and the last event day.
+
+    ``out``: arrays from an earlier call (or of at least the shapes below) to add to, so that
+    batches of events can be aggregated one after the other.
 
     Returns
     -------
@@ -378,8 +382,17 @@ def aggregate_events(
     if etype.shape[0] != n or day.shape[0] != n:
         msg = "aggregate_events: codes, etype and day must have the same length"
         raise ParameterError(msg)
-    counts = np.zeros((n_customers, n_types, since.shape[0]), np.int64)
-    last = np.full((n_customers, n_types), np.iinfo(np.int32).min, np.int32)
+    if out is None:
+        counts = np.zeros((n_customers, n_types, since.shape[0]), np.int64)
+        last = np.full((n_customers, n_types), np.iinfo(np.int32).min, np.int32)
+    else:
+        counts, last = out
+        if counts.shape[:2] != last.shape or counts.shape[0] < n_customers:
+            msg = "aggregate_events: out arrays do not fit the customers and types"
+            raise ParameterError(msg)
+        if counts.shape[1] < n_types or counts.shape[2] != since.shape[0]:
+            msg = "aggregate_events: out arrays do not fit the types and windows"
+            raise ParameterError(msg)
     _events_kernel(
         np.ascontiguousarray(codes),
         np.ascontiguousarray(etype, np.int64),

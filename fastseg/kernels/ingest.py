@@ -356,6 +356,106 @@ def ingest_rows(
     return int(used), bool(ok), int(last)
 
 
+# ------------------------------------------------------------------------------------ events
+
+#: reason codes of events, in the order rows are checked
+EVENT_REASON_CODES = ("missing_customer_id", "missing_timestamp", "missing_event", "after_as_of")
+
+
+@njit(cache=CACHE, nogil=True)
+def _events_ingest_kernel(
+    cid,
+    cid_bm,
+    cid_off,
+    ts,
+    ts_bm,
+    ts_off,
+    per_day,
+    idx,
+    idx_bm,
+    idx_off,
+    entry_type,
+    as_of_day,
+    out_cid,
+    out_day,
+    out_type,
+    counts,
+):  # pragma: no cover - jitted
+    inv = 1.0 / per_day
+    m = 0
+    for i in range(cid.shape[0]):
+        if not _valid(cid_bm, cid_off, i):
+            counts[0] += 1
+            continue
+        if not _valid(ts_bm, ts_off, i):
+            counts[1] += 1
+            continue
+        e = entry_type[idx[i]] if _valid(idx_bm, idx_off, i) else -1
+        if e < 0:
+            counts[2] += 1
+            continue
+        d = _floor_div(ts[i], per_day, inv)
+        if d > as_of_day:
+            counts[3] += 1
+            continue
+        out_cid[m] = cid[i]
+        out_day[m] = np.int32(d)
+        out_type[m] = e
+        m += 1
+    return m
+
+
+def ingest_events(
+    cid: Column,
+    ts: Column,
+    per_day: int,
+    types: Column,
+    entry_type: NDArray[np.int64],
+    as_of_day: int,
+    out: tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]],
+    counts: NDArray[np.int64],
+) -> int:
+    """Check, count and compact one batch of raw events (see :data:`EVENT_REASON_CODES`).
+
+    ``types`` holds dictionary indices and ``entry_type`` the event type index of each entry
+    (-1: no type). Writes the usable rows' customer ids, days and type indices to ``out`` and
+    returns how many there are.
+    """
+    n = cid[0].shape[0]
+    if ts[0].shape[0] != n or types[0].shape[0] != n:
+        msg = "ingest_events: customer_id, timestamp and event columns must have the same length"
+        raise ParameterError(msg)
+    if any(a.shape[0] < n for a in out):
+        msg = f"ingest_events: out arrays hold fewer than the batch's {n} rows"
+        raise ParameterError(msg)
+    if counts.shape != (len(EVENT_REASON_CODES),) or counts.dtype != np.int64:
+        msg = "ingest_events: counts must be int64[4]"
+        raise ParameterError(msg)
+    entry = np.ascontiguousarray(entry_type, np.int64)
+    if entry.shape[0] == 0:
+        entry = np.full(1, -1, np.int64)  # no entries: every row lacks a type
+    return int(
+        _events_ingest_kernel(
+            cid[0],
+            cid[1],
+            cid[2],
+            ts[0],
+            ts[1],
+            ts[2],
+            np.int64(per_day),
+            types[0],
+            types[1],
+            types[2],
+            entry,
+            np.int64(as_of_day),
+            out[0],
+            out[1],
+            out[2],
+            counts,
+        )
+    )
+
+
 # ------------------------------------------------------------------------ duplicates in ts runs
 
 
