@@ -210,6 +210,7 @@ def score_job(
         del ev
     with watch.stage("features"):
         frame = feat.join_customers(frame, prof, ev_feat)
+        del prof, ev_feat  # the joined frame holds their columns
         frame = _join_extra(frame, [x for x in (extra, ev_extra) if x is not None])
     with watch.stage("scoring"):
         if needs_fit:

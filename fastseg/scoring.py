@@ -417,10 +417,15 @@ class RFMScorer:
                 "check the orders input or use method='thresholds'"
             )
             raise DataError(msg)
-        sub = frame.filter(_scored_expr()).select(
-            (-pl.col("recency_days").cast(pl.Int64)).alias("neg_recency"),
-            pl.col("frequency").cast(pl.Int64),
-            pl.col("monetary").cast(pl.Float64),
+        sub = (
+            frame.lazy()  # the three columns only: the frame may carry dozens more
+            .select(
+                (-pl.col("recency_days").cast(pl.Int64)).alias("neg_recency"),
+                pl.col("frequency").cast(pl.Int64),
+                pl.col("monetary").cast(pl.Float64),
+            )
+            .filter(_scored_expr())
+            .collect()
         )
         neg_rec = sub.get_column("neg_recency").to_numpy()
         e_r = quantile_edges(neg_rec, bins)
