@@ -24,6 +24,7 @@ rejects kept aside (they need the rows as read), rule aggregates with filters.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import queue
 import threading
@@ -197,6 +198,24 @@ class _Prefetch:
         self._t.join()
 
 
+@contextlib.contextmanager
+def _reading(dp: DirectPlan, batch_rows: int) -> Iterator[Iterator[Any]]:
+    """The non-empty row groups (or slices) of ``dp``'s files, decoded by a reader thread; any
+    read error, in the thread or the ``with`` body, becomes an :class:`InputError` naming the
+    source; the thread is stopped and the decoders' memory released on the way out."""
+    import pyarrow as pa
+
+    reader = _Prefetch(_tables(dp, batch_rows))
+    try:
+        yield (table for table in reader if table.num_rows)
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {dp.label}: {first}") from exc
+    finally:
+        reader.close()
+        pa.default_memory_pool().release_unused()  # before the output is built
+
+
 def _column(arr: Any, dtype: Any) -> tuple[np.ndarray, np.ndarray, int]:
     """``(values as dtype, validity bitmap or empty, bit offset)`` of a primitive Arrow array."""
     import pyarrow as pa
@@ -277,12 +296,9 @@ def stream_direct(
     cat_codes = CategoryCodes()
     last_oid = int(np.iinfo(np.int64).min)
     n_read = 0
-    reader = _Prefetch(_tables(dp, batch_rows))
-    try:
-        for table in reader:
+    with _reading(dp, batch_rows) as tables:
+        for table in tables:
             n = table.num_rows
-            if n == 0:
-                continue
             if buffers is None or buffers.rows < n:
                 buffers = IngestBuffers(max(n, batch_rows), hashes=want_dups)
             ts_arr = _one_chunk(table.column(cols["order_ts"]))
@@ -344,12 +360,6 @@ def stream_direct(
                 has_discount="discount" in cols,
                 coded=agg.offset is not None or dp.text_ids,
             )
-    except (OSError, pa.ArrowException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {dp.label}: {first}") from exc
-    finally:
-        reader.close()
-        pa.default_memory_pool().release_unused()  # the decoders' buffers: before the output
     left_out = dict(zip(REASON_CODES, (int(c) for c in counts), strict=True))
     report = O.RowReport(
         source=dp.label,
@@ -435,12 +445,9 @@ def event_features_direct(
     out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     type_seen = np.zeros(0, bool)  # types with a usable event
     n_read = 0
-    reader = _Prefetch(_tables(dp, batch_rows))
-    try:
-        for table in reader:
+    with _reading(dp, batch_rows) as tables:
+        for table in tables:
             n = table.num_rows
-            if n == 0:
-                continue
             if out is None or out[0].shape[0] < n:
                 m = max(n, batch_rows)
                 out = (np.empty(m, np.int64), np.empty(m, np.int32), np.empty(m, np.int64))
@@ -485,12 +492,6 @@ def event_features_direct(
             aggregate_events(
                 codes, c_need, out[2][:used], e_need, out[1][:used], since, out=(counts, last)
             )
-    except (OSError, pa.ArrowException) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {dp.label}: {first}") from exc
-    finally:
-        reader.close()
-        pa.default_memory_pool().release_unused()
     left_out = dict(zip(EVENT_REASON_CODES, (int(c) for c in reasons), strict=True))
     report = O.RowReport(
         source=dp.label,
