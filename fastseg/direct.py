@@ -252,6 +252,12 @@ def _text_codes(agg: Any, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return np.take(entry, idx, mode="clip"), bitmap, offset  # null rows: any code, masked
 
 
+def _report(dp: DirectPlan, reasons: Sequence[str], counts: np.ndarray, n_read: int) -> O.RowReport:
+    left_out = dict(zip(reasons, (int(c) for c in counts), strict=True))
+    used = n_read - sum(left_out.values())
+    return O.RowReport(source=dp.label, rows_read=n_read, rows_used=used, left_out=left_out)
+
+
 def _one_chunk(col: Any) -> Any:
     return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
@@ -360,13 +366,7 @@ def stream_direct(
                 has_discount="discount" in cols,
                 coded=agg.offset is not None or dp.text_ids,
             )
-    left_out = dict(zip(REASON_CODES, (int(c) for c in counts), strict=True))
-    report = O.RowReport(
-        source=dp.label,
-        rows_read=n_read,
-        rows_used=n_read - sum(left_out.values()),
-        left_out=left_out,
-    )
+    report = _report(dp, REASON_CODES, counts, n_read)
     if want_dups and hashes:
         if runs.sorted:  # rows in timestamp order: twins sit in the same run of timestamps
             rest = np.concatenate(no_ts) if no_ts else np.empty(0, np.uint64)
@@ -492,13 +492,7 @@ def event_features_direct(
             aggregate_events(
                 codes, c_need, out[2][:used], e_need, out[1][:used], since, out=(counts, last)
             )
-    left_out = dict(zip(EVENT_REASON_CODES, (int(c) for c in reasons), strict=True))
-    report = O.RowReport(
-        source=dp.label,
-        rows_read=n_read,
-        rows_used=n_read - sum(left_out.values()),
-        left_out=left_out,
-    )
+    report = _report(dp, EVENT_REASON_CODES, reasons, n_read)
     order = encoder.sort_order()
     ids = pl.Series("customer_id", encoder.uniques[order], dtype=pl.Int64)
     # types seen only on left-out rows get no columns (as when the events are read in memory)
