@@ -252,6 +252,22 @@ def _text_codes(agg: Any, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return np.take(entry, idx, mode="clip"), bitmap, offset  # null rows: any code, masked
 
 
+@contextlib.contextmanager
+def _stats_checked(dp: DirectPlan) -> Iterator[None]:
+    """Customer ids outside the range the footers' statistics gave mean wrong statistics: say so
+    (one line, naming the source and the fix) instead of an internal range error."""
+    from fastseg.errors import DataError, ParameterError
+
+    try:
+        yield
+    except ParameterError as exc:
+        msg = (
+            f"{dp.label}: the Parquet statistics of column {dp.columns['customer_id']!r} do not "
+            f"cover its values ({exc}); rewrite the file (pyarrow or Polars write correct ones)"
+        )
+        raise DataError(msg) from exc
+
+
 def _report(dp: DirectPlan, reasons: Sequence[str], counts: np.ndarray, n_read: int) -> O.RowReport:
     left_out = dict(zip(reasons, (int(c) for c in counts), strict=True))
     used = n_read - sum(left_out.values())
@@ -336,17 +352,18 @@ def stream_direct(
                 cid_col = _text_codes(agg, _one_chunk(table.column(cols["customer_id"])))
             else:
                 cid_col = _column(_one_chunk(table.column(cols["customer_id"])), np.int64)
-            used, ok, last_oid = ingest_rows(
-                cid_col,
-                ts_col,
-                per_day,
-                _column(_one_chunk(table.column(cols["amount"])), np.float64),
-                as_of_day,
-                buffers,
-                counts,
-                id_range=None if agg.offset is None else (agg.offset, agg.acc.shape[0]),
-                **extra,
-            )
+            with _stats_checked(dp):
+                used, ok, last_oid = ingest_rows(
+                    cid_col,
+                    ts_col,
+                    per_day,
+                    _column(_one_chunk(table.column(cols["amount"])), np.float64),
+                    as_of_day,
+                    buffers,
+                    counts,
+                    id_range=None if agg.offset is None else (agg.offset, agg.acc.shape[0]),
+                    **extra,
+                )
             if not ok:
                 raise OrderIdsRepeat
             if want_dups:
@@ -475,7 +492,8 @@ def event_features_direct(
             )
             n_read += n
             del table, ts_arr, ev
-            codes = encoder.encode(out[0][:used])
+            with _stats_checked(dp):
+                codes = encoder.encode(out[0][:used])
             seen = np.bincount(out[2][:used], minlength=len(type_index)) > 0
             type_seen = np.pad(type_seen, (0, seen.shape[0] - type_seen.shape[0])) | seen
             c_need, e_need = encoder.n_unique, len(type_index)

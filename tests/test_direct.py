@@ -433,3 +433,36 @@ def test_direct_events_used_by_score_and_fallbacks(tmp_path: Path) -> None:
         pa.table({"customer_id": ["a"], "event_ts": [dt.date(2026, 5, 1)], "event": ["x"]}), text
     )
     assert D.plan_direct_events(text) is None
+
+
+def test_wrong_footer_statistics_are_named(tmp_path: Path) -> None:
+    """Ids outside the range the footers claim: one clear DataError, not an internal error."""
+    import datetime as _dt
+
+    from fastseg.errors import DataError
+    from fastseg.features import EVENT_WINDOWS
+
+    path = tmp_path / "o.parquet"
+    pq.write_table(
+        pa.table(
+            {"customer_id": [5, 900], "order_ts": [_dt.date(2026, 1, 1)] * 2, "amount": [1.0, 2.0]}
+        ),
+        path,
+    )
+    plan = O.plan_orders(path, keep_raw_ts=True)
+    dp = D.plan_direct(plan)
+    assert dp is not None
+    lying = {"n": 2, "id_min": 5, "id_max": 10, "text_ids": False}  # as wrong statistics would say
+    with pytest.raises(DataError, match="Parquet statistics of column 'customer_id'"):
+        D.stream_direct(dp, plan, lying, _dt.date(2026, 1, 1), False, (30,), 16)
+    events = tmp_path / "e.parquet"
+    pq.write_table(
+        pa.table(
+            {"customer_id": [5, 900], "event_ts": [_dt.date(2026, 1, 1)] * 2, "event": ["a", "b"]}
+        ),
+        events,
+    )
+    edp = D.plan_direct_events(events)
+    assert edp is not None
+    got, _ = D.event_features_direct(edp, _dt.date(2026, 1, 1), EVENT_WINDOWS)
+    assert got["customer_id"].to_list() == [5, 900]  # true statistics: no error
