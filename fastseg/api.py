@@ -148,7 +148,7 @@ def score_job(
     scorer: RFMScorer | None = None,
     aggregates: Sequence[Any] = (),
     extra_columns: Sequence[str] = (),
-    stream: bool | None = None,
+    reader: str | None = None,
     stopwatch: Stopwatch | None = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
@@ -177,7 +177,7 @@ def score_job(
             windows=windows,
             aggregates=[a for a in aggregates if a.source == "orders"],
             extra_columns=sorted(order_cols | set(extra_columns)),
-            stream=stream,
+            reader=reader,
         )
     frame, extra = of.frame, of.aggregates
     order_report, as_of_date = of.report, of.as_of
@@ -193,7 +193,7 @@ def score_job(
     ev_specs = [a for a in aggregates if a.source == "events"]
     direct = None
     int_ids = frame.schema["customer_id"] == pl.Int64
-    if events is not None and not ev_specs and stream is not False and int_ids:
+    if events is not None and not ev_specs and reader != "polars" and int_ids:
         direct = D.plan_direct_events(events, event_columns)  # Parquet, integer ids: streamed
     if direct is not None:
         with watch.stage("features"):
@@ -278,8 +278,8 @@ def score(
         ``windows`` (trailing windows in days, default 30, 90, 365), ``strict``, ``rejects``
         (path for left-out rows), ``edges_in``/``edges_out`` (JSON), ``scorer`` (a fitted
         :class:`~fastseg.scoring.RFMScorer`), ``customer_columns``, ``event_columns``,
-        ``stream`` (None: stream file sources in batches when possible; False: read the orders
-        into memory first).
+        ``reader`` (None: chosen by the source; ``"arrow"`` or ``"polars"`` forces one of the
+        two readers of :mod:`fastseg.sources`, for tests and comparisons).
 
     Returns
     -------

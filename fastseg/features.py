@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fastseg.config import DEFAULT_WINDOWS, EPOCH, EVENT_WINDOWS
 from fastseg.errors import DataError, ParameterError
 from fastseg.orders import Orders
 
@@ -37,9 +38,9 @@ __all__ = [
     "sanitize",
 ]
 
-DEFAULT_WINDOWS: tuple[int, ...] = (30, 90, 365)
-EVENT_WINDOWS: tuple[int, ...] = (30, 90)
-_EPOCH = dt.date(1970, 1, 1)
+_EPOCH = EPOCH
+#: accumulator records allocated before the first hash-coded customer (they grow by doubling)
+_START_CUSTOMERS = 1 << 16
 
 
 def sanitize(name: str) -> str:
@@ -122,10 +123,11 @@ class OrderAggregator:
         # coding at all (code = id - lo; customers come out sorted by id for free).
         self.offset = None
         width = acc_dtype(len(self.windows)).itemsize
-        capacity = max(1 << 10, (rows or 0) // 8)
+        # Hash-coded ids: the accumulators grow (doubling) with the customers seen, never with
+        # the rows — sized by the rows they were 10M zeroed records at 1e7 rows.
+        capacity = _START_CUSTOMERS
         if lo is not None and hi is not None:
             span = hi - lo + 1
-            capacity = min(span, rows) if rows else span
             if span * width <= max(64 << 20, 24 * (rows or 0)):  # no more than the rows take
                 self.offset = lo
                 capacity = span
@@ -239,6 +241,8 @@ class OrderAggregator:
         *,
         has_discount: bool,
         coded: bool = False,
+        lines: Any = None,
+        order_ids: np.ndarray | None = None,
     ) -> None:
         """Aggregate clean rows given as arrays (the direct Parquet path).
 
@@ -247,13 +251,21 @@ class OrderAggregator:
         of each row from a shared :class:`fastseg.kernels.aggregate.CategoryCodes` (-1: none),
         or None when the orders have no category. The arrays are not kept. ``coded=True``:
         ``ids`` are already customer codes (offset mode: ``id - lo``, checked by the caller;
-        text ids: codes from :meth:`text_codes`).
+        text ids: codes from :meth:`text_codes`). ``lines``: a
+        :class:`fastseg.kernels.lines.OrderLines` that clears the order flag (in place) of
+        every later line of an order already seen, by ``order_ids`` (int64; flag bit 2: the
+        row has none).
         """
         if ids.shape[0] == 0:
             return
         if self.id_dtype is None:
             self.id_dtype = pl.Int64()
         codes = ids if coded else self._int_codes(ids)
+        if lines is not None:
+            if order_ids is None:
+                msg = "OrderAggregator.add_arrays: lines needs order_ids"
+                raise ParameterError(msg)
+            lines.mark(codes, order_ids, flags)
         self.has_discount |= has_discount
         cats = None
         if categories is not None:

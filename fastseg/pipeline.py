@@ -1,21 +1,29 @@
-"""Order history to per-customer features, streaming the rows in batches.
+"""The one row path: any order source to per-customer features, streaming.
 
-The order rows of a file never need to be in memory at once: one light pre-pass (row count,
-latest date, id range, whether order ids are unique) plans the job, then the rows stream through
-in batches of ``batch_rows``; each batch is checked (types, data problems), counted and
-aggregated into per-customer accumulators (:class:`fastseg.features.OrderAggregator`). Memory
-grows with the number of customers, not of orders.
+Every source — Parquet (file, folder, glob), Arrow IPC, CSV, in-memory Polars/pandas/Arrow
+frames and LazyFrames — goes the same way:
 
-The in-memory path (:func:`fastseg.orders.load_orders` then
-:func:`fastseg.features.customer_features`) serves in-memory frames and line-item exports whose
-order ids are not in increasing order (counting an order once needs every line of it at hand).
-Both paths give the same result; the tests check it.
+1. :func:`fastseg.sources.order_stats` plans the pass before any row is read (row count, latest
+   date, customer and order id ranges: Parquet footers, or one light query);
+2. :func:`fastseg.sources.open_orders` chooses the reader, which yields bounded Arrow tables of
+   canonical columns (at most two alive at a time);
+3. one check kernel (:func:`fastseg.kernels.ingest.ingest_rows`) per table: each left-out reason
+   defined once, timestamps to days, discount flags, row hashes for the duplicate count,
+   compaction of the usable rows;
+4. customer codes (an offset for compact integer ids, a hash table otherwise, text ids by
+   dictionary and hash with an exact check) and the lines of one order counted once
+   (:class:`fastseg.kernels.lines.OrderLines`, whatever the order the lines come in);
+5. the per-customer accumulators (:class:`fastseg.features.OrderAggregator`), whose records of
+   two batches or partitions merge exactly.
+
+Memory grows with the customers (and, for line items whose order ids are not proven
+increasing, with the orders), never with the rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,23 +31,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fastseg import direct as D
 from fastseg import orders as O
-from fastseg import schema
-from fastseg.errors import DataError, FastsegError, InputError
-from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows, customer_features
+from fastseg import sources as S
+from fastseg.config import EPOCH
+from fastseg.errors import DataError, FastsegError, ParameterError
+from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows
 
-__all__ = ["BATCH_ROWS", "OrderFeatures", "order_features"]
+__all__ = ["BATCH_ROWS", "OrderFeatures", "aggregate_rules", "order_features"]
 
-#: rows per streamed batch. Each row in flight costs ~150 bytes (reader buffers, the batch, its
-#: partition buffers); each batch touches most customers' accumulators once, so much smaller
-#: batches cost time (measured at 10M orders / 1M customers: 256k rows 2.1 s, 1M 1.76 s, 4M
-#: 1.66 s; peak memory 764, 838 and 1016 MB before the in-place compaction of the state).
+#: rows per streamed batch (Parquet row groups up to twice this are read whole). Each row in
+#: flight costs ~150 bytes; each batch touches most customers' accumulators once, so much
+#: smaller batches cost time (see docs/performance.md).
 BATCH_ROWS = 1 << 20
-#: batches read per slice of the source: bounds Polars' read-ahead (see :func:`_batches`).
-#: Measured at 10M orders: 1 batch 1.43 s / 687 MB peak, 2: 1.19 s / 806 MB, 4: 1.15 s / 873 MB,
-#: unbounded: 1.07 s / 1,130 MB.
-SEGMENT_BATCHES = 2
+_CAT_SEED = 0x5EED
+_OID_SEED = 0x0DD5
 
 
 @dataclass
@@ -51,182 +56,13 @@ class OrderFeatures:
     report: O.RowReport
     schema: pl.Schema  # of the canonical order rows (for type-checking rule filters)
     aggregates: tuple[pl.DataFrame, dict[str, Any]] | None = None  # rule aggregates over orders
-    streamed: bool = False
-
-
-def _collect_error(exc: Exception, label: str) -> InputError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(f"cannot read {label}: {first}")
-
-
-def _parquet_stats(plan: O.OrderPlan, need_max_date: bool) -> dict[str, Any] | None:
-    """The pre-pass figures from Parquet footers alone (row counts, min/max statistics), when
-    every file has them for the columns involved; None otherwise."""
-    import pyarrow.parquet as pq
-
-    if plan.source.kind != "parquet" or not plan.source.files:
-        return None
-    names = plan.frame.collect_schema()
-    cid_type, ts_col, cid_col = (
-        names["customer_id"],
-        plan.columns["order_ts"],
-        plan.columns["customer_id"],
-    )
-    text_ids = cid_type == pl.String
-    if not cid_type.is_integer() and not text_ids:
-        return None
-    found = plan.source.frame.collect_schema()
-    ts_type = found[ts_col]
-    if need_max_date and not (
-        ts_type == pl.Date or (isinstance(ts_type, pl.Datetime) and ts_type.time_zone is None)
-    ):
-        return None  # zone-aware or text timestamps: their dates are not in the statistics
-    n, lo, hi, top = 0, None, None, None
-    try:
-        for path in plan.source.files:
-            md = pq.ParquetFile(path).metadata
-            leaves = {md.schema.column(i).name: i for i in range(md.num_columns)}
-            for g in range(md.num_row_groups):
-                rg = md.row_group(g)
-                n += rg.num_rows
-                if rg.num_rows == 0:
-                    continue
-                if not text_ids:  # text ids are hashed: no id range needed
-                    st = rg.column(leaves[cid_col]).statistics
-                    if st is not None and st.has_min_max:
-                        lo = st.min if lo is None else min(lo, st.min)
-                        hi = st.max if hi is None else max(hi, st.max)
-                    elif st is None or st.null_count != rg.num_rows:
-                        return None
-                if need_max_date:
-                    tst = rg.column(leaves[ts_col]).statistics
-                    if tst is None or not tst.has_min_max:
-                        if tst is not None and tst.null_count == rg.num_rows:
-                            continue
-                        return None
-                    value = tst.max
-                    day = value.date() if isinstance(value, dt.datetime) else value
-                    if not isinstance(day, dt.date):
-                        return None
-                    top = day if top is None else max(top, day)
-    except (OSError, KeyError, ValueError, TypeError, AttributeError):
-        return None
-    return {
-        "n": n,
-        "max_date": top,
-        "id_min": lo,
-        "id_max": hi,
-        "text_ids": text_ids,
-        "oid_checked": False,
-    }
-
-
-def _prepass(plan: O.OrderPlan) -> dict[str, Any] | None:
-    """Row count, latest date, integer id range and order-id uniqueness, in one light query.
-
-    Returns None when the rows must be read into memory (line items with order ids that are not
-    strictly increasing).
-    """
-    lf = plan.frame
-    names = lf.collect_schema()
-    exprs: list[pl.Expr] = [pl.len().alias("n"), pl.col("order_ts").max().alias("max_date")]
-    cid = names["customer_id"]
-    text_ids = cid == pl.String
-    if text_ids and plan.source.kind == "csv":
-        as_int, all_int = O.csv_ids_as_int()
-        exprs += [
-            all_int.alias("int_ids"),
-            as_int.min().alias("id_min"),
-            as_int.max().alias("id_max"),
-        ]
-    elif cid.is_integer():
-        exprs += [
-            pl.col("customer_id").min().alias("id_min"),
-            pl.col("customer_id").max().alias("id_max"),
-        ]
-    if "order_id" in names:
-        if names["order_id"].is_integer():
-            exprs.append(O.ids_increasing().alias("oid_increasing"))
-        elif names["order_id"] == pl.String:  # CSV reads every column as text
-            exprs.append(O.ids_increasing_text().alias("oid_increasing"))
-        else:
-            return None
-    try:
-        stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise _collect_error(exc, plan.source.label) from exc
-    if "oid_increasing" in stats and not stats["oid_increasing"] and stats["n"] > 1:
-        return None
-    stats["text_ids"] = text_ids and not stats.get("int_ids", False)
-    return stats
-
-
-def order_features(
-    source: Any,
-    *,
-    columns: Mapping[str, str] | Sequence[str] | None = None,
-    as_of: dt.date | None = None,
-    strict: bool = False,
-    rejects: str | Path | None = None,
-    windows: Sequence[int] = DEFAULT_WINDOWS,
-    aggregates: Sequence[Any] = (),
-    extra_columns: Sequence[str] = (),
-    batch_rows: int = BATCH_ROWS,
-    stream: bool | None = None,
-) -> OrderFeatures:
-    """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
-
-    ``aggregates`` are the rule compiler's windowed aggregates over orders; they are sums, so
-    they are computed per batch and added up. ``stream=None`` picks the path; True/False force
-    it (False: read everything into memory first).
-    """
-    windows = check_windows(windows)
-    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
-    stats = None
-    if stream is not False and plan.source.kind != "memory":
-        stats = _parquet_stats(plan, need_max_date=as_of is None) or _prepass(plan)
-    if stats is None:
-        return _in_memory(
-            source, columns, as_of, strict, rejects, windows, aggregates, extra_columns
-        )
-    try:
-        return _stream(plan, stats, as_of, strict, rejects, windows, aggregates, batch_rows)
-    except _OrderIdsRepeat:  # line items after all: every line of an order must be at hand
-        return _in_memory(
-            source, columns, as_of, strict, rejects, windows, aggregates, extra_columns
-        )
-
-
-_OrderIdsRepeat = D.OrderIdsRepeat  # order ids not strictly increasing after all
-
-
-def _in_memory(
-    source: Any,
-    columns: Any,
-    as_of: dt.date | None,
-    strict: bool,
-    rejects: Any,
-    windows: tuple[int, ...],
-    aggregates: Sequence[Any],
-    extra_columns: Sequence[str],
-) -> OrderFeatures:
-    od = O.load_orders(
-        source,
-        columns=columns,
-        as_of=as_of,
-        strict=strict,
-        rejects=rejects,
-        extra_columns=extra_columns,
-    )
-    frame = customer_features(od, windows=windows)
-    extra = aggregate_rules(od.frame, aggregates, od.as_of, frame.columns)
-    return OrderFeatures(frame, od.as_of, od.report, od.frame.schema, extra, streamed=False)
+    reader: str = "arrow"
 
 
 def aggregate_rules(
     rows: pl.DataFrame, specs: Sequence[Any], as_of: dt.date, existing: Sequence[str]
 ) -> tuple[pl.DataFrame, dict[str, Any]] | None:
-    """Windowed rule aggregates of one source's rows in one ``group_by``.
+    """Windowed rule aggregates of one batch's rows in one ``group_by``.
 
     Aggregates already present as features (``orders_30d``...) are not computed again; those
     needing a column the rows lack are left out (the rule compiler then skips or rejects the
@@ -243,160 +79,351 @@ def aggregate_rules(
     return out, {name: getattr(s, "fill", 0) for name, s in todo.items()}
 
 
-def _stream(
-    plan: O.OrderPlan,
-    stats: dict[str, Any],
-    as_of: dt.date | None,
-    strict: bool,
-    rejects: Any,
-    windows: tuple[int, ...],
-    aggregates: Sequence[Any],
-    batch_rows: int,
+def order_features(
+    source: Any,
+    *,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    as_of: dt.date | None = None,
+    strict: bool = False,
+    rejects: str | Path | None = None,
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    aggregates: Sequence[Any] = (),
+    extra_columns: Sequence[str] = (),
+    batch_rows: int = BATCH_ROWS,
+    reader: str | None = None,
 ) -> OrderFeatures:
+    """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
+
+    ``aggregates`` are the rule compiler's windowed aggregates over orders; they are sums, so
+    they are computed per batch and added up. ``reader`` forces one of
+    :data:`fastseg.sources.READERS` (tests); by default the source decides.
+    """
+    windows = check_windows(windows)
+    if reader is not None and reader not in S.READERS:
+        msg = f"reader: expected one of {', '.join(S.READERS)}, got {reader!r}"
+        raise ParameterError(msg)
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        msg = f"batch_rows: expected a positive whole number, got {batch_rows!r}"
+        raise ParameterError(msg)
+    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
+    stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
-    if stats["n"] == 0:
+    if stats.n == 0:
         msg = f"orders: {label} has no rows; nothing to score"
         raise DataError(msg)
     if as_of is None:
-        as_of = stats["max_date"]
+        as_of = stats.max_date
         if as_of is None:
             msg = f"orders: every row of {label} lacks a timestamp; nothing to score"
             raise DataError(msg)
-    direct = D.plan_direct(plan, rejects=rejects, aggregates=aggregates)
-    if direct is not None:
-        frame, report, schema_out = D.stream_direct(
-            direct, plan, stats, as_of, strict, windows, batch_rows
-        )
-        return OrderFeatures(frame, as_of, report, schema_out, None, streamed=True)
-    lf = plan.frame
-    names = lf.collect_schema()
-    if plan.source.kind == "csv" and names["customer_id"] == pl.String and not stats["text_ids"]:
-        lf = lf.with_columns(O.csv_ids_as_int()[0].alias("customer_id"))
-    # Stream only what the aggregation reads: order ids were checked by the pre-pass, and the
-    # features only ask whether a row had a discount (unless rule filters want either).
-    wanted = {c for a in aggregates for c in a.columns}
-    check_oid = "order_id" in names and not stats.get("oid_checked", True)
-    if "order_id" in names and "order_id" not in wanted and not check_oid:
-        lf = lf.drop("order_id")
-    last_oid: int | None = None
-    slim_discount = "discount" in names and "discount" not in wanted
-    # Per-row work the streaming engine can do while it reads: amount of line items, why a row
-    # cannot be used, whether it is an order, whether it had a discount.
-    if "amount" not in names:
-        lf = lf.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
-    lf = lf.with_columns(
-        O.reason_expr(as_of, date_col="order_ts").alias("__reason"),
-        (pl.col("amount") >= 0).cast(pl.UInt8).alias("_order"),
-    )
-    if slim_discount:
-        lf = lf.with_columns(
-            (pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")
-        )
-    id_range = None
-    if not stats["text_ids"] and stats.get("id_min") is not None:
-        id_range = (int(stats["id_min"]), int(stats["id_max"]))
-    agg = OrderAggregator(as_of, windows, id_range=id_range, rows=stats["n"])
-    want_dups = "order_id" not in plan.columns
-    if rejects is None and not want_dups:  # the timestamps as read serve only those two
-        lf = lf.drop("order_ts_raw")
-    hashes: list[np.ndarray] = []
-    left_out = dict.fromkeys(O.REASONS, 0)
-    bad_rows: list[pl.DataFrame] = []
-    partials: list[pl.DataFrame] = []
-    order_specs = [a for a in aggregates if a.source == "orders"]
-    fills: dict[str, Any] = {}
-    n_read = 0
-    existing = {f"{kind}_{w}d" for w in windows for kind in ("orders", "revenue")}
-    schema_out: pl.Schema | None = None
+    rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
+    specs = [a for a in aggregates if a.source == "orders"]
+    rows = _RowPass(rd, stats, as_of, windows, specs, rejects is not None)
     try:
-        for raw in _batches(lf, batch_rows, sliceable=plan.source.kind in ("parquet", "ipc")):
-            batch = O.finish_batch(schema.check_conversions(raw, plan.conversions, label))
-            del raw
-            n_read += batch.height
-            if check_oid:  # the footer statistics could not prove the ids unique: check here
-                oid = batch["order_id"]
-                if oid.null_count() or not oid.dtype.is_integer():
-                    raise _OrderIdsRepeat
-                ids = oid.to_numpy()
-                if (last_oid is not None and ids.shape[0] and ids[0] <= last_oid) or bool(
-                    np.any(np.diff(ids) <= 0)
-                ):
-                    raise _OrderIdsRepeat
-                if ids.shape[0]:
-                    last_oid = int(ids[-1])
-                if "order_id" not in wanted:
-                    batch = batch.drop("order_id")
-            if want_dups:
-                hashes.append(O.row_hashes(batch).to_numpy())
-            why = batch["__reason"]
-            if why.null_count() < batch.height:
-                for r, n in why.drop_nulls().value_counts().iter_rows():
-                    left_out[r] += n
-                if rejects is not None:
-                    bad = batch.filter(why.is_not_null()).rename({"__reason": "reason"})
-                    bad_rows.append(
-                        bad.drop([c for c in ("_order", "_discount") if c in bad.columns])
-                    )
-                batch = batch.filter(why.is_null())
-            batch = batch.drop([c for c in ("__reason", "order_ts_raw") if c in batch.columns])
-            if slim_discount:
-                batch = batch.drop("discount")
-            if schema_out is None:
-                schema_out = batch.schema
-            agg.add(batch)
-            if order_specs:
-                part = aggregate_rules(batch, order_specs, as_of, sorted(existing))
-                if part is not None:
-                    partials.append(part[0])
-                    fills = part[1]
+        rows.run()
     except FastsegError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise _collect_error(exc, label) from exc
-    report = O.RowReport(
-        source=label, rows_read=n_read, rows_used=n_read - sum(left_out.values()), left_out=left_out
-    )
-    if want_dups and hashes:
-        report.duplicates = O.count_duplicate_hashes(np.concatenate(hashes))
+        raise S.read_error(exc, label) from exc
+    report = rows.report()
     if report.rows_left_out and strict:
         raise O.strict_error(report, as_of)
     if rejects is not None:
-        report.rejects_path = O.write_rejects(bad_rows or [_empty_rejects(schema_out)], rejects)
+        report.rejects_path = O.write_rejects(rows.rejected or [rows.empty_rejects()], rejects)
     if report.rows_used == 0:
         raise O.no_usable_error(report, as_of)
-    frame = agg.finish()
-    extra = None
-    if partials:
-        summed = pl.concat(partials).group_by("customer_id").agg(pl.all().sum())
-        extra = (summed, fills)
-    assert schema_out is not None
-    return OrderFeatures(frame, as_of, report, schema_out, extra, streamed=True)
+    frame = rows.agg.finish()
+    return OrderFeatures(frame, as_of, report, _row_schema(plan), rows.rule_aggregates(), rd.kind)
 
 
-def _batches(lf: pl.LazyFrame, batch_rows: int, *, sliceable: bool) -> Iterator[pl.DataFrame]:
-    """The rows of ``lf`` in batches, holding at most a few batches in memory.
-
-    Polars' ``collect_batches`` reads ahead without bound when the consumer is slower than the
-    reader (measured: the whole 10M-row file, 550 MB, buffered). Slicing the scan into segments
-    of ``SEGMENT_BATCHES`` batches bounds that; Parquet and Arrow IPC skip to a slice cheaply, so
-    this costs no time there. Text formats are read in one go (a slice would re-parse the file).
-    """
-    if not sliceable:
-        yield from lf.collect_batches(chunk_size=batch_rows)
-        return
-    segment = batch_rows * SEGMENT_BATCHES
-    offset = 0
-    while True:
-        got = 0
-        for batch in lf.slice(offset, segment).collect_batches(chunk_size=batch_rows):
-            got += batch.height
-            yield batch
-        if got < segment:
-            return
-        offset += segment
+def _row_schema(plan: O.OrderPlan) -> pl.Schema:
+    """The canonical order rows' schema (``order_ts`` as ``order_date``), as rules see it."""
+    found = plan.frame.collect_schema()
+    out: dict[str, pl.DataType] = {}
+    for name, dtype in found.items():
+        if name.endswith("_raw") or name.startswith("__raw_"):
+            continue
+        out["order_date" if name == "order_ts" else name] = dtype
+    return pl.Schema(out)
 
 
-def _empty_rejects(schema_out: pl.Schema | None) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema_out or {}).with_columns(
-        pl.lit(None, pl.String).alias("reason")
-    )
+class _RowPass:
+    """One pass over a reader's tables: check, code, count order lines, aggregate."""
+
+    def __init__(
+        self,
+        rd: S.OrderReader,
+        stats: S.OrderStats,
+        as_of: dt.date,
+        windows: tuple[int, ...],
+        specs: Sequence[Any],
+        keep_rejects: bool,
+    ) -> None:
+        from fastseg.kernels.aggregate import CategoryCodes
+        from fastseg.kernels.ingest import REASON_CODES, RunDuplicates
+
+        self.rd, self.stats, self.as_of, self.specs = rd, stats, as_of, list(specs)
+        self.keep_rejects = keep_rejects
+        self.as_of_day = (as_of - EPOCH).days
+        cols = rd.columns
+        self.want_dups = "order_id" not in cols
+        self.lines_mode = "none"
+        if "order_id" in cols and not stats.oid_increasing:
+            self.lines_mode = "group" if rd.kind == "arrow" and stats.oid_groups_disjoint else "all"
+        self.agg = OrderAggregator(
+            as_of, windows, id_range=None if stats.text_ids else stats.id_range, rows=stats.n
+        )
+        if not stats.text_ids:
+            self.agg.id_dtype = pl.Int64()
+        self.counts = np.zeros(len(REASON_CODES), np.int64)
+        self.reason_names = REASON_CODES
+        self.hashes: list[np.ndarray] = []
+        self.no_ts: list[np.ndarray] = []  # hashes of rows without a timestamp
+        self.runs = RunDuplicates()
+        self.cat_codes = CategoryCodes()
+        self.rejected: list[pl.DataFrame] = []
+        self.partials: list[pl.DataFrame] = []
+        self.fills: dict[str, Any] = {}
+        self.n_read = 0
+        self._buffers: Any = None
+        self._lines: Any = None
+        self._group = -2
+        self._rejects_schema: pl.Schema | None = None
+        # what the tables must hold
+        need = ["customer_id", "order_ts", "amount", "category", "discount"]
+        if self.lines_mode != "none":
+            need.append("order_id")
+        self.filter_cols = sorted({c for s in self.specs for c in s.columns} & set(cols))
+        need += self.filter_cols
+        if keep_rejects:
+            need += [*cols, "order_ts_raw"]
+        if self.want_dups:  # rows are told apart by every column read
+            need += list(cols)
+        self.need = list(dict.fromkeys(need))
+
+    # ------------------------------------------------------------------------------- the loop
+
+    def run(self) -> None:
+        with self.rd.tables(self.need, hashes=self.want_dups and self.rd.row_hashes) as tables:
+            for group, table, row_hashes in tables:
+                if table.num_rows:
+                    self._table(group, table, row_hashes)
+
+    def _lines_for(self, group: int) -> Any:
+        from fastseg.kernels.lines import OrderLines
+
+        if self.lines_mode == "none":
+            return None
+        if self.lines_mode == "all":
+            if self._lines is None:
+                self._lines = OrderLines(*(self.stats.oid_range or (None, None)))
+            return self._lines
+        if group != self._group:  # order ids of one row group never meet another group's
+            assert self.stats.groups is not None
+            self._lines = OrderLines(*self.stats.groups[group])
+            self._group = group
+        return self._lines
+
+    def _table(self, group: int, table: Any, row_hashes: np.ndarray | None) -> None:
+        import pyarrow as pa
+
+        from fastseg.kernels.ingest import IngestBuffers, ingest_rows
+
+        n = table.num_rows
+        names = table.column_names
+        lines = self._lines_for(group)
+        b = self._buffers
+        if b is None or b.rows < n:
+            b = self._buffers = IngestBuffers(
+                max(n, self.rd.batch_rows),
+                hashes=self.want_dups and not self.rd.row_hashes,
+                order_ids=lines is not None,
+                reasons=self.keep_rejects or bool(self.specs),
+            )
+        ts_arr = S.one_chunk(table.column("order_ts"))
+        extra: dict[str, Any] = {}
+        if lines is not None:
+            extra["order_id"] = self._order_ids(S.one_chunk(table.column("order_id")))
+        if "discount" in names:
+            extra["discount"] = S.column(S.one_chunk(table.column("discount")), np.float64)
+        if "category" in names:
+            extra |= self._categories(S.one_chunk(table.column("category")))
+        kernel_hashes = self.want_dups and not self.rd.row_hashes
+        if kernel_hashes:
+            rest = [c for c in names if c not in _KERNEL_HASHED]
+            if rest:
+                extra["hashed_only"] = self._rest_hashes(table.select(rest))
+        ts_col = S.column(ts_arr, np.int64)
+        cid = S.one_chunk(table.column("customer_id"))
+        text = S.is_text(cid.type)
+        cid_col = self._text_codes(cid) if text else S.column(cid, np.int64)
+        agg = self.agg
+        with self._stats_checked():
+            used, _, _ = ingest_rows(
+                cid_col,
+                ts_col,
+                S.per_day(ts_arr.type),
+                S.column(S.one_chunk(table.column("amount")), np.float64),
+                self.as_of_day,
+                b,
+                self.counts,
+                id_range=None if agg.offset is None else (agg.offset, agg.acc.shape[0]),
+                **extra,
+            )
+        if self.want_dups:
+            batch_hashes = row_hashes if row_hashes is not None else b.hashes[:n].copy()
+            self.hashes.append(batch_hashes)
+            self.runs.add(ts_col, batch_hashes)
+            if ts_arr.null_count:
+                valid = ts_arr.is_valid().to_numpy(zero_copy_only=False)
+                self.no_ts.append(batch_hashes[~valid])
+        if self.keep_rejects and used < n:
+            self._reject(table, b.reasons[:n])
+        self.n_read += n
+        del ts_col, cid_col, extra
+        agg.add_arrays(
+            b.cid[:used],
+            b.day[:used],
+            b.amount[:used],
+            b.flags[:used],
+            b.cat[:used] if "category" in names else None,
+            has_discount="discount" in names,
+            coded=agg.offset is not None or text,
+            lines=lines,
+            order_ids=b.order_id[:used] if lines is not None else None,
+        )
+        if self.specs:
+            self._rule_rows(table, b, used, pa)
+
+    # ----------------------------------------------------------------------------- columns
+
+    def _order_ids(self, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        """Order ids as int64 values: integers as they are, anything else by a 64-bit hash of
+        the value (two ids of one customer sharing a hash: a chance of about 1 in 10^12)."""
+        import pyarrow as pa
+
+        if pa.types.is_integer(arr.type) and arr.type != pa.uint64():
+            return S.column(arr, np.int64)
+        hashed = pl.Series(arr).hash(seed=_OID_SEED).to_numpy().view(np.int64)
+        if arr.null_count == 0:
+            return hashed, np.empty(0, np.uint8), 0
+        bits = np.packbits(arr.is_valid().to_numpy(zero_copy_only=False), bitorder="little")
+        return hashed, bits, 0
+
+    def _categories(self, cat: Any) -> dict[str, Any]:
+        cat = S.dictionary(cat)
+        values = pl.Series(cat.dictionary)
+        chash = values.hash(seed=_CAT_SEED).to_numpy().astype(np.uint64)
+        present = values.is_not_null().to_numpy()
+        local = self.cat_codes.encode(chash, present).astype(np.int32)
+        chash[~present] = np.uint64(0xDEAD04)
+        return {
+            "category": S.column(cat.indices, np.int32),
+            "category_local": local,
+            "category_hash": chash,
+        }
+
+    def _text_codes(self, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        """Customer codes per row of a text id column: the dictionary's distinct values are
+        coded by the aggregator (hash + exact check), rows by index."""
+        arr = S.dictionary(arr)
+        entry = self.agg.text_codes(pl.Series(arr.dictionary).cast(pl.String))
+        idx, bitmap, offset = S.column(arr.indices, np.int64)
+        if entry.shape[0] == 0:  # every id of the batch is missing
+            return np.zeros(idx.shape[0], np.int64), bitmap, offset
+        return np.take(entry, idx, mode="clip"), bitmap, offset  # null rows: any code, masked
+
+    @staticmethod
+    def _rest_hashes(table: Any) -> tuple[np.ndarray, np.ndarray, int]:
+        """One 64-bit hash per row of the columns the check kernel does not hash itself."""
+        h = pl.from_arrow(table).hash_rows(seed=0x5EED).to_numpy()
+        return h.view(np.float64), np.empty(0, np.uint8), 0
+
+    # ------------------------------------------------------------------------ side outputs
+
+    def _reject(self, table: Any, reasons: np.ndarray) -> None:
+        import pyarrow as pa
+
+        bad = np.flatnonzero(reasons >= 0)
+        rows = pl.from_arrow(table.take(pa.array(bad)))
+        assert isinstance(rows, pl.DataFrame)
+        names = pl.Series("reason", self.reason_names)
+        rows = rows.with_columns(names.gather(reasons[bad]).alias("reason"))
+        if "order_ts_raw" in rows.columns:  # the polars reader: the timestamp as read is raw
+            rows = rows.rename({"order_ts": "order_date"})
+        rows = rows.with_columns(pl.col(pl.Categorical).cast(pl.String))
+        self._rejects_schema = rows.schema
+        self.rejected.append(rows)
+
+    def empty_rejects(self) -> pl.DataFrame:
+        """No row left out: an empty rejects file with the columns a left-out row would have."""
+        if self._rejects_schema is not None:
+            return pl.DataFrame(schema=self._rejects_schema)
+        cols = {c: pl.Null for c in self.need if c in self.rd.columns or c == "order_ts_raw"}
+        if "order_ts_raw" in cols and self.rd.kind == "arrow":
+            del cols["order_ts_raw"]
+        return pl.DataFrame(schema={"reason": pl.String, **cols})
+
+    def _rule_rows(self, table: Any, b: Any, used: int, pa: Any) -> None:
+        """The usable rows as the rule aggregates read them: customer id, date, amount, the
+        order flag (after the order lines were counted) and the filter columns."""
+        keep = np.flatnonzero(b.reasons[: table.num_rows] < 0)
+        cols = ["customer_id", *(c for c in self.filter_cols if c != "customer_id")]
+        got = pl.from_arrow(table.select(cols).take(pa.array(keep)))
+        assert isinstance(got, pl.DataFrame)
+        got = got.with_columns(pl.col(pl.Categorical).cast(pl.String))
+        got = got.with_columns(
+            pl.Series("order_date", b.day[:used]).cast(pl.Date),
+            pl.Series("amount", b.amount[:used]),
+            pl.Series("_order", b.flags[:used] & np.uint8(1)),
+        )
+        existing = {f"{k}_{w}d" for w in self.agg.windows for k in ("orders", "revenue")}
+        part = aggregate_rules(got, self.specs, self.as_of, sorted(existing))
+        if part is not None:
+            self.partials.append(part[0])
+            self.fills = part[1]
+
+    def rule_aggregates(self) -> tuple[pl.DataFrame, dict[str, Any]] | None:
+        if not self.partials:
+            return None
+        summed = pl.concat(self.partials).group_by("customer_id").agg(pl.all().sum())
+        return summed, self.fills
+
+    def report(self) -> O.RowReport:
+        left_out = dict(zip(self.reason_names, (int(c) for c in self.counts), strict=True))
+        used = self.n_read - sum(left_out.values())
+        report = O.RowReport(
+            source=self.rd.label, rows_read=self.n_read, rows_used=used, left_out=left_out
+        )
+        if self.want_dups and self.hashes:
+            if self.runs.sorted:  # rows in timestamp order: twins sit in one run of timestamps
+                rest = np.concatenate(self.no_ts) if self.no_ts else np.empty(0, np.uint64)
+                report.duplicates = self.runs.count() + O.count_duplicate_hashes(rest)
+            else:
+                report.duplicates = O.count_duplicate_hashes(np.concatenate(self.hashes))
+        return report
+
+    def _stats_checked(self) -> Any:
+        """Customer ids outside the range the footers' statistics gave mean wrong statistics:
+        say so (one line, naming the source and the fix) instead of an internal range error."""
+        import contextlib
+
+        rd = self.rd
+
+        @contextlib.contextmanager
+        def checked() -> Any:
+            try:
+                yield
+            except ParameterError as exc:
+                msg = (
+                    f"{rd.label}: the Parquet statistics of column "
+                    f"{rd.columns['customer_id']!r} do not cover its values ({exc}); rewrite "
+                    "the file (pyarrow or Polars write correct ones)"
+                )
+                raise DataError(msg) from exc
+
+        return checked()
+
+
+#: the columns the check kernel hashes itself when counting duplicates
+_KERNEL_HASHED = ("customer_id", "order_ts", "amount", "category", "discount")

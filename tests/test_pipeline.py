@@ -1,4 +1,5 @@
-"""Streaming the orders in batches gives exactly what reading them all at once gives."""
+"""The one row path: every source kind, every reader and every batch size give one result,
+equal to the plain reference of the documented row semantics (tests/reference.py)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastseg.errors import DataError, SchemaError
 from fastseg.pipeline import order_features
 from fastseg.rules.catalog import load_catalog
 from fastseg.rules.compile import required_aggregates
+from tests.reference import order_features_ref, same_as_ref
 from tests.reference import same_order_features as _same
 
 AS_OF = dt.date(2026, 6, 30)
-
 
 def _orders(
     n: int, seed: int, *, text_ids: bool = False, problems: bool = True, n_cats: int = 5
@@ -52,26 +55,77 @@ def _orders(
     return df
 
 
-@settings(max_examples=12)
+def _sources(df: pl.DataFrame, folder: Path, group: int) -> dict[str, object]:
+    """The same orders as every kind of source fastseg reads."""
+    pq_path = folder / "o.parquet"
+    df.write_parquet(pq_path, row_group_size=group)
+    csv = folder / "o.csv"
+    df.write_csv(csv)
+    ipc = folder / "o.arrow"
+    df.write_ipc(ipc)
+    parts = folder / "parts"
+    parts.mkdir()
+    half = df.height // 2
+    df.slice(0, half).write_parquet(parts / "a.parquet", row_group_size=group)
+    df.slice(half).write_parquet(parts / "b.parquet", row_group_size=group)
+    return {
+        "parquet": pq_path,
+        "parquet-folder": parts,
+        "parquet-glob": str(parts / "*.parquet"),
+        "csv": csv,
+        "ipc": ipc,
+        "polars": df,
+        "lazy": df.lazy(),
+        "arrow": df.to_arrow(),
+        "pandas": df.to_pandas(),
+    }
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    n=st.integers(1, 400),
+    n=st.integers(1, 300),
     seed=st.integers(0, 10**6),
     batch=st.sampled_from([1, 7, 64, 1000]),
     text_ids=st.booleans(),
+    order_ids=st.sampled_from(["none", "increasing", "shuffled", "lines"]),
     as_of=st.sampled_from([None, dt.date(2026, 6, 1)]),
+    shuffle=st.booleans(),
 )
-def test_stream_equals_in_memory(tmp_path_factory, n, seed, batch, text_ids, as_of) -> None:  # noqa: ANN001
-    path = tmp_path_factory.mktemp("s") / "o.parquet"
-    _orders(n, seed, text_ids=text_ids).write_parquet(path)
+def test_every_source_kind_equals_the_reference(
+    tmp_path_factory, n, seed, batch, text_ids, order_ids, as_of, shuffle
+) -> None:  # noqa: ANN001
+    df = _orders(n, seed, text_ids=text_ids)
+    rng = np.random.default_rng(seed)
+    if order_ids == "none":
+        df = df.drop("order_id")
+        df = pl.concat([df, df.head(max(1, n // 5))])  # exact duplicates, counted
+    elif order_ids == "shuffled":
+        df = df.with_columns(pl.Series("order_id", rng.permutation(n)))
+    elif order_ids == "lines":  # lines of orders, their ids repeating anywhere
+        df = df.with_columns(pl.Series("order_id", rng.integers(0, max(1, n // 3), n)))
+    if shuffle:
+        df = df.sample(fraction=1.0, shuffle=True, seed=seed)
+    df = df.drop("channel")
+    folder = tmp_path_factory.mktemp("k")
     try:
-        mem = order_features(path, as_of=as_of, stream=False)
-    except DataError:
-        with pytest.raises(DataError):
-            order_features(path, as_of=as_of, stream=True, batch_rows=batch)
-        return
-    got = order_features(path, as_of=as_of, stream=True, batch_rows=batch)
-    assert got.streamed and not mem.streamed
-    _same(got, mem)
+        ref = order_features_ref(df, as_of)
+    except ValueError:  # no timestamp at all
+        ref = None
+    results = {}
+    for kind, src in _sources(df, folder, group=max(1, batch)).items():
+        readers = ["arrow", "polars"] if kind.startswith("parquet") else [None]
+        for reader in readers:
+            if ref is None or ref.rows_used == 0:
+                with pytest.raises(DataError):
+                    order_features(src, as_of=as_of, batch_rows=batch, reader=reader)
+                continue
+            got = order_features(src, as_of=as_of, batch_rows=batch, reader=reader)
+            assert got.reader == (reader or ("arrow" if kind.startswith("parquet") else "polars"))
+            same_as_ref(got, ref)
+            results[(kind, reader)] = got
+    first = next(iter(results.values()), None)
+    for got in results.values():
+        _same(got, first)
 
 
 def test_stream_csv_many_categories_rejects_and_rule_aggregates(tmp_path: Path) -> None:
@@ -94,12 +148,14 @@ def test_stream_csv_many_categories_rejects_and_rule_aggregates(tmp_path: Path) 
     )
     specs = required_aggregates(rules)
     kw = dict(as_of=AS_OF, aggregates=specs, extra_columns=["channel"])
-    a = order_features(csv, stream=True, batch_rows=500, rejects=tmp_path / "ra.parquet", **kw)
-    b = order_features(csv, stream=False, rejects=tmp_path / "rb.parquet", **kw)
+    a = order_features(csv, batch_rows=500, rejects=tmp_path / "ra.parquet", **kw)
+    b = order_features(pl.read_csv(csv, try_parse_dates=True), rejects=tmp_path / "rb.parquet", **kw)
     _same(a, b)
     assert a.report.duplicates == b.report.duplicates >= 25
     assert a.frame["distinct_categories"].max() == 90
     ra, rb = pl.read_parquet(tmp_path / "ra.parquet"), pl.read_parquet(tmp_path / "rb.parquet")
+    assert ra["order_ts"].dtype == pl.String  # timestamps as read: CSV text, frame datetimes
+    ra, rb = ra.drop("order_ts"), rb.drop("order_ts")
     assert ra.sort(ra.columns).equals(rb.sort(rb.columns))
     assert ra.height == sum(a.report.left_out.values())
     assert a.aggregates is not None and b.aggregates is not None
@@ -110,7 +166,7 @@ def test_stream_csv_many_categories_rejects_and_rule_aggregates(tmp_path: Path) 
     )
 
 
-def test_line_items_fall_back_to_memory(tmp_path: Path) -> None:
+def test_line_items_stream(tmp_path: Path) -> None:
     df = pl.DataFrame(
         {
             "order_id": [5, 5, 3, 3, 9],
@@ -122,8 +178,10 @@ def test_line_items_fall_back_to_memory(tmp_path: Path) -> None:
     path = tmp_path / "lines.parquet"
     df.write_parquet(path)
     got = order_features(path)
-    assert not got.streamed
+    assert got.reader == "arrow"
     assert got.frame["frequency"].to_list() == [2, 1]
+    for batch in (1, 2, 3):  # the lines of one order in different batches, ids going back
+        assert order_features(path, batch_rows=batch).frame["frequency"].to_list() == [2, 1]
 
 
 def test_stream_errors(tmp_path: Path) -> None:
@@ -151,11 +209,11 @@ def test_text_ids_and_categories_across_batches(tmp_path: Path) -> None:
     )
     path = tmp_path / "t.parquet"
     df.write_parquet(path)
-    got = order_features(path, stream=True, batch_rows=1).frame
+    got = order_features(path, batch_rows=1).frame
     assert got["customer_id"].to_list() == ["A", "B", "C"]
     assert got["frequency"].to_list() == [2, 3, 0]
     assert got["distinct_categories"].to_list() == [2, 2, 0]
-    _same(order_features(path, stream=True, batch_rows=2), order_features(path, stream=False))
+    _same(order_features(path, batch_rows=2), order_features(path, reader="polars"))
 
 
 def test_segments_across_files_of_a_folder(tmp_path: Path) -> None:
@@ -165,13 +223,14 @@ def test_segments_across_files_of_a_folder(tmp_path: Path) -> None:
     folder.mkdir()
     for i, part in enumerate((df.slice(0, 250), df.slice(250, 100), df.slice(350, 350))):
         part.write_parquet(folder / f"part-{i}.parquet", row_group_size=40)
-    streamed = order_features(folder, as_of=AS_OF, stream=True, batch_rows=33)
-    assert streamed.streamed and streamed.report.rows_read == 700
-    _same(streamed, order_features(folder, as_of=AS_OF, stream=False))
+    streamed = order_features(folder, as_of=AS_OF, batch_rows=33)
+    assert streamed.reader == "arrow" and streamed.report.rows_read == 700
+    _same(streamed, order_features(folder, as_of=AS_OF, reader="polars", batch_rows=33))
+    _same(streamed, order_features(df, as_of=AS_OF))
 
 
-def test_csv_with_order_ids_streams(tmp_path: Path) -> None:
-    """CSV reads ids as text: plain-integer or increasing text order ids still prove uniqueness."""
+def test_csv_with_order_ids(tmp_path: Path) -> None:
+    """CSV reads ids as text: text order ids tell lines of one order apart as text."""
     df = _orders(500, 3, problems=False)
     for name, ids in (
         ("numbers", [str(9 + i) for i in range(500)]),  # "9" < "10" as numbers, not as text
@@ -180,12 +239,12 @@ def test_csv_with_order_ids_streams(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.csv"
         df.with_columns(pl.Series("order_id", ids)).write_csv(path)
         got = order_features(path, as_of=AS_OF, batch_rows=64)
-        assert got.streamed, name
-        _same(got, order_features(path, as_of=AS_OF, stream=False))
+        _same(got, order_features(df, as_of=AS_OF))
     path = tmp_path / "lines.csv"
     df.with_columns(pl.Series("order_id", [str(i // 2) for i in range(500)])).write_csv(path)
     got = order_features(path, as_of=AS_OF, batch_rows=64)
-    assert not got.streamed  # repeated ids: lines of orders, read into memory
+    lines = df.with_columns(pl.Series("order_id", [str(i // 2) for i in range(500)]))
+    same_as_ref(got, order_features_ref(lines.drop("channel"), AS_OF))
     assert got.frame["frequency"].sum() < df.filter(pl.col("amount") >= 0).height
 
 

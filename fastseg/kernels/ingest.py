@@ -8,8 +8,8 @@ one pass and without the GIL:
   :func:`fastseg.orders.reason_expr`: ``missing_customer_id``, ``missing_timestamp``,
   ``missing_amount`` (null, NaN or infinite), ``after_as_of``; and counts each reason;
 * turns timestamps into days since 1970-01-01 (floor division, exact for any int64);
-* checks that order ids are present and strictly increasing (else the caller falls back to the
-  in-memory path, which counts every order once whatever the order of its lines);
+* checks whether order ids are present and strictly increasing, and passes them on (when they
+  are not proven so, :class:`fastseg.kernels.lines.OrderLines` counts each order once);
 * hashes every row (when duplicates are to be counted) over the values as read;
 * writes the usable rows, compacted, as customer id, day, amount, flags (bit 0: an order,
   amount >= 0; bit 1: a discount > 0) and the category's local code.
@@ -109,13 +109,19 @@ def _ingest_kernel(
     out_amt,
     out_flags,
     out_cat,
+    out_oid,
+    reasons,
     hashes,
     counts,
     lo,
     span,
 ):  # pragma: no cover - jitted
     # span > 0: write customer codes cid - lo (checked to lie in 0..span-1), not ids
+    # out_oid non-empty: write each usable row's order id (flag bit 2: the id is missing)
+    # reasons non-empty: write each row's reason code (-1: used)
     n = cid.shape[0]
+    want_oid = out_oid.shape[0] > 0
+    want_reason = reasons.shape[0] > 0
     inv = 1.0 / per_day
     has_oid = oid.shape[0] > 0
     has_disc = disc.shape[0] > 0
@@ -124,9 +130,11 @@ def _ingest_kernel(
     oid_ok = True
     m = 0
     for i in range(n):
+        o_ok = True
         if has_oid:
             if not _valid(oid_bm, oid_off, i):
                 oid_ok = False
+                o_ok = False
             else:
                 o = oid[i]
                 if o <= last_oid:
@@ -153,20 +161,30 @@ def _ingest_kernel(
             if qty_bits.shape[0] > 0:
                 h = _mix(h, qty_bits[i] if _valid(qty_bm, qty_off, i) else np.uint64(0xDEAD06))
             hashes[i] = h
+        why = -1
+        d = np.int64(0)
         if not c_ok:
-            counts[0] += 1
-            continue
-        if not t_ok:
-            counts[1] += 1
-            continue
-        if not a_ok or not np.isfinite(a):
-            counts[2] += 1
-            continue
-        d = _floor_div(ts[i], per_day, inv)
-        if d > as_of_day:
-            counts[3] += 1
+            why = 0
+        elif not t_ok:
+            why = 1
+        elif not a_ok or not np.isfinite(a):
+            why = 2
+        else:
+            d = _floor_div(ts[i], per_day, inv)
+            if d > as_of_day:
+                why = 3
+        if want_reason:
+            reasons[i] = why
+        if why >= 0:
+            counts[why] += 1
             continue
         flags = np.uint8(1) if a >= 0.0 else np.uint8(0)
+        if want_oid:
+            if o_ok:
+                out_oid[m] = oid[i]
+            else:
+                out_oid[m] = 0
+                flags |= np.uint8(4)
         if has_disc and _valid(disc_bm, disc_off, i):
             dv = disc[i]
             if dv > 0.0:  # NaN compares false: no discount, as fill_nan(0) > 0
@@ -203,13 +221,17 @@ def day_of(ts: NDArray[np.int64], per_day: int) -> NDArray[np.int64]:
 class IngestBuffers:
     """Output arrays for :func:`ingest_rows`, allocated once and reused batch after batch."""
 
-    def __init__(self, rows: int, *, hashes: bool) -> None:
+    def __init__(
+        self, rows: int, *, hashes: bool, order_ids: bool = False, reasons: bool = False
+    ) -> None:
         self.cid = np.empty(rows, np.int64)
         self.day = np.empty(rows, np.int32)
         self.amount = np.empty(rows, np.float64)
         self.flags = np.empty(rows, np.uint8)
         self.cat = np.empty(rows, np.int32)
         self.hashes = np.empty(rows if hashes else 0, np.uint64)
+        self.order_id = np.empty(rows if order_ids else 0, np.int64)
+        self.reasons = np.empty(rows if reasons else 0, np.int8)
 
     @property
     def rows(self) -> int:
@@ -277,7 +299,10 @@ def ingest_rows(
     -------
     used, ids_increasing, last_order_id
         The first ``used`` entries of ``out.cid/day/amount/flags/cat`` hold the usable rows
-        (``out.cat`` is -1 on refund rows: only orders count towards categories).
+        (``out.cat`` is -1 on refund rows: only orders count towards categories); when
+        ``out.order_id`` has room, the usable rows' order ids too (flag bit 2 set where the id
+        is missing); when ``out.reasons`` has room, every row's reason code (index into
+        :data:`REASON_CODES`, -1 for a used row).
 
     Raises
     ------
@@ -344,6 +369,8 @@ def ingest_rows(
         out.amount,
         out.flags,
         out.cat,
+        out.order_id,
+        out.reasons,
         out.hashes[:n] if out.hashes.shape[0] else out.hashes,
         counts,
         np.int64(lo),
