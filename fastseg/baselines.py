@@ -18,18 +18,33 @@ They differ from fastseg in how they cut quintiles, as their usual recipes do:
 * **DuckDB**: ``NTILE(k) OVER (ORDER BY x)`` — ties split arbitrarily.
 
 pandas and DuckDB are optional: ``pip install 'fastseg[bench]'``.
+
+:data:`SCRIPTS` holds the same recipes as the standalone scripts a user would write and run as
+``python rfm.py orders.parquet scores.parquet`` (CSV too, by the file's suffix): imports, reading,
+scoring and writing the result as Parquet. ``fastseg bench --whole-process`` times them as fresh
+processes (:mod:`fastseg.bench_whole`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fastseg.errors import FastsegError
 
-__all__ = ["RECIPES", "rfm_duckdb", "rfm_pandas", "rfm_polars", "require", "run_recipe"]
+__all__ = [
+    "RECIPES",
+    "SCRIPTS",
+    "require",
+    "rfm_duckdb",
+    "rfm_pandas",
+    "rfm_polars",
+    "run_recipe",
+    "write_scripts",
+]
 
 #: Recipe names, in the order they are run and reported.
 RECIPES: tuple[str, ...] = ("pandas", "polars", "duckdb")
@@ -167,3 +182,109 @@ def run_recipe(name: str, path: str | os.PathLike[str], bins: int = 5) -> Any:
     """Run the recipe ``name`` (one of :data:`RECIPES`) on the Parquet file ``path``."""
     require(name)
     return _RUNNERS[name](path, bins)
+
+
+# --------------------------------------------------------------------------------------------
+# the same recipes as standalone scripts: python SCRIPT INPUT OUTPUT
+# --------------------------------------------------------------------------------------------
+
+#: Standalone scripts, one per recipe: ``python script.py ORDERS OUT.parquet``, where ORDERS is a
+#: Parquet or (by its suffix) CSV file. Each is what a user writes: read the three columns, one
+#: row per customer with recency (days from the latest order date), frequency (rows with
+#: amount >= 0) and monetary (net sum), quintile scores, the result written as Parquet.
+SCRIPTS: dict[str, str] = {
+    "polars": """\
+import sys
+
+import polars as pl
+
+src, out = sys.argv[1], sys.argv[2]
+lf = pl.scan_csv(src, try_parse_dates=True) if src.endswith(".csv") else pl.scan_parquet(src)
+o = lf.select("customer_id", pl.col("order_ts").dt.date().alias("day"), "amount").drop_nulls()
+is_order = pl.col("amount") >= 0
+score = lambda x: (1 + 5 * (x.rank("min") - 1) // pl.len()).cast(pl.UInt8)  # noqa: E731
+rfm = (
+    o.group_by("customer_id")
+    .agg(
+        last=pl.col("day").filter(is_order).max(),
+        latest=pl.col("day").max(),
+        frequency=is_order.sum(),
+        monetary=pl.col("amount").sum(),
+    )
+    .with_columns(recency_days=(pl.col("latest").max() - pl.col("last")).dt.total_days())
+    .filter(pl.col("frequency") > 0)
+    .with_columns(
+        r_score=score(-pl.col("recency_days")),
+        f_score=score(pl.col("frequency")),
+        m_score=score(pl.col("monetary")),
+    )
+    .select("customer_id", "recency_days", "frequency", "monetary", "r_score", "f_score", "m_score")
+)
+rfm.sink_parquet(out)
+""",
+    "duckdb": """\
+import sys
+
+import duckdb
+
+src, out = sys.argv[1], sys.argv[2]
+duckdb.sql(f\"\"\"
+COPY (
+  WITH o AS (
+    SELECT customer_id, CAST(order_ts AS DATE) AS d, amount FROM '{src}'
+    WHERE customer_id IS NOT NULL AND order_ts IS NOT NULL AND amount IS NOT NULL),
+  c AS (
+    SELECT customer_id, max(d) FILTER (WHERE amount >= 0) AS last,
+           count(*) FILTER (WHERE amount >= 0) AS frequency, sum(amount) AS monetary
+    FROM o GROUP BY customer_id),
+  r AS (
+    SELECT *, date_diff('day', last, (SELECT max(d) FROM o)) AS recency_days
+    FROM c WHERE frequency > 0)
+  SELECT customer_id, recency_days, frequency, monetary,
+         ntile(5) OVER (ORDER BY recency_days DESC) AS r_score,
+         ntile(5) OVER (ORDER BY frequency) AS f_score,
+         ntile(5) OVER (ORDER BY monetary) AS m_score
+  FROM r
+) TO '{out}' (FORMAT parquet)
+\"\"\")
+""",
+    "pandas": """\
+import sys
+
+import pandas as pd
+
+src, out = sys.argv[1], sys.argv[2]
+cols = ["customer_id", "order_ts", "amount"]
+if src.endswith(".csv"):
+    df = pd.read_csv(src, usecols=cols, parse_dates=["order_ts"])
+else:
+    df = pd.read_parquet(src, columns=cols)
+df = df.dropna()
+df["day"] = df["order_ts"].dt.normalize()
+orders = df[df["amount"] >= 0]
+rfm = orders.groupby("customer_id").agg(last=("day", "max"), frequency=("day", "size"))
+rfm["monetary"] = df.groupby("customer_id")["amount"].sum()
+rfm["recency_days"] = (df["day"].max() - rfm["last"]).dt.days
+for score, col, up in [("r_score", "recency_days", False), ("f_score", "frequency", True),
+                       ("m_score", "monetary", True)]:
+    rfm[score] = pd.qcut(rfm[col].rank(method="first", ascending=up), 5, labels=False) + 1
+cols = ["recency_days", "frequency", "monetary", "r_score", "f_score", "m_score"]
+rfm[cols].reset_index().to_parquet(out, index=False)
+""",
+}
+
+
+def write_scripts(
+    folder: str | os.PathLike[str], names: Sequence[str] = RECIPES
+) -> dict[str, Path]:
+    """Write the scripts of :data:`SCRIPTS` named ``names`` to ``folder`` as ``rfm_<name>.py``."""
+    where = Path(folder)
+    where.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in names:
+        if name not in SCRIPTS:
+            msg = f"unknown baseline recipe {name!r}; choose one of {', '.join(SCRIPTS)}"
+            raise FastsegError(msg)
+        paths[name] = where / f"rfm_{name}.py"
+        paths[name].write_text(SCRIPTS[name])
+    return paths

@@ -640,11 +640,12 @@ def segments_check(
 @_friendly
 def bench(
     orders: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--orders", help="Order counts to measure, each in a fresh process (e.g. 1e6,1e7,3e7)."
+            "--orders",
+            help="Order counts to measure, each in a fresh process (default 1e6,1e7,3e7; with --whole-process 1e7).",
         ),
-    ] = "1e6,1e7,3e7",
+    ] = None,
     customers_per_order: Annotated[
         float,
         typer.Option("--customers-per-order", help="Customers generated per order (0 < x <= 1)."),
@@ -662,7 +663,8 @@ def bench(
             "--repeat",
             min=1,
             max=100,
-            help="Runs per size; the first (kernel load) is reported apart, the median is over the others.",
+            help="Runs per size; the first (kernel load) is reported apart, the median is over the others. "
+            "With --whole-process: timed rounds per shape, after one untimed warm-up; medians over them.",
         ),
     ] = 3,
     target_orders: Annotated[
@@ -682,9 +684,40 @@ def bench(
         bool,
         typer.Option(
             "--baselines",
-            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs fastseg[bench]).",
+            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs the bench extras).",
         ),
     ] = False,
+    whole_process: Annotated[
+        bool,
+        typer.Option(
+            "--whole-process",
+            help="Time `fastseg score` and the Polars, DuckDB and pandas scripts as fresh processes, "
+            "spawn to exit, with peak RSS, on each id shape of --shapes (needs the bench extras).",
+        ),
+    ] = False,
+    shapes: Annotated[
+        str,
+        typer.Option(
+            "--shapes",
+            help="With --whole-process: some of tiny (1,000 orders: the fixed cost), dense, sparse, "
+            "store13, uuid, csv.",
+        ),
+    ] = "tiny,dense,sparse,store13,uuid,csv",
+    contenders: Annotated[
+        str,
+        typer.Option(
+            "--contenders",
+            help="With --whole-process: some of fastseg, polars, duckdb, pandas (fastseg always runs).",
+        ),
+    ] = "fastseg,polars,duckdb,pandas",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="With --whole-process: where the order files are cached and reused "
+            "(default: fastseg-bench-data in the system's temp folder).",
+        ),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON to this file.")
     ] = None,
@@ -696,11 +729,31 @@ def bench(
         ),
     ] = None,
 ) -> None:
-    """Measure the main job on this machine, stage by stage, and size a machine for your data."""
+    """Measure the main job on this machine, stage by stage, and size a machine for your data.
+
+    With --whole-process: `fastseg score` against the scripts users write, as fresh processes.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fastseg import bench as fbench
 
+    if whole_process:
+        given = [
+            name
+            for name, value in (
+                ("--baselines", baselines),
+                ("--target-orders", target_orders),
+                ("--target-customers", target_customers),
+                ("--segments", segments != "builtin"),
+            )
+            if value
+        ]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)} cannot be combined with --whole-process (it times `fastseg "
+                "score` against the recipes; run the stage bench separately)",
+                param_hint="--whole-process",
+            )
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -710,9 +763,44 @@ def bench(
         transient=True,
     )
     task = bar.add_task("starting", total=None)
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.update(task, completed=done, total=total, description=label)
+
+    if whole_process:
+        from fastseg import bench_whole
+
+        with bar:
+            whole = bench_whole.run_whole_process(
+                orders or "1e7",
+                shapes=shapes,
+                contenders=contenders,
+                repeat=repeat,
+                customers_per_order=customers_per_order,
+                seed=seed,
+                data_dir=data_dir,
+                workdir=workdir,
+                json_path=json_path,
+                progress=progress,
+            )
+        table = Table(
+            title="whole process, spawn to exit: median time · peak RSS "
+            "(fastseg vs best: the faster of Polars and DuckDB; memory = fastseg peak / its peak)",
+            title_justify="left",
+        )
+        for i, h in enumerate(whole.HEADERS):
+            table.add_column(h, justify="left" if i < 1 else "right")
+        for row in whole.rows():
+            table.add_row(*row)
+        console.print(table)
+        for line in whole.summary_lines():
+            console.print(line, markup=False, highlight=False)
+        if whole.json_path:
+            console.print(f"report written to [bold]{whole.json_path}[/bold]")
+        return
     with bar:
         report = fbench.run_bench(
-            orders,
+            orders or "1e6,1e7,3e7",
             customers_per_order=customers_per_order,
             segments=segments,
             repeat=repeat,
@@ -724,9 +812,7 @@ def bench(
             json_path=json_path,
             seed=seed,
             workdir=workdir,
-            progress=lambda done, total, label: bar.update(
-                task, completed=done, total=total, description=label
-            ),
+            progress=progress,
         )
     tables = [
         (

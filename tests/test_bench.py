@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fastseg import api, baselines, bench, synthetic
+from fastseg import api, baselines, bench, bench_whole, synthetic
 from fastseg.cli import app
 from fastseg.errors import DataError, FastsegError, ParameterError
 
@@ -343,3 +343,223 @@ def test_cli_errors_are_one_line() -> None:
     )
     result = runner.invoke(app, ["bench", "--orders", "1e4", "--customers-per-order", "2"])
     _one_line_error(result, "customers_per_order")
+
+
+# ------------------------------------------------------------------------------ whole process
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict, Path]:
+    """`fastseg bench --whole-process` at 2,000 orders, one round, two shapes, through the CLI."""
+    tmp = tmp_path_factory.mktemp("bench-whole")
+    out, data_dir = tmp / "whole.json", tmp / "data"
+    result = runner.invoke(
+        app,
+        ["bench", "--whole-process", "--orders", "2000", "--shapes", "uuid,sparse", "--repeat",
+         "1", "--data-dir", str(data_dir), "--workdir", str(tmp / "work"), "--json", str(out)],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result, json.loads(out.read_text()), data_dir
+
+
+def test_whole_process_report(whole) -> None:  # noqa: ANN001
+    result, rep, data_dir = whole
+    assert rep["format"] == "fastseg.bench.whole_process" and rep["verified"] is True
+    assert rep["parameters"]["shapes"] == ["sparse", "uuid"]  # in the order of SHAPES
+    assert rep["parameters"]["contenders"] == list(bench_whole.CONTENDERS)
+    assert set(rep["recipes"]) == {"polars", "duckdb", "pandas"}
+    assert "git_commit" in rep["source"] or "fastseg_path" in rep["source"]
+    assert [r["shape"] for r in rep["runs"]] == ["sparse", "uuid"]
+    for run in rep["runs"]:
+        assert run["orders"] == 2000 and Path(run["file"]).is_relative_to(data_dir)
+        for name, c in run["contenders"].items():
+            assert "error" not in c, (name, c)
+            assert len(c["runs_s"]) == 1 and c["warmup_s"] > 0
+            assert c["median_s"] == pytest.approx(c["runs_s"][0]) and c["median_s"] > 0
+            assert c["peak_rss_bytes"] == c["runs"][0]["peak_rss_bytes"] > 10 * 2**20
+        fs = run["contenders"]["fastseg"]
+        per = run["ratios"]["per_contender"]
+        for name in ("polars", "duckdb", "pandas"):
+            c = run["contenders"][name]
+            assert per[name]["speedup"] == pytest.approx(c["median_s"] / fs["median_s"])
+            assert per[name]["memory_ratio"] == pytest.approx(
+                fs["peak_rss_bytes"] / c["peak_rss_bytes"]
+            )
+        best = min(("polars", "duckdb"), key=lambda n: run["contenders"][n]["median_s"])
+        assert run["ratios"]["vs_best"] == {"contender": best, **per[best]}
+    text = " ".join(result.output.split())
+    for frag in ("spawn to exit", "sparse", "uuid", "fastseg vs best", "outputs checked"):
+        assert frag in text, frag
+
+
+def test_whole_process_outputs_agree(whole) -> None:  # noqa: ANN001
+    _, rep, _ = whole
+    for run in rep["runs"]:
+        v = run["verification"]
+        assert v["ok"] and v["mismatches"] == [] and run["customers_scored"] == v["customers"] > 0
+        counts = {n: c["score_counts"] for n, c in v["contenders"].items()}
+        for name, c in v["contenders"].items():
+            assert c["customers"] == v["customers"], name
+            assert c["scores_in_range"] and c["scores_monotone"], name
+            if name != "fastseg":
+                assert c["same_customers"] and c["same_values"], name
+            for s in ("r_score", "f_score", "m_score"):
+                assert sum(counts[name][s]) == v["customers"] and counts[name][s][-1] == 0
+        assert v["contenders"]["polars"]["same_scores"]
+        assert counts["polars"] == counts["fastseg"]  # the same tie rule
+        n = v["customers"]
+        for name in ("duckdb", "pandas"):  # equal-size bins, ties split
+            assert all(n // 5 <= c <= -(-n // 5) for c in counts[name]["m_score"][:5]), name
+
+
+def test_whole_process_data_cached(whole) -> None:  # noqa: ANN001
+    _, rep, data_dir = whole
+    assert all(not r["data_cached"] for r in rep["runs"])
+    again = bench_whole.prepare_shape("uuid", 2000, customers=200, seed=0, data_dir=data_dir)
+    assert again.cached and str(again.path) == rep["runs"][1]["file"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bench_whole.ShapeFile]:
+    root = tmp_path_factory.mktemp("shapes")
+    return {
+        s: bench_whole.prepare_shape(s, 3000, customers=400, seed=5, data_dir=root)
+        for s in bench_whole.SHAPES
+    }
+
+
+def test_shapes_are_the_same_orders(shapes) -> None:  # noqa: ANN001
+    dense = pl.read_parquet(shapes["dense"].path)
+    assert dense.height == 3000 and dense["order_ts"].is_sorted()
+    ids = dense["customer_id"]
+    for name in ("sparse", "store13", "uuid"):
+        df = pl.read_parquet(shapes[name].path)
+        assert df.columns == dense.columns and df.height == dense.height, name
+        # the same rows up to the id map: sorted by order id, all other columns equal
+        same = df.sort("order_id")
+        assert same.drop("customer_id").equals(dense.drop("customer_id")), name
+        mapped = pl.DataFrame({"a": ids, "b": same["customer_id"]}).unique()
+        assert mapped["a"].n_unique() == mapped["b"].n_unique() == mapped.height, name
+    sparse = pl.read_parquet(shapes["sparse"].path)
+    assert not sparse["order_id"].is_sorted()  # shuffled
+    assert sparse["customer_id"].max() > 2**40 and sparse["customer_id"].min() >= 0
+    store = pl.read_parquet(shapes["store13"].path)
+    assert store["order_ts"].is_sorted()
+    assert store["customer_id"].cast(pl.String).str.len_chars().unique().to_list() == [13]
+    pairs = pl.DataFrame({"a": ids, "b": store["customer_id"]}).unique().sort("a")
+    assert pairs["b"].is_sorted()  # increasing with the original (signup) ids
+    uid = pl.read_parquet(shapes["uuid"].path)["customer_id"]
+    assert uid.str.contains(
+        r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    ).all()
+    csv = pl.read_csv(shapes["csv"].path, try_parse_dates=True)
+    assert csv.drop("order_ts").equals(sparse.drop("order_ts"))
+    assert (csv["order_ts"].cast(pl.Datetime("us")) == sparse["order_ts"]).all()
+    tiny = pl.read_parquet(shapes["tiny"].path)
+    assert tiny.height == bench_whole.TINY_ORDERS
+
+
+def test_shapes_are_deterministic(shapes, tmp_path: Path) -> None:  # noqa: ANN001
+    for name in ("sparse", "uuid"):
+        again = bench_whole.prepare_shape(name, 3000, customers=400, seed=5, data_dir=tmp_path)
+        assert not again.cached
+        assert pl.read_parquet(again.path).equals(pl.read_parquet(shapes[name].path)), name
+    other = bench_whole.prepare_shape("sparse", 3000, customers=400, seed=6, data_dir=tmp_path)
+    assert not pl.read_parquet(other.path).equals(pl.read_parquet(shapes["sparse"].path))
+
+
+def test_measure_process_peak_is_the_childs(tmp_path: Path) -> None:
+    import sys
+
+    ballast = bytearray(300 * 2**20)  # this process grows; a child must not inherit its peak
+    small = bench_whole.measure_process([sys.executable, "-c", "pass"], tmp_path / "a")
+    big = bench_whole.measure_process(
+        [sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+        tmp_path / "b",
+    )
+    del ballast
+    assert small.error is None and small.exit == 0 and small.wall_s > 0
+    assert small.peak_rss_bytes < 100 * 2**20 < 200 * 2**20 <= big.peak_rss_bytes
+    fail = bench_whole.measure_process(
+        [sys.executable, "-c", "import sys; sys.exit('no such column: order_ts')"], tmp_path / "c"
+    )
+    assert fail.exit == 1 and fail.error == "no such column: order_ts"
+
+
+def test_verify_outputs_catches(tmp_path: Path) -> None:
+    n = 50
+    ref = pl.DataFrame(
+        {
+            "customer_id": np.arange(n) * 7,
+            "recency_days": np.arange(n)[::-1],
+            "frequency": np.ones(n, np.int64) + np.arange(n) // 10,
+            "monetary": np.arange(n) * 1.5,
+        }
+    )
+    rank = lambda x: (1 + 5 * (x.rank("min") - 1) // n).cast(pl.UInt8)  # noqa: E731
+    ref = ref.with_columns(
+        r_score=rank(-pl.col("recency_days")),
+        f_score=rank(pl.col("frequency")),
+        m_score=rank(pl.col("monetary")),
+    )
+    paths = {"fastseg": tmp_path / "f.parquet", "polars": tmp_path / "p.parquet"}
+    ref.write_parquet(paths["fastseg"])
+    ref.write_parquet(paths["polars"])
+    assert bench_whole.verify_outputs(paths)["ok"]
+    ref.with_columns(ref["frequency"].scatter(3, 9)).write_parquet(paths["polars"])
+    v = bench_whole.verify_outputs(paths)
+    assert not v["ok"] and "recency/frequency/monetary differ" in v["mismatches"][0]
+    ref.with_columns(ref["m_score"].scatter(0, 5)).write_parquet(paths["polars"])
+    v = bench_whole.verify_outputs(paths)
+    assert not v["ok"] and not v["contenders"]["polars"]["same_scores"]
+    assert not v["contenders"]["polars"]["scores_monotone"]
+    ref.head(n - 1).write_parquet(paths["polars"])
+    assert not bench_whole.verify_outputs(paths)["contenders"]["polars"]["same_customers"]
+
+
+def test_whole_process_cli_errors(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "--whole-process", "--baselines"])
+    assert result.exit_code == 2 and "cannot be combined" in result.output
+    _one_line_error(
+        runner.invoke(app, ["bench", "--whole-process", "--shapes", "dense,parquet"]),
+        "shapes",
+        "'parquet'",
+    )
+    _one_line_error(
+        runner.invoke(app, ["bench", "--whole-process", "--contenders", "spark"]), "contenders"
+    )
+    with pytest.raises(ParameterError, match="repeat"):
+        bench_whole.run_whole_process("1e3", repeat=0, data_dir=tmp_path)
+
+
+def test_recipe_scripts_run_standalone(data: synthetic.SyntheticDataset, tmp_path: Path) -> None:
+    """Each script is what its in-process recipe computes, run as `python script IN OUT`."""
+    import subprocess
+    import sys
+
+    scripts = baselines.write_scripts(tmp_path)
+    fs = api.score(data.orders).filter(pl.col("frequency") > 0)
+    for name, script in scripts.items():
+        out = tmp_path / f"{name}.parquet"
+        subprocess.run([sys.executable, str(script), str(data.orders), str(out)], check=True)
+        df = pl.read_parquet(out).sort("customer_id")
+        assert df.columns == list(baselines.COLUMNS), name
+        assert df["customer_id"].equals(fs["customer_id"]), name
+        assert df["frequency"].cast(pl.Int64).equals(fs["frequency"]), name
+        assert df["recency_days"].cast(pl.Int64).equals(fs["recency_days"]), name
+
+
+@pytest.mark.slow
+def test_whole_process_every_shape(tmp_path: Path) -> None:
+    """Every shape and contender at 20,000 orders, two rounds: all outputs agree."""
+    rep = bench_whole.run_whole_process(
+        "2e4", repeat=2, data_dir=tmp_path / "data", workdir=tmp_path, json_path=tmp_path / "r.json"
+    )
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verified"] and [r["shape"] for r in data["runs"]] == list(bench_whole.SHAPES)
+    assert data["runs"][0]["orders"] == bench_whole.TINY_ORDERS
+    for run in data["runs"]:
+        assert all(len(c["runs_s"]) == 2 for c in run["contenders"].values())
+        assert run["ratios"]["vs_best"]["contender"] in ("polars", "duckdb")
+    assert len(rep.rows()) == len(bench_whole.SHAPES)
