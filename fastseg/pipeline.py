@@ -277,7 +277,7 @@ class _RowPass:
             if ts_arr.null_count:
                 valid = ts_arr.is_valid().to_numpy(zero_copy_only=False)
                 self.no_ts.append(batch_hashes[~valid])
-        if self.keep_rejects and used < n:
+        if self.keep_rejects and (used < n or self._rejects_schema is None):
             self._reject(table, b.reasons[:n])
         self.n_read += n
         del ts_col, cid_col, extra
@@ -345,24 +345,31 @@ class _RowPass:
         import pyarrow as pa
 
         bad = np.flatnonzero(reasons >= 0)
-        rows = pl.from_arrow(table.take(pa.array(bad)))
+        order = [c for c in self.rd.columns for c in (c, f"{c}_raw")]  # as the source has them
+        names = sorted(table.column_names, key=lambda c: order.index(c) if c in order else 1 << 20)
+        rows = pl.from_arrow(table.select(names).take(pa.array(bad)))
         assert isinstance(rows, pl.DataFrame)
-        names = pl.Series("reason", self.reason_names)
-        rows = rows.with_columns(names.gather(reasons[bad]).alias("reason"))
+        why = pl.Series("reason", self.reason_names)
+        rows = rows.with_columns(why.gather(reasons[bad]).alias("reason"))
         if "order_ts_raw" in rows.columns:  # the polars reader: the timestamp as read is raw
             rows = rows.rename({"order_ts": "order_date"})
         rows = rows.with_columns(pl.col(pl.Categorical).cast(pl.String))
         self._rejects_schema = rows.schema
-        self.rejected.append(rows)
+        if rows.height:
+            self.rejected.append(rows)
 
     def empty_rejects(self) -> pl.DataFrame:
         """No row left out: an empty rejects file with the columns a left-out row would have."""
         if self._rejects_schema is not None:
             return pl.DataFrame(schema=self._rejects_schema)
-        cols = {c: pl.Null for c in self.need if c in self.rd.columns or c == "order_ts_raw"}
-        if "order_ts_raw" in cols and self.rd.kind == "arrow":
-            del cols["order_ts_raw"]
-        return pl.DataFrame(schema={"reason": pl.String, **cols})
+        raw = self.rd.kind == "polars"  # its tables carry the timestamps as read beside
+        cols: dict[str, Any] = {"reason": pl.String}
+        for c in self.need:
+            if c == "order_ts" and raw:
+                cols["order_date"] = pl.Null
+            elif c in self.rd.columns or (c == "order_ts_raw" and raw):
+                cols[c] = pl.Null
+        return pl.DataFrame(schema=cols)
 
     def _rule_rows(self, table: Any, b: Any, used: int, pa: Any) -> None:
         """The usable rows as the rule aggregates read them: customer id, date, amount, the

@@ -1,4 +1,5 @@
-"""The direct Parquet path equals the general path, row problem by row problem."""
+"""The arrow reader (typed Parquet) equals the polars reader and the plain reference, row problem
+by row problem; the check kernel equals a plain-Python reference."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 
 from fastseg import direct as D
 from fastseg import orders as O
+from fastseg import sources as S
 from fastseg.errors import DataError, ParameterError
 from fastseg.kernels.ingest import IngestBuffers, RunDuplicates, day_of, ingest_rows
 from fastseg.pipeline import order_features
+from tests.reference import order_features_ref, same_as_ref
 from tests.reference import same_order_features as _same
 
 _UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -102,24 +105,26 @@ def test_direct_equals_in_memory(
         table = table.sort_by([("order_ts", "ascending")])
     path = tmp_path_factory.mktemp("d") / "o.parquet"
     pq.write_table(table, path, row_group_size=group)
-    plan = O.plan_orders(path, keep_raw_ts=True)
-    assert D.plan_direct(plan) is not None  # the test must exercise the direct path
+    assert _reader(path) == "arrow"  # the test must exercise the arrow reader
     when = None
     if as_of == "mid":
         days = pl.read_parquet(path)["order_ts"].drop_nulls()
         if days.len():
             when = days.cast(pl.Date).sort()[days.len() // 2]
+    frame = pl.read_parquet(path)
     try:
-        mem = order_features(path, as_of=when, stream=False)
-    except DataError:
-        with pytest.raises(DataError):
-            order_features(path, as_of=when, batch_rows=16)
+        ref = order_features_ref(frame, when)
+    except ValueError:  # no timestamp at all
+        ref = None
+    if ref is None or ref.rows_used == 0:
+        for reader in S.READERS:
+            with pytest.raises(DataError):
+                order_features(path, as_of=when, batch_rows=16, reader=reader)
         return
     got = order_features(path, as_of=when, batch_rows=16)
-    assert not mem.streamed
-    oids = table.column("order_id").to_numpy() if order_ids != "none" else np.arange(2)
-    assert got.streamed == bool(np.all(np.diff(oids) > 0))  # repeated ids: in memory
-    _same(got, mem)
+    assert got.reader == "arrow"
+    same_as_ref(got, ref)
+    _same(got, order_features(path, as_of=when, batch_rows=16, reader="polars"))
 
 
 def test_direct_dictionary_categories_many_files(tmp_path: Path) -> None:
@@ -139,11 +144,9 @@ def test_direct_dictionary_categories_many_files(tmp_path: Path) -> None:
             }
         )
         pq.write_table(table, folder / f"p{f}.parquet", row_group_size=60)
-    plan = O.plan_orders(folder, keep_raw_ts=True)
-    assert D.plan_direct(plan) is not None
+    assert _reader(folder) == "arrow"
     got = order_features(folder, batch_rows=25)
-    assert got.streamed
-    _same(got, order_features(folder, stream=False))
+    _same(got, order_features(folder, reader="polars"))
     assert got.frame["distinct_categories"].max() > 64
 
 
@@ -161,15 +164,22 @@ def test_direct_text_ids_across_row_groups_and_files(tmp_path: Path) -> None:
             }
         )
         pq.write_table(table, folder / f"p{f}.parquet", row_group_size=3)
-    plan = O.plan_orders(folder, keep_raw_ts=True)
-    assert D.plan_direct(plan) is not None
+    assert _reader(folder) == "arrow"
     got = order_features(folder, batch_rows=2)
-    assert got.streamed and got.frame["customer_id"].to_list() == ["a", "b", "c", "zz"]
+    assert got.frame["customer_id"].to_list() == ["a", "b", "c", "zz"]
     assert got.report.left_out["missing_customer_id"] == 2
-    _same(got, order_features(folder, stream=False))
+    _same(got, order_features(folder, reader="polars"))
 
 
-def test_direct_falls_back(tmp_path: Path) -> None:
+def _reader(path: object) -> str:
+    plan = O.plan_orders(path, keep_raw_ts=True)
+    stats = S.order_stats(plan, need_max_date=False)
+    return S.open_orders(plan, stats, batch_rows=16).kind
+
+
+def test_reader_choice(tmp_path: Path) -> None:
+    """Typed Parquet takes the arrow reader; anything needing typing, and CSV, the polars one;
+    both give the same result (rejects too)."""
     zoned = pa.table(
         {
             "customer_id": [1, 2],
@@ -186,16 +196,20 @@ def test_direct_falls_back(tmp_path: Path) -> None:
     for name, table in (("zoned", zoned), ("texts", texts), ("floats", floats)):
         path = tmp_path / f"{name}.parquet"
         pq.write_table(table, path)
-        assert D.plan_direct(O.plan_orders(path, keep_raw_ts=True)) is None, name
-        _same(order_features(path), order_features(path, stream=False))
+        assert _reader(path) == "polars", name
+        with pytest.raises(Exception, match="reader='arrow' cannot read"):
+            order_features(path, reader="arrow")
+        _same(order_features(path), order_features(pl.read_parquet(path)))
     ok = tmp_path / "ok.parquet"
     pq.write_table(floats.set_column(0, "customer_id", pa.array([1, 2])), ok)
-    plan = O.plan_orders(ok, keep_raw_ts=True)
-    assert D.plan_direct(plan) is not None
-    assert D.plan_direct(plan, rejects=tmp_path / "r.parquet") is None  # rejects need the rows
+    assert _reader(ok) == "arrow"
+    a = order_features(ok, rejects=tmp_path / "ra.parquet", as_of=dt.date(2026, 1, 1))
+    b = order_features(ok, rejects=tmp_path / "rb.parquet", reader="polars")
+    _same(a, b)
+    assert pl.read_parquet(tmp_path / "ra.parquet").equals(pl.read_parquet(tmp_path / "rb.parquet"))
     csv = tmp_path / "o.csv"
     pl.read_parquet(ok).write_csv(csv)
-    assert D.plan_direct(O.plan_orders(csv, keep_raw_ts=True)) is None
+    assert _reader(csv) == "polars"
 
 
 def test_direct_unreadable_row_group_names_the_file(tmp_path: Path) -> None:
@@ -426,7 +440,7 @@ def test_direct_events_used_by_score_and_fallbacks(tmp_path: Path) -> None:
     )
     assert D.plan_direct_events(events) is not None
     a = fastseg.score(orders, events=events)
-    b = fastseg.score(orders, events=events, stream=False)  # in memory, the other path
+    b = fastseg.score(orders, events=events, reader="polars")  # events in memory, the other path
     assert a.equals(b) and a.height == 4  # customer 4: a prospect known from events only
     text = tmp_path / "t.parquet"
     pq.write_table(
@@ -435,7 +449,7 @@ def test_direct_events_used_by_score_and_fallbacks(tmp_path: Path) -> None:
     assert D.plan_direct_events(text) is None
 
 
-def test_wrong_footer_statistics_are_named(tmp_path: Path) -> None:
+def test_wrong_footer_statistics_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids outside the range the footers claim: one clear DataError, not an internal error."""
     import datetime as _dt
 
@@ -449,12 +463,11 @@ def test_wrong_footer_statistics_are_named(tmp_path: Path) -> None:
         ),
         path,
     )
-    plan = O.plan_orders(path, keep_raw_ts=True)
-    dp = D.plan_direct(plan)
-    assert dp is not None
-    lying = {"n": 2, "id_min": 5, "id_max": 10, "text_ids": False}  # as wrong statistics would say
-    with pytest.raises(DataError, match="Parquet statistics of column 'customer_id'"):
-        D.stream_direct(dp, plan, lying, _dt.date(2026, 1, 1), False, (30,), 16)
+    lying = S.OrderStats(n=2, max_date=_dt.date(2026, 1, 1), id_range=(5, 10), text_ids=False)
+    with monkeypatch.context() as m:  # as wrong statistics would say
+        m.setattr(S, "order_stats", lambda plan, need_max_date: lying)
+        with pytest.raises(DataError, match="Parquet statistics of column 'customer_id'"):
+            order_features(path)
     events = tmp_path / "e.parquet"
     pq.write_table(
         pa.table(
