@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["DEFAULT_WINDOWS", "EPOCH", "EVENT_WINDOWS"]
+__all__ = ["DEFAULT_WINDOWS", "EPOCH", "EVENT_REASONS", "EVENT_WINDOWS", "REASONS"]
 
 #: day 0 of the day numbers the kernels use (days since 1970-01-01)
 EPOCH = dt.date(1970, 1, 1)
@@ -12,3 +12,18 @@ EPOCH = dt.date(1970, 1, 1)
 DEFAULT_WINDOWS: tuple[int, ...] = (30, 90, 365)
 #: trailing windows of the event features, in days
 EVENT_WINDOWS: tuple[int, ...] = (30, 90)
+#: why an order row cannot be used, in the order rows are checked (each row gets the first that
+#: applies); the check kernel's reason codes index this tuple
+REASONS: tuple[str, ...] = (
+    "missing_customer_id",
+    "missing_timestamp",
+    "missing_amount",
+    "after_as_of",
+)
+#: why an event cannot be used, in the order events are checked
+EVENT_REASONS: tuple[str, ...] = (
+    "missing_customer_id",
+    "missing_timestamp",
+    "missing_event",
+    "after_as_of",
+)

@@ -25,12 +25,10 @@ import polars as pl
 
 from fastseg.config import DEFAULT_WINDOWS, EPOCH, EVENT_WINDOWS
 from fastseg.errors import DataError, ParameterError
-from fastseg.orders import Orders
 
 __all__ = [
     "DEFAULT_WINDOWS",
     "EVENT_WINDOWS",
-    "customer_features",
     "encode_customers",
     "event_features",
     "event_frame",
@@ -188,18 +186,6 @@ class OrderAggregator:
             raise DataError(msg)
         return codes
 
-    def _categories(self, cat: pl.Series, codes: np.ndarray, bought: np.ndarray) -> np.ndarray:
-        """Local category index per row for the 64-bit masks (-1: none); the rest go to pairs.
-
-        Categories are told apart by a 64-bit hash of their value: cheaper than a categorical
-        cast, and the same whatever the column's type (text, categorical, numbers).
-        """
-        counted = bought
-        if cat.null_count():
-            counted = bought & cat.is_not_null().to_numpy()
-        local = self._cat_codes.encode(cat.hash(seed=0x5EED).to_numpy(), counted)
-        return self._mask_codes(local, codes)
-
     def _mask_codes(self, local: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Category codes for the 64-bit masks (-1: none); codes beyond go to exact pairs."""
         wide = local >= 64
@@ -208,28 +194,6 @@ class OrderAggregator:
             self._cat_pairs.append(pairs)
             local = np.where(wide, -1, local)
         return local.astype(np.int8)
-
-    def add(self, batch: pl.DataFrame) -> None:
-        """Aggregate one batch of clean rows (no nulls, no NaN, none after ``as_of``)."""
-        if batch.height == 0:
-            return
-        codes = self._codes(batch["customer_id"])
-        amount = batch["amount"].to_numpy()
-        flags = batch["_order"].to_numpy().astype(np.uint8)
-        discount = None
-        if "_discount" in batch.columns:
-            discount = batch["_discount"]
-        elif "discount" in batch.columns:
-            discount = batch["discount"].fill_null(0.0).fill_nan(0.0) > 0
-        if discount is not None:
-            self.has_discount = True
-            flags |= discount.to_numpy().astype(np.uint8) << np.uint8(1)
-        cats = None
-        if "category" in batch.columns:
-            self.has_category = True
-            cats = self._categories(batch["category"], codes, amount >= 0)
-        day = batch["order_date"].to_physical().to_numpy()
-        self._aggregate(codes, day, amount, flags, cats)
 
     def add_arrays(
         self,
@@ -379,23 +343,6 @@ def _features_frame(
     if has_discount:
         cols.append(_nullable("discount_share", f["discount_share"], valid))
     return pl.DataFrame(cols)
-
-
-def customer_features(orders: Orders, *, windows: Sequence[int] = DEFAULT_WINDOWS) -> pl.DataFrame:
-    """One row per customer who has at least one used order row, sorted by ``customer_id``.
-
-    Columns: ``customer_id``, ``recency_days``, ``frequency``, ``monetary``, ``aov``,
-    ``first_order_date``, ``last_order_date``, ``tenure_days``, ``avg_days_between_orders``,
-    ``orders_{N}d`` and ``revenue_{N}d`` per window, ``refund_count``, ``refund_amount``, and
-    ``distinct_categories`` / ``discount_share`` when orders have ``category`` / ``discount``.
-    """
-    ids = orders.frame["customer_id"]
-    id_range = None
-    if ids.dtype.is_integer() and ids.len():
-        id_range = (int(ids.min()), int(ids.max()))  # type: ignore[arg-type]
-    agg = OrderAggregator(orders.as_of, windows, id_range=id_range, rows=ids.len())
-    agg.add(orders.frame)
-    return agg.finish()
 
 
 def event_features(

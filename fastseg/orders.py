@@ -1,4 +1,4 @@
-"""Read orders, profiles and events into canonical frames, accounting for every row.
+"""Plan order sources (columns mapped and typed, no row read); read profiles and events.
 
 Rows that cannot be used are counted by reason and reported — never silently dropped:
 
@@ -11,8 +11,9 @@ Rows that cannot be used are counted by reason and reported — never silently d
 ``after_as_of``
     dated after the scoring date.
 
-Each left-out row gets the first reason that applies, in that order. ``rejects=PATH`` writes them with
-their reason; ``strict=True`` turns any of them into an error. Exact duplicate rows are counted and
+Each left-out row gets the first reason that applies, in that order (:data:`fastseg.config.REASONS`;
+the order rows are checked by :mod:`fastseg.pipeline`). ``rejects=PATH`` writes them with their
+reason; ``strict=True`` turns any of them into an error. Exact duplicate rows are counted and
 reported but kept (they may be real repeat purchases).
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +29,19 @@ import numpy as np
 import polars as pl
 
 from fastseg import schema
+from fastseg.config import REASONS
 from fastseg.errors import DataError, FastsegError, InputError, SchemaError
 from fastseg.io import Source, scan_source, write_frame
 
 __all__ = [
     "REASONS",
-    "Orders",
     "RowReport",
     "collect",
     "load_customers",
     "load_events",
-    "load_orders",
+    "plan_orders",
 ]
 
-REASONS: tuple[str, ...] = (
-    "missing_customer_id",
-    "missing_timestamp",
-    "missing_amount",
-    "after_as_of",
-)
 
 #: optional order columns read whenever present: the features use them.
 FEATURE_COLUMNS = ("order_id", "category", "discount")
@@ -77,23 +72,6 @@ class RowReport:
             "exact_duplicate_rows": self.duplicates,
             "rejects_path": str(self.rejects_path) if self.rejects_path else None,
         }
-
-
-@dataclass
-class Orders:
-    """Clean canonical orders.
-
-    ``frame`` columns: ``customer_id`` (Int64 or String), ``order_date`` (Date), ``amount``
-    (Float64), ``_order`` (UInt8, 1 when the row counts as an order: amount >= 0 and the first such
-    line of its ``order_id``), ``_discount`` (Boolean, the row had a discount > 0; when the orders
-    have a discount column), and the optional canonical columns that were present (``order_id``
-    and ``discount`` only when asked for in ``extra_columns``).
-    """
-
-    frame: pl.DataFrame
-    as_of: dt.date
-    report: RowReport
-    columns: dict[str, str] = field(default_factory=dict)  # canonical -> source column
 
 
 def collect(lf: pl.LazyFrame, label: str) -> pl.DataFrame:
@@ -248,28 +226,6 @@ def plan_orders(
     return OrderPlan(src, lf, tuple(conversions), resolved)
 
 
-def finish_batch(df: pl.DataFrame) -> pl.DataFrame:
-    """Rename ``order_ts`` to ``order_date`` and derive ``amount`` from line items if needed."""
-    df = df.rename({"order_ts": "order_date"})
-    if "amount" not in df.columns:
-        df = df.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
-    return df
-
-
-def reason_expr(as_of: dt.date, date_col: str = "order_date") -> pl.Expr:
-    """Why a canonical row cannot be used (the first reason that applies), or null."""
-    return (
-        pl.when(pl.col("customer_id").is_null())
-        .then(pl.lit("missing_customer_id"))
-        .when(pl.col(date_col).is_null())
-        .then(pl.lit("missing_timestamp"))
-        .when(pl.col("amount").is_null() | ~pl.col("amount").is_finite())
-        .then(pl.lit("missing_amount"))
-        .when(pl.col(date_col) > as_of)
-        .then(pl.lit("after_as_of"))
-    )
-
-
 def strict_error(report: RowReport, as_of: dt.date) -> DataError:
     """The error ``strict=True`` raises when rows had to be left out."""
     msg = (
@@ -302,111 +258,6 @@ def write_rejects(frames: Sequence[pl.DataFrame], path: str | Path) -> Path:
     return write_frame(bad.select(cols), path)
 
 
-def load_orders(
-    source: Any,
-    *,
-    columns: Mapping[str, str] | Sequence[str] | None = None,
-    as_of: dt.date | dt.datetime | str | None = None,
-    strict: bool = False,
-    rejects: str | Path | None = None,
-    extra_columns: Iterable[str] = (),
-) -> Orders:
-    """Read an order history into clean canonical orders.
-
-    Parameters
-    ----------
-    source
-        Path (Parquet file/folder/glob, CSV, Arrow IPC) or an in-memory Polars/pandas/Arrow frame.
-    columns
-        ``{canonical: theirs}`` or ``["canonical=theirs", ...]``.
-    as_of
-        Scoring date; default: the date of the latest row. Rows after it are left out and counted.
-    strict
-        Raise :class:`DataError` if any row has to be left out.
-    rejects
-        Write the left-out rows, with a ``reason`` column, to this Parquet/CSV path.
-    extra_columns
-        More columns to read when present: canonical names (``channel``) or the source's own names
-        (used by rule filters such as ``orders(store: 'Berlin')``).
-
-    Examples
-    --------
-    >>> import polars as pl, datetime as dt
-    >>> df = pl.DataFrame({"cust": [1, 1, None], "ts": [dt.date(2026, 1, 1)] * 3, "amount": [5.0, -2.0, 9.0]})
-    >>> o = load_orders(df, columns={"customer_id": "cust", "order_ts": "ts"})
-    >>> o.report.rows_used, o.report.left_out["missing_customer_id"]
-    (2, 1)
-    """
-    plan = plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
-    src = plan.source
-    df = collect(plan.frame, src.label)
-    df = _csv_int_ids(schema.check_conversions(df, plan.conversions, src.label), src)
-    df = finish_batch(df)
-    n_read = df.height
-    if n_read == 0:
-        msg = f"orders: {src.label} has no rows; nothing to score"
-        raise DataError(msg)
-
-    as_of_date = _as_date(as_of, "as_of")
-    cid_null = pl.col("customer_id").is_null()
-    ts_null = pl.col("order_date").is_null()
-    amt_null = pl.col("amount").is_null() | ~pl.col("amount").is_finite()
-    stats = df.select(
-        cid_null.sum().alias("missing_customer_id"),
-        (~cid_null & ts_null).sum().alias("missing_timestamp"),
-        (~cid_null & ~ts_null & amt_null).sum().alias("missing_amount"),
-        pl.col("order_date").max().alias("max_date"),
-    ).row(0, named=True)
-    if as_of_date is None:
-        as_of_date = stats["max_date"]
-        if as_of_date is None:
-            msg = f"orders: every row of {src.label} lacks a timestamp; nothing to score"
-            raise DataError(msg)
-        n_after = 0
-    else:
-        n_after = int(
-            df.select(
-                (~cid_null & ~ts_null & ~amt_null & (pl.col("order_date") > as_of_date)).sum()
-            ).item()
-        )
-    left_out = {r: int(stats[r]) for r in REASONS[:3]}
-    left_out["after_as_of"] = n_after
-    n_bad = sum(left_out.values())
-
-    report = RowReport(
-        source=src.label, rows_read=n_read, rows_used=n_read - n_bad, left_out=left_out
-    )
-    ids_unique = "order_id" in df.columns and _ids_unique(df)  # once: costly on text ids
-    report.duplicates = count_duplicates(df, ids_unique)
-    if n_bad:
-        if strict:
-            raise strict_error(report, as_of_date)
-        reason = reason_expr(as_of_date)
-        if rejects is not None:
-            bad = df.with_columns(reason.alias("reason")).filter(pl.col("reason").is_not_null())
-            report.rejects_path = write_rejects([bad], rejects)
-        df = df.filter(reason.is_null())
-    elif rejects is not None:
-        report.rejects_path = write_rejects(
-            [df.head(0).with_columns(pl.lit(None, pl.String).alias("reason"))], rejects
-        )
-    if "order_ts_raw" in df.columns:
-        df = df.drop("order_ts_raw")
-    if report.rows_used == 0:
-        raise no_usable_error(report, as_of_date)
-    df = df.with_columns(_order_flag(df, ids_unique).alias("_order"))
-    # Keep only what later stages read: order ids are spent once `_order` exists, and the
-    # features only ask whether a row had a discount (rule filters may still ask for either).
-    wanted = set(extra_columns)
-    if "order_id" in df.columns and "order_id" not in wanted:
-        df = df.drop("order_id")
-    if "discount" in df.columns and "discount" not in wanted:
-        df = df.with_columns(
-            (pl.col("discount").fill_nan(0.0) > 0).fill_null(False).alias("_discount")
-        ).drop("discount")
-    return Orders(frame=df, as_of=as_of_date, report=report, columns=plan.columns)
-
-
 def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:
     parts = []
     for r, n in left_out.items():
@@ -437,33 +288,6 @@ def ids_increasing_text(name: str = "order_id") -> pl.Expr:
     return (oid.null_count() == 0) & (numeric | _increasing(oid))
 
 
-def _ids_unique(df: pl.DataFrame) -> bool:
-    """True when ``order_id`` is strictly increasing (cheap proof of uniqueness) or unique."""
-    oid = df["order_id"]
-    if oid.null_count():
-        return False
-    if oid.len() < 2:
-        return True
-    if oid.dtype == pl.String:
-        check: pl.Expr | None = ids_increasing_text()
-    else:
-        check = ids_increasing() if oid.dtype.is_integer() else None
-    if check is not None and bool(df.select(check).item()):
-        return True
-    return oid.n_unique() == oid.len()
-
-
-def _order_flag(df: pl.DataFrame, ids_unique: bool | None = None) -> pl.Expr:
-    """1 for rows that count as orders: amount >= 0, and the first such line of an order id."""
-    nonneg = pl.col("amount") >= 0
-    if "order_id" not in df.columns:
-        return nonneg.cast(pl.UInt8)
-    if ids_unique if ids_unique is not None else _ids_unique(df):
-        return nonneg.cast(pl.UInt8)
-    first = pl.struct("customer_id", "order_id", nonneg.alias("_nn")).is_first_distinct()
-    return (nonneg & first).cast(pl.UInt8)
-
-
 def row_hashes(df: pl.DataFrame) -> pl.Series:
     """A 64-bit hash of every row over the columns read, timestamps as read (not just dates)."""
     raw_ts = "order_ts_raw" in df.columns
@@ -481,17 +305,6 @@ def count_duplicate_hashes(hashes: np.ndarray) -> int:
         return 0
     hashes.sort()
     return int(np.count_nonzero(hashes[1:] == hashes[:-1]))
-
-
-def count_duplicates(df: pl.DataFrame, ids_unique: bool | None = None) -> int:
-    """Rows identical to an earlier row in every column read (they are kept and only counted).
-
-    Free when unique order ids prove there are none; otherwise rows are compared by a 64-bit
-    hash (two different rows colliding is a chance of about n^2 / 2^65).
-    """
-    if "order_id" in df.columns and (ids_unique if ids_unique is not None else _ids_unique(df)):
-        return 0
-    return count_duplicate_hashes(row_hashes(df).to_numpy().copy())
 
 
 # --------------------------------------------------------------------------- profiles and events

@@ -1,11 +1,11 @@
 """Raw Arrow columns of order rows to clean, compact arrays, in one pass.
 
-The direct Parquet path (:mod:`fastseg.direct`) hands this kernel the buffers of a batch of rows
-exactly as the Parquet reader decoded them (values plus Arrow validity bitmaps); the kernel, in
+The row path (:mod:`fastseg.pipeline`) hands this kernel the buffers of a batch of rows exactly
+as a reader (:mod:`fastseg.sources`) made them (values plus Arrow validity bitmaps); the kernel, in
 one pass and without the GIL:
 
 * decides why a row cannot be used, with the same rules and order as
-  :func:`fastseg.orders.reason_expr`: ``missing_customer_id``, ``missing_timestamp``,
+  :data:`fastseg.config.REASONS`: ``missing_customer_id``, ``missing_timestamp``,
   ``missing_amount`` (null, NaN or infinite), ``after_as_of``; and counts each reason;
 * turns timestamps into days since 1970-01-01 (floor division, exact for any int64);
 * checks whether order ids are present and strictly increasing, and passes them on (when they
@@ -21,13 +21,14 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from fastseg.config import EVENT_REASONS, REASONS
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
 __all__ = ["REASON_CODES", "IngestBuffers", "RunDuplicates", "day_of", "ingest_rows"]
 
 #: reason codes, in the order rows are checked (index into the counts array)
-REASON_CODES = ("missing_customer_id", "missing_timestamp", "missing_amount", "after_as_of")
+REASON_CODES = REASONS
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -386,7 +387,7 @@ def ingest_rows(
 # ------------------------------------------------------------------------------------ events
 
 #: reason codes of events, in the order rows are checked
-EVENT_REASON_CODES = ("missing_customer_id", "missing_timestamp", "missing_event", "after_as_of")
+EVENT_REASON_CODES = EVENT_REASONS
 
 
 @njit(cache=CACHE, nogil=True)
