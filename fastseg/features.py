@@ -132,6 +132,7 @@ class OrderAggregator:
         self.acc = new_accumulators(max(1, capacity), len(self.windows))
         self.id_dtype: pl.DataType | None = None
         self._names = pl.Series("customer_id", [], dtype=pl.String)  # text ids, in code order
+        self._recent: list[pl.Series] = []  # the text ids coded since, not yet in _names
         self._cat_codes = CategoryCodes()  # category (by hash) -> local index
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
         self.has_category = False
@@ -174,17 +175,39 @@ class OrderAggregator:
             rows = np.flatnonzero(new)
             where = np.empty(self.encoder.n_unique - before, np.int64)
             where[codes[rows] - before] = rows  # any row of each new code names it
-            # one contiguous chunk: gathering from many chunks costs ~6x more per row
-            self._names = pl.concat([self._names, ids.gather(where)], rechunk=True)
-        known = self._names.gather(codes)
-        if not bool((known == ids).all()):
-            clash = ids.filter(known != ids)[0]
+            self._recent.append(ids.gather(where))
+        self._check_names(ids, codes)
+        return codes
+
+    def _check_names(self, ids: pl.Series, codes: np.ndarray) -> None:
+        """Every id's text equals its code's first text (no two ids share a 64-bit hash).
+
+        Names live in one contiguous chunk (gathering from many chunks costs ~6x more per row)
+        plus the chunks added since; those are merged into it once they outgrow it, so each
+        name is copied a bounded number of times."""
+        base = self._names.len()
+        if sum(c.len() for c in self._recent) > base:
+            self._names = pl.concat([self._names, *self._recent], rechunk=True)
+            self._recent = []
+            base = self._names.len()
+        old = codes < base
+        if bool(old.all()):
+            ok = bool((self._names.gather(codes) == ids).all())
+        else:
+            recent = pl.concat(self._recent, rechunk=False)
+            at_old = np.flatnonzero(old)
+            at_new = np.flatnonzero(~old)
+            ok = bool((self._names.gather(codes[at_old]) == ids.gather(at_old)).all()) and bool(
+                (recent.gather(codes[at_new] - base) == ids.gather(at_new)).all()
+            )
+        if not ok:
+            names = pl.concat([self._names, *self._recent], rechunk=True)
+            clash = ids.filter(names.gather(codes) != ids)[0]
             msg = (
                 f"customer id {clash!r} shares a 64-bit hash with another id; "
                 "map the ids to integers (or report this: the chance is about 1 in 10^10)"
             )
             raise DataError(msg)
-        return codes
 
     def _mask_codes(self, local: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Category codes for the 64-bit masks (-1: none); codes beyond go to exact pairs."""
@@ -269,6 +292,8 @@ class OrderAggregator:
             m = rows.shape[0]
             return self._frame(ids, self.acc[:m], None, lambda codes: np.searchsorted(rows, codes))
         if self.id_dtype == pl.String:
+            self._names = pl.concat([self._names, *self._recent], rechunk=True)
+            self._recent = []
             order = self._names.arg_sort().to_numpy()
             order = order[seen[order]]
             ids = self._names.gather(order).alias("customer_id")

@@ -205,44 +205,52 @@ class _RowPass:
 
     def run(self) -> None:
         with self.rd.tables(self.need, hashes=self.want_dups and self.rd.row_hashes) as tables:
-            for group, table, row_hashes in tables:
+            for group, whole, table, row_hashes in tables:
                 if table.num_rows:
-                    self._table(group, table, row_hashes)
+                    self._table(group, whole, table, row_hashes)
 
-    def _lines_for(self, group: int) -> Any:
+    def _lines_for(self, group: int, whole: bool, increasing: bool) -> Any:
+        """The order lines table for a table of rows (None: each row is its own order).
+
+        Order ids of one Parquet row group never meet another group's when the footers show
+        disjoint increasing ranges: a row group read whole whose ids increase needs no table,
+        another gets one of its own; the rows of other sources share one table."""
         from fastseg.kernels.lines import OrderLines
 
         if self.lines_mode == "none":
             return None
         if self.lines_mode == "all":
             if self._lines is None:
-                self._lines = OrderLines(*(self.stats.oid_range or (None, None)))
+                span = max(1 << 20, 4 * self.stats.n)  # a table no larger than the rows
+                self._lines = OrderLines(*(self.stats.oid_range or (None, None)), max_span=span)
             return self._lines
-        if group != self._group:  # order ids of one row group never meet another group's
+        if whole and increasing:
+            return None
+        if group != self._group or whole:
             assert self.stats.groups is not None
-            self._lines = OrderLines(*self.stats.groups[group])
+            span = max(1 << 16, 4 * self.rd.batch_rows * S.MAX_GROUP_BATCHES)
+            self._lines = OrderLines(*self.stats.groups[group], max_span=span)
             self._group = group
         return self._lines
 
-    def _table(self, group: int, table: Any, row_hashes: np.ndarray | None) -> None:
+    def _table(self, group: int, whole: bool, table: Any, row_hashes: np.ndarray | None) -> None:
         import pyarrow as pa
 
         from fastseg.kernels.ingest import IngestBuffers, ingest_rows
 
         n = table.num_rows
         names = table.column_names
-        lines = self._lines_for(group)
         b = self._buffers
         if b is None or b.rows < n:
             b = self._buffers = IngestBuffers(
                 max(n, self.rd.batch_rows),
                 hashes=self.want_dups and not self.rd.row_hashes,
-                order_ids=lines is not None,
+                order_ids=self.lines_mode != "none",
                 reasons=self.keep_rejects or bool(self.specs),
             )
         ts_arr = S.one_chunk(table.column("order_ts"))
         extra: dict[str, Any] = {}
-        if lines is not None:
+        if self.lines_mode != "none":
             extra["order_id"] = self._order_ids(S.one_chunk(table.column("order_id")))
         if "discount" in names:
             extra["discount"] = S.column(S.one_chunk(table.column("discount")), np.float64)
@@ -259,7 +267,7 @@ class _RowPass:
         cid_col = self._text_codes(cid) if text else S.column(cid, np.int64)
         agg = self.agg
         with self._stats_checked():
-            used, _, _ = ingest_rows(
+            used, increasing, _ = ingest_rows(
                 cid_col,
                 ts_col,
                 S.per_day(ts_arr.type),
@@ -270,6 +278,7 @@ class _RowPass:
                 id_range=None if agg.offset is None else (agg.offset, agg.acc.shape[0]),
                 **extra,
             )
+        lines = self._lines_for(group, whole, increasing)
         if self.want_dups:
             batch_hashes = row_hashes if row_hashes is not None else b.hashes[:n].copy()
             self.hashes.append(batch_hashes)

@@ -51,7 +51,7 @@ READERS = ("arrow", "polars")
 _TYPED = ("customer_id", "order_ts", "amount", "order_id", "category", "discount", "quantity")
 PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
 #: row groups larger than this many batches are read in slices (bounds memory)
-_MAX_GROUP_BATCHES = 2
+MAX_GROUP_BATCHES = 2
 #: columns a reader makes rather than reads: the line items' amount, the timestamps as read
 _MADE = ("amount", "order_ts_raw")
 #: batches read per slice of a Polars scan: bounds Polars' read-ahead (see :func:`_polars_batches`)
@@ -280,8 +280,9 @@ class OrderReader:
 
     @contextlib.contextmanager
     def tables(self, need: Sequence[str], *, hashes: bool) -> Iterator[Iterator[Any]]:
-        """``(group, table, row hashes or None)`` of the rows, in order, at most two tables at
-        a time; ``group`` numbers the Parquet row groups (arrow reader; -1 otherwise).
+        """``(group, whole, table, row hashes or None)`` of the rows, in order, at most two
+        tables at a time; ``group`` numbers the Parquet row groups (arrow reader; -1
+        otherwise), ``whole`` says the table is all of its row group.
 
         ``need``: the canonical columns to read, of those the source has (``amount`` is made
         from ``quantity`` x ``unit_price`` for line items; ``order_ts_raw``, the polars
@@ -329,7 +330,7 @@ def open_orders(
     return OrderReader(kind, plan, dict(plan.columns), batch_rows, stats.csv_int_ids)
 
 
-def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, Any, None]]:
+def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, bool, Any, None]]:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -345,7 +346,8 @@ def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, An
             rows = md.row_group(g).num_rows
             if rows == 0:
                 continue
-            if rows <= _MAX_GROUP_BATCHES * r.batch_rows:
+            whole = rows <= MAX_GROUP_BATCHES * r.batch_rows
+            if whole:
                 parts: Any = [pf.read_row_group(g, columns=source_names)]
             else:
                 parts = (
@@ -360,7 +362,7 @@ def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, An
                     out["amount"] = pc.multiply(
                         out["quantity"].cast(pa.float64()), out["unit_price"].cast(pa.float64())
                     )
-                yield group, pa.table(out), None
+                yield group, whole, pa.table(out), None
             group += 1
 
 
@@ -389,7 +391,7 @@ def _polars_batches(lf: pl.LazyFrame, batch_rows: int, *, sliceable: bool) -> It
 
 def _polars_tables(
     r: OrderReader, want: Sequence[str], hashes: bool
-) -> Iterator[tuple[int, Any, np.ndarray | None]]:
+) -> Iterator[tuple[int, bool, Any, np.ndarray | None]]:
     plan = r.plan
     conversions = [c for c in plan.conversions if c.canonical in want]
     lf = plan.frame
@@ -413,7 +415,7 @@ def _polars_tables(
         if hashes:  # every column as read (timestamps too, not just their dates)
             row_hashes = O.row_hashes(batch.rename({"order_ts": "order_date"})).to_numpy()
             batch = batch.select([c for c in want if c != "order_ts_raw" or raw_ts])
-        yield -1, batch.to_arrow(compat_level=pl.CompatLevel.oldest()), row_hashes
+        yield -1, False, batch.to_arrow(compat_level=pl.CompatLevel.oldest()), row_hashes
 
 
 class _Prefetch:
@@ -504,7 +506,7 @@ def parquet_tables(
             rows = md.row_group(g).num_rows
             if rows == 0:
                 continue
-            if rows <= _MAX_GROUP_BATCHES * batch_rows:
+            if rows <= MAX_GROUP_BATCHES * batch_rows:
                 yield pf.read_row_group(g, columns=list(columns))
             else:
                 for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(columns)):
