@@ -7,9 +7,12 @@ holds fastseg and its baselines — pandas, plain Polars and DuckDB — on the s
 
 Groups (``<stage>-<orders>``):
 
-- ``aggregation``: per-customer features from the loaded orders. fastseg computes every feature
-  (R/F/M, first/last dates, three trailing windows, refunds, categories, discounts) in one Numba
-  pass; the baselines compute only recency, frequency and monetary.
+- ``aggregation``: per-customer features from the orders in memory (a Polars frame of the whole
+  file). :func:`fastseg.pipeline.order_features` checks every row (left-out reasons, exact
+  duplicates, order lines) and computes every feature (R/F/M, first/last dates, three trailing
+  windows, refunds, categories, discounts) in one streamed pass (``fastseg-parquet``: the same
+  from the Parquet file, read as it goes); the baselines compute only recency, frequency and
+  monetary.
 - ``scoring``: R/F/M quintile scores from the features: :class:`fastseg.scoring.RFMScorer`
   (fit + transform, with cell and group) vs ``qcut`` on ranks, ``rank("min")``, ``NTILE``.
 - ``segments``: membership of twelve RFM segments (:data:`SEGMENTS`) for every customer:
@@ -29,8 +32,7 @@ import pytest
 from conftest import SIZE_PARAMS
 
 from fastseg import api, baselines
-from fastseg.features import customer_features
-from fastseg.orders import load_orders
+from fastseg.pipeline import order_features
 from fastseg.rules.catalog import Catalog, SegmentDef
 from fastseg.rules.compile import compile_catalog
 from fastseg.scoring import RFMScorer
@@ -74,19 +76,20 @@ def _state(bench_data: Any, n: int) -> dict[str, Any]:
         return _STATE[n]
     _STATE.clear()
     ds = bench_data(n)
-    od = load_orders(ds.orders)
-    feats = customer_features(od)
+    orders = pl.read_parquet(ds.orders)  # every column: the features use them
+    of = order_features(orders)  # also compiles (or loads) the kernels outside the timings
+    feats = of.frame
     scores = RFMScorer().fit_transform(feats)
-    raw = pl.read_parquet(ds.orders, columns=["customer_id", "order_ts", "amount"])
+    raw = orders.select("customer_id", "order_ts", "amount")
     rfm = baselines.rfm_polars(ds.orders)
     catalog = Catalog(tuple(SegmentDef(name, name, rule) for name, rule, _, _ in SEGMENTS))
-    compiled = compile_catalog(catalog, scores.schema, od.as_of)
+    compiled = compile_catalog(catalog, scores.schema, of.as_of)
     seg_frame = scores.select(SEG_COLUMNS)
     evaluate(scores.head(1000), compiled)  # JIT / cache load outside the timings
     con = duckdb.connect()
     st = {
         "path": ds.orders,
-        "orders": od,
+        "orders": orders,
         "features": feats,
         "scores": scores,
         "compiled": compiled,
@@ -138,14 +141,15 @@ _AGG_SQL = """
 
 
 @pytest.mark.parametrize("n", SIZE_PARAMS)
-@pytest.mark.parametrize("impl", ["fastseg", "pandas", "polars", "duckdb"])
+@pytest.mark.parametrize("impl", ["fastseg", "fastseg-parquet", "pandas", "polars", "duckdb"])
 def test_aggregation(
     benchmark: Any, bench_data: Any, record_memory: Any, n: int, impl: str
 ) -> None:
     st = _state(bench_data, n)
     benchmark.group = f"aggregation-{n:.0e}"
     fn = {
-        "fastseg": lambda: customer_features(st["orders"]),
+        "fastseg": lambda: order_features(st["orders"]).frame,
+        "fastseg-parquet": lambda: order_features(st["path"]).frame,
         "pandas": lambda: _agg_pandas(st["raw_pd"]),
         "polars": lambda: _agg_polars(st["raw_pl"]),
         "duckdb": lambda: st["con"].sql(_AGG_SQL).to_arrow_table(),

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from fastseg import features as feat
 from fastseg.kernels import aggregate as agg
-from fastseg.orders import load_orders
-from tests.reference import features_ref
+from fastseg.pipeline import order_features
+from tests.reference import features_ref, same_order_features
 
 AS_OF = dt.date(2026, 6, 30)
 WINDOWS = (30, 90, 365)
@@ -88,20 +88,14 @@ def orders_frames(draw):  # noqa: ANN201
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=orders_frames(), partitioned=st.booleans())
-def test_features_equal_reference(df: pl.DataFrame, partitioned: bool, monkeypatch_module) -> None:
-    monkeypatch_module.setattr(agg, "_PART_BYTES", 256 if partitioned else 1 << 20)
-    monkeypatch_module.setattr(agg, "_CHUNK_ROWS", 7 if partitioned else 1 << 22)  # several chunks
-    orders = load_orders(df, as_of=AS_OF)
-    got = feat.customer_features(orders, windows=WINDOWS)
-    _compare(got, features_ref(_rows(df), AS_OF, WINDOWS))
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+@given(df=orders_frames(), partitioned=st.booleans(), batch_rows=st.sampled_from([1 << 20, 5]))
+def test_features_equal_reference(df: pl.DataFrame, partitioned: bool, batch_rows: int) -> None:
+    with pytest.MonkeyPatch.context() as mp:  # undone after each example
+        mp.setattr(agg, "_PART_BYTES", 256 if partitioned else 1 << 20)
+        mp.setattr(agg, "_CHUNK_ROWS", 7 if partitioned else 1 << 22)  # several chunks
+        got = order_features(df, as_of=AS_OF, windows=WINDOWS, batch_rows=batch_rows)
+    assert got.report.rows_used == df.height  # every generated row is usable
+    _compare(got.frame, features_ref(_rows(df), AS_OF, WINDOWS))
 
 
 def test_row_order_does_not_matter() -> None:
@@ -114,16 +108,10 @@ def test_row_order_does_not_matter() -> None:
             "amount": np.round(rng.normal(50, 60, n), 2),
         }
     )
-    a = feat.customer_features(load_orders(df, as_of=AS_OF))
-    b = feat.customer_features(
-        load_orders(df.sample(fraction=1.0, shuffle=True, seed=3), as_of=AS_OF)
-    )
-    floats = [c for c, t in a.schema.items() if t == pl.Float64]
-    assert a.drop(floats).equals(b.drop(floats))  # counts and dates: exactly equal
-    for c in floats:  # sums: equal up to the order of floating-point additions
-        np.testing.assert_allclose(
-            a[c].fill_null(0).to_numpy(), b[c].fill_null(0).to_numpy(), rtol=1e-9
-        )
+    a = order_features(df, as_of=AS_OF)
+    b = order_features(df.sample(fraction=1.0, shuffle=True, seed=3), as_of=AS_OF)
+    # report and counts and dates exactly equal; sums up to the order of floating-point additions
+    same_order_features(a, b)
 
 
 def test_partitioned_path_on_many_customers() -> None:
@@ -138,8 +126,7 @@ def test_partitioned_path_on_many_customers() -> None:
             "category": rng.choice(["a", "b", "c", "d"], n),
         }
     )
-    orders = load_orders(df, as_of=AS_OF)
-    got = feat.customer_features(orders)
+    got = order_features(df, as_of=AS_OF).frame
     ids, counts = np.unique(df["customer_id"].to_numpy(), return_counts=True)
     assert got.height == ids.shape[0]
     ref = (
@@ -165,18 +152,14 @@ def test_partitioned_path_on_many_customers() -> None:
 
 def test_one_customer_one_row() -> None:
     df = pl.DataFrame({"customer_id": [7], "order_ts": [AS_OF], "amount": [12.5]})
-    got = feat.customer_features(load_orders(df)).row(0, named=True)
+    got = order_features(df).frame.row(0, named=True)
     assert got["recency_days"] == 0 and got["frequency"] == 1 and got["aov"] == 12.5
     assert got["avg_days_between_orders"] is None and got["tenure_days"] == 0
 
 
 def test_refund_only_customer_has_no_order() -> None:
     df = pl.DataFrame({"customer_id": [1, 2], "order_ts": [AS_OF, AS_OF], "amount": [10.0, -4.0]})
-    got = (
-        feat.customer_features(load_orders(df))
-        .filter(pl.col("customer_id") == 2)
-        .row(0, named=True)
-    )
+    got = order_features(df).frame.filter(pl.col("customer_id") == 2).row(0, named=True)
     assert got["frequency"] == 0 and got["recency_days"] is None and got["monetary"] == -4.0
     assert got["refund_count"] == 1 and got["refund_amount"] == 4.0 and got["aov"] is None
 
@@ -191,7 +174,7 @@ def test_more_than_64_categories_uses_polars_path() -> None:
             "category": cats + ["cat0", "cat0", "cat5"],
         }
     )
-    got = feat.customer_features(load_orders(df))
+    got = order_features(df).frame
     assert got["distinct_categories"].to_list() == [80, 1]
 
 
@@ -234,7 +217,7 @@ def test_event_features() -> None:
 
 def test_join_customers_adds_prospects() -> None:
     df = pl.DataFrame({"customer_id": [1, 2], "order_ts": [AS_OF, AS_OF], "amount": [5.0, 6.0]})
-    f = feat.customer_features(load_orders(df))
+    f = order_features(df).frame
     prof = pl.DataFrame({"customer_id": [2, 3], "country": ["DE", "FR"]})
     ev = pl.DataFrame({"customer_id": [4], "email_open_30d": [2], "days_since_email_open": [3]})
     out = feat.join_customers(f, prof, ev)

@@ -10,7 +10,9 @@ import polars as pl
 import pytest
 
 from fastseg.errors import DataError, InputError, ParameterError, SchemaError
-from fastseg.orders import load_customers, load_events, load_orders
+from fastseg.orders import load_customers, load_events
+from fastseg.pipeline import order_features
+from tests.reference import order_features_ref, same_as_ref, same_order_features
 
 D = dt.date(2026, 3, 1)
 
@@ -31,9 +33,10 @@ def _orders() -> pl.DataFrame:
     )
 
 
-def _summary(o) -> tuple:  # noqa: ANN001
-    f = o.frame.sort("customer_id", "order_date")
-    return (o.as_of, f["customer_id"].to_list(), f["order_date"].to_list(), f["amount"].to_list())
+def _same(a, b) -> None:  # noqa: ANN001
+    """Two results agree: report, features and the features' types (ids typed alike)."""
+    same_order_features(a, b)
+    assert a.frame.schema == b.frame.schema
 
 
 # ------------------------------------------------------------------------------------ formats
@@ -59,18 +62,21 @@ def test_file_formats_read_the_same(tmp_path: Path, fmt: str) -> None:
         df.head(2).write_parquet(tmp_path / "parts" / "a.parquet")
         df.tail(2).write_parquet(tmp_path / "parts" / "b.parquet")
         path = tmp_path / "parts" if fmt == "folder" else tmp_path / "parts" / "*.parquet"
-    o = load_orders(str(path))
-    assert _summary(o) == _summary(load_orders(df))
+    o = order_features(str(path))
+    _same(o, order_features(df))
+    same_as_ref(o, order_features_ref(df))
     assert o.report.rows_read == 4 and o.report.rows_used == 4
+    assert o.frame["customer_id"].dtype == pl.Int64  # CSV ids that are all integers: Int64
 
 
 def test_in_memory_frames_pandas_arrow_lazy() -> None:
     pd = pytest.importorskip("pandas")
     df = _orders()
-    want = _summary(load_orders(df))
-    assert _summary(load_orders(df.lazy())) == want
-    assert _summary(load_orders(df.to_arrow())) == want
-    assert _summary(load_orders(df.to_pandas())) == want
+    want = order_features(df)
+    same_as_ref(want, order_features_ref(df))
+    _same(order_features(df.lazy()), want)
+    _same(order_features(df.to_arrow()), want)
+    _same(order_features(df.to_pandas()), want)
     # pandas with float ids (ints with gaps become floats) and NaN ids
     p = pd.DataFrame(
         {
@@ -79,31 +85,43 @@ def test_in_memory_frames_pandas_arrow_lazy() -> None:
             "amount": [1.0, 2.0],
         }
     )
-    o = load_orders(p)
+    o = order_features(p)
     assert o.frame["customer_id"].to_list() == [1] and o.report.left_out["missing_customer_id"] == 1
+    assert o.frame["customer_id"].dtype == pl.Int64  # whole-number floats are integer ids
+    assert o.frame["first_order_date"].to_list() == [dt.date(2026, 1, 1)]
+    assert o.as_of == dt.date(2026, 1, 2)  # the latest row, even one left out
 
 
 def test_timestamps_dates_naive_aware_and_iso_text() -> None:
     aware = pl.DataFrame(
         {"customer_id": [1], "order_ts": [dt.datetime(2026, 1, 1, 23, 30)], "amount": [1.0]}
     ).with_columns(pl.col("order_ts").dt.replace_time_zone("America/New_York"))
-    assert load_orders(aware).frame["order_date"].to_list() == [dt.date(2026, 1, 1)]  # its own zone
+    o = order_features(aware)  # 23:30 in New York is already Jan 2 in UTC: its own zone's date
+    assert o.as_of == dt.date(2026, 1, 1)
+    assert o.frame["first_order_date"].to_list() == [dt.date(2026, 1, 1)]
+    assert o.frame["last_order_date"].to_list() == [dt.date(2026, 1, 1)]
+    assert o.frame["recency_days"].to_list() == [0]
     text = pl.DataFrame(
         {
-            "customer_id": ["a", "b", "c", "d"],
+            "customer_id": ["a", "b", "c", "d", "e"],
             "order_ts": [
                 "2026-01-01",
                 "2026-01-02T10:00:00",
                 "2026-01-03 23:59:59.123+05:00",
                 "2026-01-04T01:00Z",
+                "2026-01-05T23:30:00-05:00",  # Jan 6 in UTC: the date as written
             ],
-            "amount": ["1", "2.5", " 3 ", "4e1"],
+            "amount": ["1", "2.5", " 3 ", "4e1", "0"],
         }
     )
-    o = load_orders(text)
-    assert o.frame["order_date"].to_list() == [dt.date(2026, 1, d) for d in (1, 2, 3, 4)]
-    assert o.frame["amount"].to_list() == [1.0, 2.5, 3.0, 40.0]
-    assert o.frame["customer_id"].dtype == pl.String
+    o = order_features(text)  # one row per customer: each row's date and amount is observable
+    f = o.frame
+    assert f["customer_id"].to_list() == ["a", "b", "c", "d", "e"]
+    assert f["first_order_date"].to_list() == [dt.date(2026, 1, d) for d in (1, 2, 3, 4, 5)]
+    assert f["last_order_date"].to_list() == f["first_order_date"].to_list()
+    assert o.as_of == dt.date(2026, 1, 5) and o.report.left_out["after_as_of"] == 0
+    assert f["monetary"].to_list() == [1.0, 2.5, 3.0, 40.0, 0.0]
+    assert f["customer_id"].dtype == pl.String
 
 
 # ------------------------------------------------------------------------------------ mapping
@@ -111,14 +129,16 @@ def test_timestamps_dates_naive_aware_and_iso_text() -> None:
 
 def test_column_mapping_dict_and_cli_form() -> None:
     df = _orders().rename({"customer_id": "CustId", "order_ts": "OrderDate", "amount": "Total"})
-    a = load_orders(
+    a = order_features(
         df, columns={"customer_id": "CustId", "order_ts": "OrderDate", "amount": "Total"}
     )
-    b = load_orders(df, columns=["customer_id=CustId", "order_ts=OrderDate", "amount=Total"])
-    assert _summary(a) == _summary(b) == _summary(load_orders(_orders()))
+    b = order_features(df, columns=["customer_id=CustId", "order_ts=OrderDate", "amount=Total"])
+    want = order_features(_orders())
+    _same(a, want)
+    _same(b, want)
 
 
-def test_line_items_amount_from_quantity_and_unit_price() -> None:
+def test_line_items_amount_from_quantity_and_unit_price(tmp_path: Path) -> None:
     df = pl.DataFrame(
         {
             "cust": [1, 1, 1, 2, 2],
@@ -128,49 +148,50 @@ def test_line_items_amount_from_quantity_and_unit_price() -> None:
             "price": [5.0, 10.0, 7.5, 2.0, 2.0],
         }
     )
-    o = load_orders(
-        df,
-        columns={
-            "customer_id": "cust",
-            "order_ts": "ts",
-            "order_id": "oid",
-            "quantity": "qty",
-            "unit_price": "price",
-        },
-    )
-    f = o.frame.sort("customer_id")
-    assert f["amount"].to_list() == [10.0, 10.0, 7.5, 6.0, -2.0]
-    from fastseg.features import customer_features
-
-    feats = customer_features(o).sort("customer_id")
-    assert feats["frequency"].to_list() == [
-        2,
-        1,
-    ]  # orders A and B; order C (its refund line is not an order)
+    cols = {
+        "customer_id": "cust",
+        "order_ts": "ts",
+        "order_id": "oid",
+        "quantity": "qty",
+        "unit_price": "price",
+    }
+    feats = order_features(df, columns=cols).frame
+    assert feats["customer_id"].to_list() == [1, 2]
+    # orders A and B; order C (its refund line is not an order)
+    assert feats["frequency"].to_list() == [2, 1]
     assert feats["monetary"].to_list() == [27.5, 4.0]
     assert feats["aov"].to_list() == [13.75, 6.0]
+    assert feats["refund_count"].to_list() == [0, 1]
+    assert feats["refund_amount"].to_list() == [0.0, 2.0]
+    # each line's amount, as the rejects file shows it when every line is left out
+    rejects = tmp_path / "lines.csv"
+    with pytest.raises(DataError, match="no usable order"):
+        order_features(df, columns=cols, as_of=D - dt.timedelta(days=1), rejects=rejects)
+    rej = pl.read_csv(rejects)
+    assert rej["amount"].to_list() == [10.0, 10.0, 7.5, 6.0, -2.0]
+    assert set(rej["reason"]) == {"after_as_of"}
 
 
 def test_unknown_canonical_column_in_mapping() -> None:
     with pytest.raises(
         ParameterError, match=r"unknown canonical column 'order_date'.*did you mean 'order_ts'"
     ):
-        load_orders(_orders(), columns=["order_date=OrderDate"])
+        order_features(_orders(), columns=["order_date=OrderDate"])
     with pytest.raises(ParameterError, match="CANONICAL=THEIRS"):
-        load_orders(_orders(), columns=["order_ts"])
+        order_features(_orders(), columns=["order_ts"])
 
 
 def test_mapped_column_absent() -> None:
     with pytest.raises(
         SchemaError, match=r"--col amount=Totl: no column 'Totl'.*found: customer_id"
     ):
-        load_orders(_orders(), columns={"amount": "Totl"})
+        order_features(_orders(), columns={"amount": "Totl"})
 
 
 def test_missing_required_columns_all_listed_with_fix() -> None:
     df = pl.DataFrame({"CustomerID": [1], "OrderDate": [D], "x": [1.0]})
     with pytest.raises(SchemaError) as exc:
-        load_orders(df)
+        order_features(df)
     msg = str(exc.value)
     assert "missing required columns 'customer_id', 'order_ts', 'amount'" in msg
     assert "found: CustomerID, OrderDate, x" in msg
@@ -200,19 +221,19 @@ def test_value_that_cannot_be_read_as_its_type(column: str, value: str, expected
     with pytest.raises(
         SchemaError, match=rf"column '{column}'.*{value!r}.*cannot be read as {expected}"
     ):
-        load_orders(df)
+        order_features(df)
 
 
 def test_wrong_column_types() -> None:
     df = pl.DataFrame({"customer_id": [1], "order_ts": [1.5], "amount": [1.0]})
     with pytest.raises(SchemaError, match="order_ts.*expected a date"):
-        load_orders(df)
+        order_features(df)
     df = pl.DataFrame({"customer_id": [[1]], "order_ts": [D], "amount": [1.0]})
     with pytest.raises(SchemaError, match="customer_id.*expected integer or text ids"):
-        load_orders(df)
+        order_features(df)
     df = pl.DataFrame({"customer_id": [1.5], "order_ts": [D], "amount": [1.0]})
     with pytest.raises(SchemaError, match="whole-number id"):
-        load_orders(df)
+        order_features(df)
 
 
 # ------------------------------------------------------------------------------------ file errors
@@ -220,15 +241,15 @@ def test_wrong_column_types() -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="file not found"):
-        load_orders(tmp_path / "nope.parquet")
+        order_features(tmp_path / "nope.parquet")
     with pytest.raises(InputError, match="no file matches"):
-        load_orders(str(tmp_path / "*.parquet"))
+        order_features(str(tmp_path / "*.parquet"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no Parquet"):
-        load_orders(tmp_path / "empty")
+        order_features(tmp_path / "empty")
     (tmp_path / "x.xlsx").write_text("x")
     with pytest.raises(InputError, match="cannot tell the format"):
-        load_orders(tmp_path / "x.xlsx")
+        order_features(tmp_path / "x.xlsx")
 
 
 def test_corrupt_parquet(tmp_path: Path) -> None:
@@ -238,11 +259,11 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"cannot read .*bad\.parquet"):
-        load_orders(bad)
+        order_features(bad)
     trash = tmp_path / "trash.parquet"
     trash.write_bytes(b"PAR1" + os.urandom(200) + b"PAR1")
     with pytest.raises(InputError, match="trash.parquet"):
-        load_orders(trash)
+        order_features(trash)
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -252,12 +273,12 @@ def test_unreadable_file(tmp_path: Path) -> None:
     _orders().write_parquet(p)
     p.chmod(0)
     with pytest.raises(InputError, match="permission denied"):
-        load_orders(p)
+        order_features(p)
 
 
 def test_not_a_source() -> None:
     with pytest.raises(ParameterError, match="cannot read a int"):
-        load_orders(42)
+        order_features(42)
 
 
 # ------------------------------------------------------------------------------------ data problems
@@ -274,7 +295,7 @@ def _problems() -> pl.DataFrame:
 
 
 def test_data_problems_counted_by_reason(tmp_path: Path) -> None:
-    o = load_orders(_problems(), as_of="2026-03-01", rejects=tmp_path / "rej.csv")
+    o = order_features(_problems(), as_of=D, rejects=tmp_path / "rej.csv")
     assert o.report.left_out == {
         "missing_customer_id": 1,
         "missing_timestamp": 1,
@@ -283,6 +304,9 @@ def test_data_problems_counted_by_reason(tmp_path: Path) -> None:
     }
     assert o.report.rows_read == 8 and o.report.rows_used == 3
     assert o.report.duplicates == 1  # the two identical rows of customer 6 (both kept)
+    assert o.frame["customer_id"].to_list() == [1, 6]  # only used rows reach the features
+    assert o.frame["frequency"].to_list() == [1, 2] and o.frame["monetary"].to_list() == [1.0, 12.0]
+    assert o.report.rejects_path == tmp_path / "rej.csv"
     rej = pl.read_csv(tmp_path / "rej.csv")
     assert rej.columns[0] == "reason"
     assert sorted(rej["reason"].to_list()) == sorted(
@@ -304,39 +328,46 @@ def test_rejects_keep_original_timestamp(tmp_path: Path) -> None:
             "amount": [1.0, 1.0],
         }
     )
-    load_orders(df, rejects=tmp_path / "r.parquet")
+    order_features(df, rejects=tmp_path / "r.parquet")
     rej = pl.read_parquet(tmp_path / "r.parquet")
     assert rej.row(0, named=True)["order_ts"] == "2026-01-01T10:11:12"
 
 
 def test_default_as_of_is_latest_row() -> None:
-    o = load_orders(_problems())
+    o = order_features(_problems())
     assert o.as_of == dt.date(2026, 3, 5) and o.report.left_out["after_as_of"] == 0
+    assert o.frame.filter(pl.col("customer_id") == 5)["recency_days"].to_list() == [0]
 
 
 def test_strict_turns_problems_into_an_error() -> None:
     with pytest.raises(DataError, match=r"5 of 8 rows .*missing_customer_id: 1.*--strict"):
-        load_orders(_problems(), as_of="2026-03-01", strict=True)
-    load_orders(_orders(), strict=True)  # clean input passes
+        order_features(_problems(), as_of=D, strict=True)
+    order_features(_orders(), strict=True)  # clean input passes
 
 
 def test_no_usable_order() -> None:
     with pytest.raises(
         DataError, match=r"no usable order.*after_as_of: 4 \(dated after 2020-01-01\)"
     ):
-        load_orders(_orders(), as_of="2020-01-01")
+        order_features(_orders(), as_of=dt.date(2020, 1, 1))
     with pytest.raises(DataError, match="has no rows"):
-        load_orders(_orders().head(0))
+        order_features(_orders().head(0))
 
 
 def test_bad_as_of() -> None:
+    from fastseg import api
+
+    # order_features takes a date; the public API reads the text users give
     with pytest.raises(ParameterError, match="as_of: expected a date like 2026-01-31, got 'soon'"):
-        load_orders(_orders(), as_of="soon")
+        api.score(_orders(), as_of="soon")
+    assert api.score_job(_orders(), as_of="2026-02-01").as_of == dt.date(2026, 2, 1)
 
 
 def test_infinite_amount_is_missing() -> None:
     df = pl.DataFrame({"customer_id": [1, 2], "order_ts": [D, D], "amount": [float("inf"), 1.0]})
-    assert load_orders(df).report.left_out["missing_amount"] == 1
+    o = order_features(df)
+    assert o.report.left_out["missing_amount"] == 1
+    assert o.frame["customer_id"].to_list() == [2] and o.frame["monetary"].to_list() == [1.0]
 
 
 def test_duplicate_order_lines_counted_once() -> None:
@@ -348,8 +379,11 @@ def test_duplicate_order_lines_counted_once() -> None:
             "order_id": [9, 9, 10],
         }
     )
-    o = load_orders(df)
-    assert o.frame["_order"].to_list() == [1, 0, 1]
+    o = order_features(df)
+    f = o.frame.row(0, named=True)
+    assert f["frequency"] == 2 and f["orders_30d"] == 2  # order 9 once (its two lines), order 10
+    assert f["monetary"] == 6.0 and f["aov"] == 3.0  # every line's amount counts
+    assert o.report.rows_used == 3 and o.report.duplicates == 0
 
 
 # ------------------------------------------------------------------------------------ profiles, events
