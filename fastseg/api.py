@@ -101,7 +101,7 @@ class RunResult(ScoreResult):
 
 
 def _as_date(value: dt.date | dt.datetime | str | None) -> dt.date | None:
-    from fastseg.orders import _as_date as conv
+    from fastseg.orders import as_date as conv
 
     return conv(value, "as_of")
 

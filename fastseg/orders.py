@@ -164,7 +164,7 @@ ORDER_KINDS = {
 }
 
 
-def _as_date(value: dt.date | dt.datetime | str | None, name: str) -> dt.date | None:
+def as_date(value: dt.date | dt.datetime | str | None, name: str) -> dt.date | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):

@@ -83,7 +83,7 @@ def order_features(
     source: Any,
     *,
     columns: Mapping[str, str] | Sequence[str] | None = None,
-    as_of: dt.date | None = None,
+    as_of: dt.date | dt.datetime | str | None = None,
     strict: bool = False,
     rejects: str | Path | None = None,
     windows: Sequence[int] = DEFAULT_WINDOWS,
@@ -99,6 +99,7 @@ def order_features(
     :data:`fastseg.sources.READERS` (tests); by default the source decides.
     """
     windows = check_windows(windows)
+    as_of = O.as_date(as_of, "as_of")
     if reader is not None and reader not in S.READERS:
         msg = f"reader: expected one of {', '.join(S.READERS)}, got {reader!r}"
         raise ParameterError(msg)
