@@ -7,9 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
