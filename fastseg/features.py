@@ -209,6 +209,27 @@ class OrderAggregator:
             )
             raise DataError(msg)
 
+    def ids_to_text(self) -> None:
+        """The integer ids coded so far become text (as Int64 writes them), codes unchanged:
+        for sources whose ids turn out to be text after batches of plain integers (CSV)."""
+        from fastseg.kernels.encode import IdEncoder
+
+        if self.offset is not None:
+            msg = "OrderAggregator.ids_to_text: ids coded by offset cannot become text"
+            raise ParameterError(msg)
+        names = pl.Series("customer_id", self.encoder.uniques.copy()).cast(pl.String)
+        encoder = IdEncoder()
+        codes = encoder.encode(names.hash(seed=0xC0DE).to_numpy().view(np.int64))
+        if encoder.n_unique != names.len():
+            clash = names.filter(pl.Series(codes).is_duplicated())[0]
+            msg = (
+                f"customer id {clash!r} shares a 64-bit hash with another id; "
+                "map the ids to integers (or report this: the chance is about 1 in 10^10)"
+            )
+            raise DataError(msg)
+        self.encoder, self._names, self._recent = encoder, names, []
+        self.id_dtype = pl.String()
+
     def _mask_codes(self, local: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Category codes for the 64-bit masks (-1: none); codes beyond go to exact pairs."""
         wide = local >= 64

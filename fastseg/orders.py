@@ -86,27 +86,37 @@ def collect(lf: pl.LazyFrame, label: str) -> pl.DataFrame:
         raise InputError(msg) from exc
 
 
-def csv_ids_as_int() -> tuple[pl.Expr, pl.Expr]:
-    """CSV is read as text; ids that are all plain integers (no leading zeros) become Int64.
+def csv_ids_as_int(name: str = "customer_id") -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """CSV is read as text: ids are stripped of surrounding spaces (an id left empty is
+    missing), and ids that are all plain integers become Int64.
 
-    Returns ``(as_int, all_int)``: the ids as integers, and the aggregate saying whether every
-    id converts (``"000123"`` is an id to keep as written).
+    Returns ``(text, as_int, all_int)``: the stripped ids, the ids as integers, and the
+    aggregate saying whether every id is a plain integer — written as Int64 writes it (digits,
+    an optional minus, no leading zeros or plus sign), so that the integer and the text name
+    the same customer (``"000123"`` is an id to keep as written).
     """
-    text = pl.col("customer_id").str.strip_chars()
+    stripped = pl.col(name).str.strip_chars()
+    text = pl.when(stripped == "").then(None).otherwise(stripped)
     as_int = text.cast(pl.Int64, strict=False)
-    leading_zero = text.str.starts_with("0") & (text.str.len_chars() > 1)
-    all_int = (as_int.null_count() == pl.col("customer_id").null_count()) & ~leading_zero.any()
-    return as_int, all_int
+    all_int = (text.is_null() | (as_int.cast(pl.String) == text).fill_null(False)).all()
+    return text, as_int, all_int
+
+
+def csv_id_batch(df: pl.DataFrame, name: str = "customer_id") -> pl.DataFrame:
+    """:func:`csv_ids_as_int` applied to one frame (a batch, or a whole file) read from CSV:
+    its ids stripped, and integers when every one of them is a plain integer."""
+    text, as_int, all_int = csv_ids_as_int(name)
+    df = df.with_columns(text.alias(name))
+    if df.select(all_int).item():
+        return df.with_columns(pl.col(name).cast(pl.Int64))
+    return df
 
 
 def _csv_int_ids(df: pl.DataFrame, src: Source) -> pl.DataFrame:
-    """Apply :func:`csv_ids_as_int` to a frame read from CSV."""
+    """Apply :func:`csv_ids_as_int` to a whole frame read from CSV."""
     if src.kind != "csv" or df["customer_id"].dtype != pl.String:
         return df
-    as_int, all_int = csv_ids_as_int()
-    if not df.select(all_int).item():
-        return df
-    return df.with_columns(as_int.alias("customer_id"))
+    return csv_id_batch(df)
 
 
 def _schema(src: Source) -> pl.Schema:

@@ -174,7 +174,7 @@ class _RowPass:
         self.agg = OrderAggregator(
             as_of, windows, id_range=None if stats.text_ids else stats.id_range, rows=stats.n
         )
-        if not stats.text_ids:
+        if not stats.text_ids and not stats.csv_ids:  # CSV ids are typed batch by batch
             self.agg.id_dtype = pl.Int64()
         self.counts = np.zeros(len(REASON_CODES), np.int64)
         self.reason_names = REASON_CODES
@@ -265,8 +265,13 @@ class _RowPass:
         ts_col = S.column(ts_arr, np.int64)
         cid = S.one_chunk(table.column("customer_id"))
         text = S.is_text(cid.type)
-        cid_col = self._text_codes(cid) if text else S.column(cid, np.int64)
         agg = self.agg
+        if self.stats.csv_ids:  # one batch of text ids makes every id text, as written
+            if text and agg.id_dtype is not None and agg.id_dtype != pl.String:
+                agg.ids_to_text()
+            elif not text and agg.id_dtype == pl.String:
+                cid, text = cid.cast(pa.large_string()), True
+        cid_col = self._text_codes(cid) if text else S.column(cid, np.int64)
         with self._stats_checked():
             used, increasing, _ = ingest_rows(
                 cid_col,

@@ -71,7 +71,7 @@ class OrderStats:
     max_date: dt.date | None
     id_range: tuple[int, int] | None
     text_ids: bool
-    csv_int_ids: bool = False
+    csv_ids: bool = False
     oid_range: tuple[int, int] | None = None
     oid_increasing: bool = False
     groups: tuple[tuple[int, int], ...] | None = None
@@ -176,11 +176,9 @@ def _query_stats(plan: O.OrderPlan, need_max_date: bool) -> OrderStats:
     if need_max_date:
         exprs.append(pl.col("order_ts").max().alias("max_date"))
     cid = names["customer_id"]
-    text_ids = cid == pl.String
-    if text_ids and plan.source.kind == "csv":
-        as_int, all_int = O.csv_ids_as_int()
-        exprs += [all_int.alias("int_ids"), as_int.min().alias("id_min"), as_int.max().alias("id_max")]
-    elif cid.is_integer():
+    csv_ids = cid == pl.String and plan.source.kind == "csv"  # typed batch by batch
+    text_ids = cid == pl.String and not csv_ids
+    if cid.is_integer():
         exprs += [
             pl.col("customer_id").min().alias("id_min"),
             pl.col("customer_id").max().alias("id_max"),
@@ -201,9 +199,8 @@ def _query_stats(plan: O.OrderPlan, need_max_date: bool) -> OrderStats:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise read_error(exc, plan.source.label) from exc
-    int_ids = bool(got.get("int_ids", False))
     id_range = None
-    if (cid.is_integer() or int_ids) and got.get("id_min") is not None:
+    if cid.is_integer() and got.get("id_min") is not None:
         id_range = (int(got["id_min"]), int(got["id_max"]))
     oid_range = None
     if got.get("oid_min") is not None:
@@ -212,8 +209,8 @@ def _query_stats(plan: O.OrderPlan, need_max_date: bool) -> OrderStats:
         n=int(got["n"]),
         max_date=got.get("max_date"),
         id_range=id_range,
-        text_ids=text_ids and not int_ids,
-        csv_int_ids=int_ids,
+        text_ids=text_ids,
+        csv_ids=csv_ids,
         oid_range=oid_range,
         oid_increasing=bool(got.get("oid_increasing")) or got["n"] < 2,
     )
@@ -268,7 +265,7 @@ class OrderReader:
     plan: O.OrderPlan
     columns: dict[str, str]
     batch_rows: int
-    csv_int_ids: bool = False
+    csv_ids: bool = False
 
     @property
     def label(self) -> str:
@@ -327,7 +324,7 @@ def open_orders(
     if kind == "arrow" and not _arrow_plan_ok(plan):
         msg = f"reader='arrow' cannot read {plan.source.label} (Parquet with typed columns only)"
         raise FastsegError(msg)
-    return OrderReader(kind, plan, dict(plan.columns), batch_rows, stats.csv_int_ids)
+    return OrderReader(kind, plan, dict(plan.columns), batch_rows, stats.csv_ids)
 
 
 def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, bool, Any, None]]:
@@ -402,13 +399,13 @@ def _polars_tables(
     else:
         read = [c for c in want if c in plan.columns or c == "order_ts_raw"]
     lf = lf.select([*read, *(c.raw for c in conversions)])
-    if r.csv_int_ids:
-        lf = lf.with_columns(O.csv_ids_as_int()[0].alias("customer_id"))
     sliceable = plan.source.kind in ("parquet", "ipc")
     label = plan.source.label
     for raw in _polars_batches(lf, r.batch_rows, sliceable=sliceable):
         batch = schema.check_conversions(raw, conversions, label)
         del raw
+        if r.csv_ids:  # integers when every id of the batch is a plain integer
+            batch = O.csv_id_batch(batch)
         if "amount" not in batch.columns:
             batch = batch.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
         row_hashes = None

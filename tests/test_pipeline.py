@@ -252,3 +252,23 @@ def test_conversion_errors_still_name_the_value(tmp_path: Path) -> None:
     p.write_text("customer_id,order_ts,amount\n1,2026-01-01,  \n1,2026-01-02,x1\n2,2026-01-02,x2\n")
     with pytest.raises(SchemaError, match=r"'x1' and 1 more"):
         order_features(p)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 1000])
+def test_csv_ids_typed_batch_by_batch(tmp_path: Path, batch: int) -> None:
+    """CSV ids are stripped (an id of only spaces is missing); they are integers only when every
+    one is a plain integer, whichever batch the first other one comes in."""
+    p = tmp_path / "o.csv"
+    p.write_text(
+        "customer_id,order_ts,amount\n1,2026-01-01,5\n 2 ,2026-01-02,6\n1,2026-01-03,7\n"
+        "   ,2026-01-03,1\n"
+    )
+    ints = order_features(p, batch_rows=batch)
+    assert ints.frame["customer_id"].to_list() == [1, 2]
+    assert ints.frame["frequency"].to_list() == [2, 1]
+    assert ints.report.left_out["missing_customer_id"] == 1
+    p.write_text(p.read_text() + "0042,2026-01-03,2\n2,2026-01-03,3\n")
+    text = order_features(p, batch_rows=batch)
+    assert text.frame["customer_id"].to_list() == ["0042", "1", "2"]  # as written, sorted
+    assert text.frame["frequency"].to_list() == [1, 2, 2]
+    assert text.frame["monetary"].to_list() == [2.0, 12.0, 9.0]
