@@ -234,7 +234,9 @@ class OrderAggregator:
         """Category codes for the 64-bit masks (-1: none); codes beyond go to exact pairs."""
         wide = local >= 64
         if wide.any():
-            pairs = pl.DataFrame({"code": codes[wide], "cat": local[wide]}).unique()
+            pairs = pl.DataFrame(
+                {"code": codes[wide].astype(np.int64), "cat": local[wide].astype(np.int64)}
+            ).unique()
             self._cat_pairs.append(pairs)
             local = np.where(wide, -1, local)
         return local.astype(np.int8)
@@ -294,6 +296,70 @@ class OrderAggregator:
         if self.offset is None:
             self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
         aggregate_orders(codes, day, amount, flags, self.since, self.acc, cats)
+
+    def merge(self, other: OrderAggregator) -> None:
+        """Add ``other``'s customers (aggregated from other rows: another batch, partition or
+        file) into this one, as if its rows had been added here.
+
+        Both must be for the same scoring date and windows. Counts, days and category sets
+        merge exactly; money sums equal a single pass up to float rounding. The lines of one
+        order must not be split between the two (partition rows by customer, or keep one
+        :class:`fastseg.kernels.lines.OrderLines` for both).
+        """
+        from fastseg.kernels.aggregate import grow_accumulators, merge_accumulators
+
+        if (other.as_of, other.windows) != (self.as_of, self.windows):
+            msg = "OrderAggregator.merge: both must have the same as_of and windows"
+            raise ParameterError(msg)
+        ids, n = other._ids()
+        if ids is None or n == 0:
+            return
+        if self.id_dtype is None:
+            self.id_dtype = other.id_dtype
+        if (other.id_dtype == pl.String) != (self.id_dtype == pl.String):
+            msg = "OrderAggregator.merge: one has text customer ids, the other integers"
+            raise ParameterError(msg)
+        if isinstance(ids, pl.Series):
+            codes = self.text_codes(ids).astype(np.int64)
+        else:
+            codes = self._int_codes(ids).astype(np.int64)
+            if self.offset is None:
+                self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
+        if self.offset is None and self.id_dtype == pl.String:
+            self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
+        lut = np.full(64, 64, np.int64)
+        if other._cat_codes.n:
+            hashes = other._cat_codes.hashes
+            local = self._cat_codes.encode(hashes, np.ones(hashes.shape[0], np.bool_))
+            lut[: min(64, local.shape[0])] = local[:64]
+            pairs = [df.with_columns(pl.col("code").cast(pl.Int64)) for df in other._cat_pairs]
+            wide = np.flatnonzero(local[:64] >= 64)  # mask bits of other beyond this one's 64
+            cats = other.acc["cats"][:n]
+            for k in wide:
+                rows = np.flatnonzero((cats >> np.uint64(k)) & np.uint64(1))
+                pairs.append(pl.DataFrame({"code": rows, "cat": np.full(rows.shape[0], k)}))
+            for df in pairs:
+                code = codes[df["code"].to_numpy()]
+                cat = local[df["cat"].to_numpy()]
+                self._mask_codes(cat, code)  # beyond 64: kept as exact pairs
+                bits = cat < 64
+                if bits.any():
+                    np.bitwise_or.at(
+                        self.acc["cats"], code[bits], np.uint64(1) << cat[bits].astype(np.uint64)
+                    )
+        merge_accumulators(self.acc, other.acc[:n], codes, lut)
+        self.has_category |= other.has_category
+        self.has_discount |= other.has_discount
+
+    def _ids(self) -> tuple[np.ndarray | pl.Series | None, int]:
+        """The ids of every record so far, in code order, and their count."""
+        if self.offset is not None:
+            n = self.acc.shape[0]
+            return np.arange(n, dtype=np.int64) + self.offset, n
+        n = self.encoder.n_unique
+        if self.id_dtype == pl.String:
+            return pl.concat([self._names, *self._recent], rechunk=True), n
+        return self.encoder.uniques.copy(), n
 
     def finish(self) -> pl.DataFrame:
         """The features, one row per customer seen, sorted by ``customer_id``.

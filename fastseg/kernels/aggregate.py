@@ -28,6 +28,7 @@ __all__ = [
     "aggregate_orders",
     "encode_int_ids",
     "grow_accumulators",
+    "merge_accumulators",
     "CategoryCodes",
     "new_accumulators",
 ]
@@ -341,6 +342,63 @@ def aggregate_orders(
     return acc
 
 
+# ----------------------------------------------------------------------------------- merging
+
+
+@njit(cache=CACHE)
+def _merge_kernel(acc, src, into, lut):  # pragma: no cover - jitted
+    for i in range(src.shape[0]):
+        s = src[i]
+        r = acc[into[i]]
+        if s.first_day < r.first_day:
+            r.first_day = s.first_day
+        if s.last_day > r.last_day:
+            r.last_day = s.last_day
+        r.orders += s.orders
+        r.refunds += s.refunds
+        r.discount_orders += s.discount_orders
+        for w in range(s.win_orders.shape[0]):
+            r.win_orders[w] += s.win_orders[w]
+            r.win_revenue[w] += s.win_revenue[w]
+        r.monetary += s.monetary
+        r.gross += s.gross
+        r.refund_amount += s.refund_amount
+        m = s.cats
+        if m != 0:
+            for k in range(64):
+                if (m >> np.uint64(k)) & np.uint64(1):
+                    j = lut[k]
+                    if j < 64:
+                        r.cats |= np.uint64(1) << np.uint64(j)
+
+
+def merge_accumulators(
+    acc: NDArray[np.void], src: NDArray[np.void], into: NDArray[np.integer], lut: NDArray[np.int64]
+) -> None:
+    """Add records ``src[i]`` into ``acc[into[i]]``, in place: counts and sums added, first and
+    last days as min and max, category bit ``k`` of ``src`` set as bit ``lut[k]`` (bits whose
+    ``lut`` is 64 or more are the caller's: they become exact pairs).
+
+    Integer fields merge exactly; float sums equal the sums of all rows up to rounding (the
+    order of additions differs).
+    """
+    if acc.dtype != src.dtype:
+        msg = "merge_accumulators: the records differ (windows?)"
+        raise ParameterError(msg)
+    into = np.ascontiguousarray(into, np.int64)
+    if into.shape[0] != src.shape[0]:
+        msg = "merge_accumulators: into must give one record of acc per record of src"
+        raise ParameterError(msg)
+    if into.shape[0] and (int(into.min()) < 0 or int(into.max()) >= acc.shape[0]):
+        msg = f"merge_accumulators: into must lie in 0..{acc.shape[0] - 1}"
+        raise ParameterError(msg)
+    lut = np.ascontiguousarray(lut, np.int64)
+    if lut.shape[0] != 64:
+        msg = "merge_accumulators: lut must map the 64 category bits"
+        raise ParameterError(msg)
+    _merge_kernel(acc, src, into, lut)
+
+
 # ----------------------------------------------------------------------------------- events
 
 
@@ -459,6 +517,14 @@ class CategoryCodes:
         )
         assert got == n and (again == np.arange(n)).all()
         self.n = n
+
+    @property
+    def hashes(self) -> NDArray[np.uint64]:
+        """The categories' hashes, in local index order."""
+        used = self._vals >= 0
+        out = np.empty(self.n, np.uint64)
+        out[self._vals[used]] = self._keys[used]
+        return out
 
     def encode(self, hashes: NDArray[np.uint64], counted: NDArray[np.bool_]) -> NDArray[np.int64]:
         """Local index per row (-1 where not ``counted``)."""
