@@ -122,3 +122,21 @@ def test_merge_refuses_other_windows_and_id_kinds() -> None:
     )
     with pytest.raises(ParameterError, match="text customer ids"):
         a.merge(b)
+
+
+@pytest.mark.parametrize("mode", ["hash", "text"])
+def test_state_grows_with_the_customers(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accumulators start small and grow (in place when they can) as customers arrive; the
+    result equals one pass with room for every customer from the start."""
+    import fastseg.features as F
+
+    rows = _rows(3000, 7, 70, mode == "text")
+    want = _aggregate(rows, np.arange(3000), mode).finish()
+    monkeypatch.setattr(F, "_START_CUSTOMERS", 1)
+    agg = _aggregate(rows, np.arange(0), mode)
+    for lo in range(0, 3000, 97):  # many batches, each bringing new customers
+        part = _aggregate(rows, np.arange(lo, min(3000, lo + 97)), mode)
+        agg.merge(part)
+    assert agg.acc.shape[0] < 3000
+    got = agg.finish()
+    assert got.drop(pl.selectors.float()).equals(want.drop(pl.selectors.float()))

@@ -228,13 +228,26 @@ def new_accumulators(n_customers: int, n_windows: int) -> NDArray[np.void]:
 
 
 def grow_accumulators(acc: NDArray[np.void], n_customers: int) -> NDArray[np.void]:
-    """Accumulators with room for at least ``n_customers`` (doubling), keeping the contents."""
-    if acc.shape[0] >= n_customers:
+    """Accumulators with room for at least ``n_customers`` (growing by half), keeping the
+    contents.
+
+    An array that owns its memory (and has no views) is grown in place: a large block is
+    remapped by the allocator, not copied, so the old and the new state are never both in
+    memory. Others are copied.
+    """
+    old = acc.shape[0]
+    if old >= n_customers:
         return acc
-    cap = max(n_customers, 2 * acc.shape[0])
-    out = new_accumulators(cap, acc.dtype["win_orders"].shape[0])
-    out[: acc.shape[0]] = acc
-    return out
+    cap = max(n_customers, old + old // 2)
+    if acc.flags.owndata and acc.base is None:
+        acc.resize(cap, refcheck=False)  # the new records are zeroed
+    else:
+        grown = np.zeros(cap, acc.dtype)
+        grown[:old] = acc
+        acc = grown
+    acc["first_day"][old:] = _I32_MAX
+    acc["last_day"][old:] = _I32_MIN
+    return acc
 
 
 def aggregate_orders(
