@@ -321,8 +321,8 @@ def aggregate_orders(
     flags = np.ascontiguousarray(flags, np.uint8)
     since = np.ascontiguousarray(since, np.int32)
     per_part = max(1, _PART_BYTES // acc.dtype.itemsize)
-    threads = numba.get_num_threads()
-    if not parallel or threads == 1 or acc.shape[0] <= 2 * per_part:
+    # (the thread count is asked last: asking starts the threading layer)
+    if not parallel or acc.shape[0] <= 2 * per_part or (threads := numba.get_num_threads()) == 1:
         _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc)
         return acc
     shift = max(0, int(per_part).bit_length() - 1)
