@@ -131,8 +131,7 @@ class OrderAggregator:
                 capacity = span
         self.acc = new_accumulators(max(1, capacity), len(self.windows))
         self.id_dtype: pl.DataType | None = None
-        self._names = pl.Series("customer_id", [], dtype=pl.String)  # text ids, in code order
-        self._recent: list[pl.Series] = []  # the text ids coded since, not yet in _names
+        self._text: Any = None  # text ids: a TextIds (their codes, hashes and first texts)
         self._cat_codes = CategoryCodes()  # category (by hash) -> local index
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
         self.has_category = False
@@ -155,79 +154,53 @@ class OrderAggregator:
         if values.dtype != pl.String:
             msg = f"OrderAggregator.text_codes: expected text ids, got {values.dtype}"
             raise ParameterError(msg)
-        return self._codes(values)
+        return self.text_codes_arrow(values.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+    def text_codes_arrow(self, values: Any) -> np.ndarray:
+        """:meth:`text_codes` of an Arrow string array with no nulls (no copy of the texts)."""
+        from fastseg.kernels.encode import TextIds
+
+        if self.id_dtype is None:
+            self.id_dtype = pl.String()
+        elif self.id_dtype != pl.String:
+            msg = "OrderAggregator: text customer ids after integer ones"
+            raise ParameterError(msg)
+        if self._text is None:
+            self._text = TextIds()
+            self.encoder = self._text.encoder
+        codes, bad = self._text.encode(values)
+        if bad >= 0:
+            raise _clash(values[bad].as_py())
+        return codes
 
     def _codes(self, ids: pl.Series) -> np.ndarray:
         if self.id_dtype is None:
             self.id_dtype = ids.dtype
         elif ids.dtype != self.id_dtype:
             ids = ids.cast(self.id_dtype)
-        if ids.dtype != pl.String:
-            return self._int_codes(ids.to_numpy())
-        # Text ids are coded by a 64-bit hash (categorical codes are local to each batch), and
-        # every row's text is compared with its code's so that a collision can never merge two
-        # customers silently.
-        hashed = ids.hash(seed=0xC0DE).to_numpy().view(np.int64)
-        before = self.encoder.n_unique
-        codes = self.encoder.encode(hashed)
-        new = codes >= before
-        if new.any():
-            rows = np.flatnonzero(new)
-            where = np.empty(self.encoder.n_unique - before, np.int64)
-            where[codes[rows] - before] = rows  # any row of each new code names it
-            self._recent.append(ids.gather(where))
-        self._check_names(ids, codes)
-        return codes
+        if ids.dtype == pl.String:
+            return self.text_codes(ids)
+        return self._int_codes(ids.to_numpy())
 
-    def _check_names(self, ids: pl.Series, codes: np.ndarray) -> None:
-        """Every id's text equals its code's first text (no two ids share a 64-bit hash).
-
-        Names live in one contiguous chunk (gathering from many chunks costs ~6x more per row)
-        plus the chunks added since; those are merged into it once they outgrow it, so each
-        name is copied a bounded number of times."""
-        base = self._names.len()
-        if sum(c.len() for c in self._recent) > base:
-            self._names = pl.concat([self._names, *self._recent], rechunk=True)
-            self._recent = []
-            base = self._names.len()
-        old = codes < base
-        if bool(old.all()):
-            ok = bool((self._names.gather(codes) == ids).all())
-        else:
-            recent = pl.concat(self._recent, rechunk=False)
-            at_old = np.flatnonzero(old)
-            at_new = np.flatnonzero(~old)
-            ok = bool((self._names.gather(codes[at_old]) == ids.gather(at_old)).all()) and bool(
-                (recent.gather(codes[at_new] - base) == ids.gather(at_new)).all()
-            )
-        if not ok:
-            names = pl.concat([self._names, *self._recent], rechunk=True)
-            clash = ids.filter(names.gather(codes) != ids)[0]
-            msg = (
-                f"customer id {clash!r} shares a 64-bit hash with another id; "
-                "map the ids to integers (or report this: the chance is about 1 in 10^10)"
-            )
-            raise DataError(msg)
+    def _names(self) -> pl.Series:
+        """The text ids, in code order."""
+        return pl.Series("customer_id", self._text.names(), dtype=pl.String)
 
     def ids_to_text(self) -> None:
         """The integer ids coded so far become text (as Int64 writes them), codes unchanged:
         for sources whose ids turn out to be text after batches of plain integers (CSV)."""
-        from fastseg.kernels.encode import IdEncoder
+        from fastseg.kernels.encode import TextIds
 
         if self.offset is not None:
             msg = "OrderAggregator.ids_to_text: ids coded by offset cannot become text"
             raise ParameterError(msg)
         names = pl.Series("customer_id", self.encoder.uniques.copy()).cast(pl.String)
-        encoder = IdEncoder()
-        codes = encoder.encode(names.hash(seed=0xC0DE).to_numpy().view(np.int64))
-        if encoder.n_unique != names.len():
-            clash = names.filter(pl.Series(codes).is_duplicated())[0]
-            msg = (
-                f"customer id {clash!r} shares a 64-bit hash with another id; "
-                "map the ids to integers (or report this: the chance is about 1 in 10^10)"
-            )
-            raise DataError(msg)
-        self.encoder, self._names, self._recent = encoder, names, []
+        text = TextIds()
+        codes, bad = text.encode(names.to_arrow(compat_level=pl.CompatLevel.oldest()))
+        if bad >= 0 or text.n_unique != names.len():
+            raise _clash(names[max(bad, 0)])
+        assert bool((codes == np.arange(names.len())).all())
+        self._text, self.encoder = text, text.encoder
         self.id_dtype = pl.String()
 
     def _mask_codes(self, local: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -358,7 +331,7 @@ class OrderAggregator:
             return np.arange(n, dtype=np.int64) + self.offset, n
         n = self.encoder.n_unique
         if self.id_dtype == pl.String:
-            return pl.concat([self._names, *self._recent], rechunk=True), n
+            return self._names(), n
         return self.encoder.uniques.copy(), n
 
     def finish(self) -> pl.DataFrame:
@@ -379,11 +352,10 @@ class OrderAggregator:
             m = rows.shape[0]
             return self._frame(ids, self.acc[:m], None, lambda codes: np.searchsorted(rows, codes))
         if self.id_dtype == pl.String:
-            self._names = pl.concat([self._names, *self._recent], rechunk=True)
-            self._recent = []
-            order = self._names.arg_sort().to_numpy()
+            names = self._names()
+            order = names.arg_sort().to_numpy()
             order = order[seen[order]]
-            ids = self._names.gather(order).alias("customer_id")
+            ids = names.gather(order)
         else:
             order = self.encoder.sort_order()
             order = order[seen[order]]
@@ -523,6 +495,14 @@ def event_frame(
         days = pl.Series(f"days_since_{name}", as_of_day - latest.astype(np.int64))
         cols.append(days.scatter(np.flatnonzero(never), None) if never.any() else days)
     return pl.DataFrame(cols)
+
+
+def _clash(value: Any) -> DataError:
+    msg = (
+        f"customer id {value!r} shares a 64-bit hash with another id; "
+        "map the ids to integers (or report this: the chance is about 1 in 10^10)"
+    )
+    return DataError(msg)
 
 
 #: features that are 0 (not null) for a customer with no order

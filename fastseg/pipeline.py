@@ -341,8 +341,13 @@ class _RowPass:
     def _text_codes(self, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
         """Customer codes per row of a text id column: the dictionary's distinct values are
         coded by the aggregator (hash + exact check), rows by index."""
+        import pyarrow as pa
+
         arr = S.dictionary(arr)
-        entry = self.agg.text_codes(pl.Series(arr.dictionary).cast(pl.String))
+        values = arr.dictionary
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            values = values.cast(pa.large_string())
+        entry = self.agg.text_codes_arrow(values)
         idx, bitmap, offset = S.column(arr.indices, np.int64)
         if entry.shape[0] == 0:  # every id of the batch is missing
             return np.zeros(idx.shape[0], np.int64), bitmap, offset

@@ -140,3 +140,43 @@ def test_state_grows_with_the_customers(mode: str, monkeypatch: pytest.MonkeyPat
     assert agg.acc.shape[0] < 3000
     got = agg.finish()
     assert got.drop(pl.selectors.float()).equals(want.drop(pl.selectors.float()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.text(max_size=12), min_size=0, max_size=30), min_size=1, max_size=4
+    )
+)
+def test_text_ids_code_like_first_seen_factorize(batches) -> None:  # noqa: ANN001
+    """Text ids (any unicode, empty, long) get first-seen codes across batches; names too."""
+    import pyarrow as pa
+
+    from fastseg.kernels.encode import TextIds
+
+    ids = TextIds()
+    seen: dict[str, int] = {}
+    for batch in batches:
+        codes, bad = ids.encode(pa.array(batch, pa.string()))
+        assert bad == -1
+        want = [seen.setdefault(t, len(seen)) for t in batch]
+        assert codes.tolist() == want
+    assert ids.names().to_pylist() == list(seen)
+
+
+def test_text_id_hash_collisions_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two texts sharing a 64-bit hash are never merged: the aggregator says so and stops."""
+    import fastseg.kernels.encode as E
+    from fastseg.errors import DataError
+
+    def same_hash(offsets, data, out) -> None:  # noqa: ANN001
+        out[:] = 42
+
+    monkeypatch.setattr(E, "_hash_text_kernel", same_hash)
+    agg = OrderAggregator(AS_OF)
+    agg.text_codes(pl.Series(["alice"]))
+    with pytest.raises(DataError, match="'bob' shares a 64-bit hash"):
+        agg.text_codes(pl.Series(["alice", "bob"]))
+    fresh = OrderAggregator(AS_OF)
+    with pytest.raises(DataError, match="shares a 64-bit hash"):  # within one batch too
+        fresh.text_codes(pl.Series(["x", "y"]))

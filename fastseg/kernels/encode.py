@@ -155,3 +155,157 @@ class IdEncoder:
     def sort_order(self) -> NDArray[np.int64]:
         """Codes in ascending id order: ``uniques[sort_order()]`` is sorted."""
         return np.argsort(self.uniques, kind="stable")
+
+
+# ------------------------------------------------------------------------------- text ids
+
+_P1 = np.uint64(0x9E3779B97F4A7C15)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+@njit(cache=CACHE, inline="always")
+def _fmix(x):  # pragma: no cover - jitted
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xC4CEB9FE1A85EC53)
+    return x ^ (x >> np.uint64(33))
+
+
+@njit(cache=CACHE, nogil=True)
+def _hash_text_kernel(offsets, data, out):  # pragma: no cover - jitted
+    # 64-bit hash of each byte string data[offsets[i]:offsets[i+1]], eight bytes at a time
+    for i in range(out.shape[0]):
+        lo, hi = offsets[i], offsets[i + 1]
+        h = np.uint64(hi - lo) * _P2
+        j = lo
+        while j + 8 <= hi:
+            w = np.uint64(0)
+            for b in range(8):
+                w |= np.uint64(data[j + b]) << np.uint64(8 * b)
+            h = (h ^ _fmix(w * _P1)) * _P2
+            j += 8
+        w = np.uint64(0)
+        b = 0
+        while j < hi:
+            w |= np.uint64(data[j]) << np.uint64(8 * b)
+            j += 1
+            b += 1
+        out[i] = np.int64(_fmix(h ^ (w * _P1)))
+
+
+@njit(cache=CACHE, nogil=True)
+def _append_text_kernel(offsets, data, rows, s_offsets, s_data, n_names, n_bytes):
+    # pragma: no cover - jitted; append strings `rows` of (offsets, data) to the store
+    for k in range(rows.shape[0]):
+        i = rows[k]
+        lo, hi = offsets[i], offsets[i + 1]
+        for j in range(lo, hi):
+            s_data[n_bytes] = data[j]
+            n_bytes += 1
+        n_names += 1
+        s_offsets[n_names] = n_bytes
+    return n_bytes
+
+
+@njit(cache=CACHE, nogil=True)
+def _check_text_kernel(offsets, data, codes, s_offsets, s_data):  # pragma: no cover - jitted
+    # first i whose string differs from the stored string of its code, or -1
+    for i in range(codes.shape[0]):
+        lo, hi = offsets[i], offsets[i + 1]
+        c = codes[i]
+        slo, shi = s_offsets[c], s_offsets[c + 1]
+        if hi - lo != shi - slo:
+            return i
+        for j in range(hi - lo):
+            if data[lo + j] != s_data[slo + j]:
+                return i
+    return -1
+
+
+class TextIds:
+    """Dense codes for text ids given as Arrow strings, batch after batch, exactly.
+
+    Each text is hashed (64 bits) and coded by an :class:`IdEncoder`; the first text of every
+    code is kept (one byte buffer and its offsets) and every later text is compared with it, so
+    two texts sharing a hash can never share a code unnoticed: :meth:`encode` returns the index
+    of the first such text instead of codes.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> ids = TextIds()
+    >>> ids.encode(pa.array(["b", "a", "b"]))[0].tolist(), ids.encode(pa.array(["c", "a"]))[0].tolist()
+    ([0, 1, 0], [2, 1])
+    >>> ids.names().to_pylist()
+    ['b', 'a', 'c']
+    """
+
+    def __init__(self) -> None:
+        self.encoder = IdEncoder()
+        self._offsets = np.zeros(1 << 10, np.int64)
+        self._data = np.empty(1 << 16, np.uint8)
+        self._bytes = 0
+
+    @property
+    def n_unique(self) -> int:
+        return self.encoder.n_unique
+
+    @staticmethod
+    def _buffers(arr: object) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+        import pyarrow as pa
+
+        assert isinstance(arr, pa.Array)
+        if arr.null_count:
+            msg = "TextIds.encode: the texts must have no nulls"
+            raise ParameterError(msg)
+        if pa.types.is_string(arr.type):
+            kind: object = np.int32
+        elif pa.types.is_large_string(arr.type):
+            kind = np.int64
+        else:
+            msg = f"TextIds.encode: expected Arrow strings, got {arr.type}"
+            raise ParameterError(msg)
+        bufs = arr.buffers()
+        n = len(arr)
+        offsets = np.frombuffer(bufs[1], dtype=kind)[arr.offset : arr.offset + n + 1]
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+        return offsets.astype(np.int64), data
+
+    def encode(self, arr: object) -> tuple[NDArray[np.int32], int]:
+        """``(codes, -1)`` for the texts of an Arrow string array with no nulls, or
+        ``(codes, i)`` when text ``i`` shares its hash with another text (codes unusable)."""
+        offsets, data = self._buffers(arr)
+        n = offsets.shape[0] - 1
+        hashed = np.empty(n, np.int64)
+        _hash_text_kernel(offsets, data, hashed)
+        before = self.encoder.n_unique
+        codes = self.encoder.encode(hashed)
+        new = self.encoder.n_unique - before
+        if new:
+            rows = np.flatnonzero(codes >= before)
+            first = np.empty(new, np.int64)
+            first[codes[rows][::-1] - before] = rows[::-1]  # the first row of each new code
+            need = self._bytes + int((offsets[first + 1] - offsets[first]).sum())
+            if need > self._data.shape[0]:
+                grown = np.empty(max(need, 2 * self._data.shape[0]), np.uint8)
+                grown[: self._bytes] = self._data[: self._bytes]
+                self._data = grown
+            if self.encoder.n_unique + 1 > self._offsets.shape[0]:
+                grown_o = np.zeros(max(self.encoder.n_unique + 1, 2 * self._offsets.shape[0]), np.int64)
+                grown_o[: before + 1] = self._offsets[: before + 1]
+                self._offsets = grown_o
+            self._bytes = _append_text_kernel(
+                offsets, data, first, self._offsets, self._data, before, self._bytes
+            )
+        bad = _check_text_kernel(offsets, data, codes, self._offsets, self._data)
+        return codes, int(bad)
+
+    def names(self) -> object:
+        """The first text of every code, in code order, as an Arrow large-string array."""
+        import pyarrow as pa
+
+        n = self.encoder.n_unique
+        offsets = pa.py_buffer(self._offsets[: n + 1].copy())
+        data = pa.py_buffer(self._data[: self._bytes].copy())
+        return pa.LargeStringArray.from_buffers(n, offsets, data)
