@@ -518,6 +518,38 @@ def test_verify_outputs_catches(tmp_path: Path) -> None:
     assert not bench_whole.verify_outputs(paths)["contenders"]["polars"]["same_customers"]
 
 
+def test_verify_outputs_allows_float_ties(tmp_path: Path) -> None:
+    """Equal totals summed in another order can differ in the last bit and so not tie."""
+    n = 50
+    money = np.arange(n) * 1.5
+    money[10] = money[9]  # a tie across the edge between levels 1 and 2
+    other = money.copy()
+    other[10] = np.nextafter(money[9], np.inf)  # the same total, one ulp apart
+
+    def frame(m: np.ndarray) -> pl.DataFrame:
+        df = pl.DataFrame(
+            {
+                "customer_id": np.arange(n),
+                "recency_days": np.arange(n),
+                "frequency": np.ones(n, np.int64),
+                "monetary": m,
+            }
+        )
+        return df.with_columns(
+            r_score=(1 + 5 * ((-pl.col("recency_days")).rank("min") - 1) // n).cast(pl.UInt8),
+            f_score=pl.lit(1, pl.UInt8),
+            m_score=(1 + 5 * (pl.col("monetary").rank("min") - 1) // n).cast(pl.UInt8),
+        )
+
+    paths = {"fastseg": tmp_path / "f.parquet", "polars": tmp_path / "p.parquet"}
+    frame(money).write_parquet(paths["fastseg"])
+    frame(other).write_parquet(paths["polars"])
+    assert frame(money)["m_score"][10] != frame(other)["m_score"][10]
+    v = bench_whole.verify_outputs(paths)
+    assert v["ok"], v["mismatches"]
+    assert v["contenders"]["polars"]["scores_differing_by_float_ties"] == 1
+
+
 def test_whole_process_cli_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "--whole-process", "--baselines"])
     assert result.exit_code == 2 and "cannot be combined" in result.output
