@@ -209,18 +209,29 @@ def _append_text_kernel(offsets, data, rows, s_offsets, s_data, n_names, n_bytes
 
 
 @njit(cache=CACHE, nogil=True)
-def _check_text_kernel(offsets, data, codes, s_offsets, s_data):  # pragma: no cover - jitted
-    # first i whose string differs from the stored string of its code, or -1
-    for i in range(codes.shape[0]):
-        lo, hi = offsets[i], offsets[i + 1]
+def _check_text_kernel(offsets, data, codes, s_offsets, s_data, start, length):
+    # pragma: no cover - jitted; first i whose string differs from its code's, or -1.
+    # The stored strings sit anywhere in memory: a first loop only gathers where each starts
+    # (simple independent loads, many cache misses in flight at once), a second touches their
+    # first byte (the same), and only then are the bytes compared.
+    n = codes.shape[0]
+    for i in range(n):
         c = codes[i]
-        slo, shi = s_offsets[c], s_offsets[c + 1]
-        if hi - lo != shi - slo:
+        start[i] = s_offsets[c]
+        length[i] = s_offsets[c + 1] - start[i]
+    touch = np.uint8(0)
+    for i in range(n):
+        if length[i] > 0:
+            touch ^= s_data[start[i]]
+    for i in range(n):
+        lo, hi = offsets[i], offsets[i + 1]
+        if hi - lo != length[i]:
             return i
+        slo = start[i]
         for j in range(hi - lo):
             if data[lo + j] != s_data[slo + j]:
                 return i
-    return -1
+    return -1 if touch >= 0 else -2
 
 
 class TextIds:
@@ -298,7 +309,8 @@ class TextIds:
             self._bytes = _append_text_kernel(
                 offsets, data, first, self._offsets, self._data, before, self._bytes
             )
-        bad = _check_text_kernel(offsets, data, codes, self._offsets, self._data)
+        start, length = np.empty(n, np.int64), np.empty(n, np.int64)
+        bad = _check_text_kernel(offsets, data, codes, self._offsets, self._data, start, length)
         return codes, int(bad)
 
     def names(self) -> object:
