@@ -190,6 +190,7 @@ class _RowPass:
         self._lines: Any = None
         self._group = -2
         self._rejects_schema: pl.Schema | None = None
+        self._last_categories: tuple[Any, np.ndarray, np.ndarray] | None = None
         # what the tables must hold
         need = ["customer_id", "order_ts", "amount", "category", "discount"]
         if self.lines_mode != "none":
@@ -326,16 +327,21 @@ class _RowPass:
         return hashed, bits, 0
 
     def _categories(self, cat: Any) -> dict[str, Any]:
+        """The category column as dictionary indices, each entry's local code and hash; row
+        groups mostly share one dictionary, which is then coded once."""
         cat = S.dictionary(cat)
-        values = pl.Series(cat.dictionary)
-        chash = values.hash(seed=_CAT_SEED).to_numpy().astype(np.uint64)
-        present = values.is_not_null().to_numpy()
-        local = self.cat_codes.encode(chash, present).astype(np.int32)
-        chash[~present] = np.uint64(0xDEAD04)
+        last = self._last_categories
+        if last is None or not last[0].equals(cat.dictionary):
+            values = pl.Series(cat.dictionary)
+            chash = values.hash(seed=_CAT_SEED).to_numpy().astype(np.uint64)
+            present = values.is_not_null().to_numpy()
+            local = self.cat_codes.encode(chash, present).astype(np.int32)
+            chash[~present] = np.uint64(0xDEAD04)
+            last = self._last_categories = (cat.dictionary, local, chash)
         return {
             "category": S.column(cat.indices, np.int32),
-            "category_local": local,
-            "category_hash": chash,
+            "category_local": last[1],
+            "category_hash": last[2],
         }
 
     def _text_codes(self, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
