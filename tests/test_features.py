@@ -93,6 +93,7 @@ def test_features_equal_reference(df: pl.DataFrame, partitioned: bool, batch_row
     with pytest.MonkeyPatch.context() as mp:  # undone after each example
         mp.setattr(agg, "_PART_BYTES", 256 if partitioned else 1 << 20)
         mp.setattr(agg, "_CHUNK_ROWS", 7 if partitioned else 1 << 22)  # several chunks
+        mp.setattr(agg, "_ROWS_PER_RECORD", 0 if partitioned else 4)  # whatever the rows
         got = order_features(df, as_of=AS_OF, windows=WINDOWS, batch_rows=batch_rows)
     assert got.report.rows_used == df.height  # every generated row is usable
     _compare(got.frame, features_ref(_rows(df), AS_OF, WINDOWS))
@@ -114,8 +115,10 @@ def test_row_order_does_not_matter() -> None:
     same_order_features(a, b)
 
 
-def test_partitioned_path_on_many_customers() -> None:
-    """Large enough for the partitioned kernel with its default block size."""
+def test_partitioned_path_on_many_customers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large enough for the partitioned kernel with its default block size (taken here with
+    fewer rows per customer than it needs to pay)."""
+    monkeypatch.setattr(agg, "_ROWS_PER_RECORD", 1)
     rng = np.random.default_rng(7)
     n, c = 200_000, 40_000
     df = pl.DataFrame(

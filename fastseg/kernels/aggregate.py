@@ -215,6 +215,8 @@ def _aggregate_partitions_kernel(starts, pc, pd, pa, pf, pk, since, acc):  # pra
 
 #: accumulator bytes per partition meant to stay cache-resident (L2 512 KiB, L3 32 MiB shared)
 _PART_BYTES = 1 << 19
+#: rows per customer record a batch needs for partitioning to pay (see aggregate_orders)
+_ROWS_PER_RECORD = 4
 #: rows partitioned at a time (bounds the partition buffers: ~18 bytes a row)
 _CHUNK_ROWS = 1 << 22
 
@@ -321,8 +323,16 @@ def aggregate_orders(
     flags = np.ascontiguousarray(flags, np.uint8)
     since = np.ascontiguousarray(since, np.int32)
     per_part = max(1, _PART_BYTES // acc.dtype.itemsize)
-    # (the thread count is asked last: asking starts the threading layer)
-    if not parallel or acc.shape[0] <= 2 * per_part or (threads := numba.get_num_threads()) == 1:
+    # Partitioning pays only when each customer's record is hit several times per batch: with
+    # fewer rows than a few per customer, every row misses the cache either way, and the
+    # scatter is one more pass (docs/performance.md). The thread count is asked last: asking
+    # starts the threading layer.
+    if (
+        not parallel
+        or acc.shape[0] <= 2 * per_part
+        or n < _ROWS_PER_RECORD * acc.shape[0]
+        or (threads := numba.get_num_threads()) == 1
+    ):
         _aggregate_direct_kernel(codes, day, amount, flags, cats, since, acc)
         return acc
     shift = max(0, int(per_part).bit_length() - 1)

@@ -154,7 +154,9 @@ class IdEncoder:
 
     def sort_order(self) -> NDArray[np.int64]:
         """Codes in ascending id order: ``uniques[sort_order()]`` is sorted."""
-        return np.argsort(self.uniques, kind="stable")
+        import polars as pl  # its sort runs on every core (the ids are distinct: any sort will do)
+
+        return pl.Series(self.uniques).arg_sort().to_numpy().astype(np.int64)
 
 
 # ------------------------------------------------------------------------------- text ids
