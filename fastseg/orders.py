@@ -102,6 +102,12 @@ def csv_ids_as_int(name: str = "customer_id") -> tuple[pl.Expr, pl.Expr, pl.Expr
     return text, as_int, all_int
 
 
+def plain_int(name: str) -> pl.Expr:
+    """Text column ``name`` as Int64 where it is a plain integer (as Int64 writes it), else null."""
+    as_int = pl.col(name).cast(pl.Int64, strict=False)
+    return pl.when(as_int.cast(pl.String) == pl.col(name)).then(as_int)
+
+
 def csv_id_batch(df: pl.DataFrame, name: str = "customer_id") -> pl.DataFrame:
     """:func:`csv_ids_as_int` applied to one frame (a batch, or a whole file) read from CSV:
     its ids stripped, and integers when every one of them is a plain integer."""

@@ -314,13 +314,21 @@ class _RowPass:
     # ----------------------------------------------------------------------------- columns
 
     def _order_ids(self, arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
-        """Order ids as int64 values: integers as they are, anything else by a 64-bit hash of
-        the value (two ids of one customer sharing a hash: a chance of about 1 in 10^12)."""
+        """Order ids as int64 keys: integers as they are; text that is a plain integer (as
+        Int64 writes it, so one text has one key) as that integer, as CSV gives them; anything
+        else by a 64-bit hash of the value (two ids of one customer sharing a key: a chance of
+        about 1 in 10^12)."""
         import pyarrow as pa
 
         if pa.types.is_integer(arr.type) and arr.type != pa.uint64():
             return S.column(arr, np.int64)
-        hashed = pl.Series(arr).hash(seed=_OID_SEED).to_numpy().view(np.int64)
+        values = pl.Series(arr)
+        hashed = values.hash(seed=_OID_SEED).to_numpy().view(np.int64)
+        if values.dtype == pl.String:
+            as_int = values.cast(pl.Int64, strict=False)
+            plain = (as_int.cast(pl.String) == values).fill_null(False).to_numpy()
+            if plain.any():
+                hashed = np.where(plain, as_int.fill_null(0).to_numpy(), hashed)
         if arr.null_count == 0:
             return hashed, np.empty(0, np.uint8), 0
         bits = np.packbits(arr.is_valid().to_numpy(zero_copy_only=False), bitorder="little")

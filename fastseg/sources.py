@@ -193,6 +193,8 @@ def _query_stats(plan: O.OrderPlan, need_max_date: bool) -> OrderStats:
             ]
         elif oid == pl.String:  # CSV reads every column as text
             exprs.append(O.ids_increasing_text().alias("oid_increasing"))
+            plain = O.plain_int("order_id")  # their range sizes the order-lines table
+            exprs += [plain.min().alias("oid_min"), plain.max().alias("oid_max")]
     try:
         got = lf.select(exprs).collect(engine="streaming").row(0, named=True)
     except FastsegError:

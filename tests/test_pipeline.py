@@ -272,3 +272,18 @@ def test_csv_ids_typed_batch_by_batch(tmp_path: Path, batch: int) -> None:
     assert text.frame["customer_id"].to_list() == ["0042", "1", "2"]  # as written, sorted
     assert text.frame["frequency"].to_list() == [1, 2, 2]
     assert text.frame["monetary"].to_list() == [2.0, 12.0, 9.0]
+
+
+def test_text_order_ids_compare_as_text(tmp_path: Path) -> None:
+    """Plain-integer text order ids are keyed by their value, others by their text: '01' and
+    '1' stay two orders, '1' twice is one, whichever batch the lines come in."""
+    p = tmp_path / "o.csv"
+    p.write_text(
+        "customer_id,order_ts,amount,order_id\n"
+        "7,2026-01-01,5,1\n7,2026-01-02,6,01\n8,2026-01-02,1,1\n7,2026-01-03,7,1\n"
+        "7,2026-01-03,2,A-1\n7,2026-01-04,2,A-1\n"
+    )
+    for batch in (1, 2, 1000):
+        got = order_features(p, batch_rows=batch)
+        assert got.frame["frequency"].to_list() == [3, 1]  # 1, 01, A-1 | 1
+        assert got.frame["last_order_date"].to_list() == [dt.date(2026, 1, 3), dt.date(2026, 1, 2)]
