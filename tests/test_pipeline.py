@@ -286,4 +286,4 @@ def test_text_order_ids_compare_as_text(tmp_path: Path) -> None:
     for batch in (1, 2, 1000):
         got = order_features(p, batch_rows=batch)
         assert got.frame["frequency"].to_list() == [3, 1]  # 1, 01, A-1 | 1
-        assert got.frame["last_order_date"].to_list() == [dt.date(2026, 1, 3), dt.date(2026, 1, 2)]
+        assert got.frame["monetary"].to_list() == [22.0, 1.0]
