@@ -337,13 +337,17 @@ class OrderAggregator:
     def finish(self) -> pl.DataFrame:
         """The features, one row per customer seen, sorted by ``customer_id``.
 
-        Call once: the accumulators are reordered in place.
+        Call once: the accumulators are reordered in place, then freed.
         """
         from fastseg.kernels.aggregate import compact_rows
 
         # a customer is seen when a usable row reached it: a row with amount >= 0 sets its
         # last day, a refund counts; codes given to ids of left-out rows only are not seen
         n = self.acc.shape[0] if self.offset is not None else self.encoder.n_unique
+        if self.offset is None:  # free what only coding needed before the output is built
+            self.encoder.close()
+            if self.acc.shape[0] > n and self.acc.flags.owndata and self.acc.base is None:
+                self.acc.resize(max(n, 1), refcheck=False)  # in place: the tail is given back
         seen = (self.acc["last_day"][:n] > np.iinfo(np.int32).min) | (self.acc["refunds"][:n] > 0)
         if self.offset is not None:
             rows = np.flatnonzero(seen)
@@ -374,6 +378,8 @@ class OrderAggregator:
         from fastseg.kernels.aggregate import feature_arrays
 
         f = feature_arrays(acc, self.as_of_day, rows)
+        del acc, rows  # the records are spent: give their memory back before the frame is made
+        self.acc = self.acc[:0].copy()
         distinct = None
         if self.has_category:
             distinct = f["categories"]

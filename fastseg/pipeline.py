@@ -133,6 +133,7 @@ def order_features(
         report.rejects_path = O.write_rejects(rows.rejected or [rows.empty_rejects()], rejects)
     if report.rows_used == 0:
         raise O.no_usable_error(report, as_of)
+    rows.close()  # the order-lines table and the batch buffers: not needed for the output
     frame = rows.agg.finish()
     return OrderFeatures(frame, as_of, report, _row_schema(plan), rows.rule_aggregates(), rd.kind)
 
@@ -423,6 +424,12 @@ class _RowPass:
         if part is not None:
             self.partials.append(part[0])
             self.fills = part[1]
+
+    def close(self) -> None:
+        """Free the state only the pass needed."""
+        self._lines = None
+        self._buffers = None
+        self._last_categories = None
 
     def rule_aggregates(self) -> tuple[pl.DataFrame, dict[str, Any]] | None:
         if not self.partials:

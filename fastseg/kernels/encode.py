@@ -152,6 +152,15 @@ class IdEncoder:
             )
         return codes
 
+    def close(self) -> None:
+        """Free the lookup tables (codes can no longer be given); :attr:`uniques` stays."""
+        if self.mode == "direct":
+            self._lut = np.empty(0, np.int32)
+        else:
+            self._keys = np.empty(0, np.int64)
+            self._vals = np.empty(0, np.int32)
+        self._uniques = self._uniques[: self.n_unique].copy()
+
     def sort_order(self) -> NDArray[np.int64]:
         """Codes in ascending id order: ``uniques[sort_order()]`` is sorted."""
         import polars as pl  # its sort runs on every core (the ids are distinct: any sort will do)
