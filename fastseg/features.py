@@ -132,7 +132,8 @@ class OrderAggregator:
         self.acc = new_accumulators(max(1, capacity), len(self.windows))
         self.id_dtype: pl.DataType | None = None
         self._text: Any = None  # text ids: a TextIds (their codes, hashes and first texts)
-        self._cat_codes = CategoryCodes()  # category (by hash) -> local index
+        #: category (by hash) -> local index: :meth:`add_arrays`' category codes come from it
+        self.categories = CategoryCodes()
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
         self.has_category = False
         self.has_discount = False
@@ -231,7 +232,7 @@ class OrderAggregator:
 
         ``ids`` int64 customer ids; ``day`` int32 days since 1970-01-01; ``flags`` uint8 with
         bit 0 set for an order and bit 1 for a discount; ``categories`` the local category code
-        of each row from a shared :class:`fastseg.kernels.aggregate.CategoryCodes` (-1: none),
+        of each row from this aggregator's :attr:`categories` (-1: none),
         or None when the orders have no category. The arrays are not kept. ``coded=True``:
         ``ids`` are already customer codes (offset mode: ``id - lo``, checked by the caller;
         text ids: codes from :meth:`text_codes`). ``lines``: a
@@ -267,7 +268,7 @@ class OrderAggregator:
         from fastseg.kernels.aggregate import aggregate_orders, grow_accumulators
 
         if self.offset is None:
-            self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
+            self.acc = grow_accumulators(self.acc, self.encoder.n_unique, in_place=True)
         aggregate_orders(codes, day, amount, flags, self.since, self.acc, cats)
 
     def merge(self, other: OrderAggregator) -> None:
@@ -297,13 +298,13 @@ class OrderAggregator:
         else:
             codes = self._int_codes(ids).astype(np.int64)
             if self.offset is None:
-                self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
+                self.acc = grow_accumulators(self.acc, self.encoder.n_unique, in_place=True)
         if self.offset is None and self.id_dtype == pl.String:
-            self.acc = grow_accumulators(self.acc, self.encoder.n_unique)
+            self.acc = grow_accumulators(self.acc, self.encoder.n_unique, in_place=True)
         lut = np.full(64, 64, np.int64)
-        if other._cat_codes.n:
-            hashes = other._cat_codes.hashes
-            local = self._cat_codes.encode(hashes, np.ones(hashes.shape[0], np.bool_))
+        if other.categories.n:
+            hashes = other.categories.hashes
+            local = self.categories.encode(hashes, np.ones(hashes.shape[0], np.bool_))
             lut[: min(64, local.shape[0])] = local[:64]
             pairs = [df.with_columns(pl.col("code").cast(pl.Int64)) for df in other._cat_pairs]
             wide = np.flatnonzero(local[:64] >= 64)  # mask bits of other beyond this one's 64

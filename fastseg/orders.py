@@ -111,8 +111,19 @@ def plain_int(name: str) -> pl.Expr:
 def csv_id_batch(df: pl.DataFrame, name: str = "customer_id") -> pl.DataFrame:
     """:func:`csv_ids_as_int` applied to one frame (a batch, or a whole file) read from CSV:
     its ids stripped, and integers when every one of them is a plain integer."""
-    text, as_int, all_int = csv_ids_as_int(name)
-    df = df.with_columns(text.alias(name))
+    return csv_ids_typed(csv_ids_stripped(df, name), name)
+
+
+def csv_ids_stripped(df: pl.DataFrame, name: str = "customer_id") -> pl.DataFrame:
+    """The first half of :func:`csv_id_batch`: ids stripped, an id left empty missing."""
+    return df.with_columns(csv_ids_as_int(name)[0].alias(name))
+
+
+def csv_ids_typed(df: pl.DataFrame, name: str = "customer_id") -> pl.DataFrame:
+    """The second half of :func:`csv_id_batch`: stripped ids as Int64 when all are plain."""
+    as_int = pl.col(name).cast(pl.Int64, strict=False)
+    plain = (as_int.cast(pl.String) == pl.col(name)).fill_null(False)
+    all_int = (pl.col(name).is_null() | plain).all()
     if df.select(all_int).item():
         return df.with_columns(pl.col(name).cast(pl.Int64))
     return df

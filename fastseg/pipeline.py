@@ -161,7 +161,6 @@ class _RowPass:
         specs: Sequence[Any],
         keep_rejects: bool,
     ) -> None:
-        from fastseg.kernels.aggregate import CategoryCodes
         from fastseg.kernels.ingest import REASON_CODES, RunDuplicates
 
         self.rd, self.stats, self.as_of, self.specs = rd, stats, as_of, list(specs)
@@ -182,7 +181,6 @@ class _RowPass:
         self.hashes: list[np.ndarray] = []
         self.no_ts: list[np.ndarray] = []  # hashes of rows without a timestamp
         self.runs = RunDuplicates()
-        self.cat_codes = CategoryCodes()
         self.rejected: list[pl.DataFrame] = []
         self.partials: list[pl.DataFrame] = []
         self.fills: dict[str, Any] = {}
@@ -344,7 +342,7 @@ class _RowPass:
             values = pl.Series(cat.dictionary)
             chash = values.hash(seed=_CAT_SEED).to_numpy().astype(np.uint64)
             present = values.is_not_null().to_numpy()
-            local = self.cat_codes.encode(chash, present).astype(np.int32)
+            local = self.agg.categories.encode(chash, present).astype(np.int32)
             chash[~present] = np.uint64(0xDEAD04)
             last = self._last_categories = (cat.dictionary, local, chash)
         return {
@@ -434,7 +432,9 @@ class _RowPass:
     def rule_aggregates(self) -> tuple[pl.DataFrame, dict[str, Any]] | None:
         if not self.partials:
             return None
-        summed = pl.concat(self.partials).group_by("customer_id").agg(pl.all().sum())
+        ids = self.agg.id_dtype or pl.Int64()  # CSV batches may have typed the ids apart
+        parts = [p.with_columns(pl.col("customer_id").cast(ids)) for p in self.partials]
+        summed = pl.concat(parts).group_by("customer_id").agg(pl.all().sum())
         return summed, self.fills
 
     def report(self) -> O.RowReport:

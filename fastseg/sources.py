@@ -240,9 +240,9 @@ def arrow_typed(canon: str, t: Any) -> bool:
         )
     if canon in ("amount", "discount", "quantity", "unit_price"):
         return bool(pa.types.is_integer(t) or pa.types.is_floating(t)) and t != pa.uint64()
-    if canon == "category":
+    if canon in ("category", "channel"):
         return is_text(t)
-    return True  # rule-filter columns: passed through as read
+    return True  # the source's own columns asked for by rule filters: passed through as read
 
 
 def is_text(t: Any) -> bool:
@@ -408,14 +408,16 @@ def _polars_tables(
     for raw in _polars_batches(lf, r.batch_rows, sliceable=sliceable):
         batch = schema.check_conversions(raw, conversions, label)
         del raw
-        if r.csv_ids:  # integers when every id of the batch is a plain integer
-            batch = O.csv_id_batch(batch)
+        if r.csv_ids:  # stripped; typed below, after the rows are hashed as text
+            batch = O.csv_ids_stripped(batch)
         if "amount" not in batch.columns:
             batch = batch.with_columns((pl.col("quantity") * pl.col("unit_price")).alias("amount"))
         row_hashes = None
         if hashes:  # every column as read (timestamps too, not just their dates)
             row_hashes = O.row_hashes(batch.rename({"order_ts": "order_date"})).to_numpy()
             batch = batch.select([c for c in want if c != "order_ts_raw" or raw_ts])
+        if r.csv_ids:  # integers when every id of the batch is a plain integer
+            batch = O.csv_ids_typed(batch)
         yield -1, False, batch.to_arrow(compat_level=pl.CompatLevel.oldest()), row_hashes
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fastseg.errors import ParameterError
 from fastseg.features import OrderAggregator
-from fastseg.kernels.aggregate import CategoryCodes
+from fastseg.kernels.aggregate import grow_accumulators, new_accumulators
 from tests.reference import features_ref
 
 AS_OF = dt.date(2026, 6, 30)
@@ -36,7 +36,7 @@ def _rows(n: int, seed: int, n_cats: int, text: bool) -> dict[str, np.ndarray]:
 def _aggregate(rows: dict[str, np.ndarray], idx: np.ndarray, mode: str) -> OrderAggregator:
     id_range = (5, 5 + 11 * 200) if mode == "offset" else None
     agg = OrderAggregator(AS_OF, id_range=id_range)
-    cats = CategoryCodes()  # each part codes its categories in its own first-seen order
+    cats = agg.categories  # each part codes its categories in its own first-seen order
     amount = rows["amount"][idx]
     flags = ((amount >= 0).astype(np.uint8)) | (rows["disc"][idx].astype(np.uint8) << 1)
     hashes = rows["cat"][idx].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1)
@@ -49,7 +49,6 @@ def _aggregate(rows: dict[str, np.ndarray], idx: np.ndarray, mode: str) -> Order
         ids, coded = rows["ids"][idx] - agg.offset, True
     else:
         ids, coded = rows["ids"][idx], False
-    agg._cat_codes = cats
     agg.add_arrays(
         np.ascontiguousarray(ids),
         rows["day"][idx],
@@ -180,3 +179,13 @@ def test_text_id_hash_collisions_are_caught(monkeypatch: pytest.MonkeyPatch) -> 
     fresh = OrderAggregator(AS_OF)
     with pytest.raises(DataError, match="shares a 64-bit hash"):  # within one batch too
         fresh.text_codes(pl.Series(["x", "y"]))
+
+
+def test_grow_copies_unless_the_owner_says_in_place() -> None:
+    """A view taken of the accumulators stays valid: the public call returns a grown copy."""
+    acc = new_accumulators(1 << 10, 3)
+    view = acc["orders"]
+    view[:] = 7
+    grown = grow_accumulators(acc, 1 << 16)
+    assert grown is not acc and acc.shape[0] == 1 << 10 and (view == 7).all()
+    assert (grown["orders"][: 1 << 10] == 7).all() and (grown["orders"][1 << 10 :] == 0).all()

@@ -21,6 +21,7 @@ from tests.reference import same_order_features as _same
 
 AS_OF = dt.date(2026, 6, 30)
 
+
 def _orders(
     n: int, seed: int, *, text_ids: bool = False, problems: bool = True, n_cats: int = 5
 ) -> pl.DataFrame:
@@ -147,7 +148,9 @@ def test_stream_csv_many_categories_rejects_and_rule_aggregates(tmp_path: Path) 
     specs = required_aggregates(rules)
     kw = dict(as_of=AS_OF, aggregates=specs, extra_columns=["channel"])
     a = order_features(csv, batch_rows=500, rejects=tmp_path / "ra.parquet", **kw)
-    b = order_features(pl.read_csv(csv, try_parse_dates=True), rejects=tmp_path / "rb.parquet", **kw)
+    b = order_features(
+        pl.read_csv(csv, try_parse_dates=True), rejects=tmp_path / "rb.parquet", **kw
+    )
     _same(a, b)
     assert a.report.duplicates == b.report.duplicates >= 25
     assert a.frame["distinct_categories"].max() == 90
@@ -287,3 +290,53 @@ def test_text_order_ids_compare_as_text(tmp_path: Path) -> None:
         got = order_features(p, batch_rows=batch)
         assert got.frame["frequency"].to_list() == [3, 1]  # 1, 01, A-1 | 1
         assert got.frame["monetary"].to_list() == [22.0, 1.0]
+
+
+@pytest.mark.parametrize("batch", [2, 7, 1000])
+def test_csv_ids_turning_text_keep_duplicates_and_rule_aggregates(
+    tmp_path: Path, batch: int
+) -> None:
+    """Rows are hashed with their ids as text and rule aggregates keyed by the final ids,
+    whichever batch the first text id comes in."""
+    p = tmp_path / "o.csv"
+    rows = [f"{i % 5},2026-06-{1 + i % 20:02d},{i},{['app', 'web'][i % 2]}" for i in range(40)]
+    rows[3] = rows[0]  # an exact duplicate of row 0, in another batch for small batches
+    rows[30] = "X1,2026-06-05,3,app"
+    p.write_text("customer_id,order_ts,amount,channel\n" + "\n".join(rows) + "\n")
+    rules = load_catalog(
+        '[[segment]]\nname = "app"\ndescription = "d"\nrule = "orders(since: -90d, channel: \'app\') >= 1"\n'
+    )
+    got = order_features(
+        p, batch_rows=batch, aggregates=required_aggregates(rules), extra_columns=["channel"]
+    )
+    assert got.report.duplicates == 1
+    assert got.frame["customer_id"].dtype == pl.String
+    assert got.aggregates is not None
+    agg = got.aggregates[0].sort("customer_id")
+    assert agg["customer_id"].to_list() == ["0", "1", "2", "3", "4", "X1"]
+    want: dict[str, int] = {}
+    for line in rows:  # app orders per customer; row 3 repeats row 0 (an order)
+        cid, _, _, channel = line.split(",")
+        want[cid] = want.get(cid, 0) + (channel == "app")
+    assert agg.drop("customer_id").to_series().to_list() == [want[c] for c in sorted(want)]
+
+
+def test_non_text_channel_reads_alike(tmp_path: Path) -> None:
+    """A channel column of numbers is typed as text by either reader."""
+    p = tmp_path / "o.parquet"
+    pl.DataFrame(
+        {
+            "customer_id": [1, 1, 2],
+            "order_ts": [AS_OF] * 3,
+            "amount": [1.0, 2.0, 3.0],
+            "channel": [1, 2, 1],
+        }
+    ).write_parquet(p)
+    rules = load_catalog(
+        '[[segment]]\nname = "x"\ndescription = "d"\nrule = "orders(since: -90d, channel: \'1\') >= 1"\n'
+    )
+    kw = dict(aggregates=required_aggregates(rules), extra_columns=["channel"])
+    a = order_features(p, **kw)
+    b = order_features(p, reader="polars", **kw)
+    assert a.aggregates is not None and b.aggregates is not None
+    assert a.aggregates[0].sort("customer_id").equals(b.aggregates[0].sort("customer_id"))

@@ -229,19 +229,22 @@ def new_accumulators(n_customers: int, n_windows: int) -> NDArray[np.void]:
     return acc
 
 
-def grow_accumulators(acc: NDArray[np.void], n_customers: int) -> NDArray[np.void]:
+def grow_accumulators(
+    acc: NDArray[np.void], n_customers: int, *, in_place: bool = False
+) -> NDArray[np.void]:
     """Accumulators with room for at least ``n_customers`` (growing by half), keeping the
     contents.
 
-    An array that owns its memory (and has no views) is grown in place: a large block is
-    remapped by the allocator, not copied, so the old and the new state are never both in
-    memory. Others are copied.
+    ``in_place=True`` (for an owner that knows no view of ``acc`` exists: a view would point
+    at freed memory afterwards) grows an array that owns its memory where it is: a large block
+    is remapped by the allocator, not copied, so the old and the new state are never both in
+    memory. Otherwise, and for arrays that do not own their memory, a grown copy is returned.
     """
     old = acc.shape[0]
     if old >= n_customers:
         return acc
     cap = max(n_customers, old + old // 2)
-    if acc.flags.owndata and acc.base is None:
+    if in_place and acc.flags.owndata and acc.base is None:
         acc.resize(cap, refcheck=False)  # the new records are zeroed
     else:
         grown = np.zeros(cap, acc.dtype)
