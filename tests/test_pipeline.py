@@ -340,3 +340,20 @@ def test_non_text_channel_reads_alike(tmp_path: Path) -> None:
     b = order_features(p, reader="polars", **kw)
     assert a.aggregates is not None and b.aggregates is not None
     assert a.aggregates[0].sort("customer_id").equals(b.aggregates[0].sort("customer_id"))
+
+
+def test_csv_slices_respect_quoted_newlines(tmp_path: Path) -> None:
+    """CSV is read in slices of rows: a quoted field holding a line break stays one row."""
+    n = 50
+    df = pl.DataFrame(
+        {
+            "customer_id": [i % 7 for i in range(n)],
+            "order_ts": [dt.date(2026, 1, 1 + i % 20) for i in range(n)],
+            "amount": [float(i) for i in range(n)],
+            "note": ["line1\nline2" if i % 3 == 0 else "x" for i in range(n)],
+        }
+    )
+    df.write_csv(tmp_path / "q.csv")
+    got = order_features(tmp_path / "q.csv", batch_rows=3)
+    assert got.report.rows_read == n
+    _same(got, order_features(df.drop("note")))
