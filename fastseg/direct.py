@@ -82,7 +82,7 @@ def plan_direct_events(source: Any, columns: Any = None) -> EventPlan | None:
 def _event_tables(dp: EventPlan, batch_rows: int) -> Iterator[Any]:
     names = list(dict.fromkeys(dp.columns.values()))
     tables = S.parquet_tables(dp.files, names, [dp.columns["event"]], batch_rows)
-    return (t for t in tables if t.num_rows)
+    return (t for _, _, t in tables if t.num_rows)
 
 
 def event_features_direct(

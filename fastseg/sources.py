@@ -35,7 +35,7 @@ import polars as pl
 
 from fastseg import orders as O
 from fastseg import schema
-from fastseg.errors import FastsegError, InputError
+from fastseg.errors import FastsegError, InputError, ParameterError
 
 __all__ = [
     "READERS",
@@ -324,48 +324,35 @@ def open_orders(
     only reads Parquet whose columns need no typing)."""
     kind = reader or ("arrow" if _arrow_plan_ok(plan) else "polars")
     if kind == "arrow" and not _arrow_plan_ok(plan):
-        msg = f"reader='arrow' cannot read {plan.source.label} (Parquet with typed columns only)"
-        raise FastsegError(msg)
+        msg = (
+            f"reader='arrow' cannot read {plan.source.label}: it reads Parquet whose columns "
+            "need no typing; leave reader unset to let the source choose"
+        )
+        raise ParameterError(msg)
     return OrderReader(kind, plan, dict(plan.columns), batch_rows, stats.csv_ids)
 
 
 def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, bool, Any, None]]:
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     cols = r.columns
     source_names = list(dict.fromkeys(cols[c] for c in want if c in cols))
-    dict_cols = [cols[c] for c in ("category", "customer_id") if c in want] or None
-    group = 0
-    for path in r.plan.source.files:
-        pf = pq.ParquetFile(path, read_dictionary=dict_cols)
-        md = pf.metadata
-        for g in range(md.num_row_groups):
-            rows = md.row_group(g).num_rows
-            if rows == 0:
-                continue
-            whole = rows <= MAX_GROUP_BATCHES * r.batch_rows
-            if whole:
-                parts: Any = [pf.read_row_group(g, columns=source_names)]
-            else:
-                parts = (
-                    pa.Table.from_batches([b])
-                    for b in pf.iter_batches(
-                        batch_size=r.batch_rows, row_groups=[g], columns=source_names
-                    )
-                )
-            for table in parts:
-                out = {c: table.column(cols[c]) for c in want if c in cols}
-                if "amount" not in out:  # line items
-                    out["amount"] = pc.multiply(
-                        out["quantity"].cast(pa.float64()), out["unit_price"].cast(pa.float64())
-                    )
-                yield group, whole, pa.table(out), None
-            group += 1
+    dict_cols = [cols[c] for c in ("category", "customer_id") if c in want]
+    for group, whole, table in parquet_tables(
+        r.plan.source.files, source_names, dict_cols, r.batch_rows
+    ):
+        out = {c: table.column(cols[c]) for c in want if c in cols}
+        if "amount" not in out:  # line items
+            out["amount"] = pc.multiply(
+                out["quantity"].cast(pa.float64()), out["unit_price"].cast(pa.float64())
+            )
+        yield group, whole, pa.table(out), None
 
 
-def _polars_batches(lf: pl.LazyFrame, batch_rows: int, *, sliceable: bool) -> Iterator[pl.DataFrame]:
+def _polars_batches(
+    lf: pl.LazyFrame, batch_rows: int, *, sliceable: bool
+) -> Iterator[pl.DataFrame]:
     """The rows of ``lf`` in batches, holding at most a few batches in memory.
 
     Polars' ``collect_batches`` reads ahead without bound when the consumer is slower than the
@@ -497,11 +484,14 @@ def reading(it: Iterator[Any], label: str) -> Iterator[Iterator[Any]]:
 
 def parquet_tables(
     files: Sequence[Path], columns: Sequence[str], dict_cols: Sequence[str], batch_rows: int
-) -> Iterator[Any]:
-    """The non-empty row groups (or slices of large ones) of Parquet ``files``, as tables."""
+) -> Iterator[tuple[int, bool, Any]]:
+    """``(group, whole, table)``: the non-empty row groups of Parquet ``files`` in order, numbered
+    across the files, each read whole when it has at most :data:`MAX_GROUP_BATCHES` batches of
+    rows (``whole``), else in slices of ``batch_rows``; ``dict_cols`` read as dictionaries."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    group = 0
     for path in files:
         pf = pq.ParquetFile(path, read_dictionary=list(dict_cols) or None)
         md = pf.metadata
@@ -510,10 +500,13 @@ def parquet_tables(
             if rows == 0:
                 continue
             if rows <= MAX_GROUP_BATCHES * batch_rows:
-                yield pf.read_row_group(g, columns=list(columns))
+                yield group, True, pf.read_row_group(g, columns=list(columns))
             else:
-                for b in pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=list(columns)):
-                    yield pa.Table.from_batches([b])
+                for b in pf.iter_batches(
+                    batch_size=batch_rows, row_groups=[g], columns=list(columns)
+                ):
+                    yield group, False, pa.Table.from_batches([b])
+            group += 1
 
 
 # ------------------------------------------------------------------------------- Arrow columns
