@@ -19,7 +19,7 @@ Groups (``<stage>-<orders>``):
   :func:`fastseg.segmenting.evaluate` (bitsets) vs boolean columns in each engine.
 - ``overlap-12-segments``: the segment × segment overlap counts from the memberships.
 - ``end-to-end``: from the Parquet file to R/F/M scores — :func:`fastseg.score` vs the recipes
-  of :mod:`fastseg.baselines`; plus the whole main job (:func:`fastseg.api.run_job`).
+  of :mod:`fastseg.bench.baselines`; plus the whole main job (:func:`fastseg.api.run_job`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import polars as pl
 import pytest
 from conftest import SIZE_PARAMS
 
-from fastseg import api, baselines
+from fastseg import api
+from fastseg.bench import baselines
 from fastseg.pipeline import order_features
 from fastseg.rules.catalog import Catalog, SegmentDef
 from fastseg.rules.compile import compile_catalog

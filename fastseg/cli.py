@@ -735,7 +735,7 @@ def bench(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fastseg import bench as fbench
+    from fastseg.bench import stages as fbench
 
     if whole_process:
         given = [
@@ -768,7 +768,7 @@ def bench(
         bar.update(task, completed=done, total=total, description=label)
 
     if whole_process:
-        from fastseg import bench_whole
+        from fastseg.bench import whole as bench_whole
 
         with bar:
             whole = bench_whole.run_whole_process(

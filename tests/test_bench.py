@@ -14,7 +14,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from fastseg import api, baselines, bench, bench_whole, synthetic
+from fastseg import api, synthetic
+from fastseg.bench import baselines
+from fastseg.bench import stages as bench
+from fastseg.bench import whole as bench_whole
 from fastseg.cli import app
 from fastseg.errors import DataError, FastsegError, ParameterError
 

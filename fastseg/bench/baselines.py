@@ -22,7 +22,7 @@ pandas and DuckDB are optional: ``pip install 'fastseg[bench]'``.
 :data:`SCRIPTS` holds the same recipes as the standalone scripts a user would write and run as
 ``python rfm.py orders.parquet scores.parquet`` (CSV too, by the file's suffix): imports, reading,
 scoring and writing the result as Parquet. ``fastseg bench --whole-process`` times them as fresh
-processes (:mod:`fastseg.bench_whole`).
+processes (:mod:`fastseg.bench.whole`).
 """
 
 from __future__ import annotations

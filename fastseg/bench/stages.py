@@ -2,7 +2,7 @@
 
 For each size, :func:`run_bench` generates orders with the package's seeded generator into a
 temporary Parquet folder (so reading is measured too) and runs the main job stage by stage in a
-**fresh Python process** (``python -m fastseg.bench job ...``), through the very functions
+**fresh Python process** (``python -m fastseg.bench.stages job ...``), through the very functions
 :func:`fastseg.api.run_job` calls; the stage names are run_job's own:
 
 =============== ===================================================================================
@@ -26,7 +26,7 @@ between sizes and makes the first call honest: it includes loading the compiled 
 Numba's cache (a tiny warm-up run first fills that cache; its time is reported as the compile
 time). The first repetition is reported apart; "median" is the median of the other repetitions.
 
-With ``baselines=True`` the recipes users write instead (:mod:`fastseg.baselines`: pandas, plain
+With ``baselines=True`` the recipes users write instead (:mod:`fastseg.bench.baselines`: pandas, plain
 Polars, DuckDB SQL) run on the same file, each in its own fresh process, from the Parquet file to
 R/F/M quintile scores; fastseg's "read→scores" time and peak memory are given as ratios to each.
 
@@ -648,7 +648,7 @@ def _job_worker(args: Any) -> dict[str, Any]:
 
 
 def _baseline_worker(args: Any) -> dict[str, Any]:
-    from fastseg import baselines
+    from fastseg.bench import baselines
 
     emit = _emitter()
     t0 = time.perf_counter()
@@ -684,11 +684,11 @@ def _emitter() -> Callable[[str], None]:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fastseg.bench job|baseline ...``: the worker processes of :func:`run_bench`."""
+    """``python -m fastseg.bench.stages job|baseline ...``: the worker processes of :func:`run_bench`."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m fastseg.bench", description="fastseg bench worker"
+        prog="python -m fastseg.bench.stages", description="fastseg bench worker"
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     job = sub.add_parser("job", help="time the main job on one Parquet file")
@@ -726,7 +726,7 @@ def _launch(cmd: list[str], on_line: Callable[[str], None], what: str) -> None:
     env.setdefault("PYTHONUNBUFFERED", "1")
     err_lines: list[str] = []
     with subprocess.Popen(
-        [sys.executable, "-m", "fastseg.bench", *cmd],
+        [sys.executable, "-m", "fastseg.bench.stages", *cmd],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -1228,7 +1228,7 @@ def run_bench(
     target_orders, target_customers
         Predict time and memory for this size (customers default to ``customers_per_order``).
     baselines
-        Also time the pandas, Polars and DuckDB recipes (:mod:`fastseg.baselines`).
+        Also time the pandas, Polars and DuckDB recipes (:mod:`fastseg.bench.baselines`).
     json_path
         Write the report as JSON here (atomically).
     seed, sample
@@ -1272,7 +1272,7 @@ def run_bench(
         raise ParameterError(msg)
     recipes: tuple[str, ...] = ()
     if baselines:
-        from fastseg import baselines as bl
+        from fastseg.bench import baselines as bl
 
         for r in bl.RECIPES:
             bl.require(r)  # fail now, before generating data, if pandas/duckdb are missing

@@ -3,7 +3,7 @@
 What a user times is a whole process — ``fastseg score orders.parquet --out scores.parquet`` or
 ``python rfm.py`` — imports, kernel loading, reading, aggregating, scoring and writing included.
 This runner times exactly that, for ``fastseg score`` and for the ten-line recipes users write
-instead (:data:`fastseg.baselines.SCRIPTS`: plain Polars, DuckDB SQL, pandas), on the customer-id
+instead (:data:`fastseg.bench.baselines.SCRIPTS`: plain Polars, DuckDB SQL, pandas), on the customer-id
 shapes real stores have (:data:`SHAPES`):
 
 =========== ========================================================================================
@@ -882,8 +882,8 @@ def run_whole_process(
     DataError
         fastseg failed, or an output did not match (after the JSON is written).
     """
-    from fastseg import baselines
-    from fastseg.bench import environment, parse_sizes
+    from fastseg.bench import baselines
+    from fastseg.bench.stages import environment, parse_sizes
     from fastseg.errors import DataError
 
     sizes = parse_sizes(orders)
