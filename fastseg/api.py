@@ -7,6 +7,7 @@ Each has a ``*_job`` twin returning the full result (reports, timings) used by t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import time
@@ -22,6 +23,7 @@ from fastseg.errors import ParameterError
 
 if TYPE_CHECKING:
     from fastseg.orders import RowReport
+    from fastseg.outputs import OutputSet
     from fastseg.rules.catalog import Catalog
     from fastseg.scoring import RFMScorer
     from fastseg.segmenting import SegmentResult
@@ -73,6 +75,10 @@ class ScoreResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: schemas of the canonical raw orders and events frames (for type-checking rule filters)
     sources: dict[str, pl.Schema | None] = field(default_factory=dict)
+    #: the left-out order rows with their reason (when ``rejects`` was asked for)
+    rejected: pl.DataFrame | None = field(default=None, repr=False)
+    #: what was written: output name -> path
+    outputs: dict[str, Path] = field(default_factory=dict)
 
     @property
     def n_customers(self) -> int:
@@ -97,7 +103,6 @@ class RunResult(ScoreResult):
     """A scoring run plus its segments."""
 
     segments: SegmentResult | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
 
 
 def _as_date(value: dt.date | dt.datetime | str | None) -> dt.date | None:
@@ -107,25 +112,61 @@ def _as_date(value: dt.date | dt.datetime | str | None) -> dt.date | None:
 
 
 def _make_scorer(
-    bins: int,
-    method: str,
+    bins: int | None,
+    method: str | None,
     thresholds: Mapping[str, Sequence[float]] | Sequence[str] | None,
     edges_in: str | Path | None,
     scorer: RFMScorer | None,
 ) -> tuple[RFMScorer, bool]:
-    """The scorer to use and whether it still has to be fitted."""
+    """The scorer to use and whether it still has to be fitted.
+
+    Saved edges (``edges_in``) or a given ``scorer`` decide the bins and the method: a ``bins``,
+    ``method`` or ``thresholds`` that disagrees with them is an error, never silently ignored.
+    """
     from fastseg.scoring import RFMScorer, parse_thresholds
 
     if scorer is not None and edges_in is not None:
         msg = "scorer and edges_in: give one or the other, not both"
         raise ParameterError(msg)
+    if scorer is None and edges_in is not None:
+        scorer = RFMScorer.load(edges_in)
+        where = f"--edges-in '{edges_in}'"
+    else:
+        where = "the given scorer"
     if scorer is not None:
+        if bins is not None and bins != scorer.bins:
+            msg = (
+                f"--bins {bins} disagrees with {where}, which scores with {scorer.bins} bins: "
+                f"drop --bins (the saved edges decide) or fit new edges without --edges-in"
+            )
+            raise ParameterError(msg)
+        if (method is not None and method != scorer.method) or thresholds is not None:
+            msg = (
+                f"--method/--thresholds cannot change {where} (method {scorer.method}): drop them, "
+                "or fit new edges without --edges-in"
+            )
+            raise ParameterError(msg)
         return scorer, not hasattr(scorer, "edges_")
-    if edges_in is not None:
-        return RFMScorer.load(edges_in), False
     if thresholds is not None and not isinstance(thresholds, Mapping):
         thresholds = parse_thresholds(list(thresholds))
-    return RFMScorer(bins=bins, method=method, thresholds=thresholds), True
+    return RFMScorer(bins=5 if bins is None else bins, method=method or "quantile", thresholds=thresholds), True
+
+
+def _inputs(*sources: Any) -> list[Path]:
+    """Every file and folder the job reads (what no output may overwrite)."""
+    from fastseg.io import input_paths
+
+    out: list[Path] = []
+    for src in sources:
+        out += input_paths(src)
+    return out
+
+
+def _rules_path(rules: Any) -> Any:
+    """The rules argument when it names a file (not TOML text or a Catalog), else None."""
+    if isinstance(rules, Path) or (isinstance(rules, str) and "\n" not in rules and "=" not in rules):
+        return rules
+    return None
 
 
 def score_job(
@@ -134,8 +175,8 @@ def score_job(
     customers: Any = None,
     events: Any = None,
     as_of: dt.date | dt.datetime | str | None = None,
-    bins: int = 5,
-    method: str = "quantile",
+    bins: int | None = None,
+    method: str | None = None,
     thresholds: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
     columns: Columns = None,
     customer_columns: Columns = None,
@@ -149,29 +190,112 @@ def score_job(
     aggregates: Sequence[Any] = (),
     extra_columns: Sequence[str] = (),
     reader: str | None = None,
+    out: str | Path | None = None,
+    out_format: str | None = None,
     stopwatch: Stopwatch | None = None,
+    _outputs: OutputSet | None = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
+
+    ``out`` (with ``out_format``: ``"parquet"`` or ``"csv"``, default from the suffix) writes the
+    scores; it, ``rejects`` and ``edges_out`` are declared before any row is read and committed
+    together once everything succeeded (:class:`fastseg.outputs.OutputSet`).
 
     ``aggregates`` are windowed-aggregate specs from the rule compiler, computed in the same pass
     over the orders as the features (per streamed batch, then added up) and in one ``group_by``
     over the events. Stages timed: ``orders`` (read and aggregate the order rows, streamed),
     ``read`` (profiles, events), ``features`` (events, joins), ``scoring``, ``write``.
     """
+    from fastseg import features as feat
+    from fastseg.io import frame_writer
+    from fastseg.outputs import OutputSet
+
+    watch = stopwatch or Stopwatch()
+    windows = feat.check_windows(windows)
+    as_of_day = _as_date(as_of)
+    if out_format is not None and out is None:
+        msg = "out_format: give out (the scores file) too"
+        raise ParameterError(msg)
+    frame_writer(pl.DataFrame(), out or "x.parquet", out_format)  # checks the format first
+    the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
+    with contextlib.ExitStack() as stack:
+        outs = _outputs
+        if outs is None:  # declared (and checked) before any row is read
+            outs = stack.enter_context(OutputSet(_inputs(orders, customers, events, edges_in)))
+        targets = {
+            name: outs.add_file(path, option)
+            for name, path, option in (
+                ("scores", out, "--out"),
+                ("rejects", rejects, "--rejects"),
+                ("edges", edges_out, "--edges-out"),
+            )
+            if path is not None
+        }
+        res = _score(
+            orders,
+            customers=customers,
+            events=events,
+            as_of=as_of_day,
+            columns=columns,
+            customer_columns=customer_columns,
+            event_columns=event_columns,
+            windows=windows,
+            strict=strict,
+            rejects=rejects is not None,
+            scorer=the_scorer,
+            needs_fit=needs_fit,
+            aggregates=aggregates,
+            extra_columns=extra_columns,
+            reader=reader,
+            watch=watch,
+        )
+        with watch.stage("write") if targets else contextlib.nullcontext():
+            if "rejects" in targets:
+                outs.write_frame(res.rejected, targets["rejects"])
+                res.orders.rejects_path = targets["rejects"]
+            if "edges" in targets:
+                outs.write_with(targets["edges"], the_scorer.save)
+            if "scores" in targets:
+                outs.write_frame(res.scores, targets["scores"], out_format)
+                res.outputs = dict(targets)
+            if _outputs is None:
+                outs.commit()
+        res.timings = watch.seconds
+        return res
+
+
+def _score(
+    orders: Any,
+    *,
+    customers: Any,
+    events: Any,
+    as_of: dt.date | None,
+    columns: Columns,
+    customer_columns: Columns,
+    event_columns: Columns,
+    windows: tuple[int, ...],
+    strict: bool,
+    rejects: bool,
+    scorer: RFMScorer,
+    needs_fit: bool,
+    aggregates: Sequence[Any],
+    extra_columns: Sequence[str],
+    reader: str | None,
+    watch: Stopwatch,
+) -> ScoreResult:
+    """The reading and scoring of :func:`score_job`; writes nothing."""
     from fastseg import direct as D
     from fastseg import features as feat
     from fastseg.orders import check_id_types, load_customers, load_events
     from fastseg.pipeline import aggregate_rules, order_features
 
-    watch = stopwatch or Stopwatch()
-    windows = feat.check_windows(windows)
-    the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
+    the_scorer = scorer
     order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
     with watch.stage("orders"):
         of = order_features(
             orders,
             columns=columns,
-            as_of=_as_date(as_of),
+            as_of=as_of,
             strict=strict,
             rejects=rejects,
             windows=windows,
@@ -179,7 +303,7 @@ def score_job(
             extra_columns=sorted(order_cols | set(extra_columns)),
             reader=reader,
         )
-    frame, extra = of.frame, of.aggregates
+    frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
     sources: dict[str, pl.Schema | None] = {"orders": of.schema, "events": None}
     del of
@@ -216,9 +340,6 @@ def score_job(
         if needs_fit:
             the_scorer.fit(frame)
         scores = the_scorer.transform(frame)
-    if edges_out is not None:
-        with watch.stage("write"):
-            the_scorer.save(edges_out)
     return ScoreResult(
         scores=scores,
         as_of=as_of_date,
@@ -228,6 +349,7 @@ def score_job(
         events=ev_report,
         timings=watch.seconds,
         sources=sources,
+        rejected=rejected,
     )
 
 
@@ -346,6 +468,8 @@ def segment(
     builtin: bool = True,
     as_of: dt.date | dt.datetime | str | None = None,
     threads: int | None = None,
+    out: str | Path | None = None,
+    layout: str = "long",
 ) -> SegmentResult:
     """Evaluate segments over a scores frame (the output of :func:`score`).
 
@@ -363,6 +487,11 @@ def segment(
         ``last_order_date`` in the scores.
     threads
         Numba threads for the bitset kernels (default: all).
+    out
+        Write the membership to this file (atomically; never onto the scores file or the rules).
+    layout
+        With ``out``: ``"long"`` (``customer_id``, ``segment``), ``"wide"`` (one boolean column
+        per segment) or ``"bitset"`` (``.npz``, see :meth:`SegmentResult.save_bitsets`).
 
     Returns
     -------
@@ -376,12 +505,34 @@ def segment(
     rows: use :func:`run`. On a scores frame, only those already present as columns
     (``orders_90d``) are available; segments needing others are skipped (built-in) or rejected.
     """
+    from fastseg.outputs import OutputSet
+
+    if layout not in LAYOUTS:
+        msg = f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}"
+        raise ParameterError(msg)
+    catalog = load_rules(rules, builtin=builtin)
+    with OutputSet(_inputs(scores, _rules_path(rules))) as outs:
+        target = outs.add_file(out, "--out") if out is not None else None
+        seg = _segment(scores, catalog, as_of, threads)
+        if target is not None:
+            if layout == "bitset":
+                outs.write_with(target, seg.write_bitsets)
+            else:
+                outs.write_frame(seg.to_long() if layout == "long" else seg.to_wide(), target)
+            outs.commit()
+    return seg
+
+
+#: membership layouts :func:`segment` writes
+LAYOUTS = ("long", "wide", "bitset")
+
+
+def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> SegmentResult:
     from fastseg.io import scan_source
     from fastseg.orders import collect
     from fastseg.rules.compile import compile_catalog
     from fastseg.segmenting import evaluate
 
-    catalog = load_rules(rules, builtin=builtin)
     if isinstance(scores, pl.DataFrame):
         frame = scores
     else:
@@ -462,51 +613,83 @@ def run_job(
     stopwatch: Stopwatch | None = None,
     **score_options: Any,
 ) -> RunResult:
-    """The main job: features, scores and segments in one go (see :func:`run`)."""
+    """The main job: features, scores and segments in one go (see :func:`run`).
+
+    The run folder ``out`` and any ``rejects``/``edges_out`` file are declared before any row is
+    read, written to a staging area, and committed as one set only when everything succeeded.
+    """
+    from fastseg.outputs import OutputSet
     from fastseg.rules.compile import compile_catalog, required_aggregates
     from fastseg.segmenting import evaluate
 
+    if "out_format" in score_options:
+        msg = "out_format: run writes a folder (Parquet and CSV files); out_format is for score"
+        raise ParameterError(msg)
     watch = stopwatch or Stopwatch()
     with watch.stage("rules"):
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
         if rules is not None:
             _check_fields_early(catalog, orders, score_options)
-    res = score_job(orders, aggregates=specs, stopwatch=watch, **score_options)
-    with watch.stage("rules"):
-        compiled = compile_catalog(
-            catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
-        )
-    with watch.stage("segments"):
-        seg = evaluate(res.scores, compiled, threads=threads)
-    result = RunResult(**{f: getattr(res, f) for f in res.__dataclass_fields__}, segments=seg)
-    if out is not None:
-        with watch.stage("write"):
-            result.outputs = write_outputs(result, out)
+    reads = _inputs(
+        orders,
+        score_options.get("customers"),
+        score_options.get("events"),
+        score_options.get("edges_in"),
+        _rules_path(rules),
+    )
+    with OutputSet(reads) as outs:
+        folder = outs.add_folder(out, "--out") if out is not None else None
+        res = score_job(orders, aggregates=specs, stopwatch=watch, _outputs=outs, **score_options)
+        with watch.stage("rules"):
+            compiled = compile_catalog(
+                catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
+            )
+        with watch.stage("segments"):
+            seg = evaluate(res.scores, compiled, threads=threads)
+        fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
+        result = RunResult(**fields, segments=seg)
+        if folder is not None:
+            with watch.stage("write"):
+                result.outputs = {**res.outputs, **_stage_run(result, outs, folder, watch)}
+        outs.commit()
     result.timings = watch.seconds
     return result
 
 
-def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
-    """Write ``scores.parquet``, ``segments.parquet`` (long: customer_id, segment),
-    ``summary.csv``, ``overlaps.csv``, ``groups.parquet`` (when the catalog has groups) and
-    ``run.json`` into the folder ``out``, each atomically."""
+#: the files of a run folder, in the order they are written (run.json last: it lists the others)
+RUN_FILES = ("scores.parquet", "segments.parquet", "summary.csv", "overlaps.csv", "groups.parquet")
+
+
+def _stage_run(
+    result: RunResult, outs: OutputSet, folder: Path, watch: Stopwatch | None = None
+) -> dict[str, Path]:
+    """Write the run folder's files into the staging area of ``outs``."""
     import json
 
-    from fastseg.io import write_atomic, write_frame
+    from fastseg import __version__
 
-    folder = Path(out)
     seg = result.segments
     assert seg is not None
-    paths = {
-        "scores": write_frame(result.scores, folder / "scores.parquet"),
-        "segments": write_frame(seg.to_long(), folder / "segments.parquet"),
-        "summary": write_frame(seg.summary(), folder / "summary.csv"),
-        "overlaps": write_frame(seg.overlaps(), folder / "overlaps.csv"),
+    frames: dict[str, Any] = {
+        "scores": lambda: result.scores,
+        "segments": seg.to_long,
+        "summary": seg.summary,
+        "overlaps": seg.overlaps,
     }
     if seg.groups_spec:
-        paths["groups"] = write_frame(seg.groups(), folder / "groups.parquet")
+        frames["groups"] = seg.groups
+    paths: dict[str, Path] = {}
+    for name, make in frames.items():
+        target = folder / next(f for f in RUN_FILES if f.startswith(name + "."))
+        paths[name] = outs.write_frame(make(), target)
+    sizes = {
+        str(p.relative_to(folder)): outs.path(p).stat().st_size
+        for p in outs.files()
+        if p.is_relative_to(folder)
+    }
     report = {
+        "fastseg": __version__,
         "as_of": str(result.as_of),
         "customers": result.n_customers,
         "scored": result.n_scored,
@@ -516,10 +699,26 @@ def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
         "customers_file": result.customers.to_dict() if result.customers else None,
         "events_file": result.events.to_dict() if result.events else None,
         "edges": result.scorer.to_dict(),
-        "timings_seconds": {k: round(v, 4) for k, v in result.timings.items()},
+        "files": sizes,
+        "outputs_outside": sorted(str(p) for p in outs.files() if not p.is_relative_to(folder)),
+        "timings_seconds": {k: round(v, 4) for k, v in (watch.seconds if watch else result.timings).items()},
     }
-    text = json.dumps(report, indent=2, default=str)
-    paths["run"] = write_atomic(folder / "run.json", lambda tmp: tmp.write_text(text))
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    paths["run"] = outs.write_text(folder / "run.json", text)
+    return paths
+
+
+def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
+    """Write ``scores.parquet``, ``segments.parquet`` (long: customer_id, segment),
+    ``summary.csv``, ``overlaps.csv``, ``groups.parquet`` (when the catalog has groups) and
+    ``run.json`` into the folder ``out``, committed as one set (the folder holds the complete
+    previous set or the complete new one at every moment)."""
+    from fastseg.outputs import OutputSet
+
+    with OutputSet() as outs:
+        folder = outs.add_folder(out, "out")
+        paths = _stage_run(result, outs, folder)
+        outs.commit()
     return paths
 
 

@@ -16,13 +16,45 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fastseg import __version__
 from fastseg.errors import FastsegError
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (a bad option value, an unknown option) as one line on stderr, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:  # typer >= 0.20 vendors click
+            from typer import _click as click
+        except ImportError:  # pragma: no cover
+            import click  # type: ignore[no-redef]
+
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            code = 0
+        except click.exceptions.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "fastseg"
+            _error_line(f"{exc.format_message()} (see '{command} --help')")
+            code = 2
+        except click.exceptions.Abort:
+            _error_line("aborted")
+            code = 1
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if standalone:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
     name="fastseg",
+    cls=_OneLineErrors,
     help="Fast, exact customer segmentation: RFM scores and rule-based segments from order histories.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -38,6 +70,21 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _one_line(text: str) -> str:
+    """A message as one line: line breaks become '; ', runs of spaces one space."""
+    parts = [" ".join(line.split()) for line in str(text).splitlines()]
+    return "; ".join(p for p in parts if p)
+
+
+def _error_line(message: str) -> None:
+    """``error: MESSAGE`` on stderr: one line, the message never read as rich markup."""
+    from rich.text import Text
+
+    line = Text("error: ", style="bold red")
+    line.append(_one_line(message))
+    err.print(line, soft_wrap=True, highlight=False)
+
+
 def _friendly(fn: F) -> F:
     """Map FastsegError to one red line and exit code 1 (the one place that does)."""
 
@@ -46,16 +93,14 @@ def _friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FastsegError as exc:
-            err.print(
-                f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True, soft_wrap=True
-            )
+            _error_line(str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:  # disk full, permission denied...: the environment, not a bug
-            where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
-            err.print(f"[bold red]error:[/bold red] {exc.strerror or exc}{where}", highlight=False)
+            where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+            _error_line(f"{exc.strerror or exc}{where}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/bold red]: no output was written half-way")
+            _error_line("interrupted: nothing was written (earlier outputs are as they were)")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -76,8 +121,8 @@ def _count(value: str, name: str) -> int:
     return int(number)
 
 
-def _bins(value: int) -> int:
-    if not 2 <= value <= 10:
+def _bins(value: int | None) -> int | None:
+    if value is not None and not 2 <= value <= 10:
         raise typer.BadParameter(f"expected a whole number from 2 to 10, got {value}")
     return value
 
@@ -166,8 +211,19 @@ def _one_or_many(paths: list[str]) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
-BinsOpt = Annotated[int, typer.Option("--bins", callback=_bins, help="Score levels k (2 to 10).")]
-MethodOpt = Annotated[Method, typer.Option("--method", help="quantile (default) or thresholds.")]
+BinsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--bins",
+        callback=_bins,
+        help="Score levels k (2 to 10; default 5, or the bins of --edges-in).",
+        show_default=False,
+    ),
+]
+MethodOpt = Annotated[
+    Method | None,
+    typer.Option("--method", help="quantile (default) or thresholds.", show_default=False),
+]
 ThresholdsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -188,7 +244,7 @@ EdgesOutOpt = Annotated[
 ]
 
 
-def _need_thresholds(method: Method, thresholds: list[str] | None) -> None:
+def _need_thresholds(method: Method | None, thresholds: list[str] | None) -> None:
     if method is Method.thresholds and not thresholds:
         raise typer.BadParameter(
             "--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds"
@@ -196,12 +252,19 @@ def _need_thresholds(method: Method, thresholds: list[str] | None) -> None:
 
 
 def _windows(text: str) -> tuple[int, ...]:
+    from fastseg.config import MAX_WINDOW
+
     try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+        days = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
+        days = ()
+    if not days or not all(1 <= d <= MAX_WINDOW for d in days) or len(set(days)) != len(days):
         raise typer.BadParameter(
-            f"expected days like 30,90,365, got {text!r}", param_hint="--windows"
-        ) from None
+            f"expected distinct whole numbers of days from 1 to {MAX_WINDOW:,} like 30,90,365, "
+            f"got {text!r}",
+            param_hint="--windows",
+        )
+    return days
 
 
 # ------------------------------------------------------------------------------------ reporting
@@ -210,19 +273,19 @@ def _windows(text: str) -> tuple[int, ...]:
 def _print_rows(report: Any, what: str = "orders") -> None:
     left = report.rows_left_out
     console.print(
-        f"[bold]{what}[/bold] {report.source}: {report.rows_read:,} rows read, "
+        f"[bold]{what}[/bold] {escape(str(report.source))}: {report.rows_read:,} rows read, "
         f"[green]{report.rows_used:,} used[/green], "
         + (f"[yellow]{left:,} left out[/yellow]" if left else "0 left out")
     )
     for reason, n in report.left_out.items():
         if n:
-            console.print(f"    {reason}: {n:,}")
+            console.print(f"    {escape(reason)}: {n:,}")
     if getattr(report, "duplicates", 0):
         console.print(
             f"    exact duplicate rows (kept, may be repeat purchases): {report.duplicates:,}"
         )
     if report.rejects_path:
-        console.print(f"    left-out rows written to {report.rejects_path}")
+        console.print(f"    left-out rows written to {escape(str(report.rejects_path))}")
 
 
 def _print_score_summary(res: Any) -> None:
@@ -240,7 +303,7 @@ def _print_score_summary(res: Any) -> None:
     table.add_column("customers", justify="right")
     table.add_column("share", justify="right")
     for g, n, share in res.group_counts().iter_rows():
-        table.add_row(g, f"{n:,}", f"{share:.1%}")
+        table.add_row(escape(g), f"{n:,}", f"{share:.1%}")
     console.print(table)
 
 
@@ -300,7 +363,7 @@ def gen(
         )
     console.print(
         f"wrote {ds.n_orders:,} orders, {ds.n_customers:,} customers and {ds.n_events:,} events "
-        f"to {ds.folder} in {ds.seconds:.1f}s"
+        f"to {escape(str(ds.folder))} in {ds.seconds:.1f}s"
     )
 
 
@@ -335,8 +398,8 @@ def score(
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     as_of: AsOfOpt = None,
-    bins: BinsOpt = 5,
-    method: MethodOpt = Method.quantile,
+    bins: BinsOpt = None,
+    method: MethodOpt = None,
     thresholds: ThresholdsOpt = None,
     col: ColOpt = None,
     edges_in: EdgesInOpt = None,
@@ -354,7 +417,6 @@ def score(
 ) -> None:
     """Score every customer: features, R/F/M scores, RFM cell and group."""
     from fastseg import api
-    from fastseg.io import write_frame
 
     _need_thresholds(method, thresholds)
     watch = api.Stopwatch()
@@ -365,7 +427,7 @@ def score(
             events=events,
             as_of=as_of,
             bins=bins,
-            method=method.value,
+            method=method.value if method else None,
             thresholds=thresholds or None,
             columns=col or None,
             windows=_windows(windows),
@@ -373,13 +435,15 @@ def score(
             rejects=rejects,
             edges_in=edges_in,
             edges_out=edges_out,
+            out=out,
+            out_format=fmt.value if fmt else None,
             stopwatch=watch,
         )
-        with watch.stage("write"):
-            path = write_frame(res.scores, out, fmt.value if fmt else None)
     _print_score_summary(res)
+    edges = res.outputs.get("edges")
     console.print(
-        f"scores written to [bold]{path}[/bold]" + (f"; edges to {edges_out}" if edges_out else "")
+        f"scores written to [bold]{escape(str(res.outputs['scores']))}[/bold]"
+        + (f"; edges to {escape(str(edges))}" if edges else "")
     )
     _print_timings(watch.seconds)
 
@@ -419,7 +483,7 @@ def _print_segments(seg: Any, limit: int | None = None) -> None:
     num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for row in summary.head(limit or summary.height).iter_rows(named=True):
         table.add_row(
-            row["segment"],
+            escape(row["segment"]),
             f"{row['customers']:,}",
             num(row["share_customers"], ".1%"),
             num(row["revenue"], ",.0f"),
@@ -430,7 +494,7 @@ def _print_segments(seg: Any, limit: int | None = None) -> None:
         )
     console.print(table)
     for name, reason in seg.skipped:
-        console.print(f"[yellow]skipped[/yellow] {name}: {reason}")
+        console.print(f"[yellow]skipped[/yellow] {escape(name)}: {escape(reason)}")
 
 
 @app.command()
@@ -443,8 +507,8 @@ def run(
     as_of: AsOfOpt = None,
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
-    bins: BinsOpt = 5,
-    method: MethodOpt = Method.quantile,
+    bins: BinsOpt = None,
+    method: MethodOpt = None,
     thresholds: ThresholdsOpt = None,
     edges_in: EdgesInOpt = None,
     edges_out: EdgesOutOpt = None,
@@ -475,7 +539,7 @@ def run(
             rules=rules,
             builtin=builtin,
             bins=bins,
-            method=method.value,
+            method=method.value if method else None,
             thresholds=thresholds or None,
             edges_in=edges_in,
             edges_out=edges_out,
@@ -491,7 +555,7 @@ def run(
 def _report_run(res: Any) -> None:
     _print_score_summary(res)
     _print_segments(res.segments)
-    console.print("written: " + ", ".join(str(p) for p in res.outputs.values()))
+    console.print("written: " + ", ".join(str(p) for p in res.outputs.values()), markup=False)
     _print_timings(res.timings)
 
 
@@ -513,7 +577,7 @@ def demo(
         ds = synthetic.generate(data, orders=n, seed=seed, progress=tick)
     console.print(
         f"synthetic store: {ds.n_orders:,} orders, {ds.n_customers:,} customers, {ds.n_events:,} events "
-        f"in {ds.folder} ({ds.seconds:.1f}s)"
+        f"in {escape(str(ds.folder))} ({ds.seconds:.1f}s)"
     )
     watch = api.Stopwatch()
     with err.status(
@@ -528,7 +592,7 @@ def demo(
         )
     _report_run(res)
     console.print(
-        f"\nnext: [bold]fastseg run {ds.orders} --customers {ds.customers} --events {ds.events} --rules my_segments.toml[/bold]"
+        f"\nnext: [bold]{escape(f'fastseg run {ds.orders} --customers {ds.customers} --events {ds.events} --rules my_segments.toml')}[/bold]"
     )
 
 
@@ -560,17 +624,13 @@ def segment_cmd(
 ) -> None:
     """Evaluate segments over a scores file."""
     from fastseg import api
-    from fastseg.io import write_frame
 
     with err.status("evaluating segments..."):
-        seg = api.segment(str(scores), rules, builtin=builtin, as_of=as_of)
-        if layout is Layout.bitset:
-            path = seg.save_bitsets(out)
-        else:
-            frame = seg.to_long() if layout is Layout.long else seg.to_wide()
-            path = write_frame(frame, out)
+        seg = api.segment(
+            str(scores), rules, builtin=builtin, as_of=as_of, out=out, layout=layout.value
+        )
     _print_segments(seg)
-    console.print(f"membership ({layout.value}) written to [bold]{path}[/bold]")
+    console.print(f"membership ({layout.value}) written to [bold]{escape(str(out))}[/bold]")
 
 
 @segments_app.command("list")
@@ -584,10 +644,13 @@ def segments_list(rules: RulesOpt = None, builtin: BuiltinOpt = True) -> None:
     table.add_column("segment")
     table.add_column("description")
     for s in catalog.segments:
-        table.add_row(s.name, s.description)
+        table.add_row(escape(s.name), escape(s.description))
     console.print(table)
     for g in catalog.groups:
-        console.print(f"group [bold]{g.name}[/bold]: {', '.join(g.segments)} (else {g.fallback})")
+        console.print(
+            f"group [bold]{escape(g.name)}[/bold]: {escape(', '.join(g.segments))} "
+            f"(else {escape(g.fallback)})"
+        )
 
 
 @segments_app.command("show")
@@ -603,13 +666,14 @@ def segments_show(
     catalog = api.load_rules(rules, builtin=builtin)
     if any(g.name == name for g in catalog.groups):
         g = catalog.group(name)
-        console.print(f"[bold]{g.name}[/bold] (group): {g.description}")
+        console.print(f"[bold]{escape(g.name)}[/bold] (group): {escape(g.description)}")
         console.print(
-            f"first match wins: {', '.join(g.segments)}; else [italic]{g.fallback}[/italic]"
+            f"first match wins: {escape(', '.join(g.segments))}; "
+            f"else [italic]{escape(g.fallback)}[/italic]"
         )
         return
     s = catalog.get(name)
-    console.print(f"[bold]{s.name}[/bold]: {s.description}")
+    console.print(f"[bold]{escape(s.name)}[/bold]: {escape(s.description)}")
     console.print(s.rule, markup=False, highlight=False)
 
 
@@ -627,12 +691,15 @@ def segments_check(
     problems = check_catalog(builtin_catalog().merge(user))
     mine = {s.name for s in user.segments} | {g.name for g in user.groups}
     problems = [p for p in problems if any(f"'{n}'" in p or f" {n}" in p for n in mine)] or problems
+    if len(problems) == 1:
+        raise RuleError(f"{file}: {problems[0]}")
     if problems:
         for p in problems:
-            err.print(f"[bold red]error:[/bold red] {p}", markup=True, highlight=False)
-        raise RuleError(f"{file}: {len(problems)} problem(s)")
+            _error_line(f"{file}: {p}")
+        raise RuleError(f"{file}: {len(problems)} problems (listed above)")
     console.print(
-        f"[green]ok[/green]: {file} — {len(user.segments)} segment(s), {len(user.groups)} group(s)"
+        f"[green]ok[/green]: {escape(str(file))} — {len(user.segments)} segment(s), "
+        f"{len(user.groups)} group(s)"
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["DEFAULT_WINDOWS", "EPOCH", "EVENT_REASONS", "EVENT_WINDOWS", "REASONS"]
+__all__ = ["DEFAULT_WINDOWS", "EPOCH", "EVENT_REASONS", "EVENT_WINDOWS", "MAX_WINDOW", "REASONS"]
 
 #: day 0 of the day numbers the kernels use (days since 1970-01-01)
 EPOCH = dt.date(1970, 1, 1)
 #: trailing windows of the order features, in days
 DEFAULT_WINDOWS: tuple[int, ...] = (30, 90, 365)
+#: the longest trailing window, in days (about 270 years: longer than any order history)
+MAX_WINDOW = 100_000
 #: trailing windows of the event features, in days
 EVENT_WINDOWS: tuple[int, ...] = (30, 90)
 #: why an order row cannot be used, in the order rows are checked (each row gets the first that

@@ -11,6 +11,7 @@ __all__ = [
     "DataError",
     "FastsegError",
     "InputError",
+    "OutputError",
     "ParameterError",
     "RuleError",
     "RuleSyntaxError",
@@ -24,6 +25,12 @@ class FastsegError(Exception):
 
 class InputError(FastsegError):
     """A source cannot be found, opened or decoded (missing file, corrupt Parquet, bad CSV)."""
+
+
+class OutputError(FastsegError):
+    """An output cannot be written where asked: it is an input, a special file, a folder fastseg
+    did not write, or the write failed (disk full, permission). Names the target, never a
+    temporary file."""
 
 
 class SchemaError(FastsegError):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fastseg.config import DEFAULT_WINDOWS, EPOCH, EVENT_WINDOWS
+from fastseg.config import DEFAULT_WINDOWS, EPOCH, EVENT_WINDOWS, MAX_WINDOW
 from fastseg.errors import DataError, ParameterError
 
 __all__ = [
@@ -51,8 +51,11 @@ def check_windows(windows: Sequence[int]) -> tuple[int, ...]:
     """Validate trailing windows in days (positive integers, distinct), sorted."""
     out = []
     for w in windows:
-        if isinstance(w, bool) or not isinstance(w, int | np.integer) or int(w) < 1:
-            msg = f"windows: expected positive whole numbers of days (e.g. 30,90,365), got {w!r}"
+        if isinstance(w, bool) or not isinstance(w, int | np.integer) or not 1 <= int(w) <= MAX_WINDOW:
+            msg = (
+                f"windows: expected whole numbers of days from 1 to {MAX_WINDOW:,} (e.g. "
+                f"30,90,365), got {w!r}"
+            )
             raise ParameterError(msg)
         out.append(int(w))
     if len(set(out)) != len(out):

@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import glob as _glob
 import os
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from fastseg.errors import InputError, ParameterError
+from fastseg.errors import InputError, ParameterError, SchemaError
 
-__all__ = ["OUTPUT_FORMATS", "Source", "read_text", "scan_source", "write_atomic", "write_frame"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "Source",
+    "csv_problem",
+    "input_paths",
+    "read_text",
+    "scan_source",
+    "write_atomic",
+    "write_frame",
+]
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
@@ -53,22 +61,109 @@ def _kind_of(path: Path) -> str | None:
     return None
 
 
+def _open_text(path: Path) -> Any:
+    import gzip
+
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def _header(path: Path) -> bytes:
+    """The first line of a CSV file, as bytes (empty for an empty file)."""
+    try:
+        with _open_text(path) as fh:
+            return fh.readline(1 << 20)
+    except (OSError, EOFError):
+        return b""  # the reader reports the problem with the file, with its name
+
+
+def csv_separator(path: Path) -> str:
+    """The field separator of a CSV/TSV file: tab for ``.tsv``, else a comma, unless the header
+    line holds none of it but holds ``;``, a tab or ``|`` (the most frequent wins)."""
+    default = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    line = _header(path).decode("utf-8", errors="replace")
+    if default in line:
+        return default
+    counts = {sep: line.count(sep) for sep in (";", "\t", "|", ",")}
+    best = max(counts, key=lambda k: counts[k])
+    return best if counts[best] else default
+
+
+def _check_header(path: Path, sep: str, what: str) -> None:
+    """Duplicate or empty column names in a CSV header are an error naming them."""
+    import csv
+
+    line = _header(path).decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+    if not line:
+        return
+    names = next(csv.reader([line], delimiter=sep), [])
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, 1):
+        key = name.strip()
+        if key in seen:
+            msg = (
+                f"{what}: '{path}' names column {key!r} twice in its header (columns {seen[key]} "
+                f"and {i}); rename one so each column has its own name"
+            )
+            raise InputError(msg)
+        seen[key] = i
+
+
+def csv_problem(path: Path, sep: str) -> str | None:
+    """Where a CSV file stops being readable: the first line that is not UTF-8 or has more fields
+    than the header (``"line 5 has 4 fields; the header has 3"``), or None. Read with Python's
+    csv module: only called after the fast reader failed, to name the line."""
+    import csv
+
+    class _Undecodable(Exception):
+        def __init__(self, line: int, exc: UnicodeDecodeError) -> None:
+            self.line, self.exc = line, exc
+
+    def lines(fh: Any) -> Iterator[str]:
+        for i, raw in enumerate(fh, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _Undecodable(i, exc) from None
+
+    reader = None
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(lines(fh), delimiter=sep)
+            header = next(reader, None)
+            if header is None:
+                return None
+            for row in reader:
+                if len(row) > len(header):
+                    return f"line {reader.line_num} has {len(row)} fields; the header has {len(header)}"
+    except _Undecodable as bad:
+        byte = bad.exc.object[bad.exc.start]
+        return (
+            f"line {bad.line} is not UTF-8 text (byte 0x{byte:02x} at position {bad.exc.start + 1}); "
+            "save the file as UTF-8"
+        )
+    except csv.Error as exc:
+        where = f"line {reader.line_num}: " if reader is not None else ""
+        return f"{where}{exc}"
+    except (EOFError, OSError) as exc:
+        return f"the file ends early or is damaged ({exc}); check that it was copied whole"
+    return None
+
+
 def _scan_files(
-    files: list[Path], kind: str, label: str, infer_types: bool = False
+    files: list[Path], kind: str, label: str, infer_types: bool = False, what: str = "orders"
 ) -> pl.LazyFrame:
     if kind == "parquet":
         return pl.scan_parquet(files if len(files) > 1 else files[0])
     if kind == "ipc":
         return pl.scan_ipc(files if len(files) > 1 else files[0])
-    sep = "\t" if any(f.name.lower().endswith((".tsv", ".tsv.gz")) for f in files) else ","
-    if infer_types:  # a file fastseg wrote (scores): let the reader type numbers and dates
-        frames = [
-            pl.scan_csv(f, separator=sep, try_parse_dates=True, raise_if_empty=False) for f in files
-        ]
-    else:  # inputs: everything as text, typed by fastseg.schema with errors naming the value
-        frames = [
-            pl.scan_csv(f, separator=sep, infer_schema=False, raise_if_empty=False) for f in files
-        ]
+    frames = []
+    for f in files:
+        sep = csv_separator(f)
+        _check_header(f, sep, what)
+        if infer_types:  # a file fastseg wrote (scores): let the reader type numbers and dates
+            frames.append(pl.scan_csv(f, separator=sep, try_parse_dates=True, raise_if_empty=False))
+        else:  # inputs: everything as text, typed by fastseg.schema with errors naming the value
+            frames.append(pl.scan_csv(f, separator=sep, infer_schema=False, raise_if_empty=False))
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal")
 
 
@@ -89,13 +184,55 @@ def _from_memory(obj: Any, what: str) -> Source | None:
         import pandas as pd
 
         if isinstance(obj, pd.DataFrame):
-            return Source(pl.from_pandas(obj).lazy(), f"{what} (pandas DataFrame)", "memory")
+            label = f"{what} (pandas DataFrame)"
+            return Source(_from_pandas(obj, label).lazy(), label, "memory")
     return None
 
 
+def _from_pandas(df: Any, label: str) -> pl.DataFrame:
+    """``pl.from_pandas`` whose failure (an object column mixing ints and text) names the column."""
+    try:
+        return pl.from_pandas(df)
+    except Exception as exc:  # pyarrow's ArrowInvalid / ArrowTypeError, polars' errors
+        for name in df.columns:
+            try:
+                pl.from_pandas(df[[name]])
+            except Exception as col_exc:  # noqa: BLE001
+                kinds = sorted({type(v).__name__ for v in df[name].head(10_000).tolist()})
+                msg = (
+                    f"{label}: column {str(name)!r} cannot be read ({_first(col_exc)}); it mixes "
+                    f"{', '.join(kinds)} values: convert it to one type, e.g. "
+                    f"df[{str(name)!r}] = df[{str(name)!r}].astype(str)"
+                )
+                raise SchemaError(msg) from None
+        msg = f"{label}: cannot read the frame: {_first(exc)}"
+        raise InputError(msg) from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _files_of(text: str, what: str) -> list[Path]:
-    """The data files one path names: itself, a folder's files (recursively) or a glob's."""
+    """The data files one path names: itself, a folder's files (recursively) or a glob's.
+
+    A path that exists is taken literally even when it holds glob characters
+    (``orders[1].csv``); only a path that does not exist is expanded as a glob.
+    """
     path = Path(text).expanduser()
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file() and _kind_of(f) is not None)
+        files = [f for f in files if not any(p.startswith(".") for p in f.relative_to(path).parts)]
+        if not files:
+            msg = f"{what}: folder '{text}' holds no Parquet, CSV or Arrow file"
+            raise InputError(msg)
+        return files
+    if path.is_file():
+        return [path]
+    if path.exists():
+        msg = f"{what}: '{text}' is not a regular file (a FIFO, device or socket); give a data file"
+        raise InputError(msg)
     if any(ch in text for ch in "*?["):
         files = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text), recursive=True))
         files = [f for f in files if f.is_file()]
@@ -103,16 +240,38 @@ def _files_of(text: str, what: str) -> list[Path]:
             msg = f"{what}: no file matches '{text}'"
             raise InputError(msg)
         return files
-    if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and _kind_of(f) is not None)
-        if not files:
-            msg = f"{what}: folder '{text}' holds no Parquet, CSV or Arrow file"
-            raise InputError(msg)
-        return files
-    if path.is_file():
-        return [path]
     msg = f"{what}: file not found: '{text}'"
     raise InputError(msg)
+
+
+def _identity(path: Path) -> tuple[int, int] | str:
+    try:
+        st = path.stat()
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
+
+
+def input_paths(source: Any) -> list[Path]:
+    """The files and folders a source argument names on disk (none for in-memory frames): what
+    an output may never overwrite or lie inside of."""
+    if source is None or _from_memory(source, "input") is not None:
+        return []
+    parts = (
+        [os.fspath(x) for x in source]
+        if isinstance(source, list | tuple)
+        else [os.fspath(source)]
+        if isinstance(source, str | os.PathLike)
+        else []
+    )
+    out: list[Path] = []
+    for part in parts:
+        path = Path(part).expanduser()
+        if path.exists():
+            out.append(path)
+        elif any(ch in part for ch in "*?["):
+            out.extend(Path(p) for p in _glob.glob(os.path.expanduser(part), recursive=True))
+    return out
 
 
 def scan_source(source: Any, *, what: str = "orders", infer_types: bool = False) -> Source:
@@ -156,8 +315,13 @@ def scan_source(source: Any, *, what: str = "orders", infer_types: bool = False)
     parts = [os.fspath(x) for x in source] if many else [os.fspath(source)]
     text = parts[0] if len(parts) == 1 else f"{parts[0]} (+{len(parts) - 1} more)"
     files: list[Path] = []
-    for part in parts:
-        files.extend(f for f in _files_of(part, what) if f not in files)
+    seen: set[tuple[int, int] | str] = set()
+    for part in parts:  # a file named twice (relative and absolute, a link) is read once
+        for f in _files_of(part, what):
+            key = _identity(f)
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
     kinds = {_kind_of(f) for f in files}
     if None in kinds:
         bad = next(f for f in files if _kind_of(f) is None)
@@ -177,7 +341,7 @@ def scan_source(source: Any, *, what: str = "orders", infer_types: bool = False)
         if not os.access(f, os.R_OK):
             msg = f"{what}: cannot read '{f}' (permission denied)"
             raise InputError(msg)
-    return Source(_scan_files(files, kind, text, infer_types), text, kind, tuple(files))
+    return Source(_scan_files(files, kind, text, infer_types, what), text, kind, tuple(files))
 
 
 def read_text(path: str | Path, what: str, *, missing_hint: str) -> str:
@@ -199,31 +363,19 @@ def read_text(path: str | Path, what: str, *, missing_hint: str) -> str:
         raise InputError(msg) from None
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], None], option: str = "output") -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
-    A crash (or an exception in ``write``) never leaves a half-written ``path``: the temporary file
-    is removed and any previous ``path`` stays as it was.
+    A one-file :class:`~fastseg.outputs.OutputSet`: a crash (or an exception in ``write``) never
+    leaves a half-written ``path``, a failure is one :class:`~fastseg.errors.OutputError` naming
+    ``path``, and ``path`` may not be a FIFO, device or folder.
     """
-    target = Path(path).expanduser()
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        msg = f"cannot create folder '{parent}': {exc.strerror or exc}"
-        raise InputError(msg) from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except OSError as exc:
-        msg = f"cannot write '{target}': {exc.strerror or exc}"
-        raise InputError(msg) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from fastseg.outputs import OutputSet
+
+    with OutputSet() as outs:
+        target = outs.add_file(path, option)
+        outs.write_with(target, write)
+        outs.commit()
     return target
 
 
@@ -235,14 +387,21 @@ def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pl.col(n).cast(pl.List(pl.String)).list.join("|") for n in lists)
 
 
-def write_frame(df: pl.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
-    """Write ``df`` atomically as Parquet or CSV (format from ``fmt`` or the file suffix)."""
-    target = Path(path)
+def frame_writer(df: pl.DataFrame, path: str | Path, fmt: str | None = None) -> Callable[[Path], None]:
+    """The function writing ``df`` as Parquet or CSV (format from ``fmt`` or ``path``'s suffix)."""
     if fmt is None:
-        fmt = "csv" if target.name.lower().endswith(".csv") else "parquet"
+        fmt = "csv" if str(path).lower().endswith((".csv", ".tsv")) else "parquet"
     if fmt not in OUTPUT_FORMATS:
         msg = f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}"
         raise ParameterError(msg)
     if fmt == "csv":
-        return write_atomic(target, lambda tmp: _csv_safe(df).write_csv(tmp))
-    return write_atomic(target, lambda tmp: df.write_parquet(tmp))
+        sep = "\t" if str(path).lower().endswith(".tsv") else ","
+        return lambda tmp: _csv_safe(df).write_csv(tmp, separator=sep)
+    return lambda tmp: df.write_parquet(tmp)
+
+
+def write_frame(
+    df: pl.DataFrame, path: str | Path, fmt: str | None = None, option: str = "output"
+) -> Path:
+    """Write ``df`` atomically as Parquet or CSV (format from ``fmt`` or the file suffix)."""
+    return write_atomic(path, frame_writer(df, path, fmt), option)

@@ -31,7 +31,7 @@ import polars as pl
 from fastseg import schema
 from fastseg.config import REASONS
 from fastseg.errors import DataError, FastsegError, InputError, SchemaError
-from fastseg.io import Source, scan_source, write_frame
+from fastseg.io import Source, scan_source
 
 __all__ = [
     "REASONS",
@@ -272,8 +272,8 @@ def no_usable_error(report: RowReport, as_of: dt.date) -> DataError:
     return DataError(msg)
 
 
-def write_rejects(frames: Sequence[pl.DataFrame], path: str | Path) -> Path:
-    """Write left-out rows (canonical columns plus ``reason``) atomically."""
+def rejects_frame(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """The left-out rows (canonical columns plus ``reason``) as one frame, ready to write."""
     bad = (
         pl.concat(list(frames), how="diagonal_relaxed")
         if frames
@@ -282,7 +282,33 @@ def write_rejects(frames: Sequence[pl.DataFrame], path: str | Path) -> Path:
     if "order_ts_raw" in bad.columns:  # the timestamp as read, not just its date
         bad = bad.drop("order_date").rename({"order_ts_raw": "order_ts"})
     cols = ["reason"] + [c for c in bad.columns if c != "reason" and not c.startswith("_")]
-    return write_frame(bad.select(cols), path)
+    return bad.select(cols)
+
+
+def no_dates_error(plan: OrderPlan) -> DataError | SchemaError:
+    """No row has a readable date: name the column and a value that does not read, if any."""
+    col = plan.columns["order_ts"]
+    named = f"{col!r}" + (" (order_ts)" if col != "order_ts" else "")
+    label = plan.source.label
+    try:
+        sample = (
+            plan.source.frame.select(pl.col(col).cast(pl.String).str.strip_chars())
+            .filter(pl.col(col).is_not_null() & (pl.col(col) != ""))
+            .head(1)
+            .collect()
+        )
+    except (pl.exceptions.PolarsError, OSError):
+        sample = pl.DataFrame()
+    if sample.height:
+        value = sample.item()
+        msg = (
+            f"orders: {label}: column {named} has no value that reads as a date (first: "
+            f"{value!r}); fastseg reads ISO 8601 dates such as 2026-01-31 or 2026-01-31T10:15:00: "
+            "convert the column, or map the date column with --col order_ts=COLUMN"
+        )
+        return SchemaError(msg)
+    msg = f"orders: {label}: column {named} is empty in every row; nothing to score"
+    return DataError(msg)
 
 
 def _reasons_text(left_out: Mapping[str, int], as_of: dt.date | None) -> str:

@@ -36,6 +36,7 @@ from fastseg import sources as S
 from fastseg.config import EPOCH
 from fastseg.errors import DataError, FastsegError, ParameterError
 from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows
+from fastseg.io import write_frame
 
 __all__ = ["BATCH_ROWS", "OrderFeatures", "aggregate_rules", "order_features"]
 
@@ -57,6 +58,8 @@ class OrderFeatures:
     schema: pl.Schema  # of the canonical order rows (for type-checking rule filters)
     aggregates: tuple[pl.DataFrame, dict[str, Any]] | None = None  # rule aggregates over orders
     reader: str = "arrow"
+    #: the left-out rows with their reason (``rejects=True``), for the caller to write
+    rejects: pl.DataFrame | None = None
 
 
 def aggregate_rules(
@@ -85,7 +88,7 @@ def order_features(
     columns: Mapping[str, str] | Sequence[str] | None = None,
     as_of: dt.date | dt.datetime | str | None = None,
     strict: bool = False,
-    rejects: str | Path | None = None,
+    rejects: str | Path | bool | None = None,
     windows: Sequence[int] = DEFAULT_WINDOWS,
     aggregates: Sequence[Any] = (),
     extra_columns: Sequence[str] = (),
@@ -112,30 +115,56 @@ def order_features(
     if stats.n == 0:
         msg = f"orders: {label} has no rows; nothing to score"
         raise DataError(msg)
+    defaulted = as_of is None
     if as_of is None:
         as_of = stats.max_date
         if as_of is None:
-            msg = f"orders: every row of {label} lacks a timestamp; nothing to score"
-            raise DataError(msg)
-    rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
+            raise O.no_dates_error(plan)
     specs = [a for a in aggregates if a.source == "orders"]
-    rows = _RowPass(rd, stats, as_of, windows, specs, rejects is not None)
+    keep = rejects is not None and rejects is not False
+    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader)
+    if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
+        # The latest dated rows were all left out (no customer id, no amount): the scoring date
+        # is the latest usable row's, and the windows count from it, so the rows are read again.
+        as_of = EPOCH + dt.timedelta(days=rows.max_used_day)
+        rows.close()
+        rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader)
+    report = rows.report()
+    if report.rows_left_out and strict:
+        raise O.strict_error(report, as_of)
+    rejected = None
+    if keep:
+        rejected = O.rejects_frame(rows.rejected or [rows.empty_rejects()])
+        if not isinstance(rejects, bool):
+            report.rejects_path = write_frame(rejected, rejects, option="--rejects")
+    if report.rows_used == 0:
+        raise O.no_usable_error(report, as_of)
+    rows.close()  # the order-lines table and the batch buffers: not needed for the output
+    frame = rows.agg.finish()
+    return OrderFeatures(
+        frame, as_of, report, _row_schema(plan), rows.rule_aggregates(), rows.rd.kind, rejected
+    )
+
+
+def _row_pass(
+    plan: O.OrderPlan,
+    stats: S.OrderStats,
+    as_of: dt.date,
+    windows: tuple[int, ...],
+    specs: Sequence[Any],
+    keep_rejects: bool,
+    batch_rows: int,
+    reader: str | None,
+) -> _RowPass:
+    rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
+    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects)
     try:
         rows.run()
     except FastsegError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise S.read_error(exc, label) from exc
-    report = rows.report()
-    if report.rows_left_out and strict:
-        raise O.strict_error(report, as_of)
-    if rejects is not None:
-        report.rejects_path = O.write_rejects(rows.rejected or [rows.empty_rejects()], rejects)
-    if report.rows_used == 0:
-        raise O.no_usable_error(report, as_of)
-    rows.close()  # the order-lines table and the batch buffers: not needed for the output
-    frame = rows.agg.finish()
-    return OrderFeatures(frame, as_of, report, _row_schema(plan), rows.rule_aggregates(), rd.kind)
+        raise S.read_error(exc, plan.source.label, plan.source) from exc
+    return rows
 
 
 def _row_schema(plan: O.OrderPlan) -> pl.Schema:
@@ -185,6 +214,7 @@ class _RowPass:
         self.partials: list[pl.DataFrame] = []
         self.fills: dict[str, Any] = {}
         self.n_read = 0
+        self.max_used_day: int | None = None  # the latest day of a usable row
         self._buffers: Any = None
         self._lines: Any = None
         self._group = -2
@@ -295,6 +325,9 @@ class _RowPass:
         if self.keep_rejects and (used < n or self._rejects_schema is None):
             self._reject(table, b.reasons[:n])
         self.n_read += n
+        if used:
+            top = int(b.day[:used].max())
+            self.max_used_day = top if self.max_used_day is None else max(self.max_used_day, top)
         del ts_col, cid_col, extra
         agg.add_arrays(
             b.cid[:used],

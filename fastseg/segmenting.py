@@ -253,8 +253,9 @@ class SegmentResult:
         )
         return SegmentBitsets(self.names, self.bitsets, customers)
 
-    def save_bitsets(self, path: str | Path) -> Path:
-        """Write the membership to an uncompressed ``.npz`` (readable with ``numpy.load``).
+    def write_bitsets(self, path: str | Path) -> None:
+        """Write the membership to an uncompressed ``.npz`` (readable with ``numpy.load``), in
+        place: :meth:`save_bitsets` is the atomic way.
 
         Format ``fastseg-bitsets-1`` (entries of the archive):
 
@@ -270,7 +271,6 @@ class SegmentResult:
 
         Read back with :func:`load_bitsets`.
         """
-        path = Path(path)
         entries: dict[str, NDArray[Any]] = {
             "format": np.array(BITSETS_FORMAT),
             "names": np.array(self.names, dtype=np.str_),
@@ -291,13 +291,15 @@ class SegmentResult:
             data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0)
             entries["customer_id_offsets"] = offs - offs[0]
             entries["customer_id_data"] = np.ascontiguousarray(data[offs[0] : offs[-1]], np.uint8)
-        try:
-            with path.open("wb") as fh:
-                np.savez(fh, **entries)
-        except OSError as exc:
-            msg = f"cannot write bitsets to {path}: {exc.strerror or exc}; check the directory"
-            raise InputError(msg) from exc
-        return path
+        with open(path, "wb") as fh:
+            np.savez(fh, **entries)
+
+    def save_bitsets(self, path: str | Path) -> Path:
+        """Write the membership to an uncompressed ``.npz`` atomically (see :meth:`write_bitsets`
+        for the format): a failed write leaves an earlier file whole."""
+        from fastseg.io import write_atomic
+
+        return write_atomic(path, self.write_bitsets, "bitsets")
 
     def summary(self) -> pl.DataFrame:
         """One row per segment (catalog order) with size and value figures.

@@ -36,6 +36,7 @@ import polars as pl
 from fastseg import orders as O
 from fastseg import schema
 from fastseg.errors import FastsegError, InputError, ParameterError
+from fastseg.io import Source
 
 __all__ = [
     "READERS",
@@ -89,8 +90,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def read_error(exc: BaseException, label: str) -> InputError:
-    """A reader's exception as one line naming the source."""
+def read_error(exc: BaseException, label: str, source: Source | None = None) -> InputError:
+    """A reader's exception as one line naming the source; for CSV, the file and line where it
+    stops being readable (found by :func:`fastseg.io.csv_problem`) when that can be told."""
+    if source is not None and source.kind == "csv":
+        from fastseg.io import csv_problem, csv_separator
+
+        for path in source.files:
+            problem = csv_problem(path, csv_separator(path))
+            if problem is not None:
+                return InputError(f"cannot read '{path}': {problem}")
     return InputError(f"cannot read {label}: {_first_line(exc)}")
 
 
@@ -200,7 +209,7 @@ def _query_stats(plan: O.OrderPlan, need_max_date: bool) -> OrderStats:
     except FastsegError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise read_error(exc, plan.source.label) from exc
+        raise read_error(exc, plan.source.label, plan.source) from exc
     id_range = None
     if cid.is_integer() and got.get("id_min") is not None:
         id_range = (int(got["id_min"]), int(got["id_max"]))
@@ -295,7 +304,7 @@ class OrderReader:
             it = _arrow_tables(self, [c for c in want if c != "order_ts_raw"])
         else:
             it = _polars_tables(self, want, hashes)
-        with _prefetched(it, self.label) as tables:
+        with _prefetched(it, self.label, self.plan.source) as tables:
             yield tables
 
 
@@ -457,7 +466,9 @@ class _Prefetch:
 
 
 @contextlib.contextmanager
-def _prefetched(it: Iterator[Any], label: str) -> Iterator[Iterator[Any]]:
+def _prefetched(
+    it: Iterator[Any], label: str, source: Source | None = None
+) -> Iterator[Iterator[Any]]:
     """``it`` run ahead by a reader thread; any read error, in the thread or the ``with``
     body, becomes an :class:`InputError` naming the source; the thread is stopped and the
     decoders' memory released on the way out."""
@@ -469,7 +480,7 @@ def _prefetched(it: Iterator[Any], label: str) -> Iterator[Iterator[Any]]:
     except FastsegError:
         raise
     except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
-        raise read_error(exc, label) from exc
+        raise read_error(exc, label, source) from exc
     finally:
         reader.close()
         pa.default_memory_pool().release_unused()  # before the output is built

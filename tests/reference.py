@@ -485,15 +485,23 @@ def order_features_ref(df: _s_pl.DataFrame, as_of=None, windows=(30, 90, 365)) -
     ``order_id``, ``category``, ``discount``; any other column only tells rows apart).
 
     Each row gets the first reason that applies (no customer, no timestamp, a null/NaN/inf
-    amount, dated after ``as_of``); ``as_of`` defaults to the latest date of any row; exact
+    amount, dated after ``as_of``); ``as_of`` defaults to the latest date of a usable row; exact
     duplicates (every column equal, timestamps as read) are counted when there is no order id;
     features come from :func:`features_ref` over the used rows in their order.
     """
     import math
 
     rows = df.to_dicts()
-    if as_of is None:
-        dates = [r["order_ts"] for r in rows if r["order_ts"] is not None]
+    if as_of is None:  # the latest usable row's date (a row that only lacks nothing else)
+        usable = [
+            r["order_ts"]
+            for r in rows
+            if r["order_ts"] is not None
+            and r["customer_id"] is not None
+            and r["amount"] is not None
+            and math.isfinite(r["amount"])
+        ]
+        dates = usable or [r["order_ts"] for r in rows if r["order_ts"] is not None]
         as_of = max(d.date() if isinstance(d, _f_dt.datetime) else d for d in dates)
     left = dict.fromkeys(_O_REASONS, 0)
     clean = []

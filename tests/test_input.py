@@ -89,7 +89,7 @@ def test_in_memory_frames_pandas_arrow_lazy() -> None:
     assert o.frame["customer_id"].to_list() == [1] and o.report.left_out["missing_customer_id"] == 1
     assert o.frame["customer_id"].dtype == pl.Int64  # whole-number floats are integer ids
     assert o.frame["first_order_date"].to_list() == [dt.date(2026, 1, 1)]
-    assert o.as_of == dt.date(2026, 1, 2)  # the latest row, even one left out
+    assert o.as_of == dt.date(2026, 1, 1)  # the latest usable row (a left-out row does not move it)
 
 
 def test_timestamps_dates_naive_aware_and_iso_text() -> None:
