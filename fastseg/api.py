@@ -456,8 +456,8 @@ def load_rules(rules: Any = None, *, builtin: bool = True) -> Catalog:
             if len(problems) > 1
             else ""
         )
-        first, _, rest = problems[0].partition("\n")
-        raise RuleError(first + more + ("\n" + rest if rest else ""))
+        where = f"{path}: " if (path := _rules_path(rules)) is not None else ""
+        raise RuleError(where + problems[0] + more)
     return catalog
 
 

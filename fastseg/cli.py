@@ -42,7 +42,7 @@ class _OneLineErrors(typer.core.TyperGroup):
             command = exc.ctx.command_path if exc.ctx is not None else "fastseg"
             _error_line(f"{exc.format_message()} (see '{command} --help')")
             code = 2
-        except click.exceptions.Abort:
+        except typer.Abort:
             _error_line("aborted")
             code = 1
         else:

@@ -141,9 +141,27 @@ def order_features(
         raise O.no_usable_error(report, as_of)
     rows.close()  # the order-lines table and the batch buffers: not needed for the output
     frame = rows.agg.finish()
+    _check_finite(frame, plan)
     return OrderFeatures(
         frame, as_of, report, _row_schema(plan), rows.rule_aggregates(), rows.rd.kind, rejected
     )
+
+
+def _check_finite(frame: pl.DataFrame, plan: O.OrderPlan) -> None:
+    """Sums of finite amounts that overflow (past ~1.8e308) are an error naming the column and
+    the first customer, not an infinite revenue passed on to the scores."""
+    sums = [c for c in frame.columns if c == "monetary" or c.startswith("revenue_")]
+    bad = frame.filter(pl.any_horizontal(pl.col(sums).is_infinite())) if sums else frame.clear()
+    if bad.height:
+        col = plan.columns.get("amount", "amount")
+        source = "amounts" if "amount" in plan.columns else "line totals (quantity x unit_price)"
+        msg = (
+            f"orders: {plan.source.label}: the {source} of customer {bad['customer_id'][0]!r}"
+            + (f" and {bad.height - 1:,} more" if bad.height > 1 else "")
+            + f" add up past the largest number a float64 holds (column {col!r}); check the "
+            "column's values and unit (amounts like 1e308 are not money)"
+        )
+        raise DataError(msg)
 
 
 def _row_pass(
@@ -389,7 +407,7 @@ class _RowPass:
         coded by the aggregator (hash + exact check), rows by index."""
         import pyarrow as pa
 
-        arr = S.dictionary(arr)
+        arr = S.trimmed_ids(S.dictionary(arr))
         values = arr.dictionary
         if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
             values = values.cast(pa.large_string())

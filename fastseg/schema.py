@@ -6,8 +6,9 @@ own names with ``--col CANONICAL=THEIRS`` (CLI) or ``columns={"order_ts": "Order
 
 Typing rules (checked with ``collect_schema()`` before any row is read):
 
-* ``customer_id``: integers (kept as ``Int64``), strings (kept as ``String``), or floats that hold
-  whole numbers (pandas turns integer ids with gaps into floats).
+* ``customer_id``: integers (kept as ``Int64``), strings (kept as ``String``, surrounding
+  whitespace trimmed, an id left empty missing: the same rule in every source), or floats that
+  hold whole numbers (pandas turns integer ids with gaps into floats).
 * ``order_ts`` / ``event_ts``: ``Date``; ``Datetime`` naive or time-zone aware; or ISO 8601 text
   (``2026-01-31``, ``2026-01-31T10:15:00``, ``2026-01-31 10:15:00.123+02:00``). Only the calendar
   date is used: for a time-zone-aware column, the date in that column's zone; for text, the date as
@@ -278,8 +279,9 @@ def typed_id(
     c = pl.col(col)
     if kind == "int":
         return c.cast(pl.Int64).alias(canon), None
-    if kind == "str":
-        return c.cast(pl.String).alias(canon), None
+    if kind == "str":  # surrounding whitespace trimmed; an id left empty is missing
+        text = c.cast(pl.String).str.strip_chars()
+        return pl.when(text != "").then(text).alias(canon), None
     if kind == "null":
         return pl.lit(None, dtype=pl.Int64).alias(canon), None
     if kind == "float":

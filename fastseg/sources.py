@@ -563,6 +563,29 @@ def dictionary(arr: Any) -> Any:
     return arr
 
 
+def trimmed_ids(arr: Any) -> Any:
+    """A dictionary array of text ids with the documented id rule applied: surrounding
+    whitespace trimmed, an id left empty missing (null). Only the distinct values are looked
+    at, and only changed when :func:`fastseg.kernels.encode.needs_trim` finds one to change."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from fastseg.kernels.encode import needs_trim
+
+    values = arr.dictionary
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return arr
+    if len(values) == 0 or not needs_trim(values):
+        return arr
+    values = pc.utf8_trim_whitespace(values)
+    empty = pc.equal(pc.utf8_length(values), 0)
+    indices = arr.indices
+    if pc.any(empty).as_py():
+        gone = pc.indices_nonzero(empty)
+        indices = pc.if_else(pc.is_in(indices, value_set=gone), None, indices)
+    return pa.DictionaryArray.from_arrays(indices, values)
+
+
 def per_day(t: Any) -> int:
     """Timestamp units per day of an Arrow date32/timestamp type."""
     import pyarrow as pa

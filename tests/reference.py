@@ -479,6 +479,12 @@ class RowsRef:
     frame: _s_pl.DataFrame
 
 
+#: Unicode White_Space, what Polars' strip_chars() and Arrow's utf8_trim_whitespace remove
+_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
 def order_features_ref(df: _s_pl.DataFrame, as_of=None, windows=(30, 90, 365)) -> RowsRef:  # noqa: ANN001
     """The documented row semantics, row by row, on a frame with canonical column names and
     types (``customer_id``, ``order_ts`` as Date or naive Datetime, ``amount``; optional
@@ -491,7 +497,11 @@ def order_features_ref(df: _s_pl.DataFrame, as_of=None, windows=(30, 90, 365)) -
     """
     import math
 
-    rows = df.to_dicts()
+    raw_rows = df.to_dicts()  # duplicates are rows equal as read
+    rows = [dict(r) for r in raw_rows]
+    for r in rows:  # text ids: surrounding Unicode whitespace trimmed, an empty id missing
+        if isinstance(r["customer_id"], str):
+            r["customer_id"] = r["customer_id"].strip(_WHITE_SPACE) or None
     if as_of is None:  # the latest usable row's date (a row that only lacks nothing else)
         usable = [
             r["order_ts"]
@@ -528,7 +538,7 @@ def order_features_ref(df: _s_pl.DataFrame, as_of=None, windows=(30, 90, 365)) -
     dups = 0
     if "order_id" not in df.columns:
         seen: set = set()
-        for r in rows:
+        for r in raw_rows:
             key = tuple(
                 ("nan",) if isinstance(v, float) and math.isnan(v) else (0.0 if v == 0 else v)
                 for v in r.values()

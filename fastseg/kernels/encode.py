@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["IdEncoder"]
+__all__ = ["IdEncoder", "needs_trim"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -243,6 +243,69 @@ def _check_text_kernel(offsets, data, codes, s_offsets, s_data, start, length):
             if data[lo + j] != s_data[slo + j]:
                 return i
     return -1 if touch >= 0 else -2
+
+
+@njit(cache=CACHE)
+def _is_space(cp):  # pragma: no cover - jitted
+    """Unicode White_Space (what Polars' ``strip_chars()`` and Arrow's trim remove)."""
+    if cp == 32 or 9 <= cp <= 13:
+        return True
+    if cp < 128:
+        return False
+    return (
+        cp == 0x85
+        or cp == 0xA0
+        or cp == 0x1680
+        or 0x2000 <= cp <= 0x200A
+        or cp == 0x2028
+        or cp == 0x2029
+        or cp == 0x202F
+        or cp == 0x205F
+        or cp == 0x3000
+    )
+
+
+@njit(cache=CACHE)
+def _needs_trim_kernel(offsets, data):  # pragma: no cover - jitted
+    for i in range(offsets.shape[0] - 1):
+        a, b = offsets[i], offsets[i + 1]
+        if a == b:
+            return True
+        c = data[a]  # first code point
+        if c < 0x80:
+            cp = c
+        elif c < 0xE0:
+            cp = ((c & 0x1F) << 6) | (data[a + 1] & 0x3F) if a + 1 < b else 0
+        elif c < 0xF0:
+            cp = ((c & 0x0F) << 12) | ((data[a + 1] & 0x3F) << 6) | (data[a + 2] & 0x3F) if a + 2 < b else 0
+        else:
+            cp = 0
+        if _is_space(cp):
+            return True
+        j = b - 1  # last code point: back to its lead byte
+        while j > a and (data[j] & 0xC0) == 0x80:
+            j -= 1
+        c = data[j]
+        if c < 0x80:
+            cp = c
+        elif c < 0xE0:
+            cp = ((c & 0x1F) << 6) | (data[j + 1] & 0x3F) if j + 1 < b else 0
+        elif c < 0xF0:
+            cp = ((c & 0x0F) << 12) | ((data[j + 1] & 0x3F) << 6) | (data[j + 2] & 0x3F) if j + 2 < b else 0
+        else:
+            cp = 0
+        if _is_space(cp):
+            return True
+    return False
+
+
+def needs_trim(arr: object) -> bool:
+    """True when some text of an Arrow string array (no nulls) is empty or starts or ends with
+    Unicode whitespace — the ids that :func:`fastseg.sources.trimmed_ids` must change. One pass
+    over the offsets and the first and last characters: the common case costs next to nothing.
+    """
+    offsets, data = TextIds._buffers(arr)
+    return bool(_needs_trim_kernel(offsets, data))
 
 
 class TextIds:

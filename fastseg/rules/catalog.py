@@ -49,9 +49,21 @@ _GROUP_KEYS = ("name", "description", "segments", "fallback")
 _TOP_KEYS = ("segment", "group")
 
 
+#: names a segment or group cannot take: the membership outputs already have these columns
+#: (the wide layout and ``groups.parquet`` hold ``customer_id`` beside one column per name)
+RESERVED_NAMES = ("customer_id",)
+
+
 def _check_name(name: object, what: str) -> None:
     if not isinstance(name, str):
         msg = f"{what} name must be a string, got {name!r}"
+        raise RuleError(msg)
+    if name in RESERVED_NAMES and what in ("segment", "group"):
+        msg = (
+            f"{what} name {name!r} is taken by the output column of that name (the wide "
+            f"membership and groups.parquet have a column per {what} beside it): choose another, "
+            f"e.g. '{name}_{what}'"
+        )
         raise RuleError(msg)
     if not NAME_RE.fullmatch(name):
         fixed = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")[:63] or "segment"

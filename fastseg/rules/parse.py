@@ -124,13 +124,23 @@ def _position(text: str, pos: int) -> tuple[int, int]:
     return line, column
 
 
+#: characters of the rule shown on each side of a syntax error's position
+CONTEXT = 30
+
+
 def _error(text: str, pos: int, message: str) -> RuleSyntaxError:
-    """A RuleSyntaxError whose first line stands alone and whose next lines show a caret."""
+    """A RuleSyntaxError in one line: position, what was expected, and the rule's text around
+    the position (never the whole rule: rules can be long), split where the error is."""
     line, column = _position(text, pos)
     lines = text.split("\n")
     source = lines[line - 1] if line - 1 < len(lines) else ""
-    pad = "".join("\t" if c == "\t" else " " for c in source[: column - 1])
-    full = f"syntax error at line {line}, column {column}: {message}\n  {source}\n  {pad}^"
+    before, after = source[: column - 1], source[column - 1 :]
+    if len(before) > CONTEXT:
+        before = "…" + before[-CONTEXT:]
+    if len(after) > CONTEXT:
+        after = after[:CONTEXT] + "…"
+    where = f"{before!r} ^ {after!r}" if after else f"{before!r} ^ (end of rule)"
+    full = f"syntax error at line {line}, column {column}: {message}; at {where}"
     return RuleSyntaxError(full, line=line, column=column, rule=text)
 
 
@@ -495,7 +505,7 @@ def parse_rule(text: str) -> Expr:
     ------
     RuleSyntaxError
         With ``line`` and ``column`` (1-based); the message's first line says what was found
-        and what was expected, the next two lines show the rule line and a caret.
+        and what was expected, then the rule's text around the position, all on one line.
 
     Examples
     --------
