@@ -237,7 +237,7 @@ def plan_orders(
     optional = [c for c in schema.ORDER_COLUMNS if c not in schema.REQUIRED_ORDER_COLUMNS]
     wanted_optional = [c for c in optional if c in FEATURE_COLUMNS or c in extra or c in mapping]
     resolved = schema.resolve_columns(
-        found.names(),
+        found,
         mapping,
         label=src.label,
         required=schema.REQUIRED_ORDER_COLUMNS,
@@ -374,9 +374,7 @@ def load_customers(
     mapping = schema.parse_column_map(columns, known=schema.CUSTOMER_COLUMNS)
     src = scan_source(source, what="customers")
     found = _schema(src)
-    resolved = schema.resolve_columns(
-        found.names(), mapping, label=src.label, required=["customer_id"]
-    )
+    resolved = schema.resolve_columns(found, mapping, label=src.label, required=["customer_id"])
     col = resolved["customer_id"]
     id_expr, conv = schema.typed_id("customer_id", col, found[col], src.label)
     rest = [pl.col(c) for c in found.names() if c != col and c != "customer_id"]
@@ -407,7 +405,7 @@ def _plan_events(
     src = scan_source(source, what="events")
     found = _schema(src)
     resolved = schema.resolve_columns(
-        found.names(), mapping, label=src.label, required=list(schema.EVENT_COLUMNS)
+        found, mapping, label=src.label, required=list(schema.EVENT_COLUMNS)
     )
     kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
     lf, conversions = _project(src, resolved, found, kinds)

@@ -20,6 +20,7 @@ Typing rules (checked with ``collect_schema()`` before any row is read):
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -125,7 +126,7 @@ def parse_column_map(
 
 
 def resolve_columns(
-    found: Iterable[str],
+    found: Iterable[str] | Mapping[str, pl.DataType],
     mapping: Mapping[str, str],
     *,
     label: str,
@@ -136,7 +137,8 @@ def resolve_columns(
     """Match canonical columns to the source's columns.
 
     Returns ``{canonical: source column}`` for every required column and every optional one that is
-    present (mapped explicitly or under its canonical name). ``alternatives`` lets a required column
+    present (mapped explicitly or under its canonical name). ``found`` is the source's column
+    names, or its schema (then suggestions for missing columns also match the type). ``alternatives`` lets a required column
     be replaced by others (``amount`` by ``quantity`` and ``unit_price``).
 
     Raises
@@ -145,6 +147,7 @@ def resolve_columns(
         A mapped column is not in the source, or required columns are missing: every missing one is
         listed with the columns that were found and the ``--col`` to map them.
     """
+    types: Mapping[str, pl.DataType] | None = found if isinstance(found, Mapping) else None
     found = list(found)
     found_set = set(found)
     shown = ", ".join(found[:40]) + (f", ... ({len(found)} in all)" if len(found) > 40 else "")
@@ -183,9 +186,12 @@ def resolve_columns(
     if missing:
         names = ", ".join(repr(m) for m in missing)
         how = []
+        taken = set(out.values()) | set(mapping.values())
         for m in missing:
-            close = difflib.get_close_matches(m, found, n=1, cutoff=0.4)
-            how.append(f"--col {m}={close[0] if close else 'YOUR_COLUMN'}")
+            guess = suggest_column(m, found, types, taken)
+            if guess is not None:
+                taken.add(guess)
+            how.append(f"--col {m}={guess or 'YOUR_COLUMN'}")
         extra = ""
         for canon in missing:
             if alternatives.get(canon):
@@ -198,6 +204,62 @@ def resolve_columns(
         msg = f"{label}: missing required {noun} {names}{extra} (found: {shown}); map yours with {' '.join(how)}"
         raise SchemaError(msg)
     return out
+
+
+#: words in column names that mean a canonical column (matched as whole words of the name:
+#: ``OrderDate`` -> order, date; ``cust_no`` -> cust, no)
+_MEANINGS: dict[str, tuple[str, ...]] = {
+    "customer_id": ("customer", "cust", "client", "user", "member", "buyer", "shopper", "account", "contact"),
+    "order_ts": ("date", "time", "ts", "timestamp", "datetime", "created", "placed", "purchased", "ordered"),
+    "event_ts": ("date", "time", "ts", "timestamp", "datetime", "created", "occurred", "at"),
+    "amount": ("amount", "amt", "total", "revenue", "sales", "value", "price", "net", "gross", "spend", "paid", "subtotal"),
+    "event": ("event", "type", "action", "activity", "kind"),
+}
+#: the type kinds a column may have to stand for a canonical column
+_KINDS_OK: dict[str, tuple[str, ...]] = {
+    "customer_id": ("int", "str", "float"),
+    "order_ts": ("date", "datetime", "str"),
+    "event_ts": ("date", "datetime", "str"),
+    "amount": ("int", "float", "str"),
+    "event": ("str",),
+}
+
+
+def _words(name: str) -> list[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def suggest_column(
+    canon: str,
+    found: Sequence[str],
+    types: Mapping[str, pl.DataType] | None = None,
+    taken: Iterable[str] = (),
+) -> str | None:
+    """The source column that most likely holds ``canon``, judged by meaning and type, or None.
+
+    A column qualifies when a word of its name means ``canon`` (``OrderDate`` for ``order_ts``,
+    ``cust`` for ``customer_id``), its type suits (when ``types`` is given), it is not taken by
+    another canonical column, and it is not named like another canonical column (``order_id``,
+    ``discount``...). Never a guess by spelling alone: no suggestion is better than a wrong one.
+    """
+    meaning = _MEANINGS.get(canon)
+    if not meaning:
+        return None
+    others = (set(ORDER_COLUMNS) | set(EVENT_COLUMNS)) - {canon}
+    taken = set(taken)
+    for name in found:
+        if name in taken or name in others:
+            continue
+        words = _words(name)
+        if not any(w in meaning for w in words):
+            continue
+        if canon.endswith("_ts") and "id" in words:
+            continue
+        if types is not None and name in types and _kind(types[name]) not in _KINDS_OK[canon]:
+            continue
+        return name
+    return None
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,6 @@ import datetime
 import math
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,7 +69,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from fastseg.errors import ParameterError
+from fastseg.errors import OutputError, ParameterError
 from fastseg.schema import EVENT_TYPES
 
 if TYPE_CHECKING:
@@ -1270,7 +1269,6 @@ def generate(
     if folder.exists() and not folder.is_dir():
         msg = f"out_dir {str(folder)!r} is a file, not a folder; choose a folder to write into"
         raise ParameterError(msg)
-    folder.mkdir(parents=True, exist_ok=True)
 
     total = p.orders + (p.customers if p.with_customers else 0) + (p.events if p.with_events else 0)
     done = 0
@@ -1281,7 +1279,11 @@ def generate(
         if progress is not None:
             progress(done, total)
 
-    token = uuid.uuid4().hex[:12]
+    from fastseg.outputs import OutputSet
+
+    outs = OutputSet()  # the files appear together, complete, or not at all
+    kinds = ["orders"] + (["customers"] if p.with_customers else []) + (["events"] if p.with_events else [])
+    finals = {kind: outs.add_file(folder / f"{kind}.parquet", "out_dir") for kind in kinds}
     writers: dict[str, pq.ParquetWriter] = {}
     temps: dict[str, Path] = {}
     # One background thread builds the Arrow tables and writes them (in submission order, so
@@ -1291,7 +1293,7 @@ def generate(
     inflight: deque[Future[None]] = deque()
 
     def make_sink(kind: str, build: Callable[[_Cols, int], pa.Table]) -> _Sink:
-        tmp = folder / f".{kind}.parquet.{token}.tmp"
+        tmp = outs.path(finals[kind])
         temps[kind] = tmp
         schema = _schemas(p.string_ids)[kind]
         writer = pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1)
@@ -1314,16 +1316,16 @@ def generate(
             inflight.popleft().result()
         for w in writers.values():
             w.close()
-        finals = {kind: folder / f"{kind}.parquet" for kind in temps}
-        for kind, tmp in temps.items():
-            os.replace(tmp, finals[kind])
-    except BaseException:
+        outs.commit()
+    except BaseException as exc:
         pool.shutdown(wait=True, cancel_futures=True)
         for w in writers.values():
             with contextlib.suppress(Exception):  # already failing: the original error matters
                 w.close()
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+        outs.abort()
+        if isinstance(exc, OSError):
+            msg = f"cannot write the synthetic data into '{folder}': {exc.strerror or exc}"
+            raise OutputError(msg) from None
         raise
     finally:
         pool.shutdown(wait=True)
