@@ -149,7 +149,9 @@ def _make_scorer(
         return scorer, not hasattr(scorer, "edges_")
     if thresholds is not None and not isinstance(thresholds, Mapping):
         thresholds = parse_thresholds(list(thresholds))
-    return RFMScorer(bins=5 if bins is None else bins, method=method or "quantile", thresholds=thresholds), True
+    return RFMScorer(
+        bins=5 if bins is None else bins, method=method or "quantile", thresholds=thresholds
+    ), True
 
 
 def _inputs(*sources: Any) -> list[Path]:
@@ -164,7 +166,9 @@ def _inputs(*sources: Any) -> list[Path]:
 
 def _rules_path(rules: Any) -> Any:
     """The rules argument when it names a file (not TOML text or a Catalog), else None."""
-    if isinstance(rules, Path) or (isinstance(rules, str) and "\n" not in rules and "=" not in rules):
+    if isinstance(rules, Path) or (
+        isinstance(rules, str) and "\n" not in rules and "=" not in rules
+    ):
         return rules
     return None
 
@@ -701,7 +705,9 @@ def _stage_run(
         "edges": result.scorer.to_dict(),
         "files": sizes,
         "outputs_outside": sorted(str(p) for p in outs.files() if not p.is_relative_to(folder)),
-        "timings_seconds": {k: round(v, 4) for k, v in (watch.seconds if watch else result.timings).items()},
+        "timings_seconds": {
+            k: round(v, 4) for k, v in (watch.seconds if watch else result.timings).items()
+        },
     }
     text = json.dumps(report, indent=2, default=str) + "\n"
     paths["run"] = outs.write_text(folder / "run.json", text)

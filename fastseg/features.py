@@ -51,7 +51,11 @@ def check_windows(windows: Sequence[int]) -> tuple[int, ...]:
     """Validate trailing windows in days (positive integers, distinct), sorted."""
     out = []
     for w in windows:
-        if isinstance(w, bool) or not isinstance(w, int | np.integer) or not 1 <= int(w) <= MAX_WINDOW:
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, int | np.integer)
+            or not 1 <= int(w) <= MAX_WINDOW
+        ):
             msg = (
                 f"windows: expected whole numbers of days from 1 to {MAX_WINDOW:,} (e.g. "
                 f"30,90,365), got {w!r}"

@@ -387,7 +387,9 @@ def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pl.col(n).cast(pl.List(pl.String)).list.join("|") for n in lists)
 
 
-def frame_writer(df: pl.DataFrame, path: str | Path, fmt: str | None = None) -> Callable[[Path], None]:
+def frame_writer(
+    df: pl.DataFrame, path: str | Path, fmt: str | None = None
+) -> Callable[[Path], None]:
     """The function writing ``df`` as Parquet or CSV (format from ``fmt`` or ``path``'s suffix)."""
     if fmt is None:
         fmt = "csv" if str(path).lower().endswith((".csv", ".tsv")) else "parquet"

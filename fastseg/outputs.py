@@ -50,7 +50,9 @@ from fastseg.errors import FastsegError, OutputError
 __all__ = ["OutputSet", "is_fastseg_folder", "write_outputs_once"]
 
 RUN_MARKER = "run.json"
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.fastseg-(?P<pid>\d+)-[0-9a-f]+\.(?P<kind>tmp|staging|previous)$")
+_LEFTOVER = re.compile(
+    r"^\.(?P<name>.+)\.fastseg-(?P<pid>\d+)-[0-9a-f]+\.(?P<kind>tmp|staging|previous)$"
+)
 #: temporaries of earlier fastseg versions (``.NAME.XXXXXXXX.tmp`` and ``.NAME.PID.tmp``)
 _LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}|\d+)\.tmp$")
 
@@ -191,7 +193,9 @@ class OutputSet:
             st = None
         for real, ist in self._inputs:
             same = real == target or (
-                st is not None and ist is not None and (st.st_dev, st.st_ino) == (ist.st_dev, ist.st_ino)
+                st is not None
+                and ist is not None
+                and (st.st_dev, st.st_ino) == (ist.st_dev, ist.st_ino)
             )
             if same:
                 msg = (
@@ -199,6 +203,7 @@ class OutputSet:
                     "write the output to another path"
                 )
                 raise OutputError(msg)
+        for real, ist in self._inputs:
             if folder and real.is_relative_to(target):
                 msg = (
                     f"{option} '{target}' holds the input '{real}'; the run folder is replaced as "

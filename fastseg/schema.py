@@ -209,10 +209,43 @@ def resolve_columns(
 #: words in column names that mean a canonical column (matched as whole words of the name:
 #: ``OrderDate`` -> order, date; ``cust_no`` -> cust, no)
 _MEANINGS: dict[str, tuple[str, ...]] = {
-    "customer_id": ("customer", "cust", "client", "user", "member", "buyer", "shopper", "account", "contact"),
-    "order_ts": ("date", "time", "ts", "timestamp", "datetime", "created", "placed", "purchased", "ordered"),
+    "customer_id": (
+        "customer",
+        "cust",
+        "client",
+        "user",
+        "member",
+        "buyer",
+        "shopper",
+        "account",
+        "contact",
+    ),
+    "order_ts": (
+        "date",
+        "time",
+        "ts",
+        "timestamp",
+        "datetime",
+        "created",
+        "placed",
+        "purchased",
+        "ordered",
+    ),
     "event_ts": ("date", "time", "ts", "timestamp", "datetime", "created", "occurred", "at"),
-    "amount": ("amount", "amt", "total", "revenue", "sales", "value", "price", "net", "gross", "spend", "paid", "subtotal"),
+    "amount": (
+        "amount",
+        "amt",
+        "total",
+        "revenue",
+        "sales",
+        "value",
+        "price",
+        "net",
+        "gross",
+        "spend",
+        "paid",
+        "subtotal",
+    ),
     "event": ("event", "type", "action", "activity", "kind"),
 }
 #: the type kinds a column may have to stand for a canonical column

@@ -1282,7 +1282,11 @@ def generate(
     from fastseg.outputs import OutputSet
 
     outs = OutputSet()  # the files appear together, complete, or not at all
-    kinds = ["orders"] + (["customers"] if p.with_customers else []) + (["events"] if p.with_events else [])
+    kinds = (
+        ["orders"]
+        + (["customers"] if p.with_customers else [])
+        + (["events"] if p.with_events else [])
+    )
     finals = {kind: outs.add_file(folder / f"{kind}.parquet", "out_dir") for kind in kinds}
     writers: dict[str, pq.ParquetWriter] = {}
     temps: dict[str, Path] = {}

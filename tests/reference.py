@@ -480,8 +480,10 @@ class RowsRef:
 
 
 #: Unicode White_Space, what Polars' strip_chars() and Arrow's utf8_trim_whitespace remove
-_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
-    "\u2028\u2029\u202f\u205f\u3000"
+_WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000")
 )
 
 
@@ -576,8 +578,11 @@ def same_as_ref(got, ref: RowsRef) -> None:  # noqa: ANN001
         if fa.schema[c] == _s_pl.Float64:
             assert [x is None for x in a] == [y is None for y in b], c
             _s_np.testing.assert_allclose(
-                [x for x in a if x is not None], [y for y in b if y is not None], rtol=1e-9,
-                atol=1e-9, err_msg=c,
+                [x for x in a if x is not None],
+                [y for y in b if y is not None],
+                rtol=1e-9,
+                atol=1e-9,
+                err_msg=c,
             )
         else:
             assert a == b, c

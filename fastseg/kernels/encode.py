@@ -277,7 +277,11 @@ def _needs_trim_kernel(offsets, data):  # pragma: no cover - jitted
         elif c < 0xE0:
             cp = ((c & 0x1F) << 6) | (data[a + 1] & 0x3F) if a + 1 < b else 0
         elif c < 0xF0:
-            cp = ((c & 0x0F) << 12) | ((data[a + 1] & 0x3F) << 6) | (data[a + 2] & 0x3F) if a + 2 < b else 0
+            cp = (
+                ((c & 0x0F) << 12) | ((data[a + 1] & 0x3F) << 6) | (data[a + 2] & 0x3F)
+                if a + 2 < b
+                else 0
+            )
         else:
             cp = 0
         if _is_space(cp):
@@ -291,7 +295,11 @@ def _needs_trim_kernel(offsets, data):  # pragma: no cover - jitted
         elif c < 0xE0:
             cp = ((c & 0x1F) << 6) | (data[j + 1] & 0x3F) if j + 1 < b else 0
         elif c < 0xF0:
-            cp = ((c & 0x0F) << 12) | ((data[j + 1] & 0x3F) << 6) | (data[j + 2] & 0x3F) if j + 2 < b else 0
+            cp = (
+                ((c & 0x0F) << 12) | ((data[j + 1] & 0x3F) << 6) | (data[j + 2] & 0x3F)
+                if j + 2 < b
+                else 0
+            )
         else:
             cp = 0
         if _is_space(cp):
@@ -354,7 +362,9 @@ class TextIds:
         bufs = arr.buffers()
         n = len(arr)
         offsets = np.frombuffer(bufs[1], dtype=kind)[arr.offset : arr.offset + n + 1]
-        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+        data = (
+            np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+        )
         return offsets.astype(np.int64), data
 
     def encode(self, arr: object) -> tuple[NDArray[np.int32], int]:
@@ -377,7 +387,9 @@ class TextIds:
                 grown[: self._bytes] = self._data[: self._bytes]
                 self._data = grown
             if self.encoder.n_unique + 1 > self._offsets.shape[0]:
-                grown_o = np.zeros(max(self.encoder.n_unique + 1, 2 * self._offsets.shape[0]), np.int64)
+                grown_o = np.zeros(
+                    max(self.encoder.n_unique + 1, 2 * self._offsets.shape[0]), np.int64
+                )
                 grown_o[: before + 1] = self._offsets[: before + 1]
                 self._offsets = grown_o
             self._bytes = _append_text_kernel(
