@@ -255,10 +255,8 @@ def _identity(path: Path) -> tuple[int, int] | str:
 def input_paths(source: Any) -> list[Path]:
     """The files and folders a source argument names on disk (none for in-memory frames): what
     an output may never overwrite or lie inside of."""
-    if source is None or _from_memory(source, "input") is not None:
-        return []
     parts = (
-        [os.fspath(x) for x in source]
+        [os.fspath(x) for x in source if isinstance(x, str | os.PathLike)]
         if isinstance(source, list | tuple)
         else [os.fspath(source)]
         if isinstance(source, str | os.PathLike)
