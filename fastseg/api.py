@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from fastseg.errors import ParameterError
+from fastseg.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     from fastseg.orders import RowReport
@@ -342,7 +342,11 @@ def _score(
         frame = _join_extra(frame, [x for x in (extra, ev_extra) if x is not None])
     with watch.stage("scoring"):
         if needs_fit:
-            the_scorer.fit(frame)
+            try:
+                the_scorer.fit(frame)
+            except DataError as exc:
+                msg = f"orders {order_report.source}: {exc}"
+                raise DataError(msg) from None
         scores = the_scorer.transform(frame)
     return ScoreResult(
         scores=scores,
@@ -541,11 +545,12 @@ def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> 
         frame = scores
     else:
         src = scan_source(scores, what="scores", infer_types=True)
-        frame = collect(src.frame, src.label)
+        frame = collect(src.frame, src.label, src)
     if "customer_id" not in frame.columns:
         from fastseg.errors import SchemaError
 
-        msg = f"scores: no 'customer_id' column (found: {', '.join(frame.columns[:20])}); pass the output of `fastseg score`"
+        where = "scores" if isinstance(scores, pl.DataFrame) else f"scores {src.label}"
+        msg = f"{where}: no 'customer_id' column (found: {', '.join(frame.columns[:20])}); pass the output of `fastseg score`"
         raise SchemaError(msg)
     day = _as_date(as_of)
     if day is None:

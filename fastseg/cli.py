@@ -121,10 +121,16 @@ def _count(value: str, name: str) -> int:
     return int(number)
 
 
-def _bins(value: int | None) -> int | None:
-    if value is not None and not 2 <= value <= 10:
-        raise typer.BadParameter(f"expected a whole number from 2 to 10, got {value}")
-    return value
+def _bins(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 2 <= number <= 10:
+        raise typer.BadParameter(f"expected a whole number from 2 to 10, got {value!r}")
+    return number
 
 
 def _version(value: bool) -> None:
@@ -212,7 +218,7 @@ def _one_or_many(paths: list[str]) -> str | list[str]:
 
 
 BinsOpt = Annotated[
-    int | None,
+    str | None,
     typer.Option(
         "--bins",
         callback=_bins,

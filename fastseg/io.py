@@ -92,10 +92,28 @@ def _check_header(path: Path, sep: str, what: str) -> None:
     """Duplicate or empty column names in a CSV header are an error naming them."""
     import csv
 
-    line = _header(path).decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+    raw = _header(path)
+    try:
+        line = raw.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"{what}: '{path}' does not start with a CSV header: its first line is not UTF-8 text "
+            f"(byte 0x{raw[exc.start]:02x} at position {exc.start + 1}); give a CSV file saved as "
+            "UTF-8"
+        )
+        raise InputError(msg) from None
+    if any(ord(c) < 32 and c not in "\t" for c in line):
+        msg = (
+            f"{what}: '{path}' does not start with a CSV header: its first line holds control "
+            "characters (a binary file?); give a CSV file"
+        )
+        raise InputError(msg)
     if not line:
         return
-    names = next(csv.reader([line], delimiter=sep), [])
+    try:
+        names = next(csv.reader([line], delimiter=sep), [])
+    except csv.Error:
+        return  # not a CSV header at all: the reader says so, with the file's name
     seen: dict[str, int] = {}
     for i, name in enumerate(names, 1):
         key = name.strip()
@@ -126,15 +144,18 @@ def csv_problem(path: Path, sep: str) -> str | None:
                 raise _Undecodable(i, exc) from None
 
     reader = None
+    start = 1  # the line the current row starts on
     try:
         with _open_text(path) as fh:
-            reader = csv.reader(lines(fh), delimiter=sep)
+            reader = csv.reader(lines(fh), delimiter=sep, strict=True)
             header = next(reader, None)
             if header is None:
                 return None
+            start = reader.line_num + 1
             for row in reader:
                 if len(row) > len(header):
-                    return f"line {reader.line_num} has {len(row)} fields; the header has {len(header)}"
+                    return f"line {start} has {len(row)} fields; the header has {len(header)}"
+                start = reader.line_num + 1
     except _Undecodable as bad:
         byte = bad.exc.object[bad.exc.start]
         return (
@@ -142,8 +163,10 @@ def csv_problem(path: Path, sep: str) -> str | None:
             "save the file as UTF-8"
         )
     except csv.Error as exc:
-        where = f"line {reader.line_num}: " if reader is not None else ""
-        return f"{where}{exc}"
+        text = str(exc)
+        if "unexpected end of data" in text:
+            text = "a quoted field opened here is never closed (a missing '\"')"
+        return f"line {start}: {text}"
     except (EOFError, OSError) as exc:
         return f"the file ends early or is damaged ({exc}); check that it was copied whole"
     return None
@@ -153,17 +176,23 @@ def _scan_files(
     files: list[Path], kind: str, label: str, infer_types: bool = False, what: str = "orders"
 ) -> pl.LazyFrame:
     if kind == "parquet":
-        return pl.scan_parquet(files if len(files) > 1 else files[0])
+        return pl.scan_parquet(files if len(files) > 1 else files[0], glob=False)
     if kind == "ipc":
-        return pl.scan_ipc(files if len(files) > 1 else files[0])
+        return pl.scan_ipc(files if len(files) > 1 else files[0], glob=False)
     frames = []
     for f in files:
         sep = csv_separator(f)
         _check_header(f, sep, what)
         if infer_types:  # a file fastseg wrote (scores): let the reader type numbers and dates
-            frames.append(pl.scan_csv(f, separator=sep, try_parse_dates=True, raise_if_empty=False))
+            frames.append(
+                pl.scan_csv(
+                    f, separator=sep, try_parse_dates=True, raise_if_empty=False, glob=False
+                )
+            )
         else:  # inputs: everything as text, typed by fastseg.schema with errors naming the value
-            frames.append(pl.scan_csv(f, separator=sep, infer_schema=False, raise_if_empty=False))
+            frames.append(
+                pl.scan_csv(f, separator=sep, infer_schema=False, raise_if_empty=False, glob=False)
+            )
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal")
 
 
@@ -329,9 +358,11 @@ def scan_source(source: Any, *, what: str = "orders", infer_types: bool = False)
         )
         raise InputError(msg)
     if len(kinds) > 1:
-        msg = (
-            f"{what}: '{text}' mixes formats ({', '.join(sorted(k for k in kinds if k))}); keep one"
-        )
+        first = {}
+        for f in files:
+            first.setdefault(_kind_of(f), f)
+        shown = ", ".join(f"{k}: '{first[k]}'" for k in sorted(k for k in first if k))
+        msg = f"{what}: '{text}' mixes formats ({shown}); give files of one format"
         raise InputError(msg)
     kind = kinds.pop()
     assert kind is not None

@@ -74,16 +74,17 @@ class RowReport:
         }
 
 
-def collect(lf: pl.LazyFrame, label: str) -> pl.DataFrame:
-    """``lf.collect()``, turning reader errors (corrupt file, bad CSV) into one-line InputErrors."""
+def collect(lf: pl.LazyFrame, label: str, source: Source | None = None) -> pl.DataFrame:
+    """``lf.collect()``, turning reader errors (corrupt file, bad CSV) into one-line InputErrors
+    (for CSV ``source``, naming the line where the file stops being readable)."""
     try:
         return lf.collect()
     except FastsegError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        msg = f"cannot read {label}: {first}"
-        raise InputError(msg) from exc
+        from fastseg.sources import read_error
+
+        raise read_error(exc, label, source) from exc
 
 
 def csv_ids_as_int(name: str = "customer_id") -> tuple[pl.Expr, pl.Expr, pl.Expr]:
@@ -381,7 +382,7 @@ def load_customers(
     exprs = [id_expr, *rest]
     if conv is not None:
         exprs.append(pl.col(col).alias(conv.raw))
-    df = collect(src.frame.select(exprs), src.label)
+    df = collect(src.frame.select(exprs), src.label, src)
     df = _csv_int_ids(schema.check_conversions(df, [conv] if conv else [], src.label), src)
     n = df.height
     no_id = int(df["customer_id"].null_count())
@@ -433,7 +434,7 @@ def load_events(
     and counted.
     """
     src, resolved, conversions, lf = _plan_events(source, columns)
-    df = collect(lf, src.label)
+    df = collect(lf, src.label, src)
     df = schema.check_conversions(df, conversions, src.label).rename({"event_ts": "event_date"})
     df = _csv_int_ids(df, src)
     n = df.height

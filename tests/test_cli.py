@@ -291,7 +291,7 @@ def test_error_empty_input(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "fragments", "code"),
     [
-        (["--bins", "11"], ["--bins", "from 2 to 10, got 11"], 2),
+        (["--bins", "11"], ["--bins", "from 2 to 10, got '11'"], 2),
         (["--method", "median"], ["--method", "median"], 2),
         (["--col", "order_date=x"], ["unknown canonical column 'order_date'", "order_ts"], 1),
         (["--col", "amount"], ["CANONICAL=THEIRS"], 1),
