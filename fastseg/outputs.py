@@ -274,6 +274,13 @@ class OutputSet:
             if t.target.is_relative_to(target):
                 msg = f"declare the folder {option} before the files inside it"
                 raise RuntimeError(msg)
+        with contextlib.suppress(OSError):
+            if Path(os.getcwd()).resolve().is_relative_to(target):
+                msg = (
+                    f"{option} '{target}' holds the current folder; the run folder is replaced as a "
+                    "whole: give a folder below it, such as fastseg-out"
+                )
+                raise OutputError(msg)
         self._mkdirs(target.parent, target, option)
         self._clean_leftovers(target)
         if target.exists() or target.is_symlink():

@@ -197,3 +197,15 @@ def test_is_fastseg_folder(tmp_path: Path) -> None:
     assert not O.is_fastseg_folder(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"as_of": "2026-01-01"}))
     assert O.is_fastseg_folder(tmp_path)
+
+
+def test_run_folder_may_not_hold_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "work"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for target in (here, tmp_path, Path(".")):
+        with pytest.raises(OutputError, match="holds the current folder"), OutputSet() as outs:
+            outs.add_folder(target)
+    assert os.listdir(here) == []

@@ -27,7 +27,18 @@ def _orders(
 ) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, max(2, n // 4), n) * 7 + 100
-    cust = [f"C{i:06d}" for i in ids] if text_ids else ids
+    # text ids as exports write them: some with surrounding whitespace (trimmed: the same
+    # customer), some only whitespace (a missing id)
+    pads = [("", ""), (" ", ""), ("", "  "), ("\t", "\u3000"), ("\u00a0", "")]
+    kinds = rng.integers(0, len(pads), n)
+    cust = (
+        [
+            "  " if j % 23 == 7 else pads[k][0] + f"C{i:06d}" + pads[k][1]
+            for j, (i, k) in enumerate(zip(ids, kinds, strict=True))
+        ]
+        if text_ids
+        else ids
+    )
     days = rng.integers(-5, 900, n)
     df = pl.DataFrame(
         {
