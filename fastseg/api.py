@@ -154,23 +154,25 @@ def _make_scorer(
     ), True
 
 
-def _inputs(*sources: Any) -> list[Path]:
-    """Every file and folder the job reads (what no output may overwrite)."""
-    from fastseg.io import input_paths
+def _output_set(*sources: Any) -> OutputSet:
+    """An output set guarding every file, folder and glob pattern the job reads."""
+    from fastseg.io import input_paths, input_patterns
+    from fastseg.outputs import OutputSet
 
-    out: list[Path] = []
+    paths: list[Path] = []
+    patterns: list[str] = []
     for src in sources:
-        out += input_paths(src)
-    return out
+        paths += input_paths(src)
+        patterns += input_patterns(src)
+    return OutputSet(paths, patterns)
 
 
 def _rules_path(rules: Any) -> Any:
-    """The rules argument when it names a file (not TOML text or a Catalog), else None."""
-    if isinstance(rules, Path) or (
-        isinstance(rules, str) and "\n" not in rules and "=" not in rules
-    ):
-        return rules
-    return None
+    """The rules argument when it names a file (not TOML text or a Catalog), else None: the
+    catalog loader's own test."""
+    from fastseg.rules.catalog import names_a_file
+
+    return rules if names_a_file(rules) else None
 
 
 def score_job(
@@ -211,8 +213,7 @@ def score_job(
     ``read`` (profiles, events), ``features`` (events, joins), ``scoring``, ``write``.
     """
     from fastseg import features as feat
-    from fastseg.io import frame_writer
-    from fastseg.outputs import OutputSet
+    from fastseg.outputs import frame_writer
 
     watch = stopwatch or Stopwatch()
     windows = feat.check_windows(windows)
@@ -225,7 +226,7 @@ def score_job(
     with contextlib.ExitStack() as stack:
         outs = _outputs
         if outs is None:  # declared (and checked) before any row is read
-            outs = stack.enter_context(OutputSet(_inputs(orders, customers, events, edges_in)))
+            outs = stack.enter_context(_output_set(orders, customers, events, edges_in))
         targets = {
             name: outs.add_file(path, option)
             for name, path, option in (
@@ -376,8 +377,8 @@ def score(
     customers: Any = None,
     events: Any = None,
     as_of: dt.date | dt.datetime | str | None = None,
-    bins: int = 5,
-    method: str = "quantile",
+    bins: int | None = None,
+    method: str | None = None,
     thresholds: Mapping[str, Sequence[float]] | Sequence[str] | None = None,
     columns: Columns = None,
     **options: Any,
@@ -396,9 +397,10 @@ def score(
     as_of
         Scoring date; default: the date of the latest order row. Later rows are left out.
     bins
-        Number of score levels ``k``, 2 to 10.
+        Number of score levels ``k``, 2 to 10 (default 5; with ``edges_in``, the saved edges'
+        bins, and a different ``bins`` is an error).
     method
-        ``"quantile"`` (default) or ``"thresholds"``.
+        ``"quantile"`` (default) or ``"thresholds"`` (with ``edges_in``: the saved method).
     thresholds
         For ``method="thresholds"``: ``{"r": [30, 90, 180, 365], "f": [...], "m": [...]}`` (each
         ``bins - 1`` increasing cut points; r in days) or CLI-style ``["r=30,90,180,365", ...]``.
@@ -513,13 +515,12 @@ def segment(
     rows: use :func:`run`. On a scores frame, only those already present as columns
     (``orders_90d``) are available; segments needing others are skipped (built-in) or rejected.
     """
-    from fastseg.outputs import OutputSet
 
     if layout not in LAYOUTS:
         msg = f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}"
         raise ParameterError(msg)
     catalog = load_rules(rules, builtin=builtin)
-    with OutputSet(_inputs(scores, _rules_path(rules))) as outs:
+    with _output_set(scores, _rules_path(rules)) as outs:
         target = outs.add_file(out, "--out") if out is not None else None
         seg = _segment(scores, catalog, as_of, threads)
         if target is not None:
@@ -627,7 +628,6 @@ def run_job(
     The run folder ``out`` and any ``rejects``/``edges_out`` file are declared before any row is
     read, written to a staging area, and committed as one set only when everything succeeded.
     """
-    from fastseg.outputs import OutputSet
     from fastseg.rules.compile import compile_catalog, required_aggregates
     from fastseg.segmenting import evaluate
 
@@ -640,15 +640,17 @@ def run_job(
         specs = required_aggregates(catalog)
         if rules is not None:
             _check_fields_early(catalog, orders, score_options)
-    reads = _inputs(
+    reads = _output_set(
         orders,
         score_options.get("customers"),
         score_options.get("events"),
         score_options.get("edges_in"),
         _rules_path(rules),
     )
-    with OutputSet(reads) as outs:
-        folder = outs.add_folder(out, "--out") if out is not None else None
+    with reads as outs:
+        folder = None
+        if out is not None:
+            folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
         res = score_job(orders, aggregates=specs, stopwatch=watch, _outputs=outs, **score_options)
         with watch.stage("rules"):
             compiled = compile_catalog(

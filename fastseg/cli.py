@@ -869,7 +869,7 @@ def bench(
         for line in whole.summary_lines():
             console.print(line, markup=False, highlight=False)
         if whole.json_path:
-            console.print(f"report written to [bold]{whole.json_path}[/bold]")
+            console.print(f"report written to [bold]{escape(str(whole.json_path))}[/bold]")
         return
     with bar:
         report = fbench.run_bench(
@@ -912,7 +912,7 @@ def bench(
     for line in report.summary_lines():
         console.print(line, markup=False, highlight=False)
     if report.json_path:
-        console.print(f"report written to [bold]{report.json_path}[/bold]")
+        console.print(f"report written to [bold]{escape(str(report.json_path))}[/bold]")
 
 
 def main() -> None:

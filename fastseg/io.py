@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import glob as _glob
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,20 +24,17 @@ import polars as pl
 from fastseg.errors import InputError, ParameterError, SchemaError
 
 __all__ = [
-    "OUTPUT_FORMATS",
     "Source",
     "csv_problem",
     "input_paths",
+    "input_patterns",
     "read_text",
     "scan_source",
-    "write_atomic",
-    "write_frame",
 ]
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz")
 IPC_SUFFIXES = (".arrow", ".ipc", ".feather")
-OUTPUT_FORMATS = ("parquet", "csv")
 
 
 @dataclass(frozen=True)
@@ -126,10 +123,20 @@ def _check_header(path: Path, sep: str, what: str) -> None:
         seen[key] = i
 
 
-def csv_problem(path: Path, sep: str) -> str | None:
+def _capped(lines: Iterator[str], limit: int) -> Iterator[str]:
+    seen = 0
+    for line in lines:
+        seen += len(line)
+        if seen > limit:
+            return
+        yield line
+
+
+def csv_problem(path: Path, sep: str, limit: int = 1 << 30) -> str | None:
     """Where a CSV file stops being readable: the first line that is not UTF-8 or has more fields
     than the header (``"line 5 has 4 fields; the header has 3"``), or None. Read with Python's
-    csv module: only called after the fast reader failed, to name the line."""
+    csv module (about 100 MB/s), only after the fast reader failed, and only the first ``limit``
+    characters (1 GiB): past them the reader's own message stands."""
     import csv
 
     class _Undecodable(Exception):
@@ -147,7 +154,7 @@ def csv_problem(path: Path, sep: str) -> str | None:
     start = 1  # the line the current row starts on
     try:
         with _open_text(path) as fh:
-            reader = csv.reader(lines(fh), delimiter=sep, strict=True)
+            reader = csv.reader(_capped(lines(fh), limit), delimiter=sep, strict=True)
             header = next(reader, None)
             if header is None:
                 return None
@@ -281,6 +288,23 @@ def _identity(path: Path) -> tuple[int, int] | str:
     return (st.st_dev, st.st_ino)
 
 
+def input_patterns(source: Any) -> list[str]:
+    """The glob patterns a source argument expands (paths that do not exist as written): an
+    output matching one would be read as input by the next run."""
+    parts = (
+        [os.fspath(x) for x in source if isinstance(x, str | os.PathLike)]
+        if isinstance(source, list | tuple)
+        else [os.fspath(source)]
+        if isinstance(source, str | os.PathLike)
+        else []
+    )
+    return [
+        os.path.abspath(os.path.expanduser(p))
+        for p in parts
+        if any(ch in p for ch in "*?[") and not Path(p).expanduser().exists()
+    ]
+
+
 def input_paths(source: Any) -> list[Path]:
     """The files and folders a source argument names on disk (none for in-memory frames): what
     an output may never overwrite or lie inside of."""
@@ -390,49 +414,3 @@ def read_text(path: str | Path, what: str, *, missing_hint: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"cannot read {what} '{target}': {exc}"
         raise InputError(msg) from None
-
-
-def write_atomic(path: str | Path, write: Callable[[Path], None], option: str = "output") -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
-
-    A one-file :class:`~fastseg.outputs.OutputSet`: a crash (or an exception in ``write``) never
-    leaves a half-written ``path``, a failure is one :class:`~fastseg.errors.OutputError` naming
-    ``path``, and ``path`` may not be a FIFO, device or folder.
-    """
-    from fastseg.outputs import OutputSet
-
-    with OutputSet() as outs:
-        target = outs.add_file(path, option)
-        outs.write_with(target, write)
-        outs.commit()
-    return target
-
-
-def _csv_safe(df: pl.DataFrame) -> pl.DataFrame:
-    """CSV cannot hold nested values: lists become ``a|b|c`` strings."""
-    lists = [n for n, t in df.schema.items() if isinstance(t, pl.List | pl.Array)]
-    if not lists:
-        return df
-    return df.with_columns(pl.col(n).cast(pl.List(pl.String)).list.join("|") for n in lists)
-
-
-def frame_writer(
-    df: pl.DataFrame, path: str | Path, fmt: str | None = None
-) -> Callable[[Path], None]:
-    """The function writing ``df`` as Parquet or CSV (format from ``fmt`` or ``path``'s suffix)."""
-    if fmt is None:
-        fmt = "csv" if str(path).lower().endswith((".csv", ".tsv")) else "parquet"
-    if fmt not in OUTPUT_FORMATS:
-        msg = f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}"
-        raise ParameterError(msg)
-    if fmt == "csv":
-        sep = "\t" if str(path).lower().endswith(".tsv") else ","
-        return lambda tmp: _csv_safe(df).write_csv(tmp, separator=sep)
-    return lambda tmp: df.write_parquet(tmp)
-
-
-def write_frame(
-    df: pl.DataFrame, path: str | Path, fmt: str | None = None, option: str = "output"
-) -> Path:
-    """Write ``df`` atomically as Parquet or CSV (format from ``fmt`` or the file suffix)."""
-    return write_atomic(path, frame_writer(df, path, fmt), option)

@@ -40,21 +40,48 @@ import shutil
 import stat
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastseg.errors import FastsegError, OutputError
 
-__all__ = ["OutputSet", "is_fastseg_folder", "write_outputs_once"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "OutputSet",
+    "frame_writer",
+    "is_fastseg_folder",
+    "write_atomic",
+    "write_frame",
+]
 
 RUN_MARKER = "run.json"
+#: what a command leaves beside its targets while it runs: ``.NAME.fastseg-HOST-PID-TOKEN.KIND``
 _LEFTOVER = re.compile(
-    r"^\.(?P<name>.+)\.fastseg-(?P<pid>\d+)-[0-9a-f]+\.(?P<kind>tmp|staging|previous)$"
+    r"^\.(?P<name>.+)\.fastseg-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+\."
+    r"(?P<kind>tmp|staging|previous)$"
 )
-#: temporaries of earlier fastseg versions (``.NAME.XXXXXXXX.tmp`` and ``.NAME.PID.tmp``)
-_LEGACY = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}|\d+)\.tmp$")
+#: files a run folder holds besides the ones its run.json lists (run.json itself)
+RUN_MARKERS = (RUN_MARKER,)
+#: the files a run folder of an earlier fastseg version (a run.json without ``files``) holds
+_OLD_RUN_FILES = (
+    "scores.parquet",
+    "segments.parquet",
+    "summary.csv",
+    "overlaps.csv",
+    "groups.parquet",
+    RUN_MARKER,
+)
+
+
+def _host() -> str:
+    """Eight hex digits naming this machine (or container): a process id only means something
+    where it was written."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -107,20 +134,35 @@ def _kind_of_special(mode: int) -> str | None:
 
 
 def is_fastseg_folder(folder: Path) -> bool:
-    """True when ``folder`` is empty or is a run folder fastseg wrote (it holds a ``run.json``
-    whose object has an ``as_of``)."""
+    """True when ``folder`` is empty or is a run folder fastseg wrote and nothing else was added
+    to: it holds a ``run.json`` (an object with an ``as_of``) and only the files it lists (or,
+    for a run.json of an earlier version without that list, only run files)."""
+    return _foreign_entry(folder) is None
+
+
+def _foreign_entry(folder: Path) -> str | None:
+    """The first entry of ``folder`` fastseg did not write as part of a run set, or None."""
     try:
-        entries = [e for e in os.listdir(folder)]
-    except OSError:
-        return False
+        entries = sorted(os.listdir(folder))
+    except OSError as exc:
+        return f"(cannot list it: {exc.strerror or exc})"
     if not entries:
-        return True
-    marker = folder / RUN_MARKER
+        return None
     try:
-        doc = json.loads(marker.read_text(encoding="utf-8"))
+        doc = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "as_of" in doc
+        doc = None
+    if not isinstance(doc, dict) or "as_of" not in doc:
+        return entries[0]
+    listed = doc.get("files")
+    if isinstance(listed, dict):
+        allowed = {str(Path(n).parts[0]) for n in listed} | set(RUN_MARKERS)
+    else:
+        allowed = set(_OLD_RUN_FILES)
+    for name in entries:
+        if name not in allowed and not _LEFTOVER.match(name):
+            return name
+    return None
 
 
 def _reason(exc: BaseException, tmp: Path | None, target: Path) -> str:
@@ -150,6 +192,9 @@ class OutputSet:
     inputs
         Every path the command reads (files, folders); no target may be one of them, contain one,
         or lie inside one.
+    patterns
+        The glob patterns the command expands; no target may match one (the next run would read
+        it as input).
 
     Examples
     --------
@@ -163,7 +208,10 @@ class OutputSet:
     'hi'
     """
 
-    def __init__(self, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+    def __init__(
+        self, inputs: Iterable[str | os.PathLike[str]] = (), patterns: Iterable[str] = ()
+    ) -> None:
+        self._patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
         self._inputs: list[tuple[Path, os.stat_result | None]] = []
         for p in inputs:
             real = Path(os.path.realpath(os.path.expanduser(os.fspath(p))))
@@ -174,7 +222,8 @@ class OutputSet:
             self._inputs.append((real, st))
         self._targets: dict[Path, _Target] = {}
         self._folders: list[_Target] = []
-        self._token = f"fastseg-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+        self._reserved: dict[Path, tuple[str, ...]] = {}
+        self._token = f"fastseg-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
         self._done = False
 
     # ---------------------------------------------------------------------------- declaring
@@ -217,6 +266,20 @@ class OutputSet:
                 )
                 raise OutputError(msg)
 
+    def _check_patterns(self, target: Path, option: str) -> None:
+        import fnmatch
+
+        for pattern in self._patterns:
+            if fnmatch.fnmatch(str(target), pattern) or fnmatch.fnmatch(
+                str(target),
+                os.path.realpath(os.path.dirname(pattern)) + os.sep + os.path.basename(pattern),
+            ):
+                msg = (
+                    f"{option} '{target}' matches the input pattern '{pattern}', so the next run "
+                    "would read it as input; write it where the pattern does not reach"
+                )
+                raise OutputError(msg)
+
     def _check_other_targets(self, target: Path, option: str) -> None:
         for other in self._targets.values():
             if other.target == target:
@@ -234,6 +297,7 @@ class OutputSet:
         target = self._resolve(path, option)
         self._check_other_targets(target, option)
         self._check_not_input(target, option, folder=False)
+        self._check_patterns(target, option)
         try:
             st = os.stat(target)
         except FileNotFoundError:
@@ -254,7 +318,14 @@ class OutputSet:
                 raise OutputError(msg)
         folder = self._folder_of(target)
         if folder is not None:
-            staged = folder.staged / target.relative_to(folder.target)
+            inside = target.relative_to(folder.target)
+            if str(inside) in self._reserved.get(folder.target, ()):
+                msg = (
+                    f"{option} '{target}' is the run folder's own {inside}; give another name or "
+                    "a path outside the folder"
+                )
+                raise OutputError(msg)
+            staged = folder.staged / inside
             self._mkdirs(staged.parent, target, option)
             self._targets[target] = _Target(target, option, staged, "member")
             return target
@@ -265,11 +336,18 @@ class OutputSet:
         self._targets[target] = _Target(target, option, staged, "file")
         return target
 
-    def add_folder(self, path: str | os.PathLike[str], option: str = "--out") -> Path:
-        """Declare a run folder: written whole into a hidden staging copy, swapped in at commit."""
+    def add_folder(
+        self, path: str | os.PathLike[str], option: str = "--out", reserved: Iterable[str] = ()
+    ) -> Path:
+        """Declare a run folder: written whole into a hidden staging copy, swapped in at commit.
+
+        ``reserved``: the names of the files the run writes itself; no other declared file may
+        take one. An existing folder keeps its mode, owner and group.
+        """
         target = self._resolve(path, option)
         self._check_other_targets(target, option)
         self._check_not_input(target, option, folder=True)
+        self._check_patterns(target, option)
         for t in self._targets.values():
             if t.target.is_relative_to(target):
                 msg = f"declare the folder {option} before the files inside it"
@@ -287,11 +365,19 @@ class OutputSet:
             if not target.is_dir():
                 msg = f"{option} '{target}' is a file; the run outputs go into a folder: give a folder path"
                 raise OutputError(msg)
-            if not is_fastseg_folder(target):
-                shown = ", ".join(sorted(os.listdir(target))[:3])
+            if os.path.ismount(target):
                 msg = (
-                    f"{option} '{target}' already holds files fastseg did not write ({shown}); the "
-                    "run folder is replaced as a whole: give a new or empty folder"
+                    f"{option} '{target}' is a mount point; the run folder is replaced as a whole, "
+                    "which a mount point cannot be: give a folder inside it, e.g. "
+                    f"'{target / 'fastseg-out'}'"
+                )
+                raise OutputError(msg)
+            foreign = _foreign_entry(target)
+            if foreign is not None:
+                msg = (
+                    f"{option} '{target}' holds '{foreign}', which is not part of a fastseg run; "
+                    "the run folder is replaced as a whole: move it away, or give a new or empty "
+                    "folder"
                 )
                 raise OutputError(msg)
             if not os.access(target, os.W_OK):
@@ -303,9 +389,11 @@ class OutputSet:
         except OSError as exc:
             msg = f"cannot write {option} '{target}': {exc.strerror or exc}"
             raise OutputError(msg) from None
+        _keep_access(target, staged)
         entry = _Target(target, option, staged, "folder")
         self._targets[target] = entry
         self._folders.append(entry)
+        self._reserved[target] = tuple(reserved)
         return target
 
     def _mkdirs(self, parent: Path, target: Path, option: str) -> None:
@@ -327,25 +415,25 @@ class OutputSet:
         os.close(fd)
 
     def _clean_leftovers(self, target: Path) -> None:
-        """Remove what killed runs left beside ``target``; undo a half-done folder swap."""
+        """Remove what killed runs on this machine left beside ``target`` (for any target of
+        that folder: a dated run folder gets a new name every day); undo a half-done swap."""
         parent = target.parent
         try:
             names = os.listdir(parent)
         except OSError:
             return
-        for name in names:
+        host = _host()
+        for name in names:  # leftovers of any target in this folder, of dead processes here
             m = _LEFTOVER.match(name)
-            if m is not None and m["name"] == target.name:
-                if _pid_alive(int(m["pid"])):
+            if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+                continue
+            path = parent / name
+            own = parent / m["name"]
+            if m["kind"] == "previous" and not own.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(path, own)  # the swap stopped half-way: the old set is back
                     continue
-                path = parent / name
-                if m["kind"] == "previous" and not target.exists():
-                    with contextlib.suppress(OSError):
-                        os.rename(path, target)  # the swap stopped half-way: the old set is back
-                        continue
-                _remove(path)
-            elif (lm := _LEGACY.match(name)) is not None and lm["name"] == target.name:
-                _remove(parent / name)
+            _remove(path)
 
     # ---------------------------------------------------------------------------- writing
 
@@ -384,8 +472,6 @@ class OutputSet:
 
     def write_frame(self, df: Any, target: Path, fmt: str | None = None) -> Path:
         """Write a Polars frame as Parquet or CSV (format from ``fmt`` or the suffix)."""
-        from fastseg.io import frame_writer
-
         return self.write_with(target, frame_writer(df, target, fmt))
 
     def write_text(self, target: Path, text: str) -> Path:
@@ -403,9 +489,14 @@ class OutputSet:
     # ---------------------------------------------------------------------------- committing
 
     def commit(self) -> None:
-        """Move every staged output into place: single files first, then each run folder."""
+        """Move every staged output into place: each run folder first (the step that can fail:
+        nothing is in place before it succeeds), then the single files, renames beside their
+        targets. A SIGKILL between the two steps leaves a complete new folder beside the previous
+        single files, each file complete."""
         if self._done:
             return
+        for f in self._folders:
+            self._swap_in(f)
         for t in self._targets.values():
             if t.kind == "file":
                 try:
@@ -413,8 +504,6 @@ class OutputSet:
                 except OSError as exc:
                     msg = f"cannot write {t.option} '{t.target}': {exc.strerror or exc}"
                     raise OutputError(msg) from None
-        for f in self._folders:
-            self._swap_in(f)
         self._done = True
 
     def _swap_in(self, f: _Target) -> None:
@@ -427,7 +516,11 @@ class OutputSet:
                 return
             previous = f.target.parent / f".{f.target.name}.{self._token}.previous"
             os.rename(f.target, previous)
-            os.rename(f.staged, f.target)
+            try:
+                os.rename(f.staged, f.target)
+            except BaseException:  # the old set goes back at once (Ctrl-C, an error)
+                os.rename(previous, f.target)
+                raise
             _remove(previous)
         except OSError as exc:
             msg = f"cannot write {f.option} '{f.target}': {exc.strerror or exc}"
@@ -449,13 +542,69 @@ class OutputSet:
         self.abort()  # a no-op after commit
 
 
-@contextlib.contextmanager
-def write_outputs_once(
-    targets: Iterable[tuple[str | os.PathLike[str], str]],
-    inputs: Iterable[str | os.PathLike[str]] = (),
-) -> Iterator[tuple[OutputSet, list[Path]]]:
-    """Declare ``(path, option)`` file targets, yield the set, commit when the block succeeds."""
-    with OutputSet(inputs) as outs:
-        paths = [outs.add_file(p, opt) for p, opt in targets]
-        yield outs, paths
+def _keep_access(existing: Path, staged: Path) -> None:
+    """Give the staging copy of a run folder the existing folder's mode, owner and group (a
+    ``2770`` folder of a data team's group stays one); best effort where not permitted."""
+    try:
+        st = os.stat(existing)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.chown(staged, st.st_uid, st.st_gid)
+    with contextlib.suppress(OSError):
+        os.chmod(staged, stat.S_IMODE(st.st_mode))
+
+
+OUTPUT_FORMATS = ("parquet", "csv")
+
+
+def _csv_safe(df: Any) -> Any:
+    """CSV cannot hold nested values: lists become ``a|b|c`` strings."""
+    import polars as pl
+
+    lists = [n for n, t in df.schema.items() if isinstance(t, pl.List | pl.Array)]
+    if not lists:
+        return df
+    return df.with_columns(pl.col(n).cast(pl.List(pl.String)).list.join("|") for n in lists)
+
+
+def frame_writer(
+    df: Any, path: str | os.PathLike[str], fmt: str | None = None
+) -> Callable[[Path], None]:
+    """The function writing Polars frame ``df`` as Parquet or CSV (format from ``fmt`` or
+    ``path``'s suffix: ``.csv``/``.tsv`` are CSV, anything else Parquet)."""
+    from fastseg.errors import ParameterError
+
+    name = os.fspath(path).lower()
+    if fmt is None:
+        fmt = "csv" if name.endswith((".csv", ".tsv")) else "parquet"
+    if fmt not in OUTPUT_FORMATS:
+        msg = f"format: expected one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}"
+        raise ParameterError(msg)
+    if fmt == "csv":
+        sep = "\t" if name.endswith(".tsv") else ","
+        return lambda tmp: _csv_safe(df).write_csv(tmp, separator=sep)
+    return lambda tmp: df.write_parquet(tmp)
+
+
+def write_atomic(
+    path: str | os.PathLike[str], write: Callable[[Path], Any], option: str = "output"
+) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    A one-file :class:`OutputSet`: a crash (or an exception in ``write``) never leaves a
+    half-written ``path``, a failure is one :class:`~fastseg.errors.OutputError` naming ``path``,
+    and ``path`` may not be a FIFO, device or folder.
+    """
+    with OutputSet() as outs:
+        target = outs.add_file(path, option)
+        outs.write_with(target, write)
         outs.commit()
+    return target
+
+
+def write_frame(
+    df: Any, path: str | os.PathLike[str], fmt: str | None = None, option: str = "output"
+) -> Path:
+    """Write Polars frame ``df`` atomically as Parquet or CSV (format from ``fmt`` or the suffix)."""
+    return write_atomic(path, frame_writer(df, path, fmt), option)

@@ -36,7 +36,7 @@ from fastseg import sources as S
 from fastseg.config import EPOCH
 from fastseg.errors import DataError, FastsegError, ParameterError
 from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows
-from fastseg.io import write_frame
+from fastseg.outputs import write_frame
 
 __all__ = ["BATCH_ROWS", "OrderFeatures", "aggregate_rules", "order_features"]
 
@@ -132,13 +132,13 @@ def order_features(
     report = rows.report()
     if report.rows_left_out and strict:
         raise O.strict_error(report, as_of)
+    if report.rows_used == 0:
+        raise O.no_usable_error(report, as_of)
     rejected = None
     if keep:
         rejected = O.rejects_frame(rows.rejected or [rows.empty_rejects()])
-        if not isinstance(rejects, bool):
+        if not isinstance(rejects, bool):  # a path: written now, atomically (the API stages it)
             report.rejects_path = write_frame(rejected, rejects, option="--rejects")
-    if report.rows_used == 0:
-        raise O.no_usable_error(report, as_of)
     rows.close()  # the order-lines table and the batch buffers: not needed for the output
     frame = rows.agg.finish()
     _check_finite(frame, plan)

@@ -297,7 +297,7 @@ class SegmentResult:
     def save_bitsets(self, path: str | Path) -> Path:
         """Write the membership to an uncompressed ``.npz`` atomically (see :meth:`write_bitsets`
         for the format): a failed write leaves an earlier file whole."""
-        from fastseg.io import write_atomic
+        from fastseg.outputs import write_atomic
 
         return write_atomic(path, self.write_bitsets, "bitsets")
 

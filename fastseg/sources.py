@@ -563,6 +563,14 @@ def dictionary(arr: Any) -> Any:
     return arr
 
 
+#: Unicode White_Space: what Polars' ``strip_chars()`` removes, and so what ids are trimmed of
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000")
+)
+
+
 def trimmed_ids(arr: Any) -> Any:
     """A dictionary array of text ids with the documented id rule applied: surrounding
     whitespace trimmed, an id left empty missing (null). Only the distinct values are looked
@@ -577,7 +585,7 @@ def trimmed_ids(arr: Any) -> Any:
         return arr
     if len(values) == 0 or not needs_trim(values):
         return arr
-    values = pc.utf8_trim_whitespace(values)
+    values = pc.utf8_trim(values, characters=WHITE_SPACE)
     empty = pc.equal(pc.utf8_length(values), 0)
     indices = arr.indices
     if pc.any(empty).as_py():

@@ -1287,7 +1287,11 @@ def generate(
         + (["customers"] if p.with_customers else [])
         + (["events"] if p.with_events else [])
     )
-    finals = {kind: outs.add_file(folder / f"{kind}.parquet", "out_dir") for kind in kinds}
+    try:
+        finals = {kind: outs.add_file(folder / f"{kind}.parquet", "out_dir") for kind in kinds}
+    except BaseException:
+        outs.abort()  # the temporaries of the targets declared before the one that failed
+        raise
     writers: dict[str, pq.ParquetWriter] = {}
     temps: dict[str, Path] = {}
     # One background thread builds the Arrow tables and writes them (in submission order, so

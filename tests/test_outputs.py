@@ -76,9 +76,10 @@ def test_half_done_swap_is_undone_by_the_next_run(tmp_path: Path) -> None:
     set sits in a hidden ``.previous`` folder of a dead process; the next run puts it back."""
     out = tmp_path / "run"
     dead = 2**22 + 12345  # above pid_max's default: no such process
-    previous = tmp_path / f".run.fastseg-{dead}-abc123.previous"
+    host = O._host()
+    previous = tmp_path / f".run.fastseg-{host}-{dead}-abc123.previous"
     _run_folder(previous, {"scores.parquet": "A"})
-    staging = tmp_path / f".run.fastseg-{dead}-abc123.staging"
+    staging = tmp_path / f".run.fastseg-{host}-{dead}-abc123.staging"
     _run_folder(staging, {"scores.parquet": "half"})
     with OutputSet() as outs:
         outs.add_folder(out)
@@ -87,19 +88,25 @@ def test_half_done_swap_is_undone_by_the_next_run(tmp_path: Path) -> None:
     assert (out / "scores.parquet").read_text() == "A" and _hidden(tmp_path) == []
 
 
-def test_leftovers_of_dead_processes_are_removed_live_ones_kept(tmp_path: Path) -> None:
+def test_leftovers_of_dead_processes_are_removed_live_ones_and_users_kept(tmp_path: Path) -> None:
     target = tmp_path / "scores.parquet"
-    dead = 2**22 + 54321
-    stale = tmp_path / f".scores.parquet.fastseg-{dead}-0a1b.tmp"
-    legacy = tmp_path / ".scores.parquet.k3j_x9a2.tmp"  # an older fastseg's temporary
-    live = tmp_path / f".scores.parquet.fastseg-{os.getppid()}-0a1b.tmp"
-    other = tmp_path / ".other.parquet.fastseg-1-0a1b.tmp"
-    for p in (stale, legacy, live, other):
+    dead, host = 2**22 + 54321, O._host()
+    stale = tmp_path / f".scores.parquet.fastseg-{host}-{dead}-0a1b.tmp"
+    other_target = tmp_path / f".res-2026-01-09.fastseg-{host}-{dead}-0a1b.staging"
+    other_host = tmp_path / f".scores.parquet.fastseg-0badc0de-{dead}-0a1b.tmp"
+    live = tmp_path / f".scores.parquet.fastseg-{host}-{os.getppid()}-0a1b.tmp"
+    users = [tmp_path / ".scores.parquet.k3j_x9a2.tmp", tmp_path / ".scores.parquet.1.tmp"]
+    user_dir = tmp_path / ".scores.parquet.20240101.tmp"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("mine")
+    other_target.mkdir()
+    for p in (stale, other_host, live, *users):
         p.write_text("x")
     with OutputSet() as outs:
         outs.add_file(target)
-    assert not stale.exists() and not legacy.exists()
-    assert live.exists() and other.exists()
+    assert not stale.exists() and not other_target.exists()  # dead, on this machine
+    assert live.exists() and other_host.exists()  # alive, or another machine's
+    assert all(p.exists() for p in users) and (user_dir / "notes.txt").exists()  # not ours
 
 
 def test_inputs_never_overwritten(tmp_path: Path) -> None:
@@ -145,7 +152,7 @@ def test_special_files_and_foreign_folders_refused(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    with pytest.raises(OutputError, match="did not write"), OutputSet() as outs:
+    with pytest.raises(OutputError, match="not part of a fastseg run"), OutputSet() as outs:
         outs.add_folder(mine)
     assert (mine / "notes.txt").read_text() == "keep" and _hidden(tmp_path) == []
     empty = tmp_path / "empty"
@@ -209,3 +216,70 @@ def test_run_folder_may_not_hold_the_current_folder(
         with pytest.raises(OutputError, match="holds the current folder"), OutputSet() as outs:
             outs.add_folder(target)
     assert os.listdir(here) == []
+
+
+def test_a_run_folder_with_other_files_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with OutputSet() as outs:
+        folder = outs.add_folder(out, reserved=("scores.parquet", "run.json"))
+        outs.write_text(folder / "scores.parquet", "A")
+        outs.write_text(
+            folder / "run.json", json.dumps({"as_of": "2026-01-01", "files": {"scores.parquet": 1}})
+        )
+        outs.commit()
+    assert O.is_fastseg_folder(out)
+    (out / "NOTES.md").write_text("mine")
+    with pytest.raises(OutputError, match="holds 'NOTES.md'"), OutputSet() as outs:
+        outs.add_folder(out)
+    assert (out / "NOTES.md").read_text() == "mine"
+
+
+def test_declared_files_may_not_take_the_run_files_names(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match="run folder's own scores.parquet"), OutputSet() as outs:
+        folder = outs.add_folder(tmp_path / "run", reserved=("scores.parquet", "run.json"))
+        outs.add_file(folder / "scores.parquet", "--rejects")
+
+
+def test_outputs_matching_an_input_glob_are_refused(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "data" / "*.csv")
+    with (
+        pytest.raises(OutputError, match="matches the input pattern"),
+        OutputSet([], [pattern]) as outs,
+    ):
+        outs.add_file(tmp_path / "data" / "scores.csv")
+    with OutputSet([], [pattern]) as outs:
+        outs.add_file(tmp_path / "data" / "scores.parquet")
+
+
+def test_an_existing_run_folder_keeps_its_mode_and_group(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    out.chmod(0o2770)
+    with OutputSet() as outs:
+        outs.write_text(outs.add_folder(out) / "run.json", json.dumps({"as_of": "2026-01-01"}))
+        outs.commit()
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o2770
+
+
+def test_fallback_swap_interrupted_puts_the_old_set_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    _run_folder(out, {"scores.parquet": "A"})
+    monkeypatch.setattr(O, "_exchange", lambda a, b: False)
+    real_rename = os.rename
+    calls = []
+
+    def rename(a, b):  # noqa: ANN001, ANN202
+        calls.append((a, b))
+        if len(calls) == 2:  # the staging copy onto the folder: interrupted
+            raise KeyboardInterrupt
+        return real_rename(a, b)
+
+    with pytest.raises(KeyboardInterrupt), OutputSet() as outs:
+        folder = outs.add_folder(out)
+        outs.write_text(folder / "run.json", json.dumps({"as_of": "2026-02-01"}))
+        monkeypatch.setattr(os, "rename", rename)
+        outs.commit()
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert (out / "scores.parquet").read_text() == "A" and _hidden(tmp_path) == []

@@ -1403,7 +1403,7 @@ def run_bench(
         data["comparison"] = _comparison(runs)
     report = BenchReport(data)
     if json_path is not None:
-        from fastseg.io import write_atomic
+        from fastseg.outputs import write_atomic
 
         text = json.dumps(data, indent=2, default=str)
         report.json_path = write_atomic(json_path, lambda p: p.write_text(text))

@@ -973,7 +973,7 @@ def run_whole_process(
     }
     report = WholeProcessReport(data)
     if json_path is not None:
-        from fastseg.io import write_atomic
+        from fastseg.outputs import write_atomic
 
         text = json.dumps(data, indent=2, default=str)
 

@@ -345,6 +345,19 @@ def _from_dict(data: dict, origin: str, builtin: bool) -> Catalog:
         raise RuleError(msg) from None
 
 
+def names_a_file(source: object) -> bool:
+    """True when a catalog argument names a file rather than holding TOML text: a ``PathLike``,
+    or a one-line string that ends in ``.toml`` or names an existing file."""
+    return bool(
+        isinstance(source, os.PathLike)
+        or (
+            isinstance(source, str)
+            and "\n" not in source
+            and (source.endswith(".toml") or Path(source).is_file())
+        )
+    )
+
+
 def load_catalog(source: str | os.PathLike[str] | bytes, *, builtin: bool = False) -> Catalog:
     """Read a catalog from a TOML file or TOML text.
 
@@ -365,11 +378,7 @@ def load_catalog(source: str | os.PathLike[str] | bytes, *, builtin: bool = Fals
     """
     if isinstance(source, bytes):
         text, origin = source.decode("utf-8"), "catalog"
-    elif isinstance(source, os.PathLike) or (
-        isinstance(source, str)
-        and "\n" not in source
-        and (source.endswith(".toml") or Path(source).is_file())
-    ):
+    elif names_a_file(source):
         from fastseg.io import read_text
 
         origin = str(Path(source))
