@@ -163,13 +163,20 @@ def test_line_items_amount_from_quantity_and_unit_price(tmp_path: Path) -> None:
     assert feats["aov"].to_list() == [13.75, 6.0]
     assert feats["refund_count"].to_list() == [0, 1]
     assert feats["refund_amount"].to_list() == [0.0, 2.0]
-    # each line's amount, as the rejects file shows it when every line is left out
+    # each line's amount, as the rejects file shows it when the lines are left out (beside one
+    # earlier usable order: a run that fails writes nothing, rejects included)
+    early = pl.DataFrame(
+        {"cust": [3], "ts": [D - dt.timedelta(days=5)], "oid": ["Z"], "qty": [1], "price": [1.0]}
+    )
+    both = pl.concat([df, early])
     rejects = tmp_path / "lines.csv"
-    with pytest.raises(DataError, match="no usable order"):
-        order_features(df, columns=cols, as_of=D - dt.timedelta(days=1), rejects=rejects)
+    order_features(both, columns=cols, as_of=D - dt.timedelta(days=1), rejects=rejects)
     rej = pl.read_csv(rejects)
     assert rej["amount"].to_list() == [10.0, 10.0, 7.5, 6.0, -2.0]
     assert set(rej["reason"]) == {"after_as_of"}
+    with pytest.raises(DataError, match="no usable order"):
+        order_features(df, columns=cols, as_of=D - dt.timedelta(days=1), rejects=tmp_path / "n.csv")
+    assert not (tmp_path / "n.csv").exists()
 
 
 def test_unknown_canonical_column_in_mapping() -> None:
