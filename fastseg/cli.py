@@ -386,6 +386,7 @@ class _progress:
             TimeElapsedColumn(),
             console=err,
             transient=True,
+            disable=not err.is_terminal,  # a log gets no bar (and no stray blank line)
         )
         self.task = self.bar.add_task(label, total=total)
 
@@ -834,6 +835,7 @@ def bench(
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,
     )
     task = bar.add_task("starting", total=None)
 
