@@ -259,7 +259,7 @@ def score_job(
                 outs.write_frame(res.rejected, targets["rejects"])
                 res.orders.rejects_path = targets["rejects"]
             if "edges" in targets:
-                outs.write_with(targets["edges"], the_scorer.save)
+                outs.write_text(targets["edges"], the_scorer.to_json())
             if "scores" in targets:
                 outs.write_frame(res.scores, targets["scores"], out_format)
                 res.outputs = dict(targets)

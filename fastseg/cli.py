@@ -858,16 +858,13 @@ def bench(
                 json_path=json_path,
                 progress=progress,
             )
-        table = Table(
-            title="whole process, spawn to exit: median time · peak RSS "
+        _print_table(
+            "whole process, spawn to exit: median time · peak RSS "
             "(fastseg vs best: the faster of Polars and DuckDB; memory = fastseg peak / its peak)",
-            title_justify="left",
+            whole.HEADERS,
+            whole.rows(),
+            left=1,
         )
-        for i, h in enumerate(whole.HEADERS):
-            table.add_column(h, justify="left" if i < 1 else "right")
-        for row in whole.rows():
-            table.add_row(*row)
-        console.print(table)
         for line in whole.summary_lines():
             console.print(line, markup=False, highlight=False)
         if whole.json_path:
@@ -905,16 +902,21 @@ def bench(
             )
         )
     for title, headers, rows in tables:
-        table = Table(title=title, title_justify="left")
-        for i, h in enumerate(headers):
-            table.add_column(h, justify="left" if i < 2 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        _print_table(title, headers, rows, left=2)
     for line in report.summary_lines():
         console.print(line, markup=False, highlight=False)
     if report.json_path:
         console.print(f"report written to [bold]{escape(str(report.json_path))}[/bold]")
+
+
+def _print_table(title: str, headers: Any, rows: Any, *, left: int) -> None:
+    """A report table: the first ``left`` columns left-aligned, the figures right-aligned."""
+    table = Table(title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i < left else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def main() -> None:

@@ -73,11 +73,12 @@ def _header(path: Path) -> bytes:
         return b""  # the reader reports the problem with the file, with its name
 
 
-def csv_separator(path: Path) -> str:
+def csv_separator(path: Path, header: bytes | None = None) -> str:
     """The field separator of a CSV/TSV file: tab for ``.tsv``, else a comma, unless the header
-    line holds none of it but holds ``;``, a tab or ``|`` (the most frequent wins)."""
+    line (read here unless given) holds none of it but holds ``;``, a tab or ``|`` (the most
+    frequent wins)."""
     default = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
-    line = _header(path).decode("utf-8", errors="replace")
+    line = (_header(path) if header is None else header).decode("utf-8", errors="replace")
     if default in line:
         return default
     counts = {sep: line.count(sep) for sep in (";", "\t", "|", ",")}
@@ -85,11 +86,10 @@ def csv_separator(path: Path) -> str:
     return best if counts[best] else default
 
 
-def _check_header(path: Path, sep: str, what: str) -> None:
-    """Duplicate or empty column names in a CSV header are an error naming them."""
+def _check_header(path: Path, raw: bytes, sep: str, what: str) -> None:
+    """A header line ``raw`` that is not text, or names a column twice, is an error naming it."""
     import csv
 
-    raw = _header(path)
     try:
         line = raw.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
     except UnicodeDecodeError as exc:
@@ -188,8 +188,9 @@ def _scan_files(
         return pl.scan_ipc(files if len(files) > 1 else files[0], glob=False)
     frames = []
     for f in files:
-        sep = csv_separator(f)
-        _check_header(f, sep, what)
+        header = _header(f)
+        sep = csv_separator(f, header)
+        _check_header(f, header, sep, what)
         if infer_types:  # a file fastseg wrote (scores): let the reader type numbers and dates
             frames.append(
                 pl.scan_csv(
@@ -288,16 +289,17 @@ def _identity(path: Path) -> tuple[int, int] | str:
     return (st.st_dev, st.st_ino)
 
 
+def _path_parts(source: Any) -> list[str]:
+    """The paths a source argument gives as text (none for in-memory frames)."""
+    if isinstance(source, list | tuple):
+        return [os.fspath(x) for x in source if isinstance(x, str | os.PathLike)]
+    return [os.fspath(source)] if isinstance(source, str | os.PathLike) else []
+
+
 def input_patterns(source: Any) -> list[str]:
     """The glob patterns a source argument expands (paths that do not exist as written): an
     output matching one would be read as input by the next run."""
-    parts = (
-        [os.fspath(x) for x in source if isinstance(x, str | os.PathLike)]
-        if isinstance(source, list | tuple)
-        else [os.fspath(source)]
-        if isinstance(source, str | os.PathLike)
-        else []
-    )
+    parts = _path_parts(source)
     return [
         os.path.abspath(os.path.expanduser(p))
         for p in parts
@@ -308,13 +310,7 @@ def input_patterns(source: Any) -> list[str]:
 def input_paths(source: Any) -> list[Path]:
     """The files and folders a source argument names on disk (none for in-memory frames): what
     an output may never overwrite or lie inside of."""
-    parts = (
-        [os.fspath(x) for x in source if isinstance(x, str | os.PathLike)]
-        if isinstance(source, list | tuple)
-        else [os.fspath(source)]
-        if isinstance(source, str | os.PathLike)
-        else []
-    )
+    parts = _path_parts(source)
     out: list[Path] = []
     for part in parts:
         path = Path(part).expanduser()

@@ -32,7 +32,14 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from fastseg.errors import DataError, FastsegError, InputError, ParameterError, SchemaError
+from fastseg.errors import (
+    DataError,
+    FastsegError,
+    InputError,
+    OutputError,
+    ParameterError,
+    SchemaError,
+)
 from fastseg.kernels.quantile import apply_edges, combine_scores, quantile_edges
 from fastseg.schema import RFM_GROUP_GRID, RFM_GROUPS
 
@@ -579,21 +586,23 @@ class RFMScorer:
         scorer.n_fit_ = n_fit
         return scorer
 
+    def to_json(self) -> str:
+        """The fitted scorer as the JSON text :meth:`save` writes and :meth:`load` reads."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted scorer as JSON, atomically (temporary file, then ``os.replace``)."""
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        """Write the fitted scorer as JSON, atomically (:func:`fastseg.outputs.write_atomic`)."""
+        from fastseg.outputs import write_atomic
+
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        if not target.parent.is_dir():  # save writes a file; it does not make folders
+            msg = f"cannot write scorer file '{target}': folder '{target.parent}' does not exist"
+            raise InputError(msg)
+        text = self.to_json()
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            msg = f"cannot write scorer file '{target}': {exc.strerror or exc}"
-            raise InputError(msg) from exc
+            write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"), "edges")
+        except OutputError as exc:  # save's documented error type
+            raise InputError(str(exc)) from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RFMScorer:

@@ -266,43 +266,31 @@ def _is_space(cp):  # pragma: no cover - jitted
 
 
 @njit(cache=CACHE)
+def _code_point(data, j, end):  # pragma: no cover - jitted
+    """The code point whose UTF-8 lead byte is ``data[j]`` (0 when cut off by ``end`` or 4 bytes
+    long: no 4-byte character is whitespace)."""
+    c = data[j]
+    if c < 0x80:
+        return c
+    if c < 0xE0:
+        return ((c & 0x1F) << 6) | (data[j + 1] & 0x3F) if j + 1 < end else 0
+    if c < 0xF0:
+        if j + 2 >= end:
+            return 0
+        return ((c & 0x0F) << 12) | ((data[j + 1] & 0x3F) << 6) | (data[j + 2] & 0x3F)
+    return 0
+
+
+@njit(cache=CACHE)
 def _needs_trim_kernel(offsets, data):  # pragma: no cover - jitted
     for i in range(offsets.shape[0] - 1):
         a, b = offsets[i], offsets[i + 1]
-        if a == b:
+        if a == b or _is_space(_code_point(data, a, b)):  # empty, or a space first
             return True
-        c = data[a]  # first code point
-        if c < 0x80:
-            cp = c
-        elif c < 0xE0:
-            cp = ((c & 0x1F) << 6) | (data[a + 1] & 0x3F) if a + 1 < b else 0
-        elif c < 0xF0:
-            cp = (
-                ((c & 0x0F) << 12) | ((data[a + 1] & 0x3F) << 6) | (data[a + 2] & 0x3F)
-                if a + 2 < b
-                else 0
-            )
-        else:
-            cp = 0
-        if _is_space(cp):
-            return True
-        j = b - 1  # last code point: back to its lead byte
+        j = b - 1  # the last code point: back to its lead byte
         while j > a and (data[j] & 0xC0) == 0x80:
             j -= 1
-        c = data[j]
-        if c < 0x80:
-            cp = c
-        elif c < 0xE0:
-            cp = ((c & 0x1F) << 6) | (data[j + 1] & 0x3F) if j + 1 < b else 0
-        elif c < 0xF0:
-            cp = (
-                ((c & 0x0F) << 12) | ((data[j + 1] & 0x3F) << 6) | (data[j + 2] & 0x3F)
-                if j + 2 < b
-                else 0
-            )
-        else:
-            cp = 0
-        if _is_space(cp):
+        if _is_space(_code_point(data, j, b)):
             return True
     return False
 
