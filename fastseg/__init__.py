@@ -4,6 +4,7 @@ The public API, imported lazily so that ``import fastseg`` (and ``fastseg --help
 
 - :func:`score` — one row per customer: features, R/F/M scores, RFM cell and group;
 - :func:`run` — the main job: features, scores and segments, optionally written to a folder;
+- :func:`diff` — who joined and left every segment between two runs, and RFM transitions;
 - :func:`segment` — evaluate segment rules over a scores frame;
 - :class:`RFMScorer` — fit/transform RFM scoring with JSON persistence of its edges;
 - :func:`generate` — the seeded synthetic retail store;
@@ -29,6 +30,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "score": "fastseg.api",
     "run": "fastseg.api",
+    "diff": "fastseg.api",
+    "Changes": "fastseg.changes",
     "segment": "fastseg.api",
     "ScoreResult": "fastseg.api",
     "RunResult": "fastseg.api",
@@ -54,11 +57,13 @@ __all__ = [
     "__version__",
     # lazily imported (see _LAZY)
     "Catalog",
+    "Changes",
     "RFMScorer",
     "RunResult",
     "ScoreResult",
     "SegmentResult",
     "builtin_catalog",
+    "diff",
     "generate",
     "generate_frames",
     "load_bitsets",
@@ -70,7 +75,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fastseg.api import RunResult, ScoreResult, run, score, segment
+    from fastseg.api import RunResult, ScoreResult, diff, run, score, segment
+    from fastseg.changes import Changes
     from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog
     from fastseg.scoring import RFMScorer, parse_thresholds
     from fastseg.segmenting import SegmentResult, load_bitsets

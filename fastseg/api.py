@@ -22,6 +22,7 @@ import polars as pl
 from fastseg.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
+    from fastseg.changes import Changes
     from fastseg.orders import RowReport
     from fastseg.outputs import OutputSet
     from fastseg.rules.catalog import Catalog
@@ -37,6 +38,7 @@ __all__ = [
     "score",
     "score_job",
     "segment",
+    "diff",
     "write_outputs",
 ]
 
@@ -103,6 +105,16 @@ class RunResult(ScoreResult):
     """A scoring run plus its segments."""
 
     segments: SegmentResult | None = None
+    #: the changes since ``previous`` when the run was given one (written into the run folder)
+    changes: Changes | None = None
+
+    def diff(self, previous: Any) -> Changes:
+        """What changed since ``previous`` (a run folder path or another :class:`RunResult`):
+        joined/left per customer and segment, per-segment counts, RFM transitions
+        (:class:`fastseg.changes.Changes`)."""
+        from fastseg.changes import diff_results
+
+        return diff_results(previous, self)
 
 
 def _as_date(value: dt.date | dt.datetime | str | None) -> dt.date | None:
@@ -619,22 +631,33 @@ def run_job(
     rules: Any = None,
     builtin: bool = True,
     out: str | Path | None = None,
+    out_format: str | None = None,
+    previous: Any = None,
     threads: int | None = None,
     stopwatch: Stopwatch | None = None,
+    command: Sequence[str] | None = None,
     **score_options: Any,
 ) -> RunResult:
     """The main job: features, scores and segments in one go (see :func:`run`).
 
     The run folder ``out`` and any ``rejects``/``edges_out`` file are declared before any row is
     read, written to a staging area, and committed as one set only when everything succeeded.
+    ``previous`` (a run folder) is opened before any row is read too.
     """
     from fastseg.rules.compile import compile_catalog, required_aggregates
+    from fastseg.runs import open_run
     from fastseg.segmenting import evaluate
 
-    if "out_format" in score_options:
-        msg = "out_format: run writes a folder (Parquet and CSV files); out_format is for score"
+    if out_format not in (None, "parquet", "csv"):
+        msg = f"out_format: expected parquet or csv, got {out_format!r}"
+        raise ParameterError(msg)
+    if out_format is not None and out is None:
+        msg = "out_format: give out (the run folder) too"
         raise ParameterError(msg)
     watch = stopwatch or Stopwatch()
+    prev = None
+    if previous is not None and not isinstance(previous, RunResult):
+        prev = open_run(previous, "--previous")
     with watch.stage("rules"):
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
@@ -660,65 +683,221 @@ def run_job(
             seg = evaluate(res.scores, compiled, threads=threads)
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
         result = RunResult(**fields, segments=seg)
+        base = previous if isinstance(previous, RunResult) else prev
+        if base is not None and folder is None:
+            with watch.stage("diff"):
+                result.changes = result.diff(base)
         if folder is not None:
+            record = _run_record(
+                orders, rules, score_options, command, threads=threads, builtin=builtin
+            )
             with watch.stage("write"):
-                result.outputs = {**res.outputs, **_stage_run(result, outs, folder, watch)}
+                staged = _stage_run(
+                    result,
+                    outs,
+                    folder,
+                    watch,
+                    out_format=out_format or "parquet",
+                    record=record,
+                    previous=base,
+                )
+            result.outputs = {**res.outputs, **staged}
         outs.commit()
     result.timings = watch.seconds
     return result
 
 
-#: the files of a run folder, in the order they are written (run.json last: it lists the others)
-RUN_FILES = ("scores.parquet", "segments.parquet", "summary.csv", "overlaps.csv", "groups.parquet")
+def _run_record(
+    orders: Any,
+    rules: Any,
+    options: Mapping[str, Any],
+    command: Sequence[str] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What run.json records about how the run was made: the command line, the rules file and
+    its SHA-256, every input file with its size and modification time, the options."""
+    import hashlib
+
+    from fastseg.io import input_paths
+
+    def files(role: str, source: Any) -> list[dict[str, Any]]:
+        if source is None or not isinstance(source, str | Path | list | tuple):
+            return [] if source is None else [{"role": role, "path": f"<{type(source).__name__}>"}]
+        out = []
+        for p in input_paths(source):
+            try:
+                if p.is_dir():  # a folder of parts: their count, total size, latest change
+                    stats = [f.stat() for f in p.rglob("*") if f.is_file()]
+                    size, latest = (
+                        sum(st.st_size for st in stats),
+                        max((st.st_mtime for st in stats), default=p.stat().st_mtime),
+                    )
+                else:
+                    stats = []
+                    st = p.stat()
+                    size, latest = st.st_size, st.st_mtime
+            except OSError:
+                continue
+            mtime = dt.datetime.fromtimestamp(latest, dt.UTC)
+            entry = {
+                "role": role,
+                "path": str(p),
+                "bytes": size,
+                "modified": mtime.isoformat(timespec="seconds"),
+            }
+            if p.is_dir():
+                entry["files"] = len(stats)
+            out.append(entry)
+        return out
+
+    inputs = files("orders", orders)
+    for role in ("customers", "events", "edges_in"):
+        inputs += files(role, options.get(role))
+    rules_doc = None
+    path = _rules_path(rules)
+    if path is not None:
+        data = Path(path).read_bytes()
+        rules_doc = {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
+    elif rules is not None:
+        rules_doc = {"path": None, "given_as": type(rules).__name__}
+    shown = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in options.items()
+        if k in ("as_of", "bins", "method", "thresholds", "columns", "windows", "strict")
+        and v is not None
+    }
+    return {
+        "command": list(command) if command is not None else None,
+        "rules": rules_doc,
+        "builtin_rules": extra.get("builtin", True),
+        "inputs": inputs,
+        "options": shown,
+    }
+
+
+#: the files of a run folder (tables in Parquet, or CSV with ``out_format="csv"``), and with
+#: ``previous`` the changes since that run; run.json is written last: it lists the others
+RUN_TABLES = ("scores", "segments", "groups")
+RUN_FILES = (
+    *(f"{t}.{x}" for t in RUN_TABLES for x in ("parquet", "csv")),
+    "summary.csv",
+    "overlaps.csv",
+    "membership.npz",
+    "changes.parquet",
+    "changes.csv",
+    "transitions.csv",
+    "diff.json",
+)
 
 
 def _stage_run(
-    result: RunResult, outs: OutputSet, folder: Path, watch: Stopwatch | None = None
+    result: RunResult,
+    outs: OutputSet,
+    folder: Path,
+    watch: Stopwatch | None = None,
+    *,
+    out_format: str = "parquet",
+    record: Mapping[str, Any] | None = None,
+    previous: Any = None,
 ) -> dict[str, Path]:
-    """Write the run folder's files into the staging area of ``outs``."""
+    """Write the run folder's files into the staging area of ``outs``; with ``previous`` (an
+    opened run folder) the changes since it too."""
     import json
+    import uuid
 
     from fastseg import __version__
+    from fastseg.runs import MEMBERSHIP_FILE, write_membership
 
+    t0 = time.perf_counter()
     seg = result.segments
     assert seg is not None
+    tab = "csv" if out_format == "csv" else "parquet"
     frames: dict[str, Any] = {
-        "scores": lambda: result.scores,
-        "segments": seg.to_long,
-        "summary": seg.summary,
-        "overlaps": seg.overlaps,
+        "scores": (lambda: result.scores, tab),
+        "segments": (seg.to_long, tab),
+        "summary": (seg.summary, "csv"),
+        "overlaps": (seg.overlaps, "csv"),
     }
     if seg.groups_spec:
-        frames["groups"] = seg.groups
+        frames["groups"] = (seg.groups, tab)
     paths: dict[str, Path] = {}
-    for name, make in frames.items():
-        target = folder / next(f for f in RUN_FILES if f.startswith(name + "."))
-        paths[name] = outs.write_frame(make(), target)
+    for name, (make, fmt) in frames.items():
+        paths[name] = outs.write_frame(make(), folder / f"{name}.{fmt}", fmt)
+    paths["membership"] = outs.write_with(
+        folder / MEMBERSHIP_FILE,
+        lambda p: write_membership(p, seg.names, seg.bitsets, seg.n_customers),
+    )
+    diff_doc = None
+    if previous is not None:
+        from fastseg import changes as D
+
+        ch = D.diff_results(previous, result)
+        paths.update(D.stage_changes(ch, outs, folder))
+        diff_doc = ch.to_dict()
+        result.changes = ch
+    timings = dict(watch.seconds if watch else result.timings)
+    # this write so far (its stage closes after run.json), the diff inside it shown apart
+    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
+    if diff_doc is not None:
+        timings["diff"] = diff_doc["seconds"]
+        timings["write"] -= diff_doc["seconds"]
     sizes = {
         str(p.relative_to(folder)): outs.path(p).stat().st_size
         for p in outs.files()
         if p.is_relative_to(folder)
     }
+    ids = result.scores["customer_id"]
     report = {
         "fastseg": __version__,
+        "run_id": uuid.uuid4().hex,
         "as_of": str(result.as_of),
         "customers": result.n_customers,
         "scored": result.n_scored,
+        "customer_id_dtype": "Int64" if ids.dtype.is_integer() else "String",
+        "table_format": tab,
         "segments": len(seg.names),
         "skipped_segments": [{"segment": n, "reason": r} for n, r in seg.skipped],
+        **(record or {}),
         "orders": result.orders.to_dict(),
         "customers_file": result.customers.to_dict() if result.customers else None,
         "events_file": result.events.to_dict() if result.events else None,
         "edges": result.scorer.to_dict(),
+        "previous": diff_doc,
         "files": sizes,
         "outputs_outside": sorted(str(p) for p in outs.files() if not p.is_relative_to(folder)),
-        "timings_seconds": {
-            k: round(v, 4) for k, v in (watch.seconds if watch else result.timings).items()
-        },
+        "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
     }
     text = json.dumps(report, indent=2, default=str) + "\n"
     paths["run"] = outs.write_text(folder / "run.json", text)
     return paths
+
+
+def diff(
+    previous: str | Path | RunResult,
+    current: str | Path | RunResult,
+    *,
+    out: str | Path | None = None,
+) -> Changes:
+    """What changed between two runs: who joined and left every segment, and RFM transitions.
+
+    Parameters
+    ----------
+    previous, current
+        Run folders written by ``fastseg run --out`` (or :class:`RunResult` objects).
+    out
+        Folder to write ``changes.parquet``, ``changes.csv``, ``transitions.csv`` and
+        ``diff.json`` into, as one set; None: nothing written.
+
+    Returns
+    -------
+    Changes
+        ``changes`` (``customer_id``, ``segment``, ``change``), ``summary`` (per segment:
+        ``before``, ``after``, ``joined``, ``left``, ``stayed``), ``transitions`` (RFM group
+        before x after), ``notes`` (:class:`fastseg.changes.Changes`).
+    """
+    from fastseg.changes import diff_runs
+
+    return diff_runs(previous, current, out)
 
 
 def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:
@@ -755,7 +934,15 @@ def run(
         Include the built-in catalog (default True).
     out
         Folder to write ``scores.parquet``, ``segments.parquet``, ``summary.csv``,
-        ``overlaps.csv``, ``groups.parquet`` and ``run.json`` into (atomically); None: no files.
+        ``overlaps.csv``, ``groups.parquet``, ``membership.npz`` and ``run.json`` into, as one
+        set; None: no files.
+    out_format
+        ``"parquet"`` (default) or ``"csv"``: the format of the scores, segments and groups
+        tables of ``out``.
+    previous
+        An earlier run (its folder, or a :class:`RunResult`): the changes since it are computed
+        (:attr:`RunResult.changes`) and, with ``out``, written into the run folder as
+        ``changes.parquet``, ``changes.csv`` and ``transitions.csv`` (see :func:`fastseg.diff`).
     **options
         Everything :func:`score` takes (``customers``, ``events``, ``as_of``, ``bins``,
         ``columns``...), and ``threads``.

@@ -62,8 +62,9 @@ _LEFTOVER = re.compile(
     r"^\.(?P<name>.+)\.fastseg-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+\."
     r"(?P<kind>tmp|staging|previous)$"
 )
-#: files a run folder holds besides the ones its run.json lists (run.json itself)
-RUN_MARKERS = (RUN_MARKER,)
+#: the record a fastseg output folder holds (a run's, or a ``fastseg diff --out`` folder's),
+#: listing the folder's other files
+RUN_MARKERS = (RUN_MARKER, "diff.json")
 #: the files a run folder of an earlier fastseg version (a run.json without ``files``) holds
 _OLD_RUN_FILES = (
     "scores.parquet",
@@ -148,10 +149,13 @@ def _foreign_entry(folder: Path) -> str | None:
         return f"(cannot list it: {exc.strerror or exc})"
     if not entries:
         return None
-    try:
-        doc = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        doc = None
+    doc = None
+    for marker in RUN_MARKERS:
+        try:
+            doc = json.loads((folder / marker).read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            continue
     if not isinstance(doc, dict) or "as_of" not in doc:
         return entries[0]
     listed = doc.get("files")

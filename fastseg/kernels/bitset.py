@@ -43,6 +43,7 @@ __all__ = [
     "and_words",
     "andnot_words",
     "assign_groups",
+    "changes",
     "concat_programs",
     "members",
     "members_all",
@@ -377,6 +378,44 @@ def _masked_sums_kernel(words, values, acc):
 
 # --------------------------------------------------------------------------------------------
 # Wrappers
+
+# -- changes between two bitset matrices over different customer sets ------------------------
+
+#: words per work block of :func:`changes` (64k customers: the block's slice of the mapping,
+#: 512 KiB, stays in L2 while every segment row reads it)
+CHANGE_BLOCK_WORDS = 1024
+
+
+@numba.njit(cache=CACHE)
+def _remapped_word(src_row, mapping, base, top):
+    r = _ZERO
+    for b in range(top):
+        j = mapping[base + b]
+        if j >= 0:
+            r |= ((src_row[j >> 6] >> np.uint64(j & 63)) & _ONE) << np.uint64(b)
+    return r
+
+
+@numba.njit(cache=CACHE, parallel=True)
+def _changes_kernel(dst, dst_rows, src, src_rows, mapping, n, block, out, both):
+    n_words = dst.shape[1]
+    n_blocks = (n_words + block - 1) // block
+    for c in prange(n_blocks):
+        w0 = c * block
+        w1 = min(n_words, w0 + block)
+        for k in range(dst_rows.shape[0]):
+            d = dst[dst_rows[k]]
+            s = src[src_rows[k]]
+            o = out[k]
+            cnt = _ZERO
+            for w in range(w0, w1):
+                base = w * 64
+                r = _remapped_word(s, mapping, base, min(64, n - base))
+                o[w] = d[w] & ~r
+                cnt += _ctpop(d[w] & r)
+            both[c, k] = np.int64(cnt)
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -813,3 +852,41 @@ def masked_sums(seg_words: NDArray[np.uint64], values: NDArray[np.float64]) -> N
     acc = np.zeros((n_chunks, n_seg, v.shape[0], 64), dtype=np.float64)
     _masked_sums_kernel(w, v, acc)
     return acc.sum(axis=(0, 3))
+
+
+def changes(
+    dst_words: NDArray[np.uint64],
+    dst_rows: NDArray[np.int64],
+    src_words: NDArray[np.uint64],
+    src_rows: NDArray[np.int64],
+    mapping: NDArray[np.int64],
+) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """Members of one side that the other side did not have, across two customer sets.
+
+    ``dst_words[dst_rows[k]]`` and ``src_words[src_rows[k]]`` are the bitsets of one segment over
+    two customer sets; ``mapping[i]`` is the bit of dst customer ``i`` in the src set (-1: not
+    there). Returns ``only[k]`` (``uint64[K, n_dst_words]``): dst members whose src bit is unset
+    (or who have none), and ``both[k]``: members on both sides.
+    """
+    d = _check_words(dst_words, "dst_words", 2)
+    s = _check_words(src_words, "src_words", 2)
+    m = np.ascontiguousarray(mapping, dtype=np.int64)
+    dr = np.ascontiguousarray(dst_rows, dtype=np.int64)
+    sr = np.ascontiguousarray(src_rows, dtype=np.int64)
+    n = m.shape[0]
+    if d.shape[1] != n_words_for(n) or dr.shape != sr.shape or dr.ndim != 1:
+        msg = "changes: dst_words must cover mapping's customers; dst_rows and src_rows 1-D, equal"
+        raise ParameterError(msg)
+    for rows, w, name in ((dr, d, "dst_rows"), (sr, s, "src_rows")):
+        if rows.size and (rows.min() < 0 or rows.max() >= w.shape[0]):
+            msg = f"changes: {name} must lie in 0..{w.shape[0] - 1}"
+            raise ParameterError(msg)
+    if n and (m.max() >= s.shape[1] * 64 or m.min() < -1):
+        msg = f"changes: mapping must hold -1 or bits of the src set (< {s.shape[1] * 64})"
+        raise ParameterError(msg)
+    out = np.zeros((dr.size, d.shape[1]), dtype=np.uint64)
+    block = CHANGE_BLOCK_WORDS
+    both = np.zeros((max(1, (d.shape[1] + block - 1) // block), dr.size), dtype=np.int64)
+    if dr.size and n:
+        _changes_kernel(d, dr, s, sr, m, n, block, out, both)
+    return out, both.sum(axis=0)

@@ -1,0 +1,183 @@
+"""Reading a run folder back: the files ``fastseg run --out DIR`` wrote, for ``diff`` and
+``export``.
+
+A run folder holds ``run.json`` (what was run: version, run id, scoring date, edges, inputs,
+the list of files) and the tables: ``scores``, ``segments`` (long: ``customer_id``,
+``segment``), ``groups`` as Parquet (or CSV with ``--format csv``), ``summary.csv``,
+``overlaps.csv``, and ``membership.npz``: the segment bitsets, bit ``i`` of every row being the
+customer on row ``i`` of ``scores`` (format ``fastseg-membership-1``, below). Folders written by
+an earlier version (no ``membership.npz``) are read from ``segments`` instead, more slowly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from fastseg.errors import InputError
+
+__all__ = ["MEMBERSHIP_FILE", "MEMBERSHIP_FORMAT", "RunFolder", "open_run", "write_membership"]
+
+MEMBERSHIP_FILE = "membership.npz"
+MEMBERSHIP_FORMAT = "fastseg-membership-1"
+#: the tables of a run folder and the formats they may be in
+TABLES = ("scores", "segments", "groups", "changes")
+
+
+def write_membership(path: Path, names: tuple[str, ...], words: NDArray[np.uint64], n: int) -> None:
+    """Write the segment bitsets (no customer ids: they are the rows of ``scores``) as an
+    uncompressed ``.npz``: ``format`` (``"fastseg-membership-1"``), ``names`` (unicode array),
+    ``words`` (``<u8[n_segments, ceil(n / 64)]``, tail bits zero), ``n_customers`` (int64)."""
+    with open(path, "wb") as fh:
+        np.savez(
+            fh,
+            format=np.array(MEMBERSHIP_FORMAT),
+            names=np.array(names, dtype=np.str_),
+            words=words.astype("<u8", copy=False),
+            n_customers=np.array(n, dtype=np.int64),
+        )
+
+
+@dataclass
+class RunFolder:
+    """A run folder opened for reading (see the module docstring for its files)."""
+
+    path: Path
+    meta: dict[str, Any]
+    _ids: pl.Series | None = field(default=None, repr=False)
+
+    @property
+    def run_id(self) -> str | None:
+        value = self.meta.get("run_id")
+        return str(value) if value else None
+
+    @property
+    def as_of(self) -> str:
+        return str(self.meta["as_of"])
+
+    @property
+    def edges(self) -> Any:
+        return self.meta.get("edges")
+
+    def table(self, name: str) -> Path | None:
+        """The file of table ``name`` (``scores``, ``segments``, ``groups``, ``changes``), or
+        None when the run has none."""
+        for suffix in (".parquet", ".csv"):
+            p = self.path / f"{name}{suffix}"
+            if p.is_file() and not (name == "changes" and suffix == ".csv"):
+                return p
+        return None
+
+    def need(self, name: str, hint: str = "") -> Path:
+        p = self.table(name)
+        if p is None:
+            msg = f"{self.path}: no {name} table in this run folder{hint}"
+            raise InputError(msg)
+        return p
+
+    def scan(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """Read table ``name`` (all columns, or ``columns``), customer ids typed as written."""
+        p = self.need(name)
+        try:
+            if p.suffix == ".parquet":
+                lf = pl.scan_parquet(p)
+            else:
+                overrides = {"customer_id": self.id_dtype()} if self.id_dtype() else None
+                lf = pl.scan_csv(p, schema_overrides=overrides, infer_schema_length=10_000)
+            if columns is not None:
+                have = lf.collect_schema().names()
+                missing = [c for c in columns if c not in have]
+                if missing:
+                    msg = f"{p}: no column {missing[0]!r} (found: {', '.join(have)})"
+                    raise InputError(msg)
+                lf = lf.select(columns)
+            return lf.collect()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            msg = f"cannot read {p}: {str(exc).splitlines()[0]}"
+            raise InputError(msg) from exc
+
+    def id_dtype(self) -> pl.DataType | None:
+        kind = self.meta.get("customer_id_dtype")
+        return {"Int64": pl.Int64(), "String": pl.String()}.get(str(kind)) if kind else None
+
+    def customer_ids(self) -> pl.Series:
+        """Customer ids in the row order of ``scores`` (bit ``i`` of the membership)."""
+        if self._ids is None:
+            self._ids = self.scan("scores", ["customer_id"]).to_series()
+        return self._ids
+
+    def membership(self) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
+        """Segment names and their bitsets over :meth:`customer_ids`."""
+        p = self.path / MEMBERSHIP_FILE
+        ids = self.customer_ids()
+        if p.is_file():
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    ok = "format" in z and str(z["format"]) == MEMBERSHIP_FORMAT
+                    if ok:
+                        n = int(z["n_customers"])
+                        names = tuple(str(x) for x in z["names"])
+                        words = np.ascontiguousarray(z["words"], dtype=np.uint64)
+            except (OSError, ValueError, KeyError) as exc:
+                msg = f"cannot read {p}: {exc}; run fastseg run again to rewrite the folder"
+                raise InputError(msg) from exc
+            if not ok:
+                msg = f"{p} is not a {MEMBERSHIP_FORMAT} file"
+                raise InputError(msg)
+            if n != len(ids) or words.shape[0] != len(names):
+                msg = (
+                    f"{p} has {n:,} customers but {self.need('scores').name} has {len(ids):,}:"
+                    " the folder was changed by hand; run fastseg run again"
+                )
+                raise InputError(msg)
+            return names, words
+        return self._membership_from_long(ids)
+
+    def _membership_from_long(self, ids: pl.Series) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
+        """An earlier run folder: rebuild the bitsets from the long ``segments`` table."""
+        from fastseg.kernels import bitset as bs
+
+        long = self.scan("segments", ["customer_id", "segment"])
+        seg = long["segment"]
+        names = tuple(
+            seg.cat.get_categories().to_list()
+            if isinstance(seg.dtype, pl.Enum)
+            else seg.unique(maintain_order=True).drop_nulls().to_list()
+        )
+        n = len(ids)
+        index = pl.DataFrame({"customer_id": ids, "_i": np.arange(n, dtype=np.int64)})
+        codes = long.with_columns(
+            pl.col("segment").cast(pl.String).replace_strict(names, range(len(names))).alias("_s")
+        ).join(index, on="customer_id", how="inner", nulls_equal=True)
+        dense = np.zeros((len(names), n), dtype=np.bool_)
+        dense[codes["_s"].to_numpy(), codes["_i"].to_numpy()] = True
+        return names, bs.pack_bool(dense) if names else np.zeros((0, bs.n_words_for(n)), np.uint64)
+
+
+def open_run(path: str | Path, option: str = "run folder") -> RunFolder:
+    """Open the run folder ``path`` (written by ``fastseg run --out``); one clear line when it is
+    not one."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        msg = f"{option} {folder}: {what}; give a folder written by fastseg run --out"
+        raise InputError(msg)
+    meta_path = folder / "run.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"{option} {folder}: no run.json, not a fastseg run folder; give a folder written by fastseg run --out"
+        raise InputError(msg) from None
+    except (OSError, ValueError) as exc:
+        msg = f"{option} {folder}: cannot read run.json ({exc}); run fastseg run again"
+        raise InputError(msg) from exc
+    if not isinstance(meta, dict) or "as_of" not in meta:
+        msg = f"{option} {folder}: run.json is not a fastseg run record (no as_of)"
+        raise InputError(msg)
+    return RunFolder(folder, meta)
