@@ -815,7 +815,7 @@ def _stage_run(
     frames: dict[str, Any] = {
         "scores": (lambda: result.scores, tab),
         "segments": (seg.to_long, tab),
-        "summary": (seg.summary, "csv"),
+        "summary": (lambda: _money_to_cents(seg.summary()), "csv"),
         "overlaps": (seg.overlaps, "csv"),
     }
     if seg.groups_spec:
@@ -898,6 +898,15 @@ def diff(
     from fastseg.changes import diff_runs
 
     return diff_runs(previous, current, out)
+
+
+def _money_to_cents(summary: pl.DataFrame) -> pl.DataFrame:
+    """summary.csv for people: money to cents, means to two decimals, shares to six."""
+    return summary.with_columns(
+        pl.col("revenue", "aov").round(2),
+        pl.col("mean_recency_days", "mean_frequency").round(2),
+        pl.col("share_customers", "share_revenue").round(6),
+    )
 
 
 def write_outputs(result: RunResult, out: str | Path) -> dict[str, Path]:

@@ -527,11 +527,27 @@ def run(
         typer.Option(
             "--out",
             "-o",
-            help="Folder for scores.parquet, segments.parquet, summary.csv, overlaps.csv, groups.parquet, run.json.",
+            help="Folder for scores, segments, groups (Parquet or CSV), summary.csv, overlaps.csv, membership.npz, run.json.",
         ),
     ] = Path("fastseg-out"),
+    fmt: Annotated[
+        OutFormat | None,
+        typer.Option(
+            "--format",
+            help="Format of the scores, segments and groups tables: parquet (default) or csv.",
+        ),
+    ] = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous",
+            help="An earlier run folder: write who joined and left each segment since it (changes.parquet, changes.csv, transitions.csv).",
+        ),
+    ] = None,
 ) -> None:
     """The main job: features, RFM scores and segments in one go."""
+    import sys
+
     from fastseg import api
 
     _need_thresholds(method, thresholds)
@@ -554,7 +570,10 @@ def run(
             strict=strict,
             rejects=rejects,
             out=out,
+            out_format=fmt.value if fmt else None,
+            previous=previous,
             stopwatch=watch,
+            command=["fastseg", *sys.argv[1:]],
         )
     _report_run(res)
 
@@ -562,8 +581,76 @@ def run(
 def _report_run(res: Any) -> None:
     _print_score_summary(res)
     _print_segments(res.segments)
+    if res.changes is not None:
+        _print_changes(res.changes)
     console.print("written: " + ", ".join(str(p) for p in res.outputs.values()), markup=False)
     _print_timings(res.timings)
+
+
+def _print_changes(ch: Any, limit: int = 20) -> None:
+    c = ch.customers
+    console.print(
+        f"changes since {escape(ch.previous['as_of'])}"
+        + (f" ({escape(ch.previous['path'])})" if ch.previous.get("path") else "")
+        + f": {c['after']:,} customers, {c['new']:,} new, {c['gone']:,} gone, "
+        f"{c['staying']:,} staying"
+    )
+    rows = [
+        r
+        for r in ch.summary.iter_rows(named=True)
+        if r["status"] != "kept" or r["joined"] or r["left"]
+    ]
+    rows.sort(key=lambda r: -((r["joined"] or 0) + (r["left"] or 0)))
+    fmt = lambda v: "" if v is None else f"{v:,}"  # noqa: E731
+    _print_table(
+        f"Segment changes ({len(rows)} of {ch.summary.height} segments changed)",
+        ("segment", "status", "before", "after", "joined", "left"),
+        [
+            (
+                escape(r["segment"]),
+                r["status"],
+                fmt(r["before"]),
+                fmt(r["after"]),
+                fmt(r["joined"]),
+                fmt(r["left"]),
+            )
+            for r in rows[:limit]
+        ],
+        left=2,
+    )
+    if len(rows) > limit:
+        console.print(f"... and {len(rows) - limit} more segments changed (see changes.csv)")
+    for note in ch.notes:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
+
+
+@app.command("diff")
+@_friendly
+def diff_cmd(
+    previous: Annotated[
+        Path, typer.Argument(help="The earlier run folder.", metavar="PREV_RUN_DIR")
+    ],
+    current: Annotated[Path, typer.Argument(help="The later run folder.", metavar="CUR_RUN_DIR")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for changes.parquet, changes.csv, transitions.csv and diff.json (default: print only).",
+        ),
+    ] = None,
+) -> None:
+    """Who joined and left each segment between two runs, and how customers moved between RFM groups."""
+    from fastseg import api
+
+    with err.status("comparing..."):
+        ch = api.diff(previous, current, out=out)
+    _print_changes(ch)
+    if out is not None:
+        console.print(
+            f"written to {escape(str(out))}: changes.parquet, changes.csv, transitions.csv, diff.json"
+        )
+    console.print(f"compared in {ch.seconds:.2f} s")
 
 
 @app.command()

@@ -62,13 +62,16 @@ RUN_FILES = (
     "summary.csv",
     "overlaps.csv",
     "groups.parquet",
+    "membership.npz",
     "run.json",
 )
 # run.json fields that differ between identical runs (timings) or name where a file went
 # ``outputs_outside`` lists the --rejects/--edges-out files of the set: the kill variants pass them
 # or not, the reference runs do not, and that is not a difference between the two sets
 _VOLATILE_KEY = re.compile(
-    r"timing|seconds|elapsed|duration|started|finished|_at$|path|outputs_outside", re.I
+    r"timing|seconds|elapsed|duration|started|finished|_at$|path|outputs_outside|run_id|command"
+    r"|^inputs$|^modified$",
+    re.I,
 )
 
 
