@@ -139,7 +139,7 @@ class Changes:
 
 def _check_id_kinds(prev: Side, cur: Side) -> None:
     pi, ci = prev.ids.dtype.is_integer(), cur.ids.dtype.is_integer()
-    if pi != ci:
+    if pi != ci and len(prev.ids) and len(cur.ids):
         kind = {True: "integers", False: "text"}
         msg = (
             f"customer ids of the previous run{_at(prev)} are {kind[pi]} and of this run "
@@ -157,6 +157,8 @@ def align(prev: pl.Series, cur: pl.Series) -> tuple[NDArray[np.int64], NDArray[n
     """``(c2p, p2c)``: for every current customer its row in the previous run (-1: new), and
     for every previous customer its row now (-1: gone). Ids are distinct within a run."""
     n_p, n_c = len(prev), len(cur)
+    if n_p == 0 or n_c == 0:
+        return np.full(n_c, -1, dtype=np.int64), np.full(n_p, -1, dtype=np.int64)
     if n_p == n_c and prev.equals(cur):
         same = np.arange(n_c, dtype=np.int64)
         return same, same

@@ -146,7 +146,7 @@ class RunFolder:
         long = self.scan("segments", ["customer_id", "segment"])
         seg = long["segment"]
         names = tuple(
-            seg.cat.get_categories().to_list()
+            seg.dtype.categories.to_list()
             if isinstance(seg.dtype, pl.Enum)
             else seg.unique(maintain_order=True).drop_nulls().to_list()
         )

@@ -1,0 +1,472 @@
+"""Changes between two runs (fastseg.changes, ``fastseg diff``, ``run --previous``) against a
+plain Polars reference: anti-joins of the long membership tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import fastseg
+from fastseg.changes import GONE, NEW, NONE, Side, diff_sides
+from fastseg.cli import app
+from fastseg.errors import InputError
+from fastseg.kernels import bitset as bs
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------------ reference
+
+
+def ref_changes(prev_long: pl.DataFrame, cur_long: pl.DataFrame, common: list[str]) -> pl.DataFrame:
+    """joined/left per (customer, segment) for the segments of both runs (``common``)."""
+    p = prev_long.filter(pl.col("segment").is_in(common))
+    c = cur_long.filter(pl.col("segment").is_in(common))
+    joined = c.join(p, on=["customer_id", "segment"], how="anti").with_columns(
+        change=pl.lit("joined")
+    )
+    left = p.join(c, on=["customer_id", "segment"], how="anti").with_columns(change=pl.lit("left"))
+    return pl.concat([joined, left]).sort("segment", "change", "customer_id")
+
+
+def ref_summary(prev_long: pl.DataFrame, cur_long: pl.DataFrame, names: list[str]) -> dict:
+    out = {}
+    ch = ref_changes(prev_long, cur_long, names)
+    for n in names:
+        b = prev_long.filter(pl.col("segment") == n).height
+        a = cur_long.filter(pl.col("segment") == n).height
+        j = ch.filter((pl.col("segment") == n) & (pl.col("change") == "joined")).height
+        l_ = ch.filter((pl.col("segment") == n) & (pl.col("change") == "left")).height
+        out[n] = (b, a, j, l_, a - j)
+    return out
+
+
+def normalized(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        "customer_id", pl.col("segment").cast(pl.String), pl.col("change").cast(pl.String)
+    ).sort("segment", "change", "customer_id")
+
+
+def side(
+    ids: list, names: list[str], member: np.ndarray, groups: list, revenue: list, text: bool = False
+) -> Side:
+    words = bs.pack_bool(member) if names else np.zeros((0, bs.n_words_for(len(ids))), np.uint64)
+    dtype = pl.String if text or (ids and isinstance(ids[0], str)) else pl.Int64
+    return Side(
+        ids=pl.Series("customer_id", ids, dtype=dtype),
+        names=tuple(names),
+        words=words,
+        groups=pl.Series(groups, dtype=pl.String),
+        revenue=pl.Series(revenue, dtype=pl.Float64),
+        as_of="2026-01-01",
+        edges={"method": "quantile", "bins": 5, "edges": {}},
+    )
+
+
+def long_of(s: Side) -> pl.DataFrame:
+    dense = bs.unpack(s.words, len(s.ids)) if s.names else np.zeros((0, len(s.ids)), bool)
+    parts = [
+        pl.DataFrame({"customer_id": s.ids.filter(pl.Series(dense[k])), "segment": name})
+        for k, name in enumerate(s.names)
+    ]
+    empty = pl.DataFrame(
+        {"customer_id": [], "segment": []},
+        schema={"customer_id": s.ids.dtype, "segment": pl.String},
+    )
+    return pl.concat([empty, *parts]) if parts else empty
+
+
+# ------------------------------------------------------------------------------- property tests
+
+
+@st.composite
+def run_pair(draw: st.DrawFn) -> tuple[Side, Side]:
+    text = draw(st.booleans())
+    pool = draw(st.integers(1, 300))
+    universe = [f" id-{i:04d}" if text else i * 7919 - 50_000 for i in range(pool)]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+    def one(names: list[str]) -> Side:
+        k = int(rng.integers(0, pool + 1))
+        ids = list(rng.choice(np.array(universe, dtype=object), size=k, replace=False))
+        ids = [str(x) if text else int(x) for x in ids]
+        dens = rng.random(len(names)) if names else []
+        member = np.array([rng.random(k) < d for d in dens], dtype=bool).reshape(len(names), k)
+        groups = [
+            None if rng.random() < 0.1 else str(rng.choice(["champions", "at_risk", "lost"]))
+            for _ in range(k)
+        ]
+        revenue = rng.integers(0, 10_000, size=k).astype(float) / 100
+        return side(ids, names, member, groups, list(revenue), text)
+
+    all_names = ["a", "b", "c", "d", "e", "f"]
+    pn = draw(st.lists(st.sampled_from(all_names), unique=True, max_size=6))
+    cn = draw(st.lists(st.sampled_from(all_names), unique=True, max_size=6))
+    return one(pn), one(cn)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(run_pair())
+def test_diff_equals_polars_reference(pair: tuple[Side, Side]) -> None:
+    prev, cur = pair
+    ch = diff_sides(prev, cur)
+    pl_ = long_of(prev)
+    cl = long_of(cur)
+    order = [n for n in cur.names if n in prev.names]
+    ref = ref_changes(pl_, cl, order)
+    got = normalized(ch.changes)
+    assert got.height == ref.height
+    assert got.equals(ref.select(got.columns)), (got, ref)
+    # segment-major (current run's order), joined before left
+    seen = ch.changes.select(pl.col("segment").cast(pl.String), pl.col("change").cast(pl.String))
+    keys = [(order.index(s), c) for s, c in seen.iter_rows()]
+    assert keys == sorted(keys)
+    # summary: counts, statuses, added/removed segments
+    summary = {r["segment"]: r for r in ch.summary.iter_rows(named=True)}
+    assert list(summary) == [*cur.names, *[n for n in prev.names if n not in cur.names]]
+    ref_sum = ref_summary(pl_, cl, order)
+    for n, r in summary.items():
+        if n in order:
+            assert r["status"] == "kept"
+            assert (r["before"], r["after"], r["joined"], r["left"], r["stayed"]) == ref_sum[n]
+        elif n in cur.names:
+            assert r["status"] == "added" and r["before"] is None and r["joined"] is None
+            assert r["after"] == cl.filter(pl.col("segment") == n).height
+        else:
+            assert r["status"] == "removed" and r["after"] is None
+            assert r["before"] == pl_.filter(pl.col("segment") == n).height
+    assert ch.segments_added == [n for n in cur.names if n not in prev.names]
+    assert ch.segments_removed == [n for n in prev.names if n not in cur.names]
+    # customers
+    p_ids, c_ids = set(prev.ids.to_list()), set(cur.ids.to_list())
+    assert ch.customers == {
+        "before": len(p_ids),
+        "after": len(c_ids),
+        "new": len(c_ids - p_ids),
+        "gone": len(p_ids - c_ids),
+        "staying": len(c_ids & p_ids),
+    }
+    check_transitions(ch, prev, cur)
+
+
+def check_transitions(ch: fastseg.Changes, prev: Side, cur: Side) -> None:
+    t = ch.transitions
+    now = t.filter(pl.col("after") != GONE)
+    then = t.filter(pl.col("before") != NEW)
+    assert int(now["customers"].sum()) == len(cur.ids)
+    assert int(then["customers"].sum()) == len(prev.ids)
+    assert now["revenue_after"].sum() == pytest.approx(
+        cur.revenue.sum(), abs=0.01 * max(1, t.height)
+    )
+    assert then["revenue_before"].sum() == pytest.approx(
+        prev.revenue.sum(), abs=0.01 * max(1, t.height)
+    )
+    # the plain reference: a full join of the two runs' groups
+    p = pl.DataFrame({"customer_id": prev.ids, "before": prev.groups.fill_null(NONE)})
+    c = pl.DataFrame({"customer_id": cur.ids, "after": cur.groups.fill_null(NONE)})
+    ref = (
+        p.join(c, on="customer_id", how="full", coalesce=True)
+        .with_columns(pl.col("before").fill_null(NEW), pl.col("after").fill_null(GONE))
+        .group_by("before", "after")
+        .agg(pl.len().cast(pl.Int64).alias("customers"))
+        .sort("before", "after")
+    )
+    got = t.select("before", "after", "customers").sort("before", "after")
+    assert got.equals(ref)
+    assert (
+        t.filter(pl.col("before") == NEW)["revenue_before"].null_count()
+        == t.filter(pl.col("before") == NEW).height
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 700),
+    st.integers(0, 700),
+    st.integers(0, 2**32 - 1),
+)
+def test_changes_kernel_equals_numpy(n_dst: int, n_src: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    dst = rng.random((3, n_dst)) < rng.random()
+    src = rng.random((2, n_src)) < rng.random()
+    mapping = rng.integers(-1, n_src, n_dst) if n_src else np.full(n_dst, -1)
+    rows_d, rows_s = np.array([2, 0, 1]), np.array([0, 1, 1])
+    only, both = bs.changes(bs.pack_bool(dst), rows_d, bs.pack_bool(src), rows_s, mapping)
+    got = bs.unpack(only, n_dst) if n_dst else np.zeros((3, 0), bool)
+    for k in range(3):
+        remap = np.zeros(n_dst, bool)
+        ok = mapping >= 0
+        remap[ok] = src[rows_s[k]][mapping[ok]]
+        assert np.array_equal(got[k], dst[rows_d[k]] & ~remap)
+        assert both[k] == int((dst[rows_d[k]] & remap).sum())
+    # tail bits stay zero
+    if n_dst % 64:
+        assert not (only[:, -1] >> np.uint64(n_dst % 64)).any()
+
+
+def test_changes_kernel_rejects_bad_mapping() -> None:
+    w = bs.pack_bool(np.ones((1, 10), bool))
+    with pytest.raises(fastseg.ParameterError):
+        bs.changes(w, np.array([0]), w, np.array([0]), np.full(10, 64))
+
+
+def test_id_kinds_must_match() -> None:
+    a = side([1, 2], ["x"], np.ones((1, 2), bool), ["a", "b"], [1.0, 2.0])
+    b = side(["1", "2"], ["x"], np.ones((1, 2), bool), ["a", "b"], [1.0, 2.0])
+    with pytest.raises(InputError, match="integers.*text.*cannot be matched"):
+        diff_sides(a, b)
+
+
+def test_text_ids_colliding_hashes_fall_back_to_the_exact_join(monkeypatch) -> None:
+    from fastseg import changes
+
+    monkeypatch.setattr(changes, "_codes", lambda prev, cur: None)
+    a = side(["x", "y", "z"], ["s"], np.array([[1, 0, 1]], bool), ["a"] * 3, [1.0] * 3)
+    b = side(["z", "w", "x"], ["s"], np.array([[0, 1, 1]], bool), ["a"] * 3, [1.0] * 3)
+    ch = diff_sides(a, b)
+    assert sorted(ch.changes.select("customer_id", pl.col("change").cast(str)).rows()) == [
+        ("w", "joined"),
+        ("z", "left"),
+    ]
+
+
+# ------------------------------------------------------------------------------------ end to end
+
+
+def orders_frame(seed: int, n_customers: int, text: bool, day: dt.date) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = n_customers * 4
+    ids = rng.integers(0, n_customers, n)
+    cust = [f"C{i:05d}" for i in ids] if text else (ids * 1_000_003 + 10**12).tolist()
+    days = rng.integers(0, 700, n)
+    return pl.DataFrame(
+        {
+            "customer_id": cust,
+            "order_ts": [
+                dt.datetime.combine(day, dt.time()) - dt.timedelta(days=int(d)) for d in days
+            ],
+            "amount": np.round(rng.gamma(2.0, 40.0, n), 2),
+        }
+    )
+
+
+RULES_A = """
+[[segment]]
+name = "big"
+description = "over 300"
+rule = "monetary > 300"
+[[segment]]
+name = "old_only"
+description = "only in the first run"
+rule = "frequency >= 5"
+"""
+RULES_B = """
+[[segment]]
+name = "big"
+description = "over 300"
+rule = "monetary > 300"
+[[segment]]
+name = "new_only"
+description = "only in the second run"
+rule = "recency_days <= 30"
+"""
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_diff_of_two_runs_equals_reference(tmp_path: Path, text: bool) -> None:
+    d1, d2 = dt.date(2026, 5, 1), dt.date(2026, 6, 1)
+    o = orders_frame(1, 400, text, d2)
+    day1 = o.filter(pl.col("order_ts") <= dt.datetime(2026, 5, 1))
+    # customers gone: the second history drops some; new: customers only after day 1
+    day2 = o.filter(~pl.col("customer_id").is_in(day1["customer_id"].unique().head(25).implode()))
+    (tmp_path / "a.toml").write_text(RULES_A)
+    (tmp_path / "b.toml").write_text(RULES_B)
+    r1 = fastseg.run(day1, as_of=d1, rules=tmp_path / "a.toml", out=tmp_path / "r1")
+    r2 = fastseg.run(
+        day2, as_of=d2, rules=tmp_path / "b.toml", out=tmp_path / "r2", previous=tmp_path / "r1"
+    )
+    ch = fastseg.diff(tmp_path / "r1", tmp_path / "r2", out=tmp_path / "d")
+    p_long = pl.read_parquet(tmp_path / "r1" / "segments.parquet").with_columns(
+        pl.col("segment").cast(pl.String)
+    )
+    c_long = pl.read_parquet(tmp_path / "r2" / "segments.parquet").with_columns(
+        pl.col("segment").cast(pl.String)
+    )
+    names1 = pl.read_csv(tmp_path / "r1" / "summary.csv")["segment"].to_list()
+    names2 = pl.read_csv(tmp_path / "r2" / "summary.csv")["segment"].to_list()
+    ref = ref_changes(p_long, c_long, [n for n in names2 if n in names1])
+    assert normalized(ch.changes).equals(ref.select("customer_id", "segment", "change"))
+    assert ch.customers["new"] > 0 and ch.customers["gone"] > 0
+    assert "new_only" in ch.segments_added and "old_only" in ch.segments_removed
+    # the run folder's copy, the diff folder's and the API's agree
+    for folder in (tmp_path / "r2", tmp_path / "d"):
+        assert normalized(pl.read_parquet(folder / "changes.parquet")).equals(
+            normalized(ch.changes)
+        )
+        summary = pl.read_csv(folder / "changes.csv")
+        assert summary.columns == [
+            "segment",
+            "status",
+            "before",
+            "after",
+            "joined",
+            "left",
+            "stayed",
+        ]
+        assert summary.filter(pl.col("segment") == "new_only")["status"].item() == "added"
+        assert summary.filter(pl.col("segment") == "old_only")["status"].item() == "removed"
+        t = pl.read_csv(folder / "transitions.csv")
+        assert t.filter(pl.col("after") != GONE)["customers"].sum() == r2.n_customers
+        assert t.filter(pl.col("before") != NEW)["customers"].sum() == r1.n_customers
+    assert normalized(r2.changes.changes).equals(normalized(ch.changes))
+    assert normalized(r2.diff(r1).changes).equals(normalized(ch.changes))
+    doc = json.loads((tmp_path / "d" / "diff.json").read_text())
+    assert doc["customers"] == ch.customers and doc["rfm_edges_changed"] is True
+    assert any("--edges-in" in n for n in doc["notes"])
+    run_doc = json.loads((tmp_path / "r2" / "run.json").read_text())
+    assert run_doc["previous"]["customers"] == ch.customers
+    assert (
+        run_doc["previous"]["previous"]["run_id"]
+        == json.loads((tmp_path / "r1" / "run.json").read_text())["run_id"]
+    )
+
+
+def test_same_edges_give_no_note_and_identical_runs_no_changes(tmp_path: Path) -> None:
+    o = orders_frame(2, 200, False, dt.date(2026, 6, 1))
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "a", edges_out=tmp_path / "e.json")
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b", edges_in=tmp_path / "e.json")
+    ch = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    assert ch.changes.height == 0 and not ch.edges_changed and ch.notes == []
+    t = ch.transitions
+    assert (t["before"] == t["after"]).all()
+    assert ch.summary["joined"].sum() == 0 and ch.summary["left"].sum() == 0
+
+
+def test_previous_may_be_the_output_folder(tmp_path: Path) -> None:
+    """The daily pattern ``run --out results --previous results``: results holds the latest run
+    and its changes since the one before."""
+    o = orders_frame(3, 200, False, dt.date(2026, 6, 1))
+    out = tmp_path / "results"
+    r1 = fastseg.run(o, as_of="2026-05-01", out=out)
+    r2 = fastseg.run(o, as_of="2026-06-01", out=out, previous=out)
+    assert (out / "changes.parquet").exists()
+    ref = fastseg.run(o, as_of="2026-06-01").diff(r1)
+    assert normalized(pl.read_parquet(out / "changes.parquet")).equals(normalized(ref.changes))
+    assert r2.changes is not None and r2.changes.previous["as_of"] == "2026-05-01"
+
+
+def test_csv_run_folder_keeps_text_ids(tmp_path: Path) -> None:
+    """Text ids that look like numbers ("007") stay text when the run folder is CSV."""
+    o = orders_frame(4, 150, True, dt.date(2026, 6, 1)).with_columns(
+        pl.col("customer_id").str.replace("C", "0")
+    )
+    fastseg.run(o, as_of="2026-05-01", out=tmp_path / "a", out_format="csv")
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b", out_format="csv")
+    assert (tmp_path / "a" / "scores.csv").exists() and not (
+        tmp_path / "a" / "scores.parquet"
+    ).exists()
+    ch = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    assert ch.changes["customer_id"].dtype == pl.String
+    assert ch.changes["customer_id"].str.starts_with("0").all()
+    direct = fastseg.run(o, as_of="2026-06-01").diff(tmp_path / "a")
+    assert normalized(ch.changes).equals(normalized(direct.changes))
+
+
+def test_folder_of_an_earlier_version_without_membership(tmp_path: Path) -> None:
+    o = orders_frame(5, 200, False, dt.date(2026, 6, 1))
+    fastseg.run(o, as_of="2026-05-01", out=tmp_path / "a")
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b")
+    new = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    os.remove(tmp_path / "a" / "membership.npz")
+    old = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    assert normalized(old.changes).equals(normalized(new.changes))
+    assert old.summary.equals(new.summary)
+
+
+def test_run_json_records_how_it_was_made(tmp_path: Path) -> None:
+    o = orders_frame(6, 100, False, dt.date(2026, 6, 1))
+    o.write_parquet(tmp_path / "o.parquet")
+    (tmp_path / "a.toml").write_text(RULES_A)
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "o.parquet"),
+            "--rules",
+            str(tmp_path / "a.toml"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r" / "run.json").read_text())
+    import hashlib
+
+    assert doc["rules"]["sha256"] == hashlib.sha256((tmp_path / "a.toml").read_bytes()).hexdigest()
+    assert doc["command"][0] == "fastseg" and doc["run_id"]
+    (entry,) = doc["inputs"]
+    assert entry["role"] == "orders" and entry["bytes"] == (tmp_path / "o.parquet").stat().st_size
+    assert "write" in doc["timings_seconds"] and doc["fastseg"] == fastseg.__version__
+    assert doc["files"]["membership.npz"] > 0
+    summary = pl.read_csv(tmp_path / "r" / "summary.csv")
+    assert (summary["revenue"] == summary["revenue"].round(2)).all()
+
+
+def test_cli_diff(tmp_path: Path) -> None:
+    o = orders_frame(7, 200, False, dt.date(2026, 6, 1))
+    fastseg.run(o, as_of="2026-05-01", out=tmp_path / "a")
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b")
+    res = runner.invoke(
+        app, ["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "d")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "changes since 2026-05-01" in res.output and "joined" in res.output
+    assert sorted(os.listdir(tmp_path / "d")) == [
+        "changes.csv",
+        "changes.parquet",
+        "diff.json",
+        "transitions.csv",
+    ]
+    # a second diff into the same folder replaces it as a whole
+    res = runner.invoke(
+        app, ["diff", str(tmp_path / "b"), str(tmp_path / "a"), "--out", str(tmp_path / "d")]
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        json.loads((tmp_path / "d" / "diff.json").read_text())["current"]["as_of"] == "2026-05-01"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["diff", "{t}/nope", "{t}/b"], "previous run {t}/nope: does not exist"),
+        (["diff", "{t}/a", "{t}/plain"], "no run.json, not a fastseg run folder"),
+        (["diff", "{t}/a", "{t}/b", "--out", "{t}/a"], "is also an input"),
+        (
+            ["run", "{t}/o.parquet", "--previous", "{t}/plain", "--out", "{t}/x"],
+            "--previous {t}/plain: no run.json",
+        ),
+    ],
+)
+def test_cli_diff_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    o = orders_frame(8, 50, False, dt.date(2026, 6, 1))
+    o.write_parquet(tmp_path / "o.parquet")
+    fastseg.run(o, out=tmp_path / "a")
+    fastseg.run(o, out=tmp_path / "b")
+    (tmp_path / "plain").mkdir()
+    res = runner.invoke(app, [a.format(t=tmp_path) for a in args])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert message.format(t=tmp_path) in lines[0]
+    assert not (tmp_path / "x").exists()
