@@ -233,6 +233,13 @@ def score_job(
     if out_format is not None and out is None:
         msg = "out_format: give out (the scores file) too"
         raise ParameterError(msg)
+    for name, mapping, source in (
+        ("customer_columns", customer_columns, customers),
+        ("event_columns", event_columns, events),
+    ):
+        if mapping and source is None:
+            msg = f"{name}: give {name.split('_')[0]}s too (the input it maps)"
+            raise ParameterError(msg)
     frame_writer(pl.DataFrame(), out or "x.parquet", out_format)  # checks the format first
     the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
     with contextlib.ExitStack() as stack:
@@ -421,7 +428,8 @@ def score(
     **options
         ``windows`` (trailing windows in days, default 30, 90, 365), ``strict``, ``rejects``
         (path for left-out rows), ``edges_in``/``edges_out`` (JSON), ``scorer`` (a fitted
-        :class:`~fastseg.scoring.RFMScorer`), ``customer_columns``, ``event_columns``,
+        :class:`~fastseg.scoring.RFMScorer`), ``customer_columns`` and ``event_columns`` (the
+        profiles' and the events' mappings, like ``columns``: ``{"email_opt_in": "OptIn"}``),
         ``reader`` (None: chosen by the source; ``"arrow"`` or ``"polars"`` forces one of the
         two readers of :mod:`fastseg.sources`, for tests and comparisons).
 
@@ -586,8 +594,7 @@ def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any
     """
     from fastseg.errors import RuleError
     from fastseg.features import check_windows
-    from fastseg.io import scan_source
-    from fastseg.orders import _schema, plan_orders
+    from fastseg.orders import customer_names, plan_customers, plan_orders
     from fastseg.rules.ast import Field, walk
     from fastseg.rules.compile import check_catalog, scores_schema
     from fastseg.rules.parse import parse_rule
@@ -603,8 +610,9 @@ def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any
         del predicted[name]
     for w in check_windows(options.get("windows", (30, 90, 365))):
         predicted[f"orders_{w}d"], predicted[f"revenue_{w}d"] = pl.Int64(), pl.Float64()
-    if options.get("customers") is not None:
-        predicted.update(dict(_schema(scan_source(options["customers"], what="customers"))))
+    if options.get("customers") is not None:  # text columns may be typed on reading
+        _, resolved, found = plan_customers(options["customers"], options.get("customer_columns"))
+        predicted.update({n: found[c] for n, c in customer_names(resolved, found).items()})
     user = {s.name for s in catalog.segments if not getattr(s, "builtin", False)}
     if options.get("events") is not None:
         for seg in catalog.segments:

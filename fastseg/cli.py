@@ -167,7 +167,26 @@ ColOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--col",
-        help="Map a canonical order column to yours: CANONICAL=THEIRS (repeatable), e.g. --col order_ts=OrderDate.",
+        help="Map a canonical order column to yours: CANONICAL=THEIRS (repeatable), e.g. --col order_ts=OrderDate "
+        "(profiles: --customers-col; events: --events-col).",
+        metavar="C=THEIRS",
+    ),
+]
+CustomersColOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--customers-col",
+        help="Map a canonical profile column to yours (with --customers): CANONICAL=THEIRS "
+        "(repeatable), e.g. --customers-col customer_id=CustID --customers-col email_opt_in=OptIn.",
+        metavar="C=THEIRS",
+    ),
+]
+EventsColOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--events-col",
+        help="Map a canonical event column to yours (with --events): CANONICAL=THEIRS "
+        "(repeatable), e.g. --events-col event_ts=EventDate.",
         metavar="C=THEIRS",
     ),
 ]
@@ -254,6 +273,13 @@ def _need_thresholds(method: Method | None, thresholds: list[str] | None) -> Non
     if method is Method.thresholds and not thresholds:
         raise typer.BadParameter(
             "--method thresholds needs --thresholds r=...,f=...,m=...", param_hint="--thresholds"
+        )
+
+
+def _need_input(mapping: list[str] | None, source: Path | None, option: str, needs: str) -> None:
+    if mapping and source is None:
+        raise typer.BadParameter(
+            f"it maps the columns of {needs}: give {needs} too", param_hint=option
         )
 
 
@@ -409,6 +435,8 @@ def score(
     method: MethodOpt = None,
     thresholds: ThresholdsOpt = None,
     col: ColOpt = None,
+    customers_col: CustomersColOpt = None,
+    events_col: EventsColOpt = None,
     edges_in: EdgesInOpt = None,
     edges_out: EdgesOutOpt = None,
     windows: WindowsOpt = "30,90,365",
@@ -426,6 +454,8 @@ def score(
     from fastseg import api
 
     _need_thresholds(method, thresholds)
+    _need_input(customers_col, customers, "--customers-col", "--customers")
+    _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
     with err.status("scoring..."):
         res = api.score_job(
@@ -437,6 +467,8 @@ def score(
             method=method.value if method else None,
             thresholds=thresholds or None,
             columns=col or None,
+            customer_columns=customers_col or None,
+            event_columns=events_col or None,
             windows=_windows(windows),
             strict=strict,
             rejects=rejects,
@@ -511,6 +543,8 @@ def run(
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     col: ColOpt = None,
+    customers_col: CustomersColOpt = None,
+    events_col: EventsColOpt = None,
     as_of: AsOfOpt = None,
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
@@ -551,6 +585,8 @@ def run(
     from fastseg import api
 
     _need_thresholds(method, thresholds)
+    _need_input(customers_col, customers, "--customers-col", "--customers")
+    _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
     with err.status("running..."):
         res = api.run_job(
@@ -558,6 +594,8 @@ def run(
             customers=customers,
             events=events,
             columns=col or None,
+            customer_columns=customers_col or None,
+            event_columns=events_col or None,
             as_of=as_of,
             rules=rules,
             builtin=builtin,

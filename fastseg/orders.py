@@ -39,6 +39,7 @@ __all__ = [
     "collect",
     "load_customers",
     "load_events",
+    "plan_customers",
     "plan_orders",
 ]
 
@@ -364,21 +365,55 @@ def count_duplicate_hashes(hashes: np.ndarray) -> int:
 # --------------------------------------------------------------------------- profiles and events
 
 
+def plan_customers(
+    source: Any, columns: Mapping[str, str] | Sequence[str] | None = None
+) -> tuple[Source, dict[str, str], pl.Schema]:
+    """Scan a profile source and map its columns; read no row.
+
+    Returns the source, ``{canonical: source column}`` for ``customer_id`` and every canonical
+    profile column present (mapped with ``columns`` or under its own name), and the source's
+    schema.
+    """
+    mapping = schema.parse_column_map(columns, known=schema.CUSTOMER_COLUMNS, what="customers")
+    src = scan_source(source, what="customers")
+    found = _schema(src)
+    resolved = schema.resolve_columns(
+        found,
+        mapping,
+        label=src.label,
+        required=["customer_id"],
+        optional=[c for c in schema.CUSTOMER_COLUMNS if c != "customer_id"],
+        what="customers",
+    )
+    return src, resolved, found
+
+
+def customer_names(resolved: Mapping[str, str], found: pl.Schema) -> dict[str, str]:
+    """``{name in the profiles frame: source column}``: the canonical columns under their
+    canonical names, then every other column under its own (a column with a canonical name
+    that the mapping gives to another column is not read)."""
+    names = dict(resolved)
+    used = set(resolved.values()) | set(resolved)
+    names.update({c: c for c in found.names() if c not in used})
+    return names
+
+
 def load_customers(
     source: Any, *, columns: Mapping[str, str] | Sequence[str] | None = None
 ) -> tuple[pl.DataFrame, RowReport]:
-    """Read customer profiles: ``customer_id`` plus every other column, carried through as is.
+    """Read customer profiles: ``customer_id`` plus every other column.
 
-    Profiles without a customer id are left out and counted; a customer id that appears twice
-    keeps its first profile (the others are counted as ``duplicate_customer_id``).
+    ``columns`` maps canonical profile columns (:data:`fastseg.schema.CUSTOMER_COLUMNS`) to the
+    source's. Text columns are typed by their values (:func:`fastseg.schema.type_text_columns`:
+    ISO dates and timestamps, flags). Profiles without a customer id are left out and counted; a
+    customer id that appears twice keeps its first profile (the others are counted as
+    ``duplicate_customer_id``).
     """
-    mapping = schema.parse_column_map(columns, known=schema.CUSTOMER_COLUMNS)
-    src = scan_source(source, what="customers")
-    found = _schema(src)
-    resolved = schema.resolve_columns(found, mapping, label=src.label, required=["customer_id"])
+    src, resolved, found = plan_customers(source, columns)
     col = resolved["customer_id"]
     id_expr, conv = schema.typed_id("customer_id", col, found[col], src.label)
-    rest = [pl.col(c) for c in found.names() if c != col and c != "customer_id"]
+    names = customer_names(resolved, found)
+    rest = [pl.col(c).alias(name) for name, c in names.items() if name != "customer_id"]
     exprs = [id_expr, *rest]
     if conv is not None:
         exprs.append(pl.col(col).alias(conv.raw))
@@ -390,6 +425,7 @@ def load_customers(
     before = df.height
     if not bool(df.select(ids_increasing("customer_id")).item()):  # else unique already
         df = df.filter(pl.col("customer_id").is_first_distinct())
+    df = schema.type_text_columns(df, exclude=["customer_id"])
     report = RowReport(
         source=src.label,
         rows_read=n,
@@ -402,11 +438,11 @@ def load_customers(
 def _plan_events(
     source: Any, columns: Mapping[str, str] | Sequence[str] | None
 ) -> tuple[Source, dict[str, str], list[schema.Conversion], pl.LazyFrame]:
-    mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS)
+    mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS, what="events")
     src = scan_source(source, what="events")
     found = _schema(src)
     resolved = schema.resolve_columns(
-        found, mapping, label=src.label, required=list(schema.EVENT_COLUMNS)
+        found, mapping, label=src.label, required=list(schema.EVENT_COLUMNS), what="events"
     )
     kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
     lf, conversions = _project(src, resolved, found, kinds)
@@ -464,8 +500,10 @@ def check_id_types(
         return other
     if want == pl.String:
         return other.with_columns(pl.col("customer_id").cast(pl.String))
+    option = schema.MAPPING_OPTIONS[what][0]
     msg = (
         f"{what}: customer ids in {label} are text but the orders' are integers; "
-        "use the same ids in both (e.g. map the matching column with --col)"
+        f"use the same ids in both (e.g. map the matching column with {option} "
+        "customer_id=COLUMN, or the orders' with --col customer_id=COLUMN)"
     )
     raise SchemaError(msg)

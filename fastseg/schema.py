@@ -15,6 +15,12 @@ Typing rules (checked with ``collect_schema()`` before any row is read):
   written (an offset is not applied).
 * ``amount``, ``quantity``, ``unit_price``, ``discount``: numbers, or text holding numbers.
 * ``category``, ``channel``: text (anything else is cast to text).
+
+Profiles (``--customers``) keep every column; their text columns are typed by content
+(:func:`type_text_columns`): ISO dates become ``Date``, ISO timestamps ``Datetime``, flag columns
+``Boolean``, and only when every value reads, so that no value is ever turned into a null.
+Events have ``customer_id``, ``event_ts`` and ``event``. Each input has its own mapping option:
+``--col`` (orders), ``--customers-col`` (profiles), ``--events-col`` (events).
 """
 
 from __future__ import annotations
@@ -29,12 +35,18 @@ import polars as pl
 from fastseg.errors import ParameterError, SchemaError
 
 __all__ = [
+    "CUSTOMER_COLUMNS",
     "EVENT_COLUMNS",
+    "FLAG_TOKENS",
+    "MAPPING_OPTIONS",
     "ORDER_COLUMNS",
+    "PROFILE_KINDS",
     "REQUIRED_ORDER_COLUMNS",
     "Conversion",
     "parse_column_map",
     "resolve_columns",
+    "text_column_types",
+    "type_text_columns",
     "typed_date",
 ]
 
@@ -55,7 +67,41 @@ EVENT_COLUMNS: dict[str, str] = {
     "event_ts": "event date or timestamp",
     "event": "event type (email_open, site_visit...)",
 }
-CUSTOMER_COLUMNS: dict[str, str] = {"customer_id": "customer id"}
+CUSTOMER_COLUMNS: dict[str, str] = {
+    "customer_id": "customer id",
+    "signup_ts": "signup date or timestamp (recent_signups)",
+    "birth_date": "date of birth (the age_* segments)",
+    "gender": "gender",
+    "country": "country code (us_customers, eu_customers)",
+    "region": "region",
+    "city": "city",
+    "email_opt_in": "agreed to email marketing (a flag)",
+    "sms_opt_in": "agreed to SMS marketing (a flag)",
+    "tags": "profile tags (a list of text, e.g. vip, wholesale)",
+}
+#: how the known profile columns are typed from text (:func:`text_column_types`): ``flag``
+#: columns accept every token of :data:`FLAG_TOKENS` and become nothing else; ``date`` and
+#: ``datetime`` columns become Date or Datetime by their values (an empty one: this type) and
+#: never flags; ``text`` columns are never converted (a country ``NO`` is Norway).
+PROFILE_KINDS: dict[str, str] = {
+    "signup_ts": "datetime",
+    "birth_date": "date",
+    "gender": "text",
+    "country": "text",
+    "region": "text",
+    "city": "text",
+    "email_opt_in": "flag",
+    "sms_opt_in": "flag",
+    "tags": "text",
+}
+#: the flag pairs (true, false) text columns are read as, compared trimmed and case-insensitively
+FLAG_TOKENS: tuple[tuple[str, str], ...] = (
+    ("y", "n"),
+    ("yes", "no"),
+    ("true", "false"),
+    ("t", "f"),
+    ("1", "0"),
+)
 
 #: Engagement event types the synthetic data and the built-in segments use (any others are
 #: accepted: each event type in the data gets its own features).
@@ -89,18 +135,38 @@ _ISO_DATE = (
 )
 
 
+#: the option that maps each input's columns, and an example of its use
+MAPPING_OPTIONS: dict[str, tuple[str, str]] = {
+    "orders": ("--col", "order_ts=OrderDate"),
+    "customers": ("--customers-col", "customer_id=CustID"),
+    "events": ("--events-col", "event_ts=EventDate"),
+}
+
+
 def parse_column_map(
-    items: Sequence[str] | Mapping[str, str] | None, *, known: Mapping[str, str] = ORDER_COLUMNS
+    items: Sequence[str] | Mapping[str, str] | None,
+    *,
+    known: Mapping[str, str] = ORDER_COLUMNS,
+    what: str = "orders",
 ) -> dict[str, str]:
     """Parse ``["order_ts=OrderDate", ...]`` (or a dict) into ``{canonical: theirs}``.
+
+    ``what`` (``"orders"``, ``"customers"`` or ``"events"``) names the input, and so the option
+    the errors name (:data:`MAPPING_OPTIONS`).
 
     Raises
     ------
     ParameterError
         An item is not ``CANONICAL=THEIRS``, names an unknown canonical column, or maps one twice.
+
+    Examples
+    --------
+    >>> parse_column_map(["customer_id=CustID"], known=CUSTOMER_COLUMNS, what="customers")
+    {'customer_id': 'CustID'}
     """
     if items is None:
         return {}
+    option, example = MAPPING_OPTIONS[what]
     pairs: list[tuple[str, str]] = []
     if isinstance(items, Mapping):
         pairs = [(str(k), str(v)) for k, v in items.items()]
@@ -108,7 +174,7 @@ def parse_column_map(
         for item in items:
             canon, sep, theirs = str(item).partition("=")
             if not sep or not canon.strip() or not theirs.strip():
-                msg = f"--col: expected CANONICAL=THEIRS (e.g. order_ts=OrderDate), got {item!r}"
+                msg = f"{option}: expected CANONICAL=THEIRS (e.g. {example}), got {item!r}"
                 raise ParameterError(msg)
             pairs.append((canon.strip(), theirs.strip()))
     out: dict[str, str] = {}
@@ -116,10 +182,13 @@ def parse_column_map(
         if canon not in known:
             close = difflib.get_close_matches(canon, list(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            msg = f"--col: unknown canonical column {canon!r}{hint}; allowed: {', '.join(known)}"
+            msg = (
+                f"{option}: unknown canonical column {canon!r}{hint}; "
+                f"allowed for {what}: {', '.join(known)}"
+            )
             raise ParameterError(msg)
         if canon in out and out[canon] != theirs:
-            msg = f"--col: {canon!r} is mapped twice ({out[canon]!r} and {theirs!r})"
+            msg = f"{option}: {canon!r} is mapped twice ({out[canon]!r} and {theirs!r})"
             raise ParameterError(msg)
         out[canon] = theirs
     return out
@@ -133,20 +202,24 @@ def resolve_columns(
     required: Sequence[str],
     optional: Iterable[str] = (),
     alternatives: Mapping[str, Sequence[str]] | None = None,
+    what: str = "orders",
 ) -> dict[str, str]:
     """Match canonical columns to the source's columns.
 
     Returns ``{canonical: source column}`` for every required column and every optional one that is
     present (mapped explicitly or under its canonical name). ``found`` is the source's column
-    names, or its schema (then suggestions for missing columns also match the type). ``alternatives`` lets a required column
-    be replaced by others (``amount`` by ``quantity`` and ``unit_price``).
+    names, or its schema (then suggestions for missing columns also match the type).
+    ``alternatives`` lets a required column be replaced by others (``amount`` by ``quantity`` and
+    ``unit_price``). ``what`` names the input, and so the option the errors propose
+    (:data:`MAPPING_OPTIONS`: ``--col`` for orders, ``--customers-col``, ``--events-col``).
 
     Raises
     ------
     SchemaError
         A mapped column is not in the source, or required columns are missing: every missing one is
-        listed with the columns that were found and the ``--col`` to map them.
+        listed with the columns that were found and the option to map them.
     """
+    option = MAPPING_OPTIONS[what][0]
     types: Mapping[str, pl.DataType] | None = found if isinstance(found, Mapping) else None
     found = list(found)
     found_set = set(found)
@@ -157,7 +230,7 @@ def resolve_columns(
         for canon, theirs in bad_maps:
             close = difflib.get_close_matches(theirs, found, n=1)
             hint = f", did you mean {close[0]!r}?" if close else ""
-            parts.append(f"--col {canon}={theirs}: no column {theirs!r}{hint}")
+            parts.append(f"{option} {canon}={theirs}: no column {theirs!r}{hint}")
         msg = f"{label}: {'; '.join(parts)} (found: {shown})"
         raise SchemaError(msg)
 
@@ -191,7 +264,7 @@ def resolve_columns(
             guess = suggest_column(m, found, types, taken)
             if guess is not None:
                 taken.add(guess)
-            how.append(f"--col {m}={guess or 'YOUR_COLUMN'}")
+            how.append(f"{option} {m}={guess or 'YOUR_COLUMN'}")
         extra = ""
         for canon in missing:
             if alternatives.get(canon):
@@ -248,6 +321,25 @@ _MEANINGS: dict[str, tuple[str, ...]] = {
     ),
     "event": ("event", "type", "action", "activity", "kind"),
 }
+#: words of a column name that make it an id (preferred for ``customer_id``) ...
+_ID_WORDS = ("id", "no", "nr", "num", "number", "key", "code", "ref")
+#: ... and words that make it something else about the customer
+_NOT_AN_ID = (
+    "name",
+    "first",
+    "last",
+    "email",
+    "mail",
+    "phone",
+    "address",
+    "city",
+    "country",
+    "since",
+    "date",
+    "type",
+    "segment",
+    "status",
+)
 #: the type kinds a column may have to stand for a canonical column
 _KINDS_OK: dict[str, tuple[str, ...]] = {
     "customer_id": ("int", "str", "float"),
@@ -279,8 +371,9 @@ def suggest_column(
     meaning = _MEANINGS.get(canon)
     if not meaning:
         return None
-    others = (set(ORDER_COLUMNS) | set(EVENT_COLUMNS)) - {canon}
+    others = (set(ORDER_COLUMNS) | set(EVENT_COLUMNS) | set(CUSTOMER_COLUMNS)) - {canon}
     taken = set(taken)
+    fits: list[str] = []
     for name in found:
         if name in taken or name in others:
             continue
@@ -289,10 +382,14 @@ def suggest_column(
             continue
         if canon.endswith("_ts") and "id" in words:
             continue
+        if canon == "customer_id" and any(w in _NOT_AN_ID for w in words):
+            continue  # CustomerName, contact_email: about the customer, not its id
         if types is not None and name in types and _kind(types[name]) not in _KINDS_OK[canon]:
             continue
-        return name
-    return None
+        fits.append(name)
+    if canon == "customer_id":  # CustID before CustomerSince
+        fits.sort(key=lambda n: not any(w in _ID_WORDS for w in _words(n)))
+    return fits[0] if fits else None
 
 
 @dataclass(frozen=True)
@@ -421,3 +518,153 @@ def check_conversions(
             msg = f"{label}: column {named} has value {first!r}{more} that cannot be read as {conv.expected}"
             raise SchemaError(msg)
     return df.drop([c.raw for c in conversions])
+
+
+# --------------------------------------------------------------------------- profile text columns
+
+#: ``YYYY-MM-DD``, then optionally ``T`` or a space and ``HH:MM``, ``:SS``, a fraction of a
+#: second (up to 9 digits) and ``Z`` or an offset (``+02:00``, ``+0200``, ``+02``); ``T`` and
+#: ``Z`` in either case. Checked on trimmed text.
+_ISO_PARTS = (
+    r"(?i)^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[T ](?P<hh>[01][0-9]|2[0-3]):(?P<mm>[0-5][0-9])"
+    r"(?::(?P<ss>[0-5][0-9])(?P<frac>\.[0-9]{1,9})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?)?$"
+)
+_DATE_ONLY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _values(name: str) -> pl.Expr:
+    """Text column ``name`` trimmed, an empty value null."""
+    text = pl.col(name).str.strip_chars()
+    return pl.when(text != "").then(text)
+
+
+def _as_date(values: pl.Expr) -> pl.Expr:
+    """ISO dates (``2026-01-31``) as Date; anything else, or no such day, null."""
+    return pl.when(values.str.contains(_DATE_ONLY)).then(
+        values.str.to_date("%Y-%m-%d", strict=False)
+    )
+
+
+def _as_datetime(values: pl.Expr) -> pl.Expr:
+    """ISO dates and timestamps as naive Datetime(us), the time as written (an offset or ``Z`` is
+    dropped, not applied; a date alone is midnight); anything else null."""
+    parts = values.str.extract_groups(_ISO_PARTS)
+    field = parts.struct.field
+    text = pl.concat_str(
+        field("date"),
+        pl.lit(" "),
+        field("hh").fill_null("00"),
+        pl.lit(":"),
+        field("mm").fill_null("00"),
+        pl.lit(":"),
+        field("ss").fill_null("00"),
+        field("frac").fill_null(""),
+    )
+    return text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)
+
+
+def _as_flag(values: pl.Expr, true_tokens: Iterable[str]) -> pl.Expr:
+    return values.str.to_lowercase().is_in(list(true_tokens))
+
+
+def text_column_types(
+    df: pl.DataFrame, *, exclude: Iterable[str] = ()
+) -> dict[str, tuple[str, str]]:
+    """How each text column of a profile frame reads: ``{column: (kind, detail)}``.
+
+    ``kind`` is ``"flag"`` (``detail``: the true tokens, ``|``-joined), ``"date"`` or
+    ``"datetime"``; columns that stay text are absent. Decided from a handful of scalar
+    aggregates per column, in one query:
+
+    * values are trimmed, and an empty value counts as null; a column converts only when every
+      other value reads (else it stays text: no value is ever turned into a null);
+    * flags (case-insensitive): the pairs of :data:`FLAG_TOKENS`. A known flag column
+      (:data:`PROFILE_KINDS`: ``email_opt_in``, ``sms_opt_in``) accepts any of their tokens; any
+      other column only the tokens of one pair, and never ``1``/``0`` (integer text stays as is);
+    * ISO dates (``2026-01-31``) give Date; ISO timestamps (``2026-01-31T10:15:00``, a space for
+      the ``T``, seconds, fraction, ``Z`` or an offset optional), alone or mixed with dates, give
+      naive Datetime(us), the time as written (an offset is dropped, not applied, as for
+      ``order_ts``);
+    * known columns (:data:`PROFILE_KINDS`) convert only to their kind: flag columns to Boolean,
+      ``birth_date`` and ``signup_ts`` to Date or Datetime (and, when every value is empty, to
+      Date and Datetime), text columns (``gender``, ``country``...) never; nor does ``exclude``.
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"OptIn": ["Y", " n", ""], "Joined": ["2026-01-31", None, "2026-02-01"]})
+    >>> text_column_types(df)
+    {'OptIn': ('flag', 'y'), 'Joined': ('date', '')}
+    """
+    skip = set(exclude)
+    cols = [
+        c
+        for c, t in df.schema.items()
+        if t == pl.String and c not in skip and PROFILE_KINDS.get(c) != "text"
+    ]
+    if not cols:
+        return {}
+    every = [tok for pair in FLAG_TOKENS for tok in pair]
+    aggs: list[pl.Expr] = []
+    for i, c in enumerate(cols):
+        v = _values(c)
+        low = v.str.to_lowercase()
+        aggs += [
+            v.count().alias(f"{i}:n"),
+            _as_date(v).count().alias(f"{i}:date"),
+            _as_datetime(v).count().alias(f"{i}:datetime"),
+            low.is_in(every).sum().alias(f"{i}:flag"),
+        ]
+        aggs += [low.is_in(list(p)).sum().alias(f"{i}:pair{j}") for j, p in enumerate(FLAG_TOKENS)]
+    stats = df.select(aggs).row(0, named=True)
+    out: dict[str, tuple[str, str]] = {}
+    for i, c in enumerate(cols):
+        n, known = stats[f"{i}:n"], PROFILE_KINDS.get(c)
+        if known == "flag":
+            if stats[f"{i}:flag"] == n:
+                out[c] = ("flag", "|".join(t for t, _ in FLAG_TOKENS))
+        elif n == 0:
+            if known in ("date", "datetime"):
+                out[c] = (known, "")
+        elif stats[f"{i}:date"] == n:
+            out[c] = ("date", "")
+        elif stats[f"{i}:datetime"] == n:
+            out[c] = ("datetime", "")
+        elif known is None:
+            for j, (yes, _) in enumerate(FLAG_TOKENS):
+                if stats[f"{i}:pair{j}"] == n and yes != "1":
+                    out[c] = ("flag", yes)
+                    break
+    return out
+
+
+def type_text_columns(df: pl.DataFrame, *, exclude: Iterable[str] = ()) -> pl.DataFrame:
+    """``df`` with its text columns typed as :func:`text_column_types` decides, in one pass.
+
+    Examples
+    --------
+    >>> df = pl.DataFrame({"OptIn": ["Y", " n", ""], "Joined": ["2026-01-31 10:00", None, None]})
+    >>> type_text_columns(df).schema
+    Schema([('OptIn', Boolean), ('Joined', Datetime(time_unit='us', time_zone=None))])
+    >>> type_text_columns(df)["OptIn"].to_list()
+    [True, False, None]
+    """
+    exclude = set(exclude)
+    kinds = text_column_types(df, exclude=exclude)
+    empty = {"flag": pl.Boolean, "date": pl.Date, "datetime": pl.Datetime("us")}
+    exprs = [  # a known column without a value at all (a Null column): its type
+        pl.col(c).cast(empty[PROFILE_KINDS[c]])
+        for c, t in df.schema.items()
+        if t == pl.Null and PROFILE_KINDS.get(c) in empty and c not in exclude
+    ]
+    for c, (kind, detail) in kinds.items():
+        v = _values(c)
+        if kind == "flag":
+            expr = pl.when(v.is_not_null()).then(_as_flag(v, detail.split("|")))
+        elif kind == "date":
+            expr = _as_date(v)
+        else:
+            expr = _as_datetime(v)
+        exprs.append(expr.alias(c))
+    return df.with_columns(exprs) if exprs else df
