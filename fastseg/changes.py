@@ -155,22 +155,22 @@ def _at(side: Side) -> str:
 
 def align(prev: pl.Series, cur: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """``(c2p, p2c)``: for every current customer its row in the previous run (-1: new), and
-    for every previous customer its row now (-1: gone). Ids are distinct within a run."""
+    for every previous customer its row now (-1: gone). Ids are distinct within a run.
+
+    fastseg writes a run's customers sorted by id, so this is one linear merge; lists that are
+    not sorted (a run folder from elsewhere) go through Polars' hash join.
+    """
     n_p, n_c = len(prev), len(cur)
     if n_p == 0 or n_c == 0:
         return np.full(n_c, -1, dtype=np.int64), np.full(n_p, -1, dtype=np.int64)
-    if n_p == n_c and prev.equals(cur):
-        same = np.arange(n_c, dtype=np.int64)
-        return same, same
-    codes = _codes(prev, cur)
-    if codes is None:  # text ids with a hash collision: Polars' exact join
-        left = pl.DataFrame({"customer_id": cur, "_i": np.arange(n_c, dtype=np.int64)})
-        right = pl.DataFrame({"customer_id": prev, "_j": np.arange(n_p, dtype=np.int64)})
-        pairs = left.join(right, on="customer_id", how="inner")
-        i, j = pairs["_i"].to_numpy(), pairs["_j"].to_numpy()
-    else:
-        i = np.flatnonzero(codes < n_p)
-        j = codes[i].astype(np.int64)
+    merged = _merge(prev, cur)
+    if merged is not None:
+        p2c, c2p = merged
+        return c2p, p2c
+    left = pl.DataFrame({"customer_id": cur, "_i": np.arange(n_c, dtype=np.int64)})
+    right = pl.DataFrame({"customer_id": prev, "_j": np.arange(n_p, dtype=np.int64)})
+    pairs = left.join(right, on="customer_id", how="inner")
+    i, j = pairs["_i"].to_numpy(), pairs["_j"].to_numpy()
     c2p = np.full(n_c, -1, dtype=np.int64)
     p2c = np.full(n_p, -1, dtype=np.int64)
     c2p[i] = j
@@ -178,26 +178,26 @@ def align(prev: pl.Series, cur: pl.Series) -> tuple[NDArray[np.int64], NDArray[n
     return c2p, p2c
 
 
-def _codes(prev: pl.Series, cur: pl.Series) -> NDArray[np.int32] | None:
-    """Codes of the current ids in one dictionary started with the previous ones (code < n_p:
-    that previous row), or None when text ids need the exact fallback."""
-    from fastseg.kernels.encode import IdEncoder, TextIds
+def _merge(prev: pl.Series, cur: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """``(p2c, c2p)`` by a merge of the two sorted lists, or None when one is not sorted."""
+    from fastseg.kernels.align import merge_sorted_int, merge_sorted_text
 
     if prev.dtype.is_integer():
-        p, c = prev.cast(pl.Int64).to_numpy(), cur.cast(pl.Int64).to_numpy()
-        both = [a for a in (p, c) if a.size]
-        lo = min(int(a.min()) for a in both) if both else 0
-        hi = max(int(a.max()) for a in both) if both else 0
-        enc = IdEncoder(lo, hi)
-        enc.encode(p)
-        return enc.encode(c)
-    text = TextIds()
-    pa_p = prev.cast(pl.String).to_arrow()
-    pa_c = cur.cast(pl.String).to_arrow()
-    if text.encode(pa_p)[1] >= 0:
-        return None
-    codes, bad = text.encode(pa_c)
-    return None if bad >= 0 else codes
+        return merge_sorted_int(prev.cast(pl.Int64).to_numpy(), cur.cast(pl.Int64).to_numpy())
+    return merge_sorted_text(_text_buffers(prev), _text_buffers(cur))
+
+
+def _text_buffers(ids: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """Offsets (rebased to 0) and UTF-8 bytes of a text column, Arrow large-string layout."""
+    import pyarrow as pa
+
+    arr = ids.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
+    _, offs_buf, data_buf = arr.buffers()
+    offs = np.frombuffer(offs_buf, dtype="<i8", count=len(arr) + 1, offset=arr.offset * 8)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    return offs - offs[0], data[offs[0] : offs[-1]]
 
 
 # -------------------------------------------------------------------------------- the diff

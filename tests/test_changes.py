@@ -99,6 +99,8 @@ def run_pair(draw: st.DrawFn) -> tuple[Side, Side]:
         k = int(rng.integers(0, pool + 1))
         ids = list(rng.choice(np.array(universe, dtype=object), size=k, replace=False))
         ids = [str(x) if text else int(x) for x in ids]
+        if rng.random() < 0.6:  # as fastseg writes them: sorted (merged), else joined
+            ids.sort()
         dens = rng.random(len(names)) if names else []
         member = np.array([rng.random(k) < d for d in dens], dtype=bool).reshape(len(names), k)
         groups = [
@@ -226,10 +228,7 @@ def test_id_kinds_must_match() -> None:
         diff_sides(a, b)
 
 
-def test_text_ids_colliding_hashes_fall_back_to_the_exact_join(monkeypatch) -> None:
-    from fastseg import changes
-
-    monkeypatch.setattr(changes, "_codes", lambda prev, cur: None)
+def test_unsorted_ids_fall_back_to_the_join() -> None:
     a = side(["x", "y", "z"], ["s"], np.array([[1, 0, 1]], bool), ["a"] * 3, [1.0] * 3)
     b = side(["z", "w", "x"], ["s"], np.array([[0, 1, 1]], bool), ["a"] * 3, [1.0] * 3)
     ch = diff_sides(a, b)
@@ -237,6 +236,40 @@ def test_text_ids_colliding_hashes_fall_back_to_the_exact_join(monkeypatch) -> N
         ("w", "joined"),
         ("z", "left"),
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40),
+    st.booleans(),
+)
+def test_merge_kernels_equal_a_dict_reference(a: list[int], b: list[int], text: bool) -> None:
+    from fastseg.changes import _text_buffers
+    from fastseg.kernels.align import merge_sorted_int, merge_sorted_text
+
+    a = sorted(set(a)) if len(a) % 2 == 0 else list(dict.fromkeys(a))
+    b = sorted(set(b))
+    if text:  # texts sharing prefixes, unicode, empty
+        a = [f"é{x % 97}" if x % 3 else str(x) for x in a]
+        b = [f"é{x % 97}" if x % 3 else str(x) for x in b]
+        a, b = list(dict.fromkeys(a)), sorted(set(b))
+        got = merge_sorted_text(
+            _text_buffers(pl.Series(a, dtype=pl.String)),
+            _text_buffers(pl.Series(b, dtype=pl.String)),
+        )
+        ordered = all(x.encode() < y.encode() for x, y in zip(a, a[1:], strict=False))
+    else:
+        got = merge_sorted_int(np.array(a, dtype=np.int64), np.array(b, dtype=np.int64))
+        ordered = all(x < y for x, y in zip(a, a[1:], strict=False))
+    if not ordered:
+        assert got is None
+        return
+    assert got is not None
+    where = {v: i for i, v in enumerate(b)}
+    assert got[0].tolist() == [where.get(v, -1) for v in a]
+    back = {v: i for i, v in enumerate(a)}
+    assert got[1].tolist() == [back.get(v, -1) for v in b]
 
 
 # ------------------------------------------------------------------------------------ end to end

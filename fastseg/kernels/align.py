@@ -19,7 +19,7 @@ __all__ = ["merge_sorted_int", "merge_sorted_text"]
 
 @njit(cache=CACHE)
 def _strictly_increasing(a):  # pragma: no cover - jitted
-    for i in range(1, a.shape[0]):
+    for i in range(1, a.shape[0]):  # noqa: SIM110 (numba: no generators)
         if a[i] <= a[i - 1]:
             return False
     return True
@@ -61,7 +61,7 @@ def _cmp(oa, da, i, ob, db, j):  # pragma: no cover - jitted
 
 @njit(cache=CACHE)
 def _texts_increasing(o, d):  # pragma: no cover - jitted
-    for i in range(1, o.shape[0] - 1):
+    for i in range(1, o.shape[0] - 1):  # noqa: SIM110 (numba: no generators)
         if _cmp(o, d, i - 1, o, d, i) >= 0:
             return False
     return True
