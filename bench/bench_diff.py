@@ -1,7 +1,7 @@
 """Whole-process benchmark of ``fastseg diff`` against a ten-line Polars anti-join recipe.
 
-Two run folders of ``--customers`` customers (5% gone and 5% new between them, rows in a
-different order, integer or UUID ids) with ``--segments`` segments (sizes from 0.2% to 30% of
+Two run folders of ``--customers`` customers (5% gone and 5% new between them, sorted by id
+as fastseg writes them or ``--order shuffled``, integer or UUID ids) with ``--segments`` segments (sizes from 0.2% to 30% of
 the customers, 2% of the members changing) are made once under ``--data-dir``; then, in fresh
 processes, alternately, ``fastseg diff PREV CUR --out D`` and ``python recipe.py PREV CUR D``
 (anti-joins of the two ``segments.parquet`` long tables both ways, the same ``changes.parquet``
@@ -52,12 +52,14 @@ def _ids(rng: np.random.Generator, n: int, kind: str) -> pl.Series:
     return pl.Series("customer_id", base * 977 + 3_000_000_000_000)
 
 
-def make_runs(root: Path, n: int, n_seg: int, kind: str, seed: int = 0) -> tuple[Path, Path]:
+def make_runs(
+    root: Path, n: int, n_seg: int, kind: str, order: str = "sorted", seed: int = 0
+) -> tuple[Path, Path]:
     """Two run folders (see the module docstring); made once, reused."""
     from fastseg.kernels import bitset as bs
     from fastseg.runs import write_membership
 
-    key = root / f"diff-{n}-{n_seg}-{kind}-s{seed}"
+    key = root / f"diff-{n}-{n_seg}-{kind}-{order}-s{seed}"
     prev_dir, cur_dir = key / "prev", key / "cur"
     if (cur_dir / "run.json").exists():
         return prev_dir, cur_dir
@@ -66,6 +68,9 @@ def make_runs(root: Path, n: int, n_seg: int, kind: str, seed: int = 0) -> tuple
     universe = _ids(rng, n + n_new, kind)
     prev_rows = rng.permutation(n)  # the first n are the previous run's customers
     cur_rows = rng.permutation(np.arange(n_new, n + n_new))  # 5% gone, 5% new, another order
+    if order == "sorted":  # as fastseg writes a run: customers sorted by id
+        prev_rows = prev_rows[universe.gather(prev_rows).arg_sort().to_numpy()]
+        cur_rows = cur_rows[universe.gather(cur_rows).arg_sort().to_numpy()]
     names = [f"segment_{k:02d}" for k in range(n_seg)]
     dens = np.geomspace(0.002, 0.30, n_seg)
     groups = np.array(["champions", "loyal", "at_risk", "hibernating", "new", "lost"])
@@ -114,13 +119,19 @@ def main() -> None:
     ap.add_argument("--customers", type=float, default=1e7)
     ap.add_argument("--segments", type=int, default=50)
     ap.add_argument("--ids", choices=["int", "uuid"], default="int")
+    ap.add_argument(
+        "--order",
+        choices=["sorted", "shuffled"],
+        default="sorted",
+        help="customer order of the run folders: sorted by id (as fastseg writes them) or not",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--data-dir", default="/tmp/fastseg-bench-diff")
     ap.add_argument("--json")
     a = ap.parse_args()
     n = int(a.customers)
     root = Path(a.data_dir)
-    prev, cur = make_runs(root, n, a.segments, a.ids)
+    prev, cur = make_runs(root, n, a.segments, a.ids, a.order)
     work = Path(tempfile.mkdtemp(prefix="bench-diff-"))
     recipe = work / "recipe.py"
     recipe.write_text(RECIPE)
@@ -163,6 +174,7 @@ def main() -> None:
         "customers": n,
         "segments": a.segments,
         "ids": a.ids,
+        "order": a.order,
         "membership_rows": pl.scan_parquet(cur / "segments.parquet")
         .select(pl.len())
         .collect()

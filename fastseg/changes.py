@@ -64,10 +64,11 @@ class Side:
 
     @classmethod
     def of_folder(cls, run: RunFolder) -> Side:
-        names, words = run.membership()
         scores = run.scan("scores", ["customer_id", "rfm_group", "monetary"])
+        run.set_customer_ids(scores["customer_id"])
+        names, words = run.membership()
         return cls(
-            ids=run.customer_ids(),
+            ids=scores["customer_id"],
             names=names,
             words=words,
             groups=scores["rfm_group"].cast(pl.String),
@@ -346,38 +347,41 @@ def _change_rows(
 def _transitions(
     prev: Side, cur: Side, c2p: NDArray[np.int64], p2c: NDArray[np.int64]
 ) -> pl.DataFrame:
-    """before x after RFM group counts and revenue, with (new) and (gone)."""
-    idx = pl.Series(c2p).replace(-1, None)
-    now = pl.DataFrame(
+    """before x after RFM group counts and revenue, with (new) and (gone): group codes tallied
+    in one pass by a kernel (the customers are never joined)."""
+    from fastseg.kernels.align import transitions as transition_counts
+
+    labels = sorted(
+        set(prev.groups.drop_nulls().unique().to_list())
+        | set(cur.groups.drop_nulls().unique().to_list())
+        | {NONE}
+    )
+    names = [NEW, *labels, GONE]
+    g = len(names)
+    enum = pl.Enum(names)
+
+    def codes(groups: pl.Series) -> NDArray[np.uint32]:
+        return groups.fill_null(NONE).cast(enum).to_physical().to_numpy()
+
+    def money(values: pl.Series) -> NDArray[np.float64]:
+        return values.fill_null(0.0).fill_nan(0.0).to_numpy()
+
+    customers, rev_before, rev_after = transition_counts(
+        codes(prev.groups), money(prev.revenue), codes(cur.groups), money(cur.revenue), c2p, p2c, g
+    )
+    cells = np.flatnonzero(customers)
+    b, a = cells // g, cells % g
+    # (new) first and (gone) last; groups by name between (the codes are in that order)
+    out = pl.DataFrame(
         {
-            "before": prev.groups.gather(idx).fill_null(NONE),
-            "after": cur.groups.fill_null(NONE),
-            "revenue_before": prev.revenue.gather(idx),
-            "revenue_after": cur.revenue,
+            "before": pl.Series([names[x] for x in b], dtype=pl.String),
+            "after": pl.Series([names[x] for x in a], dtype=pl.String),
+            "customers": pl.Series(customers[cells], dtype=pl.Int64),
+            "revenue_before": pl.Series(rev_before[cells], dtype=pl.Float64).round(2),
+            "revenue_after": pl.Series(rev_after[cells], dtype=pl.Float64).round(2),
         }
-    ).with_columns(
-        pl.when(pl.Series(c2p) < 0).then(pl.lit(NEW)).otherwise("before").alias("before")
     )
-    gone = (
-        pl.DataFrame({"before": prev.groups.fill_null(NONE), "revenue_before": prev.revenue})
-        .filter(pl.Series(p2c) < 0)
-        .select(
-            "before",
-            pl.lit(GONE, dtype=pl.String).alias("after"),
-            "revenue_before",
-            pl.lit(None, dtype=pl.Float64).alias("revenue_after"),
-        )
-    )
-    both = pl.concat([now, gone], how="vertical")
-    out = both.group_by("before", "after").agg(
-        pl.len().cast(pl.Int64).alias("customers"),
-        pl.col("revenue_before").sum().round(2),
-        pl.col("revenue_after").sum().round(2),
-    )
-    # (new) first and (gone) last; groups by name between
-    rank = pl.when(pl.col("before") == NEW).then(0).otherwise(1)
-    rank_after = pl.when(pl.col("after") == GONE).then(1).otherwise(0)
-    return out.sort([rank, "before", rank_after, "after"]).with_columns(
+    return out.with_columns(
         pl.when(pl.col("before") == NEW)
         .then(None)
         .otherwise("revenue_before")

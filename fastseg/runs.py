@@ -112,6 +112,10 @@ class RunFolder:
             self._ids = self.scan("scores", ["customer_id"]).to_series()
         return self._ids
 
+    def set_customer_ids(self, ids: pl.Series) -> None:
+        """The ids, when read with other columns of ``scores`` already (saves a second read)."""
+        self._ids = ids
+
     def membership(self) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
         """Segment names and their bitsets over :meth:`customer_ids`."""
         p = self.path / MEMBERSHIP_FILE

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from fastseg.kernels import CACHE
 
-__all__ = ["merge_sorted_int", "merge_sorted_text"]
+__all__ = ["merge_sorted_int", "merge_sorted_text", "transitions"]
 
 
 @njit(cache=CACHE)
@@ -117,3 +117,53 @@ def merge_sorted_text(
     b2a = np.full(ob.shape[0] - 1, -1, dtype=np.int64)
     _merge_text_kernel(oa, da, ob, db, a2b, b2a)
     return a2b, b2a
+
+
+@njit(cache=CACHE)
+def _transitions_kernel(pc, pr, cc, cr, c2p, p2c, g, customers, rev_before, rev_after):
+    # pragma: no cover - jitted
+    for i in range(cc.shape[0]):
+        j = c2p[i]
+        if j >= 0:
+            k = pc[j] * g + cc[i]
+            rev_before[k] += pr[j]
+        else:
+            k = cc[i]  # before code 0: (new)
+        customers[k] += 1
+        rev_after[k] += cr[i]
+    for j in range(pc.shape[0]):
+        if p2c[j] < 0:
+            k = pc[j] * g + (g - 1)  # after code g - 1: (gone)
+            customers[k] += 1
+            rev_before[k] += pr[j]
+
+
+def transitions(
+    prev_codes: NDArray[np.uint32],
+    prev_values: NDArray[np.float64],
+    cur_codes: NDArray[np.uint32],
+    cur_values: NDArray[np.float64],
+    c2p: NDArray[np.int64],
+    p2c: NDArray[np.int64],
+    n_codes: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Customers and value sums per (before, after) group code pair, ``[n_codes * n_codes]``
+    flattened before-major; code 0 as ``before`` is a new customer, code ``n_codes - 1`` as
+    ``after`` a customer gone (``c2p``/``p2c`` as from the merge, -1: not in the other run)."""
+    size = n_codes * n_codes
+    customers = np.zeros(size, dtype=np.int64)
+    rev_before = np.zeros(size, dtype=np.float64)
+    rev_after = np.zeros(size, dtype=np.float64)
+    _transitions_kernel(
+        np.ascontiguousarray(prev_codes, dtype=np.uint32),
+        np.ascontiguousarray(prev_values, dtype=np.float64),
+        np.ascontiguousarray(cur_codes, dtype=np.uint32),
+        np.ascontiguousarray(cur_values, dtype=np.float64),
+        np.ascontiguousarray(c2p, dtype=np.int64),
+        np.ascontiguousarray(p2c, dtype=np.int64),
+        np.int64(n_codes),
+        customers,
+        rev_before,
+        rev_after,
+    )
+    return customers, rev_before, rev_after
