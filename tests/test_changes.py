@@ -503,3 +503,42 @@ def test_cli_diff_errors_are_one_line(tmp_path: Path, args: list[str], message: 
     assert len(lines) == 1 and lines[0].startswith("error: "), res.output
     assert message.format(t=tmp_path) in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("ids", ["int", "uuid"])
+def test_bench_diff_smoke(tmp_path: Path, ids: str) -> None:
+    """bench/bench_diff.py runs end to end at a tiny size and finds fastseg and the Polars
+    anti-join recipe agreeing row for row (timings are never asserted)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "bench_diff.py"),
+            "--customers",
+            "3000",
+            "--segments",
+            "6",
+            "--ids",
+            ids,
+            "--order",
+            "shuffled" if ids == "int" else "sorted",
+            "--repeat",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["same_rows"] is True and report["change_rows"] > 0
+    assert set(report["contenders"]) == {"fastseg", "polars"}
