@@ -128,16 +128,25 @@ class RunFolder:
                         n = int(z["n_customers"])
                         names = tuple(str(x) for x in z["names"])
                         words = np.ascontiguousarray(z["words"], dtype=np.uint64)
-            except (OSError, ValueError, KeyError) as exc:
-                msg = f"cannot read {p}: {exc}; run fastseg run again to rewrite the folder"
+            except OSError as exc:
+                msg = f"cannot read {p}: {exc.strerror or exc}"
+                raise InputError(msg) from exc
+            except (ValueError, KeyError, EOFError) as exc:  # not an archive numpy reads
+                msg = f"{p} is not a {MEMBERSHIP_FORMAT} file: run fastseg run again to rewrite the folder"
                 raise InputError(msg) from exc
             if not ok:
                 msg = f"{p} is not a {MEMBERSHIP_FORMAT} file"
                 raise InputError(msg)
-            if n != len(ids) or words.shape[0] != len(names):
+            if n != len(ids):
                 msg = (
                     f"{p} has {n:,} customers but {self.need('scores').name} has {len(ids):,}:"
                     " the folder was changed by hand; run fastseg run again"
+                )
+                raise InputError(msg)
+            if words.shape != (len(names), (n + 63) // 64):
+                msg = (
+                    f"{p}: words of shape {words.shape} do not hold {len(names)} segments of "
+                    f"{n:,} customers; run fastseg run again to rewrite the folder"
                 )
                 raise InputError(msg)
             return names, words

@@ -542,3 +542,54 @@ def test_bench_diff_smoke(tmp_path: Path, ids: str) -> None:
     report = json.loads(out.read_text())
     assert report["same_rows"] is True and report["change_rows"] > 0
     assert set(report["contenders"]) == {"fastseg", "polars"}
+
+
+def test_damaged_run_folders_are_one_line_each(tmp_path: Path) -> None:
+    import shutil
+
+    o = orders_frame(9, 60, False, dt.date(2026, 6, 1))
+    fastseg.run(o, out=tmp_path / "good")
+    cases = {
+        "junk membership": (
+            lambda d: (d / "membership.npz").write_bytes(b"junk"),
+            "is not a fastseg-membership-1 file",
+        ),
+        "wrong customers": (
+            lambda d: np.savez(
+                d / "membership.npz",
+                format=np.array("fastseg-membership-1"),
+                names=np.array(["a"]),
+                words=np.zeros((1, 1), np.uint64),
+                n_customers=np.array(5),
+            ),
+            "has 5 customers but scores.parquet has",
+        ),
+        "no scores": (
+            lambda d: (d / "scores.parquet").unlink(),
+            "no scores table in this run folder",
+        ),
+        "no run.json": (
+            lambda d: (d / "run.json").unlink(),
+            "no run.json, not a fastseg run folder",
+        ),
+        "run.json not a record": (
+            lambda d: (d / "run.json").write_text("[1]"),
+            "not a fastseg run record",
+        ),
+        "scores without rfm_group": (
+            lambda d: (
+                pl.read_parquet(d / "scores.parquet")
+                .drop("rfm_group")
+                .write_parquet(d / "scores.parquet")
+            ),
+            "no column 'rfm_group'",
+        ),
+    }
+    for name, (damage, message) in cases.items():
+        d = tmp_path / name.replace(" ", "_")
+        shutil.copytree(tmp_path / "good", d)
+        damage(d)
+        res = runner.invoke(app, ["diff", str(d), str(tmp_path / "good")])
+        assert res.exit_code == 1, (name, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (name, res.output)
