@@ -387,17 +387,21 @@ CHANGE_BLOCK_WORDS = 1024
 
 
 @numba.njit(cache=CACHE)
-def _remapped_word(src_row, mapping, base, top):
+def _remapped_word(x, src_row, mapping, base):
+    """The src bits of the dst customers of word ``base // 64`` whose dst bit is set in ``x``
+    (the only ones the caller keeps): work in proportion to the members, not the customers."""
     r = _ZERO
-    for b in range(top):
-        j = mapping[base + b]
-        if j >= 0:
-            r |= ((src_row[j >> 6] >> np.uint64(j & 63)) & _ONE) << np.uint64(b)
+    while x:
+        b = _cttz(x)
+        j = mapping[base + np.int64(b)]
+        if j >= 0 and (src_row[j >> 6] >> np.uint64(j & 63)) & _ONE:
+            r |= _ONE << b
+        x &= x - _ONE
     return r
 
 
 @numba.njit(cache=CACHE, parallel=True)
-def _changes_kernel(dst, dst_rows, src, src_rows, mapping, n, block, out, both):
+def _changes_kernel(dst, dst_rows, src, src_rows, mapping, block, out, both):
     n_words = dst.shape[1]
     n_blocks = (n_words + block - 1) // block
     for c in prange(n_blocks):
@@ -409,10 +413,11 @@ def _changes_kernel(dst, dst_rows, src, src_rows, mapping, n, block, out, both):
             o = out[k]
             cnt = _ZERO
             for w in range(w0, w1):
-                base = w * 64
-                r = _remapped_word(s, mapping, base, min(64, n - base))
-                o[w] = d[w] & ~r
-                cnt += _ctpop(d[w] & r)
+                x = d[w]
+                if x:
+                    r = _remapped_word(x, s, mapping, w * 64)
+                    o[w] = x & ~r
+                    cnt += _ctpop(r)
             both[c, k] = np.int64(cnt)
 
 
@@ -888,5 +893,5 @@ def changes(
     block = CHANGE_BLOCK_WORDS
     both = np.zeros((max(1, (d.shape[1] + block - 1) // block), dr.size), dtype=np.int64)
     if dr.size and n:
-        _changes_kernel(d, dr, s, sr, m, n, block, out, both)
+        _changes_kernel(d, dr, s, sr, m, block, out, both)
     return out, both.sum(axis=0)
