@@ -55,7 +55,13 @@ EVENT_COLUMNS: dict[str, str] = {
     "event_ts": "event date or timestamp",
     "event": "event type (email_open, site_visit...)",
 }
-CUSTOMER_COLUMNS: dict[str, str] = {"customer_id": "customer id"}
+CUSTOMER_COLUMNS: dict[str, str] = {
+    "customer_id": "customer id",
+    "email": "email address (an identifier of fastseg export)",
+    "phone": "phone number (an identifier of fastseg export)",
+    "first_name": "first name",
+    "last_name": "last name",
+}
 
 #: Engagement event types the synthetic data and the built-in segments use (any others are
 #: accepted: each event type in the data gets its own features).
