@@ -5,6 +5,7 @@ The public API, imported lazily so that ``import fastseg`` (and ``fastseg --help
 - :func:`score` — one row per customer: features, R/F/M scores, RFM cell and group;
 - :func:`run` — the main job: features, scores and segments, optionally written to a folder;
 - :func:`diff` — who joined and left every segment between two runs, and RFM transitions;
+- :func:`export` — who is in segments of a run, as files for an email tool or ad platform;
 - :func:`segment` — evaluate segment rules over a scores frame;
 - :class:`RFMScorer` — fit/transform RFM scoring with JSON persistence of its edges;
 - :func:`generate` — the seeded synthetic retail store;
@@ -31,6 +32,8 @@ _LAZY = {
     "score": "fastseg.api",
     "run": "fastseg.api",
     "diff": "fastseg.api",
+    "export": "fastseg.api",
+    "ExportResult": "fastseg.exporting",
     "Changes": "fastseg.changes",
     "segment": "fastseg.api",
     "ScoreResult": "fastseg.api",
@@ -58,12 +61,14 @@ __all__ = [
     # lazily imported (see _LAZY)
     "Catalog",
     "Changes",
+    "ExportResult",
     "RFMScorer",
     "RunResult",
     "ScoreResult",
     "SegmentResult",
     "builtin_catalog",
     "diff",
+    "export",
     "generate",
     "generate_frames",
     "load_bitsets",
@@ -75,8 +80,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fastseg.api import RunResult, ScoreResult, diff, run, score, segment
+    from fastseg.api import RunResult, ScoreResult, diff, export, run, score, segment
     from fastseg.changes import Changes
+    from fastseg.exporting import ExportResult
     from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog
     from fastseg.scoring import RFMScorer, parse_thresholds
     from fastseg.segmenting import SegmentResult, load_bitsets

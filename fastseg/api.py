@@ -23,6 +23,7 @@ from fastseg.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
     from fastseg.changes import Changes
+    from fastseg.exporting import ExportResult
     from fastseg.orders import RowReport
     from fastseg.outputs import OutputSet
     from fastseg.rules.catalog import Catalog
@@ -39,6 +40,7 @@ __all__ = [
     "score_job",
     "segment",
     "diff",
+    "export",
     "write_outputs",
 ]
 
@@ -914,6 +916,78 @@ def _money_to_cents(summary: pl.DataFrame) -> pl.DataFrame:
         pl.col("revenue", "aov").round(2),
         pl.col("mean_recency_days", "mean_frequency").round(2),
         pl.col("share_customers", "share_revenue").round(6),
+    )
+
+
+def export(
+    run_dir: str | Path,
+    segments: str | Sequence[str],
+    *,
+    out: str | Path,
+    customers: Any = None,
+    customer_columns: Columns = None,
+    columns: str | Sequence[str] | None = None,
+    hash: str | None = None,
+    changes: bool = False,
+    out_format: str = "csv",
+    default_country: str | None = None,
+) -> ExportResult:
+    """Write who is in segments of a run, one file per segment, for an email tool or ad platform.
+
+    Parameters
+    ----------
+    run_dir
+        A run folder written by ``fastseg run --out`` (or :func:`run` with ``out``).
+    segments
+        Segment name(s) of that run; each gets ``out/NAME.csv`` (or ``.parquet``).
+    out
+        Folder for the files and ``manifest.json``, replaced as one set.
+    customers
+        Customer profiles (path or frame) to take columns from that the run's scores do not hold
+        (scores carry the profile columns of a run made with ``customers``), and the columns of
+        customers gone from the run for the ``.removed`` files.
+    customer_columns
+        Map profile columns: ``{"email": "EmailAddress"}`` or ``["email=EmailAddress"]``.
+    columns
+        Columns after ``customer_id`` (``"email,phone,first_name"`` or a list); default: the
+        identifier columns there are (``email``, ``phone``, ``*_email``, ``*_phone``).
+    hash
+        ``"sha256"``: identifiers replaced by the lowercase hex SHA-256 of their normalized value.
+    changes
+        Also ``NAME.added.csv`` and ``NAME.removed.csv``: who joined and who left the segment
+        since the previous run (the run must have been made with ``previous``).
+    out_format
+        ``"csv"`` (default) or ``"parquet"``.
+    default_country
+        ISO region (``"US"``) of phone numbers written without a country code.
+
+    Returns
+    -------
+    ExportResult
+        The files with their rows and unusable identifiers per reason, and notes
+        (:class:`fastseg.exporting.ExportResult`). Identifiers are normalized as Google Customer
+        Match and Meta Custom Audiences document it (:mod:`fastseg.exporting`); a row whose
+        identifier is missing or invalid is written with a null there and counted.
+
+    Examples
+    --------
+    >>> import fastseg  # doctest: +SKIP
+    >>> res = fastseg.export("results/", ["vip", "at_risk"], out="audiences/", hash="sha256")  # doctest: +SKIP
+    >>> res.summary()  # doctest: +SKIP
+    """
+    from fastseg.exporting import export_run
+
+    return export_run(
+        run_dir,
+        segments,
+        out=out,
+        customers=customers,
+        customer_columns=customer_columns,
+        columns=columns,
+        hash=hash,
+        changes=changes,
+        out_format=out_format,
+        default_country=default_country,
     )
 
 

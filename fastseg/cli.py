@@ -691,6 +691,120 @@ def diff_cmd(
     console.print(f"compared in {ch.seconds:.2f} s")
 
 
+class Hash(StrEnum):
+    sha256 = "sha256"
+
+
+@app.command("export")
+@_friendly
+def export_cmd(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder written by `fastseg run --out`.", metavar="RUN_DIR")
+    ],
+    segment: Annotated[
+        list[str],
+        typer.Option(
+            "--segment",
+            "-s",
+            help="Segment to export (repeatable); each gets DIR/NAME.csv (or .parquet).",
+            metavar="NAME",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the files and manifest.json (replaced as one set)."
+        ),
+    ],
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            "--customers",
+            help="Profiles to take the columns from that the run's scores lack (and those of "
+            "customers gone from the run, for --changes).",
+            metavar="PROFILES",
+        ),
+    ] = None,
+    customers_col: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--customers-col",
+            help="Map a profile column to yours: C=THEIRS (repeatable), e.g. --customers-col "
+            "email=EmailAddress.",
+            metavar="C=THEIRS",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Columns after customer_id, e.g. email,phone,first_name (default: the email "
+            "and phone columns there are).",
+        ),
+    ] = None,
+    hash_: Annotated[
+        Hash | None,
+        typer.Option(
+            "--hash",
+            help="Replace email and phone by the SHA-256 (lowercase hex) of their normalized "
+            "value, as ad platforms take them.",
+        ),
+    ] = None,
+    changes: Annotated[
+        bool,
+        typer.Option(
+            "--changes",
+            help="Also NAME.added.csv and NAME.removed.csv: who joined and left since the "
+            "previous run (a run made with a previous run).",
+        ),
+    ] = False,
+    fmt: Annotated[OutFormat, typer.Option("--format", help="csv or parquet.")] = OutFormat.csv,
+    default_country: Annotated[
+        str | None,
+        typer.Option(
+            "--default-country",
+            help="ISO region (US, GB...) of phone numbers written without a country code.",
+            metavar="CC",
+        ),
+    ] = None,
+) -> None:
+    """Export who is in segments of a run, one file per segment, for an email tool or ad platform."""
+    from fastseg import api
+
+    with err.status("exporting..."):
+        res = api.export(
+            run_dir,
+            segment,
+            out=out,
+            customers=customers,
+            customer_columns=customers_col or None,
+            columns=columns,
+            hash=hash_.value if hash_ else None,
+            changes=changes,
+            out_format=fmt.value,
+            default_country=default_country,
+        )
+    table = Table(
+        title=f"Export of {escape(str(res.run))} ({escape(res.as_of)})", title_justify="left"
+    )
+    for name, justify in (("file", "left"), ("rows", "right"), ("unusable identifiers", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for f in res.files:
+        parts = [
+            f"{col} {n['missing']:,} missing, {n['invalid']:,} invalid"
+            for col, n in f.unusable.items()
+        ]
+        table.add_row(escape(f.path.name), f"{f.rows:,}", escape("; ".join(parts)))
+    console.print(table)
+    for note in res.notes:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
+    what = f"{len(res.files)} file(s)" + (", identifiers hashed (sha256)" if res.hash else "")
+    console.print(
+        f"written to [bold]{escape(str(res.out))}[/bold]: {what}, manifest.json "
+        f"({sum(res.timings.values()):.2f}s)"
+    )
+
+
 @app.command()
 @_friendly
 def demo(

@@ -62,9 +62,9 @@ _LEFTOVER = re.compile(
     r"^\.(?P<name>.+)\.fastseg-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]+\."
     r"(?P<kind>tmp|staging|previous)$"
 )
-#: the record a fastseg output folder holds (a run's, or a ``fastseg diff --out`` folder's),
-#: listing the folder's other files
-RUN_MARKERS = (RUN_MARKER, "diff.json")
+#: the record a fastseg output folder holds (a run's, a ``fastseg diff --out`` folder's or a
+#: ``fastseg export --out`` folder's), listing the folder's other files
+RUN_MARKERS = (RUN_MARKER, "diff.json", "manifest.json")
 #: the files a run folder of an earlier fastseg version (a run.json without ``files``) holds
 _OLD_RUN_FILES = (
     "scores.parquet",

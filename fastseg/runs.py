@@ -102,6 +102,16 @@ class RunFolder:
             msg = f"cannot read {p}: {str(exc).splitlines()[0]}"
             raise InputError(msg) from exc
 
+    def columns(self, name: str) -> list[str]:
+        """The column names of table ``name``, read from its footer or header (no row)."""
+        p = self.need(name)
+        try:
+            lf = pl.scan_parquet(p) if p.suffix == ".parquet" else pl.scan_csv(p)
+            return lf.collect_schema().names()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            msg = f"cannot read {p}: {str(exc).splitlines()[0]}"
+            raise InputError(msg) from exc
+
     def id_dtype(self) -> pl.DataType | None:
         kind = self.meta.get("customer_id_dtype")
         return {"Int64": pl.Int64(), "String": pl.String()}.get(str(kind)) if kind else None

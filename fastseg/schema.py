@@ -78,6 +78,10 @@ CUSTOMER_COLUMNS: dict[str, str] = {
     "email_opt_in": "agreed to email marketing (a flag)",
     "sms_opt_in": "agreed to SMS marketing (a flag)",
     "tags": "profile tags (a list of text, e.g. vip, wholesale)",
+    "email": "email address (an identifier of fastseg export)",
+    "phone": "phone number (an identifier of fastseg export)",
+    "first_name": "first name",
+    "last_name": "last name",
 }
 #: how the known profile columns are typed from text (:func:`text_column_types`): ``flag``
 #: columns accept every token of :data:`FLAG_TOKENS` and become nothing else; ``date`` and

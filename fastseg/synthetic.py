@@ -47,6 +47,19 @@ the Parquet row groups while the next days are made.
 
 ``signup_ts`` of the existing base lies before the history; every ``order_ts`` and ``event_ts``
 lies inside it. ``birth_date`` (7%) and ``gender`` (3%) have nulls, as real profiles do.
+
+Contact details look like a real CRM's, mess included. ``first_name`` comes from the names of the
+customer's language (English, German or French, accents and all; 3% null, a few lower-case,
+upper-case or padded); ``email`` is built from the ASCII spelling of first and last name
+(``anna.smith@gmail.com``, ``jsmith4821@web.de``, some ``+shop`` tags) at common and national
+mail domains: 4.5% null or empty, 4% Title-Cased, 4% padded with spaces, 1.5% UPPER-CASE, 2%
+not addresses at all (no ``@``, no top-level domain, a space, ``@@``, a trailing comma);
+``phone`` is a number in service in the customer's country (area codes of the city, mobile
+ranges), written in that country's national style (``(415) 555-2671``, ``020 7946 0958``,
+``030/12345678``, ``06 12 34 56 78``) or internationally (``+44 20 7946 0958``,
+``+493012345678``, ``0033 6 12 34 56 78``, ``+44 (0)20 ...``): 6.5% null or empty, 3% padded, 1%
+with an extension, and about 1% not a usable number (words such as ``n/a``, or too short). The
+draws come from their own stream (``_S_CONTACT``), so the other columns are as before.
 """
 
 from __future__ import annotations
@@ -210,7 +223,7 @@ _PROFILE_BLOCK = 1 << 16  # customers per profile block (fixed: chunk-size indep
 _PROSPECT, _ONE_TIMER, _REPEATER, _VIP, _WHOLESALE = range(5)
 
 # random streams: (seed, stream, day or block) -> one numpy Generator
-_S_MODEL, _S_ORDERS, _S_EVENTS, _S_PROFILE = range(4)
+_S_MODEL, _S_ORDERS, _S_EVENTS, _S_PROFILE, _S_CONTACT = range(5)
 
 _MAX_ROWS = 10**11
 _MAX_YEARS = 100.0
@@ -1008,7 +1021,403 @@ def _profile_block(m: _Model, seed: int, block: int, end: datetime.date) -> _Col
         "email_opt": email_opt,
         "sms_opt": m.sms_opt[lo:hi],
         "tags": tags,
+        **_contact_codes(_rng(seed, _S_CONTACT, block), city.astype(np.int16)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# contact details: first name, email, phone (codes drawn per profile block, text made per chunk)
+# --------------------------------------------------------------------------------------------
+
+# first and last names by language; emails use their ASCII spelling (Zoë -> zoe, Müller -> mueller)
+# fmt: off
+_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "en": (
+        ("James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
+         "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
+         "Sarah", "Daniel", "Karen", "Matthew", "Emily", "Oliver", "Amelia", "George", "Isla",
+         "Harry", "Olivia", "Jack", "Sophie", "Noah", "Ava", "Liam", "Grace", "Zoë", "Renée",
+         "Siobhán", "Seán", "Chloë", "Niamh", "Aoife", "José", "Mohammed", "Priya", "Wei"),
+        ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Wilson",
+         "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Martin", "Lee", "Thompson", "White",
+         "Harris", "Clark", "Lewis", "Walker", "Hall", "Young", "King", "Wright", "Evans",
+         "Roberts", "Murphy", "O'Brien", "Patel", "Nguyen", "Kim", "Singh", "Campbell", "Hughes",
+         "Edwards", "Green", "Baker", "Kelly"),
+    ),
+    "de": (
+        ("Lukas", "Leon", "Finn", "Jonas", "Paul", "Felix", "Maximilian", "Jürgen", "Günter",
+         "Jörg", "Björn", "Uwe", "Klaus", "Stefan", "Sören", "Anna", "Lea", "Lena", "Hannah",
+         "Sophie", "Marie", "Käthe", "Ursula", "Gisela", "Brigitte", "Sabine", "Katrin", "Heike",
+         "Mia", "Emma"),
+        ("Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker",
+         "Schulz", "Hoffmann", "Schäfer", "Koch", "Bauer", "Richter", "Klein", "Wolf", "Schröder",
+         "Neumann", "Schwarz", "Zimmermann", "Braun", "Krüger", "Hartmann", "Lange", "Werner",
+         "Krause", "Meier", "Lehmann", "Weiß", "Groß"),
+    ),
+    "fr": (
+        ("Jean", "Pierre", "Michel", "André", "Philippe", "François", "Étienne", "Jérôme",
+         "Hélène", "Chloé", "Léa", "Camille", "Manon", "Inès", "Océane", "Maëlle", "Élodie",
+         "Amélie", "Théo", "Hugo", "Lucas", "Louis", "Gabriel", "Raphaël", "Noé", "Zoé", "Gaëlle",
+         "Céline", "Sébastien", "Benoît"),
+        ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy",
+         "Moreau", "Simon", "Laurent", "Lefèvre", "Michel", "Garcia", "David", "Bertrand", "Roux",
+         "Vincent", "Fournier", "Morel", "Girard", "André", "Lefebvre", "Mercier", "Dupont",
+         "Lambert", "Bonnet", "Tremblay", "Gagnon"),
+    ),
+}
+# fmt: on
+_LANGS = tuple(_NAMES)
+
+
+def _ascii(name: str) -> str:
+    """The name as an email local part would spell it: lower case ASCII letters only."""
+    import unicodedata
+
+    text = name.lower().translate(str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}))
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in text if "a" <= ch <= "z")
+
+
+def _table(kind: int) -> tuple[tuple[str, ...], NDArray[np.int64], NDArray[np.int64]]:
+    """All names of one kind (0 first, 1 last), with each language's offset and count."""
+    names = [_NAMES[lang][kind] for lang in _LANGS]
+    sizes = np.array([len(x) for x in names], dtype=np.int64)
+    return tuple(n for group in names for n in group), np.cumsum(sizes) - sizes, sizes
+
+
+_FIRST, _FIRST_AT, _FIRST_N = _table(0)
+_LAST, _LAST_AT, _LAST_N = _table(1)
+_FIRST_ASCII = tuple(_ascii(x) for x in _FIRST)
+_LAST_ASCII = tuple(_ascii(x) for x in _LAST)
+
+
+def _lang(country: str, region: str) -> int:
+    if country == "DE":
+        return _LANGS.index("de")
+    return _LANGS.index("fr" if country == "FR" or region == "Quebec" else "en")
+
+
+_LOC_LANG = np.array([_lang(c, r) for c, r, _, _ in _LOCATIONS], dtype=np.int64)
+
+# email domains: common everywhere (with their weights), then each country's own
+_MAIL_COMMON = (
+    ("gmail.com", 40.0),
+    ("yahoo.com", 9.0),
+    ("outlook.com", 7.0),
+    ("hotmail.com", 6.0),
+    ("icloud.com", 5.0),
+    ("aol.com", 1.5),
+    ("proton.me", 1.0),
+)
+_MAIL_LOCAL: dict[str, tuple[str, ...]] = {
+    "US": ("comcast.net", "att.net", "verizon.net", "sbcglobal.net"),
+    "GB": ("hotmail.co.uk", "btinternet.com", "yahoo.co.uk", "sky.com", "googlemail.com"),
+    "DE": ("web.de", "gmx.de", "t-online.de", "googlemail.com", "freenet.de"),
+    "FR": ("orange.fr", "free.fr", "laposte.net", "sfr.fr", "wanadoo.fr"),
+    "CA": ("rogers.com", "shaw.ca", "videotron.ca", "sympatico.ca", "bell.net"),
+}
+_COUNTRIES = tuple(_MAIL_LOCAL)
+_DOMAINS = tuple(d for d, _ in _MAIL_COMMON) + tuple(d for c in _COUNTRIES for d in _MAIL_LOCAL[c])
+_MAIL_COMMON_CDF = _cdf(np.array([w for _, w in _MAIL_COMMON]))
+_MAIL_LOCAL_AT = len(_MAIL_COMMON) + np.cumsum([0, *[len(_MAIL_LOCAL[c]) for c in _COUNTRIES]])
+_LOC_COUNTRY = np.array([_COUNTRIES.index(loc[0]) for loc in _LOCATIONS], dtype=np.int64)
+
+# phone numbers: country calling code, trunk prefix and how national numbers are grouped
+_DIAL = {"US": ("1", "", "nanp"), "CA": ("1", "", "nanp"), "GB": ("44", "0", "halves"),
+         "DE": ("49", "0", "halves"), "FR": ("33", "0", "pairs")}  # fmt: skip
+# per country its mobile ranges, per city its area codes: the leading digits of the national
+# significant number, how many digits follow, and the range [low, high) those digits lie in
+# (ranges in service, so that numbers written well are valid)
+_Range = tuple[str, int, int, int]
+_MOBILE: dict[str, tuple[_Range, ...]] = {
+    "US": (),  # NANP mobiles share the area codes of their city
+    "CA": (),
+    "GB": tuple((lead, 6, 0, 10**6) for lead in ("7400", "7450", "7500", "7520", "7800")),
+    "DE": (("151", 8, 0, 10**8), ("160", 7, 0, 10**7), ("170", 7, 0, 10**7),
+           ("171", 8, 0, 10**8), ("176", 8, 0, 10**8)),
+    "FR": (("6", 8, 0, 10**7), ("7", 8, 50_000_000, 10**8)),
+}  # fmt: skip
+_NANP = (2_000_000, 10**7)  # seven digits after the area code, the exchange not from 0 or 1
+_AREA: dict[str, tuple[_Range, ...]] = {
+    **{
+        city: tuple((code, 7, *_NANP) for code in codes.split())
+        for city, codes in (
+            ("Los Angeles", "213 310 323"),
+            ("San Francisco", "415 628"),
+            ("San Diego", "619 858"),
+            ("New York", "212 646 718 917"),
+            ("Buffalo", "716"),
+            ("Houston", "713 832"),
+            ("Austin", "512 737"),
+            ("Dallas", "214 469 972"),
+            ("Chicago", "312 773"),
+            ("Miami", "305 786"),
+            ("Orlando", "407 321"),
+            ("Seattle", "206"),
+            ("Toronto", "416 647 437"),
+            ("Ottawa", "613 343"),
+            ("Montréal", "514 438"),
+            ("Quebec City", "418 581"),
+            ("Vancouver", "604 778"),
+        )
+    },
+    "London": (("20", 8, 70_000_000, 90_000_000),),
+    "Manchester": (("161", 7, 2_000_000, 10**7),),
+    "Birmingham": (("121", 7, 2_000_000, 8_000_000),),
+    "Leeds": (("113", 7, 2_000_000, 5_000_000),),
+    "Edinburgh": (("131", 7, 2_000_000, 7_000_000),),
+    "Glasgow": (("141", 7, 2_000_000, 10**7),),
+    "Cardiff": (("29", 8, 20_000_000, 21_000_000),),
+    "München": (("89", 8, 10_000_000, 10**8),),
+    "Nürnberg": (("911", 7, 2_000_000, 10**7),),
+    "Berlin": (("30", 8, 20_000_000, 10**8),),
+    "Hamburg": (("40", 8, 20_000_000, 10**8),),
+    "Köln": (("221", 7, 2_000_000, 10**7),),
+    "Düsseldorf": (("211", 7, 2_000_000, 10**7),),
+    "Paris": (("1", 8, 40_000_000, 10**8),),
+    "Lyon": (("4", 8, 72_000_000, 73_000_000),),
+    "Grenoble": (("4", 8, 76_000_000, 77_000_000),),
+    "Marseille": (("4", 8, 91_000_000, 92_000_000),),
+    "Nice": (("4", 8, 93_000_000, 94_000_000),),
+    "Toulouse": (("5", 8, 61_000_000, 62_000_000),),
+}
+
+
+def _phone_plans() -> tuple[
+    tuple[tuple[str, str, int, int, int], ...],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+]:
+    """Every number range once: ``(country, leading digits, digits after, low, high)``; and per
+    location the offset and count of its ranges (its mobiles first, then its area codes) in
+    one index array, and how many of them are mobile ranges."""
+    plans: list[tuple[str, str, int, int, int]] = []
+    index: list[int] = []
+    at, count, mobile = [], [], []
+    for country, _region, city, _w in _LOCATIONS:
+        own = [(country, *m) for m in _MOBILE[country]] + [(country, *a) for a in _AREA[city]]
+        at.append(len(index))
+        count.append(len(own))
+        mobile.append(len(_MOBILE[country]))
+        for plan in own:
+            if plan not in plans:
+                plans.append(plan)
+            index.append(plans.index(plan))
+    return (
+        tuple(plans),
+        np.array(index, dtype=np.int64),
+        np.array(at, dtype=np.int64),
+        np.stack([np.array(count), np.array(mobile)]).astype(np.int64),
+    )
+
+
+_PLANS, _PLAN_INDEX, _PLAN_AT, _PLAN_COUNTS = _phone_plans()
+_PLAN_DIGITS = np.array([p[2] for p in _PLANS], dtype=np.int64)
+_PLAN_LOW = np.array([p[3] for p in _PLANS], dtype=np.int64)
+_PLAN_HIGH = np.array([p[4] for p in _PLANS], dtype=np.int64)
+
+# how a value is written: shares of each code (the text is made in _contact_text)
+_FIRST_MESS = _cdf(np.array([0.92, 0.03, 0.02, 0.01, 0.02]))  # as is, null, lower, UPPER, padded
+_EMAIL_STYLE = _cdf(np.array([0.30, 0.16, 0.12, 0.10, 0.05, 0.15, 0.12]))
+# as is, null, empty, UPPER, Title, padded, and five ways to be invalid
+_EMAIL_MESS = _cdf(np.array([0.84, 0.04, 0.005, 0.015, 0.04, 0.04, 0.004, 0.004, 0.004, 0.004, 0.004]))  # fmt: skip
+# national: spaced, compact, other separator; international: +CC spaced, +CC compact, 00CC,
+# +CC (0)
+_PHONE_STYLE = _cdf(np.array([0.34, 0.10, 0.10, 0.20, 0.10, 0.09, 0.07]))
+# as is, null, empty, padded, with an extension, letters, too short
+_PHONE_MESS = _cdf(np.array([0.885, 0.06, 0.005, 0.03, 0.008, 0.006, 0.006]))
+
+
+def _contact_codes(rng: np.random.Generator, city: NDArray[np.int16]) -> _Cols:
+    """The draws behind one profile block's first names, emails and phone numbers (numbers
+    only: the text is made by :func:`_contact_text`)."""
+    n = city.size
+    loc = city.astype(np.int64)
+    lang = _LOC_LANG[loc]
+    first = _FIRST_AT[lang] + (rng.random(n) * _FIRST_N[lang]).astype(np.int64)
+    last = _LAST_AT[lang] + (rng.random(n) * _LAST_N[lang]).astype(np.int64)
+    country = _LOC_COUNTRY[loc]
+    local_at = _MAIL_LOCAL_AT[country]
+    local_n = _MAIL_LOCAL_AT[country + 1] - local_at
+    common = np.minimum(np.searchsorted(_MAIL_COMMON_CDF, rng.random(n), side="right"), len(_MAIL_COMMON) - 1)  # fmt: skip
+    own = local_at + (rng.random(n) * local_n).astype(np.int64)
+    domain = np.where(rng.random(n) < 0.7, common, own)
+    counts, mobiles = _PLAN_COUNTS[0][loc], _PLAN_COUNTS[1][loc]
+    # NANP: one range list per city; elsewhere 60% mobiles
+    u = rng.random(n)
+    pick_mobile = (mobiles > 0) & (rng.random(n) < 0.6)
+    k = np.where(
+        pick_mobile,
+        (u * np.maximum(mobiles, 1)).astype(np.int64),
+        mobiles + (u * (counts - mobiles)).astype(np.int64),
+    )
+    plan = _PLAN_INDEX[_PLAN_AT[loc] + k]
+    low = _PLAN_LOW[plan]
+    rest = low + (rng.random(n) * (_PLAN_HIGH[plan] - low)).astype(np.int64)
+    return {
+        "first": first.astype(np.int16),
+        "last": last.astype(np.int16),
+        "first_mess": _pick(rng, _FIRST_MESS, n),
+        "mail_style": _pick(rng, _EMAIL_STYLE, n),
+        "mail_num": rng.integers(1, 10_000, n).astype(np.int16),
+        "mail_domain": domain.astype(np.int16),
+        "mail_mess": _pick(rng, _EMAIL_MESS, n),
+        "phone_plan": plan.astype(np.int16),
+        "phone_rest": rest,
+        "phone_style": _pick(rng, _PHONE_STYLE, n),
+        "phone_mess": _pick(rng, _PHONE_MESS, n),
+    }
+
+
+def _contact_text(c: _Cols) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """``first_name``, ``email`` and ``phone`` as text from the codes of :func:`_contact_codes`."""
+    import polars as pl
+
+    cc = [_DIAL[p[0]][0] for p in _PLANS]
+    trunk = [_DIAL[p[0]][1] for p in _PLANS]
+    grouping = [_DIAL[p[0]][2] for p in _PLANS]
+    df = pl.DataFrame(
+        {
+            "first": pl.Series(_FIRST).gather(c["first"].astype(np.int64)),
+            "first_ascii": pl.Series(_FIRST_ASCII).gather(c["first"].astype(np.int64)),
+            "last_ascii": pl.Series(_LAST_ASCII).gather(c["last"].astype(np.int64)),
+            "fmess": c["first_mess"],
+            "style": c["mail_style"],
+            "num": c["mail_num"],
+            "domain": pl.Series(_DOMAINS).gather(c["mail_domain"].astype(np.int64)),
+            "mmess": c["mail_mess"],
+            "cc": pl.Series(cc).gather(c["phone_plan"].astype(np.int64)),
+            "trunk": pl.Series(trunk).gather(c["phone_plan"].astype(np.int64)),
+            "grouping": pl.Series(grouping).gather(c["phone_plan"].astype(np.int64)),
+            "lead": pl.Series([p[1] for p in _PLANS]).gather(c["phone_plan"].astype(np.int64)),
+            "rest": pl.Series(c["phone_rest"])
+            .cast(pl.String)
+            .str.zfill(pl.Series(_PLAN_DIGITS).gather(c["phone_plan"].astype(np.int64))),
+            "pstyle": c["phone_style"],
+            "pmess": c["phone_mess"],
+        }
+    )
+    return _first_names(df), _emails(df), _phones(df)
+
+
+def _text(expr: pl.Expr, df: pl.DataFrame) -> pa.Array:
+    return df.select(expr.alias("x")).to_series().to_arrow().cast(pa.string())
+
+
+def _first_names(df: pl.DataFrame) -> pa.Array:
+    import polars as pl
+
+    name, mess = pl.col("first"), pl.col("fmess")
+    expr = (
+        pl.when(mess == 1)
+        .then(pl.lit(None, dtype=pl.String))
+        .when(mess == 2)
+        .then(name.str.to_lowercase())
+        .when(mess == 3)
+        .then(name.str.to_uppercase())
+        .when(mess == 4)
+        .then(pl.concat_str(pl.lit(" "), name, pl.lit("  ")))
+        .otherwise(name)
+    )
+    return _text(expr, df)
+
+
+def _emails(df: pl.DataFrame) -> pa.Array:
+    import polars as pl
+
+    first, last, num = pl.col("first_ascii"), pl.col("last_ascii"), pl.col("num").cast(pl.String)
+    style, mess, domain = pl.col("style"), pl.col("mmess"), pl.col("domain")
+    # most people add a number: the plain names are taken
+    maybe = pl.when(pl.col("num") >= 3000).then(num).otherwise(pl.lit(""))
+    local = (
+        pl.when(style == 0).then(pl.concat_str(first, pl.lit("."), last, maybe))
+        .when(style == 1).then(pl.concat_str(first, last, num))
+        .when(style == 2).then(pl.concat_str(first.str.slice(0, 1), last, maybe))
+        .when(style == 3).then(pl.concat_str(first, pl.lit("_"), last, num))
+        .when(style == 4).then(pl.concat_str(first, pl.lit("."), last, maybe, pl.lit("+shop")))
+        .when(style == 5).then(pl.concat_str(first, num))
+        .otherwise(pl.concat_str(last, pl.lit("."), first, maybe))
+    )  # fmt: skip
+    df = df.with_columns(local.alias("local"))
+    local = pl.col("local")
+    df = df.with_columns(pl.concat_str(local, pl.lit("@"), domain).alias("address"))
+    address = pl.col("address")
+    expr = (
+        pl.when(mess == 0).then(address)
+        .when(mess == 1).then(pl.lit(None, dtype=pl.String))
+        .when(mess == 2).then(pl.lit(""))
+        .when(mess == 3).then(address.str.to_uppercase())
+        .when(mess == 4).then(address.str.to_titlecase())
+        .when(mess == 5).then(pl.concat_str(pl.lit("  "), address, pl.lit(" ")))
+        .when(mess == 6).then(pl.concat_str(local, domain))  # no @
+        .when(mess == 7).then(pl.concat_str(local, pl.lit("@"), domain.str.split(".").list.first()))
+        .when(mess == 8).then(pl.concat_str(first, pl.lit(" "), last, pl.lit("@"), domain))
+        .when(mess == 9).then(pl.concat_str(local, pl.lit("@@"), domain))
+        .otherwise(pl.concat_str(address, pl.lit(",")))
+    )  # fmt: skip
+    return _text(expr, df)
+
+
+def _phones(df: pl.DataFrame) -> pa.Array:
+    import polars as pl
+
+    lead, rest, cc, trunk = pl.col("lead"), pl.col("rest"), pl.col("cc"), pl.col("trunk")
+    nanp, pairs = pl.col("grouping") == "nanp", pl.col("grouping") == "pairs"
+    df = df.with_columns(
+        pl.concat_str(lead, rest).alias("nsn"), (rest.str.len_chars() // 2).alias("half")
+    )
+    nsn, half = pl.col("nsn"), pl.col("half")
+    df = df.with_columns(
+        nsn.str.slice(0, 3).alias("a"),
+        nsn.str.slice(3, 3).alias("e"),
+        nsn.str.slice(6, 4).alias("n4"),
+        *(rest.str.slice(i, 2).alias(f"two{i}") for i in range(0, 8, 2)),
+    )
+    a, e, n4 = pl.col("a"), pl.col("e"), pl.col("n4")
+    two = [pl.col(f"two{i}") for i in range(0, 8, 2)]
+    # the national significant number grouped as people write it, and with another separator
+    grouped = (
+        pl.when(nanp).then(pl.concat_str(a, pl.lit("-"), e, pl.lit("-"), n4))
+        .when(pairs).then(pl.concat_str(lead, pl.lit(" "), pl.concat_str(two, separator=" ")))
+        .otherwise(pl.concat_str(lead, pl.lit(" "), rest.str.slice(0, half), pl.lit(" "), rest.str.slice(half)))
+    )  # fmt: skip
+    df = df.with_columns(grouped.alias("grouped"))
+    grouped = pl.col("grouped")
+    national = (
+        pl.when(nanp).then(pl.concat_str(pl.lit("("), a, pl.lit(") "), e, pl.lit("-"), n4))
+        .otherwise(pl.concat_str(trunk, grouped))
+    )  # fmt: skip
+    other = (
+        pl.when(nanp).then(pl.concat_str(a, pl.lit("."), e, pl.lit("."), n4))
+        .when(pairs).then(pl.concat_str(trunk, lead, pl.lit("."), pl.concat_str(two, separator=".")))
+        .otherwise(pl.concat_str(trunk, lead, pl.lit("/"), rest))
+    )  # fmt: skip
+    df = df.with_columns(national.alias("national"), other.alias("other"))
+    national, plus, style = pl.col("national"), pl.concat_str(pl.lit("+"), cc), pl.col("pstyle")
+    number = (
+        pl.when(style == 0).then(national)
+        .when(style == 1).then(pl.concat_str(trunk, nsn))
+        .when(style == 2).then(pl.col("other"))
+        .when(style == 3).then(pl.concat_str(plus, pl.lit(" "), grouped))
+        .when(style == 4).then(pl.concat_str(plus, nsn))
+        .when(style == 5).then(pl.concat_str(pl.lit("00"), cc, pl.lit(" "), grouped))
+        .when(nanp).then(pl.concat_str(pl.lit("1 "), national))
+        .otherwise(pl.concat_str(plus, pl.lit(" (0)"), grouped))
+    )  # fmt: skip
+    df = df.with_columns(number.alias("number"))
+    number, mess, num = pl.col("number"), pl.col("pmess"), pl.col("num")
+    words = pl.Series(["n/a", "unknown", "see notes", "no phone"])
+    expr = (
+        pl.when(mess == 0).then(number)
+        .when(mess == 1).then(pl.lit(None, dtype=pl.String))
+        .when(mess == 2).then(pl.lit(""))
+        .when(mess == 3).then(pl.concat_str(pl.lit(" "), number, pl.lit("  ")))
+        .when(mess == 4).then(pl.concat_str(number, pl.lit(" ext. "), (num % 1000).cast(pl.String)))
+        .when(mess == 5).then(pl.lit(words).gather(num % 4))
+        .otherwise(pl.concat_str(rest.str.slice(0, 3), pl.lit("-"), rest.str.slice(3, 2)))
+    )  # fmt: skip
+    return _text(expr, df)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1044,6 +1453,9 @@ def _schemas(string_ids: bool) -> dict[str, pa.Schema]:
         "customers": pa.schema(
             [
                 ("customer_id", cid),
+                ("first_name", pa.string()),
+                ("email", pa.string()),
+                ("phone", pa.string()),
                 ("signup_ts", _TS),
                 ("birth_date", pa.date32()),
                 ("gender", pa.string()),
@@ -1100,9 +1512,13 @@ class _Tables:
         np.cumsum(tags.sum(axis=1), out=offsets[1:])
         values = _TAG_ARR.take(pa.array(np.nonzero(tags)[1].astype(np.int8)))
         city = pa.array(c["city"])
+        first_name, email, phone = _contact_text(c)
         return pa.Table.from_arrays(
             [
                 self._ids(c["cust"]),
+                first_name,
+                email,
+                phone,
                 pa.array(c["signup_ts"], type=_TS),
                 pa.array(c["birth"], type=pa.date32(), mask=c["birth_null"]),
                 _GENDER_ARR.take(pa.array(c["gender"], mask=c["gender_null"])),

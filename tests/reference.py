@@ -586,3 +586,53 @@ def same_as_ref(got, ref: RowsRef) -> None:  # noqa: ANN001
             )
         else:
             assert a == b, c
+
+
+# =============================================================================================
+# audience exports: identifiers as the ad platforms document them — owner: export helper
+# =============================================================================================
+import hashlib as _x_hashlib  # noqa: E402
+import re as _x_re  # noqa: E402
+
+#: Meta business SDK's email pattern, on the trimmed, lower-cased value
+_X_EMAIL = _x_re.compile(r"[a-z0-9_.+-]+@[a-z0-9-]+\.[a-z0-9-.]+")
+
+
+def email_ref(value: str | None) -> tuple[str | None, str]:
+    """``(normalized, "ok")`` or ``(None, "missing" | "invalid")``: trimmed, lower-cased, and
+    usable when it matches the pattern."""
+    if value is None or not value.strip():
+        return None, "missing"
+    s = value.strip().lower()
+    return (s, "ok") if _X_EMAIL.fullmatch(s) else (None, "invalid")
+
+
+def phone_ref(value: str | None, region: str | None) -> tuple[str | None, str]:
+    """``(e164, "ok")`` or ``(None, reason)``: ``+`` and ``00`` numbers carry their country code,
+    others are read in ``region`` (none: ``no_country_code``); only valid numbers count."""
+    import phonenumbers
+
+    if value is None or not value.strip():
+        return None, "missing"
+    s = value.strip()
+    if s.startswith("+"):
+        readings = [(s, None)]
+    elif s.startswith("00"):
+        readings = [(s, region)] if region else []
+        readings.append(("+" + s[2:], None))
+    elif region:
+        readings = [(s, region)]
+    else:
+        return None, "no_country_code"
+    for text, where in readings:
+        try:
+            number = phonenumbers.parse(text, where)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), "ok"
+    return None, "invalid"
+
+
+def sha256_ref(value: str | None) -> str | None:
+    return None if value is None else _x_hashlib.sha256(value.encode("utf-8")).hexdigest()

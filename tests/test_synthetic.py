@@ -122,6 +122,9 @@ ORDERS_SCHEMA = {
 }
 CUSTOMERS_SCHEMA = {
     "customer_id": pl.Int64,
+    "first_name": pl.String,
+    "email": pl.String,
+    "phone": pl.String,
     "signup_ts": pl.Datetime("us"),
     "birth_date": pl.Date,
     "gender": pl.String,
@@ -154,7 +157,13 @@ def test_no_nulls_except_profile_gaps(frames: dict[str, pl.DataFrame]) -> None:
     assert frames["orders"].null_count().sum_horizontal().item() == 0
     assert frames["events"].null_count().sum_horizontal().item() == 0
     nulls = frames["customers"].null_count().row(0, named=True)
-    assert {k for k, v in nulls.items() if v} <= {"birth_date", "gender"}
+    assert {k for k, v in nulls.items() if v} <= {
+        "birth_date",
+        "gender",
+        "first_name",
+        "email",
+        "phone",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +321,46 @@ def test_customer_profiles(frames: dict[str, pl.DataFrame]) -> None:
     assert 0.4 < c["email_opt_in"].mean() < 0.8
     assert 0.05 < c["sms_opt_in"].mean() < 0.5
     assert set(c["gender"].drop_nulls().unique()) <= {"female", "male", "other"}
+
+
+def test_contact_details_look_real_and_some_are_messy(frames: dict[str, pl.DataFrame]) -> None:
+    """first_name, email and phone: mostly clean, some missing, padded or in another case, a few
+    invalid; phones in national and international formats of the customer's country."""
+    import phonenumbers
+
+    c = frames["customers"]
+    n = c.height
+    for col, low, high in (("first_name", 0.01, 0.06), ("email", 0.02, 0.07), ("phone", 0.03, 0.1)):
+        assert low < c[col].null_count() / n < high, col
+    email = c["email"].drop_nulls()
+    clean = email.str.strip_chars().str.to_lowercase()
+    valid = clean.str.contains(r"^[a-z0-9_.+-]+@[a-z0-9-]+\.[a-z0-9-.]+$")
+    assert 0.9 < valid.mean() < 0.995  # a few are not addresses at all
+    assert 0.02 < (email != email.str.strip_chars()).mean() < 0.08  # padded
+    assert (
+        0.02 < (email.str.strip_chars() != email.str.strip_chars().str.to_lowercase()).mean() < 0.1
+    )
+    assert email.str.contains(r"\+shop@").any()  # plus-addressing
+    assert email.n_unique() > 0.8 * email.len()
+    assert c["first_name"].drop_nulls().str.contains("[éëèïüöäß]").any()  # unicode names
+    # phones: national and international; valid for the customer's country when well written
+    phone = c.select("country", pl.col("phone").str.strip_chars()).drop_nulls()
+    intl = phone["phone"].str.contains(r"^(\+|00)")
+    assert 0.2 < intl.mean() < 0.7
+    ok = bad = 0
+    for country, text in phone.iter_rows():
+        try:
+            number = phonenumbers.parse(text, country)
+        except phonenumbers.NumberParseException:
+            bad += 1
+            continue
+        if phonenumbers.is_valid_number(number) or text.startswith("00"):
+            ok += 1
+        else:
+            bad += 1
+    assert 0.002 < bad / (ok + bad) < 0.05
+    for country in ("US", "GB", "DE", "FR", "CA"):
+        assert phone.filter(pl.col("country") == country).height > 0
 
 
 def test_events_follow_activity(frames: dict[str, pl.DataFrame]) -> None:
