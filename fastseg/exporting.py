@@ -389,7 +389,7 @@ def _check_changes(run: RunFolder, wanted: list[str]) -> Path:
         msg = (
             f"--changes: {run.path} was made without a previous run, so it records no joined or "
             "left customers; make the run against the earlier one: "
-            "fastseg.run(ORDERS, previous='EARLIER_RUN_DIR', out='RUN_DIR')"
+            "fastseg run ORDERS --previous EARLIER_RUN_DIR --out RUN_DIR"
         )
         raise InputError(msg)
     prev = run.meta.get("previous") or {}
@@ -703,10 +703,9 @@ def export_run(
     if customer_columns and customers is None:
         msg = "--customers-col maps the columns of --customers: give the profiles file too"
         raise ParameterError(msg)
-    try:
-        mapping = schema.parse_column_map(customer_columns, known=schema.CUSTOMER_COLUMNS)
-    except ParameterError as exc:
-        raise ParameterError(str(exc).replace("--col", "--customers-col", 1)) from None
+    mapping = schema.parse_column_map(
+        customer_columns, known=schema.CUSTOMER_COLUMNS, what="customers"
+    )
     run = open_run(run_dir, "run folder")
     names, words = run.membership()
     rows = _pick_segments(run, names, wanted)
