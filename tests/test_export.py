@@ -503,7 +503,7 @@ def test_errors_are_one_clear_line(store: dict[str, Path], tmp_path: Path) -> No
     text = str(exc.value)
     assert "'emial'" in text and "did you mean 'email'" in text and "available: " in text
     assert "--customers" in text and "\n" not in text
-    with pytest.raises(InputError, match="without a previous run.*previous="):
+    with pytest.raises(InputError, match="without a previous run.*--previous EARLIER_RUN_DIR"):
         fastseg.export(store["plain"], "big", changes=True, out=out)
     with pytest.raises(ParameterError, match="--hash"):
         fastseg.export(store["run2"], "big", hash="md5", out=out)
