@@ -668,6 +668,7 @@ def run_job(
     prev = None
     if previous is not None and not isinstance(previous, RunResult):
         prev = open_run(previous, "--previous")
+        prev.check()
     with watch.stage("rules"):
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
@@ -816,7 +817,7 @@ def _stage_run(
     import uuid
 
     from fastseg import __version__
-    from fastseg.runs import MEMBERSHIP_FILE, write_membership
+    from fastseg.runs import MEMBERSHIP_FILE, schema_record, write_membership
 
     t0 = time.perf_counter()
     seg = result.segments
@@ -831,8 +832,13 @@ def _stage_run(
     if seg.groups_spec:
         frames["groups"] = (seg.groups, tab)
     paths: dict[str, Path] = {}
+    schemas: dict[str, dict[str, str]] = {}
     for name, (make, fmt) in frames.items():
-        paths[name] = outs.write_frame(make(), folder / f"{name}.{fmt}", fmt)
+        df = make()
+        if name in RUN_TABLES:
+            schemas[name] = schema_record(df)
+        paths[name] = outs.write_frame(df, folder / f"{name}.{fmt}", fmt)
+        del df
     paths["membership"] = outs.write_with(
         folder / MEMBERSHIP_FILE,
         lambda p: write_membership(p, seg.names, seg.bitsets, seg.n_customers),
@@ -865,6 +871,7 @@ def _stage_run(
         "scored": result.n_scored,
         "customer_id_dtype": "Int64" if ids.dtype.is_integer() else "String",
         "table_format": tab,
+        "schemas": schemas,
         "segments": len(seg.names),
         "skipped_segments": [{"segment": n, "reason": r} for n, r in seg.skipped],
         **(record or {}),

@@ -65,10 +65,11 @@ class Side:
     @classmethod
     def of_folder(cls, run: RunFolder) -> Side:
         scores = run.scan("scores", ["customer_id", "rfm_group", "monetary"])
-        run.set_customer_ids(scores["customer_id"])
+        ids = _canonical_ids(scores["customer_id"], run.need("scores"))
+        run.set_customer_ids(ids)
         names, words = run.membership()
         return cls(
-            ids=scores["customer_id"],
+            ids=ids,
             names=names,
             words=words,
             groups=scores["rfm_group"].cast(pl.String),
@@ -116,7 +117,8 @@ class Changes:
         t = self.transitions
         if t.is_empty():
             return pl.DataFrame({"before": []}, {"before": pl.String})
-        order = t["after"].unique(maintain_order=True).to_list()
+        seen = set(t["after"].to_list())
+        order = sorted(seen - {GONE}) + ([GONE] if GONE in seen else [])
         wide = t.pivot(on="after", index="before", values=measure, aggregate_function=None)
         return wide.select("before", *order).fill_null(0)
 
@@ -136,6 +138,25 @@ class Changes:
 
 
 # -------------------------------------------------------------------------------- alignment
+
+
+def _canonical_ids(ids: pl.Series, where: Path) -> pl.Series:
+    """Ids as fastseg writes them, Int64 or String, whatever wrote the folder."""
+    if ids.dtype == pl.Int64 or ids.dtype == pl.String:
+        return ids
+    if ids.dtype.is_integer():
+        try:
+            return ids.cast(pl.Int64)
+        except pl.exceptions.PolarsError:
+            msg = (
+                f"{where}: customer_id holds integers beyond the 64-bit signed range; write the "
+                "ids as text"
+            )
+            raise InputError(msg) from None
+    if ids.dtype in (pl.Categorical, pl.Null) or isinstance(ids.dtype, pl.Enum):
+        return ids.cast(pl.String)
+    msg = f"{where}: customer_id is {ids.dtype}; expected integers or text"
+    raise InputError(msg)
 
 
 def _check_id_kinds(prev: Side, cur: Side) -> None:
@@ -217,6 +238,10 @@ def diff_sides(prev: Side, cur: Side) -> Changes:
 
     t0 = time.perf_counter()
     _check_id_kinds(prev, cur)
+    if not len(prev.ids) and prev.ids.dtype != cur.ids.dtype:  # an empty run: any id type
+        prev.ids = prev.ids.cast(cur.ids.dtype)
+    if not len(cur.ids) and cur.ids.dtype != prev.ids.dtype:
+        cur.ids = cur.ids.cast(prev.ids.dtype)
     c2p, p2c = align(prev.ids, cur.ids)
     common = [n for n in cur.names if n in set(prev.names)]
     ci = np.array([cur.names.index(n) for n in common], dtype=np.int64)
@@ -279,6 +304,12 @@ def diff_sides(prev: Side, cur: Side) -> Changes:
             "the data): customers can change rfm_group in transitions.csv without changing "
             "behaviour; score every day against one set of edges with --edges-in EDGES.json "
             "(save them once with --edges-out)"
+        )
+    if prev.as_of == cur.as_of and prev.run_id != cur.run_id:
+        notes.append(
+            f"both runs were scored for the same date ({cur.as_of}): if this is a rerun of the "
+            "day, these are the changes since the first attempt, not since the day before; keep "
+            "one folder per day (runs/$DAY) and compare with the day before"
         )
     if added:
         notes.append(f"segments only in the current run (added): {', '.join(added)}")

@@ -22,7 +22,14 @@ from numpy.typing import NDArray
 
 from fastseg.errors import InputError
 
-__all__ = ["MEMBERSHIP_FILE", "MEMBERSHIP_FORMAT", "RunFolder", "open_run", "write_membership"]
+__all__ = [
+    "MEMBERSHIP_FILE",
+    "MEMBERSHIP_FORMAT",
+    "RunFolder",
+    "open_run",
+    "schema_record",
+    "write_membership",
+]
 
 MEMBERSHIP_FILE = "membership.npz"
 MEMBERSHIP_FORMAT = "fastseg-membership-1"
@@ -82,14 +89,15 @@ class RunFolder:
         return p
 
     def scan(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
-        """Read table ``name`` (all columns, or ``columns``), customer ids typed as written."""
+        """Read table ``name`` (all columns, or ``columns``) with the types it was written with:
+        a CSV table is read as text and typed from the schema run.json recorded (never guessed:
+        a phone ``0044...`` or a zip ``02134`` stays text)."""
         p = self.need(name)
         try:
             if p.suffix == ".parquet":
                 lf = pl.scan_parquet(p)
             else:
-                overrides = {"customer_id": self.id_dtype()} if self.id_dtype() else None
-                lf = pl.scan_csv(p, schema_overrides=overrides, infer_schema_length=10_000)
+                lf = pl.scan_csv(p, infer_schema=False)
             if columns is not None:
                 have = lf.collect_schema().names()
                 missing = [c for c in columns if c not in have]
@@ -97,10 +105,20 @@ class RunFolder:
                     msg = f"{p}: no column {missing[0]!r} (found: {', '.join(have)})"
                     raise InputError(msg)
                 lf = lf.select(columns)
+            if p.suffix != ".parquet":
+                lf = lf.with_columns(self._csv_types(name, lf.collect_schema().names()))
             return lf.collect()
         except (pl.exceptions.PolarsError, OSError) as exc:
             msg = f"cannot read {p}: {str(exc).splitlines()[0]}"
             raise InputError(msg) from exc
+
+    def _csv_types(self, name: str, names: list[str]) -> list[pl.Expr]:
+        """Casts from text back to the recorded types (``run.json`` ``schemas``); without a
+        record (a folder of an earlier version), only the customer ids are typed."""
+        recorded = (self.meta.get("schemas") or {}).get(name) or {}
+        if not recorded and self.id_dtype() is not None:
+            recorded = {"customer_id": str(self.id_dtype())}
+        return [_from_text(c, recorded[c]) for c in names if c in recorded]
 
     def columns(self, name: str) -> list[str]:
         """The column names of table ``name``, read from its footer or header (no row)."""
@@ -125,6 +143,30 @@ class RunFolder:
     def set_customer_ids(self, ids: pl.Series) -> None:
         """The ids, when read with other columns of ``scores`` already (saves a second read)."""
         self._ids = ids
+
+    def check(self, columns: tuple[str, ...] = ("customer_id", "rfm_group", "monetary")) -> None:
+        """What can be checked without reading a row: the scores table and its ``columns``,
+        and the membership archive's header (format, names, customers)."""
+        have = self.columns("scores")
+        missing = [c for c in columns if c not in have]
+        if missing:
+            msg = f"{self.need('scores')}: no column {missing[0]!r} (found: {', '.join(have)})"
+            raise InputError(msg)
+        p = self.path / MEMBERSHIP_FILE
+        if not p.is_file():
+            self.need("segments")
+            return
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if "format" not in z or str(z["format"]) != MEMBERSHIP_FORMAT:
+                    raise ValueError
+                int(z["n_customers"]), tuple(z["names"])
+        except OSError as exc:
+            msg = f"cannot read {p}: {exc.strerror or exc}"
+            raise InputError(msg) from exc
+        except (ValueError, KeyError, EOFError) as exc:
+            msg = f"{p} is not a {MEMBERSHIP_FORMAT} file: run fastseg run again to rewrite the folder"
+            raise InputError(msg) from exc
 
     def membership(self) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
         """Segment names and their bitsets over :meth:`customer_ids`."""
@@ -159,6 +201,12 @@ class RunFolder:
                     f"{n:,} customers; run fastseg run again to rewrite the folder"
                 )
                 raise InputError(msg)
+            if n % 64 and words.size and (words[:, -1] >> np.uint64(n % 64)).any():
+                msg = (
+                    f"{p}: bits set past the last of the {n:,} customers (the tail of every row "
+                    "must be zero); run fastseg run again to rewrite the folder"
+                )
+                raise InputError(msg)
             return names, words
         return self._membership_from_long(ids)
 
@@ -168,11 +216,26 @@ class RunFolder:
 
         long = self.scan("segments", ["customer_id", "segment"])
         seg = long["segment"]
-        names = tuple(
-            seg.dtype.categories.to_list()
-            if isinstance(seg.dtype, pl.Enum)
-            else seg.unique(maintain_order=True).drop_nulls().to_list()
-        )
+        summary = self.path / "summary.csv"
+        if summary.is_file():  # every segment, the empty ones too, in catalog order
+            try:
+                listed = pl.read_csv(summary, columns=["segment"], infer_schema=False)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                msg = f"cannot read {summary}: {str(exc).splitlines()[0]}"
+                raise InputError(msg) from exc
+            names = tuple(listed["segment"].drop_nulls().to_list())
+        elif isinstance(seg.dtype, pl.Enum):
+            names = tuple(seg.dtype.categories.to_list())
+        else:
+            names = tuple(seg.unique(maintain_order=True).drop_nulls().to_list())
+        present = seg.cast(pl.String).drop_nulls().unique()
+        unknown = present.filter(~present.is_in(list(names)))
+        if len(unknown):
+            msg = (
+                f"{self.path}: segment {unknown[0]!r} of segments is not in summary.csv; the "
+                "folder was changed by hand: run fastseg run again"
+            )
+            raise InputError(msg)
         n = len(ids)
         index = pl.DataFrame({"customer_id": ids, "_i": np.arange(n, dtype=np.int64)})
         codes = long.with_columns(
@@ -181,6 +244,34 @@ class RunFolder:
         dense = np.zeros((len(names), n), dtype=np.bool_)
         dense[codes["_s"].to_numpy(), codes["_i"].to_numpy()] = True
         return names, bs.pack_bool(dense) if names else np.zeros((0, bs.n_words_for(n)), np.uint64)
+
+
+def _from_text(column: str, dtype: str) -> pl.Expr:
+    """The cast of one CSV column (text) back to the type recorded for it."""
+    c = pl.col(column)
+    base = dtype.split("(", 1)[0]
+    if base in ("Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"):
+        return c.cast(getattr(pl, base))
+    if base in ("Float32", "Float64"):
+        return c.cast(pl.Float64)
+    if base == "Boolean":
+        return c.replace_strict(
+            {"true": True, "false": False}, default=None, return_dtype=pl.Boolean
+        )
+    if base == "Date":
+        return c.str.to_date("%Y-%m-%d")
+    if base == "Datetime":
+        return c.str.to_datetime()
+    if base == "List":  # written joined with | (an empty list as an empty cell)
+        return (
+            pl.when(c == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(c.str.split("|"))
+        )
+    return c  # String, Enum, Categorical and anything else: the text as written
+
+
+def schema_record(df: pl.DataFrame) -> dict[str, str]:
+    """The column types of a table, as run.json records them (read back by :meth:`RunFolder.scan`)."""
+    return {name: str(dtype) for name, dtype in df.schema.items()}
 
 
 def open_run(path: str | Path, option: str = "run folder") -> RunFolder:

@@ -92,7 +92,16 @@ def long_of(s: Side) -> pl.DataFrame:
 def run_pair(draw: st.DrawFn) -> tuple[Side, Side]:
     text = draw(st.booleans())
     pool = draw(st.integers(1, 300))
-    universe = [f" id-{i:04d}" if text else i * 7919 - 50_000 for i in range(pool)]
+    # text ids whose byte order matters: prefixes of each other, lengths, non-ASCII, empty
+    shapes = ("{}", "id-{}", "é{}", "{}0", "Z{}", "", "a\x00{}")
+    universe = [
+        shapes[i % len(shapes)].format(i) + ("" if shapes[i % len(shapes)] else f"{i}" * (i % 2))
+        if text
+        else i * 7919 - 50_000
+        for i in range(pool)
+    ]
+    universe = list(dict.fromkeys(universe))
+    pool = len(universe)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def one(names: list[str]) -> Side:
@@ -184,6 +193,21 @@ def check_transitions(ch: fastseg.Changes, prev: Side, cur: Side) -> None:
     )
     got = t.select("before", "after", "customers").sort("before", "after")
     assert got.equals(ref)
+    # revenue per cell against the same full join
+    p = p.with_columns(revenue_before=prev.revenue)
+    c = c.with_columns(revenue_after=cur.revenue)
+    cells = (
+        p.join(c, on="customer_id", how="full", coalesce=True)
+        .with_columns(pl.col("before").fill_null(NEW), pl.col("after").fill_null(GONE))
+        .group_by("before", "after")
+        .agg(pl.col("revenue_before").sum(), pl.col("revenue_after").sum())
+        .sort("before", "after")
+    )
+    mine = t.sort("before", "after")
+    for col in ("revenue_before", "revenue_after"):
+        want = cells[col].to_numpy()
+        have = mine[col].fill_null(0.0).to_numpy()
+        assert np.allclose(have, want, atol=0.006), (col, mine, cells)
     assert (
         t.filter(pl.col("before") == NEW)["revenue_before"].null_count()
         == t.filter(pl.col("before") == NEW).height
@@ -378,7 +402,9 @@ def test_same_edges_give_no_note_and_identical_runs_no_changes(tmp_path: Path) -
     fastseg.run(o, as_of="2026-06-01", out=tmp_path / "a", edges_out=tmp_path / "e.json")
     fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b", edges_in=tmp_path / "e.json")
     ch = fastseg.diff(tmp_path / "a", tmp_path / "b")
-    assert ch.changes.height == 0 and not ch.edges_changed and ch.notes == []
+    assert ch.changes.height == 0 and not ch.edges_changed
+    (note,) = ch.notes  # the same day twice: a rerun?
+    assert "both runs were scored for the same date (2026-06-01)" in note
     t = ch.transitions
     assert (t["before"] == t["after"]).all()
     assert ch.summary["joined"].sum() == 0 and ch.summary["left"].sum() == 0
@@ -593,3 +619,91 @@ def test_damaged_run_folders_are_one_line_each(tmp_path: Path) -> None:
         assert res.exit_code == 1, (name, res.output)
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (name, res.output)
+
+
+def test_transition_matrix_columns_in_label_order() -> None:
+    a = side([1, 2, 3], [], np.zeros((0, 3), bool), ["b", "a", "c"], [1.0, 2.0, 3.0])
+    b = side([2, 3, 4], [], np.zeros((0, 3), bool), ["c", "a", "b"], [1.0, 2.0, 3.0])
+    m = diff_sides(a, b).transition_matrix()
+    assert m.columns == ["before", "a", "b", "c", GONE]
+    assert m["before"].to_list() == [NEW, "a", "b", "c"]
+
+
+def test_tail_bits_of_a_membership_file_are_refused(tmp_path: Path) -> None:
+    from fastseg.runs import write_membership
+
+    o = orders_frame(10, 70, False, dt.date(2026, 6, 1))  # 70 customers: a tail of 58 bits
+    fastseg.run(o, out=tmp_path / "a")
+    fastseg.run(o, out=tmp_path / "b")
+    z = np.load(tmp_path / "b" / "membership.npz")
+    words = z["words"].copy()
+    words[:, -1] = np.uint64(0xFFFFFFFFFFFFFFFF)
+    write_membership(
+        tmp_path / "b" / "membership.npz", tuple(z["names"]), words, int(z["n_customers"])
+    )
+    for args in (
+        ["diff", str(tmp_path / "a"), str(tmp_path / "b")],
+        [
+            "export",
+            str(tmp_path / "b"),
+            "--segment",
+            str(z["names"][0]),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, res.output
+        assert (
+            "bits set past the last of the" in res.output
+            and len(res.output.strip().splitlines()) == 1
+        )
+
+
+def test_csv_folder_without_membership_keeps_its_empty_segments(tmp_path: Path) -> None:
+    o = orders_frame(11, 120, True, dt.date(2026, 6, 1))
+    fastseg.run(o, as_of="2026-05-01", out=tmp_path / "a", out_format="csv")
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b", out_format="csv")
+    new = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    sizes = pl.read_csv(tmp_path / "a" / "summary.csv")
+    assert (sizes["customers"] == 0).any()  # some segment is empty: it must not go missing
+    os.remove(tmp_path / "a" / "membership.npz")
+    old = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    assert old.segments_added == [] and old.summary.equals(new.summary)
+    assert normalized(old.changes).equals(normalized(new.changes))
+
+
+@pytest.mark.parametrize("dtype", [pl.Int32, pl.UInt64])
+def test_run_folders_written_elsewhere_with_other_integer_types(tmp_path: Path, dtype) -> None:  # noqa: ANN001
+    o = orders_frame(12, 80, False, dt.date(2026, 6, 1)).with_columns(
+        pl.col("customer_id") % 1_000_000
+    )
+    fastseg.run(o, as_of="2026-05-01", out=tmp_path / "a")
+    fastseg.run(o, as_of="2026-06-01", out=tmp_path / "b")
+    want = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    f = tmp_path / "a" / "scores.parquet"
+    pl.read_parquet(f).with_columns(pl.col("customer_id").cast(dtype)).write_parquet(f)
+    got = fastseg.diff(tmp_path / "a", tmp_path / "b")
+    assert normalized(got.changes).equals(normalized(want.changes))
+    if dtype == pl.UInt64:  # beyond the signed range: one clear line
+        pl.read_parquet(f).with_columns(pl.col("customer_id") + 2**63).write_parquet(f)
+        res = runner.invoke(app, ["diff", str(tmp_path / "a"), str(tmp_path / "b")])
+        assert res.exit_code == 1 and "beyond the 64-bit signed range" in res.output, res.output
+
+
+def test_previous_checked_before_any_row_is_read(tmp_path: Path) -> None:
+    o = orders_frame(13, 50, False, dt.date(2026, 6, 1))
+    o.write_parquet(tmp_path / "o.parquet")
+    fastseg.run(o, out=tmp_path / "a")
+    (tmp_path / "a" / "membership.npz").write_bytes(b"junk")
+    calls = []
+    import fastseg.api as api
+
+    real = api.score_job
+    try:
+        api.score_job = lambda *a, **k: calls.append(1) or real(*a, **k)
+        with pytest.raises(InputError, match="is not a fastseg-membership-1 file"):
+            fastseg.run(tmp_path / "o.parquet", previous=tmp_path / "a", out=tmp_path / "b")
+    finally:
+        api.score_job = real
+    assert calls == [] and not (tmp_path / "b").exists()

@@ -697,3 +697,43 @@ def test_synthetic_store_with_text_ids(tmp_path: Path) -> None:
         assert f.unusable == counts
         assert counts["email"]["missing"] + counts["email"]["invalid"] > 0  # the mess is counted
         assert got["email"].drop_nulls().str.contains("^[0-9a-f]{64}$").all()
+
+
+def test_export_from_a_csv_run_folder_equals_the_parquet_one(tmp_path: Path) -> None:
+    """A CSV run folder is read back with the types it was written with: phones and zips of
+    digits only stay text (a guessed integer would lose the leading zeros)."""
+    import datetime as dt
+
+    ids = list(range(1, 41))
+    orders = pl.DataFrame(
+        {
+            "customer_id": ids * 2,
+            "order_ts": [dt.datetime(2026, 5, 1 + i % 28) for i in range(80)],
+            "amount": [float(10 + i) for i in range(80)],
+        }
+    )
+    profiles = pl.DataFrame(
+        {
+            "customer_id": ids,
+            "phone": ["00442079460958" if i % 2 else "07700900123" for i in ids],
+            "zip": [f"{i:05d}" for i in ids],
+            "email": [f" User{i}@Example.com " for i in ids],
+        }
+    )
+    orders.write_parquet(tmp_path / "o.parquet")
+    profiles.write_csv(tmp_path / "p.csv")
+    got = {}
+    for fmt in ("parquet", "csv"):
+        run_dir = tmp_path / f"run-{fmt}"
+        fastseg.run(
+            tmp_path / "o.parquet", customers=tmp_path / "p.csv", out=run_dir, out_format=fmt
+        )
+        out = tmp_path / f"exp-{fmt}"
+        fastseg.export(
+            run_dir, ["active"], columns="phone,zip,email", default_country="GB", out=out
+        )
+        got[fmt] = (out / "active.csv").read_bytes()
+    assert got["csv"] == got["parquet"]
+    text = pl.read_csv(tmp_path / "exp-csv" / "active.csv", infer_schema=False)
+    assert text["zip"].str.len_chars().eq(5).all()
+    assert text["phone"].drop_nulls().str.starts_with("+44").all()
