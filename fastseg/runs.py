@@ -263,9 +263,8 @@ def _from_text(column: str, dtype: str) -> pl.Expr:
     if base == "Datetime":
         return c.str.to_datetime()
     if base == "List":  # written joined with | (an empty list as an empty cell)
-        return (
-            pl.when(c == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(c.str.split("|"))
-        )
+        empty = pl.lit([], dtype=pl.List(pl.String))
+        return pl.when(c == "").then(empty).otherwise(c.str.split("|")).alias(column)
     return c  # String, Enum, Categorical and anything else: the text as written
 
 
