@@ -674,12 +674,15 @@ def run_job(
         specs = required_aggregates(catalog)
         if rules is not None:
             _check_fields_early(catalog, orders, score_options)
+    # the previous run is an input too, unless it is the folder this run replaces
+    replaces = prev is not None and out is not None and _same_path(prev.path, out)
     reads = _output_set(
         orders,
         score_options.get("customers"),
         score_options.get("events"),
         score_options.get("edges_in"),
         _rules_path(rules),
+        prev.path if prev is not None and not replaces else None,
     )
     with reads as outs:
         folder = None
@@ -716,6 +719,13 @@ def run_job(
         outs.commit()
     result.timings = watch.seconds
     return result
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _run_record(

@@ -113,7 +113,21 @@ def normalize_email(values: pl.Series) -> pl.Series:
     >>> normalize_email(pl.Series([" Foo.Bar@Example.COM "])).to_list()
     ['foo.bar@example.com']
     """
-    return values.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return _as_text(values).str.strip_chars().str.to_lowercase()
+
+
+def _as_text(values: pl.Series) -> pl.Series:
+    """Identifier values as text; a nested value (a list, a struct) cannot be one: it reads as
+    text no address or number matches, so it counts as invalid, never dropped."""
+    if isinstance(values.dtype, pl.List | pl.Array | pl.Struct | pl.Object):
+        return (
+            pl.select(
+                pl.when(pl.lit(values).is_null()).then(None).otherwise(pl.lit("<nested value>"))
+            )
+            .to_series()
+            .rename(values.name)
+        )
+    return values.cast(pl.String)
 
 
 def email_status(normalized: pl.Series) -> pl.Series:
@@ -184,7 +198,7 @@ def normalize_phones(
 ) -> tuple[pl.Series, pl.Series]:
     """Phone numbers in E.164 (null where unusable) and their status (:data:`STATUS`), parsed
     once per distinct value (:func:`normalize_phone`)."""
-    text = values.cast(pl.String).str.strip_chars()
+    text = _as_text(values).str.strip_chars()
     e164, status = _per_distinct(
         text, lambda v: normalize_phone(v, default_country), [pl.String(), pl.String()]
     )
@@ -385,6 +399,13 @@ def _pick_segments(run: RunFolder, names: tuple[str, ...], wanted: list[str]) ->
 
 def _check_changes(run: RunFolder, wanted: list[str]) -> Path:
     path = run.table("changes")
+    prev = run.meta.get("previous")
+    if path is None and prev:
+        msg = (
+            f"--changes: {run.path} was made with --previous but its changes.parquet is missing; "
+            "the folder was changed by hand: run fastseg run again"
+        )
+        raise InputError(msg)
     if path is None:
         msg = (
             f"--changes: {run.path} was made without a previous run, so it records no joined or "
@@ -392,7 +413,20 @@ def _check_changes(run: RunFolder, wanted: list[str]) -> Path:
             "fastseg run ORDERS --previous EARLIER_RUN_DIR --out RUN_DIR"
         )
         raise InputError(msg)
-    prev = run.meta.get("previous") or {}
+    if not isinstance(prev, dict) or not isinstance(prev.get("segments_added") or [], list):
+        msg = (
+            f"--changes: the 'previous' record of {run.path / 'run.json'} is not one fastseg "
+            "wrote; the folder was changed by hand: run fastseg run again"
+        )
+        raise InputError(msg)
+    have = run.columns("changes")
+    missing = [c for c in ("customer_id", "segment", "change") if c not in have]
+    if missing:
+        msg = (
+            f"--changes: {path} has no column {missing[0]!r} (found: {', '.join(have)}); the "
+            "folder was changed by hand: run fastseg run again"
+        )
+        raise InputError(msg)
     added = [n for n in wanted if n in set(prev.get("segments_added") or ())]
     if added:
         msg = (
@@ -444,6 +478,8 @@ def _plan_columns(
     mapping: dict[str, str],
     columns: list[str] | None,
 ) -> _Plan:
+    from fastseg import schema
+
     scores = [c for c in run.columns("scores") if c != "customer_id"]
     profiles = _profile_names(customers, mapping) if customers is not None else []
     mapped = [c for c in mapping if c != "customer_id"]
@@ -459,22 +495,19 @@ def _plan_columns(
             f", ... ({len(available)} in all)" if len(available) > 60 else ""
         )
         where = f"the run's scores ({run.need('scores')})"
+        if missing[0] in schema.CUSTOMER_COLUMNS:
+            mapping_fix = (
+                f"--customers-col {missing[0]}=THEIRS maps a profile column of another name"
+            )
+        else:  # only the canonical profile names can be mapped: ask for theirs as it is
+            mapping_fix = "ask for a profile column by its own name"
         if customers is not None:
             where += f" or the profiles ({customers})"
-            fix = (
-                f"choose among them, or map a profile column of another name with "
-                f"--customers-col {missing[0]}=THEIRS"
-            )
+            fix = f"choose among them ({mapping_fix})"
         elif not run.meta.get("customers_file"):
-            fix = (
-                "the run was made without profiles: give them with --customers PROFILES "
-                f"(and --customers-col {missing[0]}=THEIRS for a column of another name)"
-            )
+            fix = f"the run was made without profiles: give them with --customers PROFILES ({mapping_fix})"
         else:
-            fix = (
-                "give profiles that have it with --customers PROFILES (or map yours with "
-                f"--customers-col {missing[0]}=THEIRS)"
-            )
+            fix = f"give profiles that have it with --customers PROFILES ({mapping_fix})"
         close = difflib.get_close_matches(missing[0], available, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         names = ", ".join(repr(c) for c in missing)
@@ -490,7 +523,9 @@ def _plan_columns(
 # -------------------------------------------------------------------------------- reading
 
 
-def _load_profiles(customers: Any, mapping: dict[str, str], ids: pl.Series) -> pl.DataFrame:
+def _load_profiles(
+    customers: Any, mapping: dict[str, str], ids: pl.Series
+) -> tuple[pl.DataFrame, Any]:
     """The profiles, mapped columns under their canonical names, ids of the run's type."""
     from fastseg.orders import load_customers
 
@@ -509,7 +544,7 @@ def _load_profiles(customers: Any, mapping: dict[str, str], ids: pl.Series) -> p
                 "with --customers-col customer_id=COLUMN"
             )
             raise SchemaError(msg)
-    return prof
+    return prof, report
 
 
 def _pool(
@@ -654,10 +689,17 @@ def _who(
     if changes_path is None:
         return need, None
     moved = (
-        run.scan("changes")
+        run.scan("changes", ["customer_id", "segment", "change"])
         .with_columns(pl.col("segment").cast(pl.String), pl.col("change").cast(pl.String))
         .filter(pl.col("segment").is_in(wanted))
     )
+    odd = moved.filter(~pl.col("change").is_in(["joined", "left"]))["change"]
+    if len(odd):
+        msg = (
+            f"--changes: {changes_path} has change {odd[0]!r} (expected joined or left); the "
+            "folder was changed by hand: run fastseg run again"
+        )
+        raise InputError(msg)
     return pl.concat([need, moved["customer_id"]]).unique(maintain_order=True), moved
 
 
@@ -716,13 +758,13 @@ def export_run(
     timings["check"] = time.perf_counter() - t0
 
     with OutputSet(inputs, patterns) as outs:
-        folder = outs.add_folder(out, "--out", reserved=(MANIFEST,))
+        folder = outs.add_folder(out, "--out", reserved=(MANIFEST,), marker=MANIFEST)
         t = time.perf_counter()
         ids = run.customer_ids()
         need, moved = _who(run, ids, words[rows], wanted, changes_path)
         prof = None
         if customers is not None and (plan.from_profiles or moved is not None):
-            prof = _load_profiles(customers, mapping, ids)
+            prof, prof_report = _load_profiles(customers, mapping, ids)
         pool, gone = _pool(run, plan, need, prof)
         timings["read"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -740,6 +782,15 @@ def export_run(
                     _stage_file(outs, folder, frame, name, kind, plan, identifiers, out_format)
                 )
         notes = _notes(files, plan, identifiers, hash, gone if moved is not None else 0, customers)
+        if prof is not None:
+            for reason, n in prof_report.left_out.items():
+                if n:
+                    notes.append(
+                        f"--customers: {n:,} profile rows left out ({reason.replace('_', ' ')}: "
+                        "a customer id given twice keeps its first row)"
+                        if reason == "duplicate_customer_id"
+                        else f"--customers: {n:,} profile rows left out ({reason.replace('_', ' ')})"
+                    )
         result = ExportResult(
             out=folder,
             run=run.path,

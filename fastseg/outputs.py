@@ -134,33 +134,47 @@ def _kind_of_special(mode: int) -> str | None:
     return None
 
 
-def is_fastseg_folder(folder: Path) -> bool:
-    """True when ``folder`` is empty or is a run folder fastseg wrote and nothing else was added
-    to: it holds a ``run.json`` (an object with an ``as_of``) and only the files it lists (or,
-    for a run.json of an earlier version without that list, only run files)."""
-    return _foreign_entry(folder) is None
+#: what each marker says the folder holds (for the message when a folder of another kind is
+#: named: a run folder is never replaced by an export, nor an export by a diff)
+_MARKER_KINDS = {
+    RUN_MARKER: "a fastseg run",
+    "diff.json": "a fastseg diff",
+    "manifest.json": "a fastseg export",
+}
 
 
-def _foreign_entry(folder: Path) -> str | None:
-    """The first entry of ``folder`` fastseg did not write as part of a run set, or None."""
+def is_fastseg_folder(folder: Path, marker: str = RUN_MARKER) -> bool:
+    """True when ``folder`` is empty or is a folder of the kind ``marker`` names (a run's
+    ``run.json``, a diff's ``diff.json``, an export's ``manifest.json``) that fastseg wrote and
+    nothing else was added to: the marker is an object with an ``as_of`` and the folder holds
+    only the files it lists (or, for a run.json of an earlier version without that list, only
+    run files)."""
+    return _foreign_entry(folder, marker) is None
+
+
+def _foreign_entry(folder: Path, marker: str = RUN_MARKER) -> str | None:
+    """The first entry of ``folder`` fastseg did not write as part of a set of the kind
+    ``marker`` names, or None."""
     try:
         entries = sorted(os.listdir(folder))
     except OSError as exc:
         return f"(cannot list it: {exc.strerror or exc})"
     if not entries:
         return None
-    doc = None
-    for marker in RUN_MARKERS:
-        try:
-            doc = json.loads((folder / marker).read_text(encoding="utf-8"))
-            break
-        except (OSError, ValueError):
-            continue
+    if marker not in entries:
+        other = next((m for m in RUN_MARKERS if m in entries), None)
+        if other is not None:
+            return f"{other}: it holds {_MARKER_KINDS[other]}"
+        return entries[0]
+    try:
+        doc = json.loads((folder / marker).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = None
     if not isinstance(doc, dict) or "as_of" not in doc:
         return entries[0]
     listed = doc.get("files")
     if isinstance(listed, dict):
-        allowed = {str(Path(n).parts[0]) for n in listed} | set(RUN_MARKERS)
+        allowed = {str(Path(n).parts[0]) for n in listed} | {marker}
     else:
         allowed = set(_OLD_RUN_FILES)
     for name in entries:
@@ -341,12 +355,18 @@ class OutputSet:
         return target
 
     def add_folder(
-        self, path: str | os.PathLike[str], option: str = "--out", reserved: Iterable[str] = ()
+        self,
+        path: str | os.PathLike[str],
+        option: str = "--out",
+        reserved: Iterable[str] = (),
+        marker: str = RUN_MARKER,
     ) -> Path:
         """Declare a run folder: written whole into a hidden staging copy, swapped in at commit.
 
         ``reserved``: the names of the files the run writes itself; no other declared file may
-        take one. An existing folder keeps its mode, owner and group.
+        take one. ``marker``: the record file of this kind of folder (``run.json``, ``diff.json``,
+        ``manifest.json``): an existing folder is replaced only when it is empty or holds that
+        record and only the files it lists. An existing folder keeps its mode, owner and group.
         """
         target = self._resolve(path, option)
         self._check_other_targets(target, option)
@@ -376,7 +396,14 @@ class OutputSet:
                     f"'{target / 'fastseg-out'}'"
                 )
                 raise OutputError(msg)
-            foreign = _foreign_entry(target)
+            foreign = _foreign_entry(target, marker)
+            if foreign is not None and ": it holds a fastseg" in foreign:
+                msg = (
+                    f"{option} '{target}' holds {foreign.split(': it holds ', 1)[1]} "
+                    f"({foreign.split(':', 1)[0]}), which this command would replace as a whole: "
+                    "give a new or empty folder, or one this command wrote before"
+                )
+                raise OutputError(msg)
             if foreign is not None:
                 msg = (
                     f"{option} '{target}' holds '{foreign}', which is not part of a fastseg run; "
@@ -499,8 +526,9 @@ class OutputSet:
         single files, each file complete."""
         if self._done:
             return
+        replaced: list[Path] = []  # the previous sets, removed once everything is in place
         for f in self._folders:
-            self._swap_in(f)
+            replaced += self._swap_in(f)
         for t in self._targets.values():
             if t.kind == "file":
                 try:
@@ -509,15 +537,23 @@ class OutputSet:
                     msg = f"cannot write {t.option} '{t.target}': {exc.strerror or exc}"
                     raise OutputError(msg) from None
         self._done = True
+        # The new set is in place: an interrupt from here on stops only the removal of the
+        # previous sets (hidden leftovers of this process, which the next run removes).
+        try:
+            for old in replaced:
+                with contextlib.suppress(OSError):
+                    _remove(old)
+        except KeyboardInterrupt:
+            pass
 
-    def _swap_in(self, f: _Target) -> None:
+    def _swap_in(self, f: _Target) -> list[Path]:
+        """Put the staged folder in place; returns what is left of the previous set to remove."""
         try:
             if not f.target.exists():
                 os.rename(f.staged, f.target)
-                return
+                return []
             if _exchange(f.staged, f.target):
-                _remove(f.staged)  # now the previous set
-                return
+                return [f.staged]  # now the previous set
             previous = f.target.parent / f".{f.target.name}.{self._token}.previous"
             os.rename(f.target, previous)
             try:
@@ -525,7 +561,7 @@ class OutputSet:
             except BaseException:  # the old set goes back at once (Ctrl-C, an error)
                 os.rename(previous, f.target)
                 raise
-            _remove(previous)
+            return [previous]
         except OSError as exc:
             msg = f"cannot write {f.option} '{f.target}': {exc.strerror or exc}"
             raise OutputError(msg) from None

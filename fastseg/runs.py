@@ -12,6 +12,7 @@ an earlier version (no ``membership.npz``) are read from ``segments`` instead, m
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,9 @@ class RunFolder:
         p = self.need(name)
         try:
             if p.suffix == ".parquet":
-                lf = pl.scan_parquet(p)
+                lf = pl.scan_parquet(p, glob=False)
             else:
-                lf = pl.scan_csv(p, infer_schema=False)
+                lf = pl.scan_csv(p, infer_schema=False, glob=False)
             if columns is not None:
                 have = lf.collect_schema().names()
                 missing = [c for c in columns if c not in have]
@@ -124,7 +125,11 @@ class RunFolder:
         """The column names of table ``name``, read from its footer or header (no row)."""
         p = self.need(name)
         try:
-            lf = pl.scan_parquet(p) if p.suffix == ".parquet" else pl.scan_csv(p)
+            lf = (
+                pl.scan_parquet(p, glob=False)
+                if p.suffix == ".parquet"
+                else pl.scan_csv(p, infer_schema=False, glob=False)
+            )
             return lf.collect_schema().names()
         except (pl.exceptions.PolarsError, OSError) as exc:
             msg = f"cannot read {p}: {str(exc).splitlines()[0]}"
@@ -135,13 +140,30 @@ class RunFolder:
         return {"Int64": pl.Int64(), "String": pl.String()}.get(str(kind)) if kind else None
 
     def customer_ids(self) -> pl.Series:
-        """Customer ids in the row order of ``scores`` (bit ``i`` of the membership)."""
+        """Customer ids in the row order of ``scores`` (bit ``i`` of the membership), checked:
+        no null, no id twice."""
         if self._ids is None:
-            self._ids = self.scan("scores", ["customer_id"]).to_series()
+            self.set_customer_ids(self.scan("scores", ["customer_id"]).to_series())
+        assert self._ids is not None
         return self._ids
 
     def set_customer_ids(self, ids: pl.Series) -> None:
         """The ids, when read with other columns of ``scores`` already (saves a second read)."""
+        where = self.need("scores")
+        if ids.null_count():
+            row = int(ids.is_null().arg_max() or 0)
+            msg = f"{where}: customer_id is empty on row {row + 2:,}; the folder was changed by hand: run fastseg run again"
+            raise InputError(msg)
+        # fastseg writes them sorted: a repeated id is then next to itself
+        twice = (
+            ids.filter(ids == ids.shift(1)) if ids.is_sorted() else ids.filter(ids.is_duplicated())
+        )
+        if len(twice):
+            msg = (
+                f"{where}: customer_id {twice[0]!r} is on more than one row; the folder was "
+                "changed by hand: run fastseg run again"
+            )
+            raise InputError(msg)
         self._ids = ids
 
     def check(self, columns: tuple[str, ...] = ("customer_id", "rfm_group", "monetary")) -> None:
@@ -157,14 +179,14 @@ class RunFolder:
             self.need("segments")
             return
         try:
-            with np.load(p, allow_pickle=False) as z:
+            with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 if "format" not in z or str(z["format"]) != MEMBERSHIP_FORMAT:
                     raise ValueError
                 int(z["n_customers"]), tuple(z["names"])
         except OSError as exc:
             msg = f"cannot read {p}: {exc.strerror or exc}"
             raise InputError(msg) from exc
-        except (ValueError, KeyError, EOFError) as exc:
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             msg = f"{p} is not a {MEMBERSHIP_FORMAT} file: run fastseg run again to rewrite the folder"
             raise InputError(msg) from exc
 
@@ -174,7 +196,7 @@ class RunFolder:
         ids = self.customer_ids()
         if p.is_file():
             try:
-                with np.load(p, allow_pickle=False) as z:
+                with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                     ok = "format" in z and str(z["format"]) == MEMBERSHIP_FORMAT
                     if ok:
                         n = int(z["n_customers"])
@@ -183,7 +205,7 @@ class RunFolder:
             except OSError as exc:
                 msg = f"cannot read {p}: {exc.strerror or exc}"
                 raise InputError(msg) from exc
-            except (ValueError, KeyError, EOFError) as exc:  # not an archive numpy reads
+            except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # not numpy's
                 msg = f"{p} is not a {MEMBERSHIP_FORMAT} file: run fastseg run again to rewrite the folder"
                 raise InputError(msg) from exc
             if not ok:

@@ -161,7 +161,8 @@ def parse_column_map(
     Raises
     ------
     ParameterError
-        An item is not ``CANONICAL=THEIRS``, names an unknown canonical column, or maps one twice.
+        An item is not ``CANONICAL=THEIRS``, names an unknown canonical column, maps one twice,
+        or maps two to the same column.
 
     Examples
     --------
@@ -193,6 +194,13 @@ def parse_column_map(
             raise ParameterError(msg)
         if canon in out and out[canon] != theirs:
             msg = f"{option}: {canon!r} is mapped twice ({out[canon]!r} and {theirs!r})"
+            raise ParameterError(msg)
+        other = next((c for c, t in out.items() if t == theirs and c != canon), None)
+        if other is not None:
+            msg = (
+                f"{option}: {other!r} and {canon!r} both map to {theirs!r}; map each canonical "
+                "column to a column of its own"
+            )
             raise ParameterError(msg)
         out[canon] = theirs
     return out

@@ -729,3 +729,158 @@ def test_csv_run_folder_reads_back_as_written(tmp_path: Path) -> None:
             assert np.allclose(g.fill_null(-1).to_numpy(), w.fill_null(-1).to_numpy()), name
         else:
             assert g.dtype == w.dtype and g.equals(w), (name, g.head(3), w.head(3))
+
+
+# ------------------------------------------------------------------------- hostile inputs
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fastseg import synthetic
+
+    base = tmp_path_factory.mktemp("hostile")
+    ds = synthetic.generate(base / "shop", orders=4000, customers=400, with_events=False)
+    fastseg.run(ds.orders, customers=ds.customers, as_of="2026-05-31", out=base / "may")
+    fastseg.run(ds.orders, customers=ds.customers, out=base / "june", previous=base / "may")
+    fastseg.export(base / "june", ["vip"], out=base / "exp", default_country="US")
+    return base
+
+
+def _copy(base: Path, name: str, to: str) -> Path:
+    import shutil
+
+    dst = base / to
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(base / name, dst)
+    return dst
+
+
+def _one_error(args: list[str], message: str) -> None:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert message in lines[0], res.output
+
+
+def test_an_output_folder_of_another_kind_is_never_replaced(two_runs: Path) -> None:
+    b = two_runs
+    victim = _copy(b, "may", "victim-run")
+    before = sorted(os.listdir(victim))
+    _one_error(
+        ["export", b / "june", "--segment", "vip", "--out", victim],
+        "holds a fastseg run (run.json)",
+    )
+    _one_error(["diff", b / "may", b / "june", "--out", victim], "holds a fastseg run (run.json)")
+    assert sorted(os.listdir(victim)) == before
+    exp = _copy(b, "exp", "victim-export")
+    _one_error(
+        ["run", b / "shop" / "orders.parquet", "--out", exp],
+        "holds a fastseg export (manifest.json)",
+    )
+    _one_error(
+        ["diff", b / "may", b / "june", "--out", exp], "holds a fastseg export (manifest.json)"
+    )
+    # the same kind is replaced as before
+    res = runner.invoke(app, ["export", str(b / "june"), "--segment", "active", "--out", str(exp)])
+    assert res.exit_code == 0, res.output
+    assert "active.csv" in os.listdir(exp) and "vip.csv" not in os.listdir(exp)
+
+
+def test_damaged_archives_and_ids(two_runs: Path) -> None:
+    b = two_runs
+    t = _copy(b, "june", "truncated")
+    data = (t / "membership.npz").read_bytes()
+    (t / "membership.npz").write_bytes(data[:1000])
+    _one_error(["diff", b / "may", t], "is not a fastseg-membership-1 file")
+    _one_error(
+        ["run", b / "shop" / "orders.parquet", "--previous", t, "--out", b / "never"],
+        "is not a fastseg-membership-1 file",
+    )
+    assert not (b / "never").exists()
+    d = _copy(b, "june", "dup")
+    scores = pl.read_parquet(d / "scores.parquet")
+    ids = scores["customer_id"].to_list()
+    ids[5] = ids[4]
+    scores.with_columns(customer_id=pl.Series(ids)).write_parquet(d / "scores.parquet")
+    _one_error(["diff", b / "may", d], f"customer_id {ids[4]} is on more than one row")
+    _one_error(["export", d, "--segment", "vip", "--out", b / "x"], "is on more than one row")
+    n = _copy(b, "june", "null")
+    scores.with_columns(scores["customer_id"].scatter(3, None)).write_parquet(n / "scores.parquet")
+    _one_error(["diff", b / "may", n], "customer_id is empty on row 5")
+
+
+def test_hand_edited_change_records(two_runs: Path) -> None:
+    b = two_runs
+    r = _copy(b, "june", "edited1")
+    doc = json.loads((r / "run.json").read_text())
+    doc["previous"] = "oops"
+    (r / "run.json").write_text(json.dumps(doc))
+    _one_error(["export", r, "--segment", "vip", "--changes", "--out", b / "x"], "changed by hand")
+    r = _copy(b, "june", "edited2")
+    pl.read_parquet(r / "changes.parquet").rename({"change": "kind"}).write_parquet(
+        r / "changes.parquet"
+    )
+    _one_error(
+        ["export", r, "--segment", "vip", "--changes", "--out", b / "x"], "no column 'change'"
+    )
+    r = _copy(b, "june", "edited3")
+    pl.read_parquet(r / "changes.parquet").with_columns(change=pl.lit("moved")).write_parquet(
+        r / "changes.parquet"
+    )
+    _one_error(
+        ["export", r, "--segment", "vip", "--changes", "--out", b / "x"], "has change 'moved'"
+    )
+    r = _copy(b, "june", "edited4")
+    (r / "changes.parquet").unlink()
+    _one_error(
+        ["export", r, "--segment", "vip", "--changes", "--out", b / "x"],
+        "made with --previous but its changes.parquet is missing",
+    )
+    assert not (b / "x").exists()
+
+
+def test_run_folder_with_glob_characters_in_its_name(two_runs: Path) -> None:
+    r = _copy(two_runs, "june", "[red]run")
+    ch = fastseg.diff(two_runs / "may", r)
+    assert ch.changes.height > 0
+    res = runner.invoke(
+        app, ["export", str(r), "--segment", "vip", "--out", str(two_runs / "[x]exp")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "[red]run" in runner.invoke(app, ["diff", str(r), str(two_runs / "may")]).output
+
+
+def test_two_canonical_columns_cannot_map_to_one(two_runs: Path) -> None:
+    _one_error(
+        [
+            "run",
+            two_runs / "shop" / "orders.parquet",
+            "--customers",
+            two_runs / "shop" / "customers.parquet",
+            "--customers-col",
+            "email=email",
+            "--customers-col",
+            "phone=email",
+            "--out",
+            two_runs / "y",
+        ],
+        "'email' and 'phone' both map to 'email'",
+    )
+
+
+def test_nested_identifier_values_are_invalid_not_a_crash(two_runs: Path) -> None:
+    prof = pl.read_parquet(two_runs / "shop" / "customers.parquet").select(
+        "customer_id", list_email=pl.concat_list(pl.col("email"))
+    )
+    prof.write_parquet(two_runs / "nested.parquet")
+    res = fastseg.export(
+        two_runs / "may",
+        ["vip"],
+        customers=two_runs / "nested.parquet",
+        columns="list_email",
+        out=two_runs / "nested-exp",
+    )
+    (f,) = res.files
+    assert f.unusable["list_email"]["invalid"] == f.rows - f.unusable["list_email"]["missing"]

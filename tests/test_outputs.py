@@ -283,3 +283,31 @@ def test_fallback_swap_interrupted_puts_the_old_set_back(
         outs.commit()
     monkeypatch.setattr(os, "rename", real_rename)
     assert (out / "scores.parquet").read_text() == "A" and _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_an_interrupt_after_the_swap_still_reports_the_new_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    """Ctrl-C while the previous set is being removed: the new set is already in place, so the
+    commit completes (the hidden leftover goes with the next run), never "nothing written"."""
+    if not exchange:
+        monkeypatch.setattr(O, "_exchange", lambda a, b: False)
+    out = tmp_path / "run"
+    _run_folder(out, {"scores.parquet": "A"})
+    real = O._remove
+
+    def interrupted(path: Path) -> None:
+        raise KeyboardInterrupt
+
+    with OutputSet() as outs:
+        folder = outs.add_folder(out)
+        outs.write_text(folder / "scores.parquet", "B")
+        outs.write_text(folder / "run.json", json.dumps({"as_of": "2026-02-01"}))
+        monkeypatch.setattr(O, "_remove", interrupted)
+        outs.commit()  # no KeyboardInterrupt escapes
+    monkeypatch.setattr(O, "_remove", real)
+    assert (out / "scores.parquet").read_text() == "B"
+    # the previous set stays hidden beside it; the next command removes it once this process
+    # has exited (leftovers of dead processes: test_faults)
+    assert len(_hidden(tmp_path)) == 1
