@@ -948,6 +948,7 @@ def export(
     changes: bool = False,
     out_format: str = "csv",
     default_country: str | None = None,
+    phone_country: str | None = None,
 ) -> ExportResult:
     """Write who is in segments of a run, one file per segment, for an email tool or ad platform.
 
@@ -977,6 +978,10 @@ def export(
         ``"csv"`` (default) or ``"parquet"``.
     default_country
         ISO region (``"US"``) of phone numbers written without a country code.
+    phone_country
+        A column (of the scores or the profiles) holding each customer's ISO country
+        (``"GB"``): a number without a country code is read in its row's region, and in
+        ``default_country`` where that is empty or not a region.
 
     Returns
     -------
@@ -1005,6 +1010,7 @@ def export(
         changes=changes,
         out_format=out_format,
         default_country=default_country,
+        phone_country=phone_country,
     )
 
 

@@ -767,6 +767,14 @@ def export_cmd(
             metavar="CC",
         ),
     ] = None,
+    phone_country: Annotated[
+        str | None,
+        typer.Option(
+            "--phone-country",
+            help="Column with each customer's ISO country (e.g. country): numbers without a country code are read there (--default-country where it is empty).",
+            metavar="COLUMN",
+        ),
+    ] = None,
 ) -> None:
     """Export who is in segments of a run, one file per segment, for an email tool or ad platform."""
     from fastseg import api
@@ -783,6 +791,7 @@ def export_cmd(
             changes=changes,
             out_format=fmt.value,
             default_country=default_country,
+            phone_country=phone_country,
         )
     table = Table(
         title=f"Export of {escape(str(res.run))} ({escape(res.as_of)})", title_justify="left"

@@ -194,14 +194,45 @@ def _per_distinct(values: pl.Series, fn: Any, dtypes: Sequence[pl.DataType]) -> 
 
 
 def normalize_phones(
-    values: pl.Series, default_country: str | None = None
+    values: pl.Series, default_country: str | None = None, regions: pl.Series | None = None
 ) -> tuple[pl.Series, pl.Series]:
     """Phone numbers in E.164 (null where unusable) and their status (:data:`STATUS`), parsed
-    once per distinct value (:func:`normalize_phone`)."""
+    once per distinct value (:func:`normalize_phone`). ``regions``: each row's own ISO region
+    for a number without a country code (a customer's country); ``default_country`` where it is
+    empty or not a region phone numbers know.
+
+    >>> e164, _ = normalize_phones(pl.Series(["020 7946 0958", "(415) 555-2671"]), "US",
+    ...                            regions=pl.Series(["gb", None]))
+    >>> e164.to_list()
+    ['+442079460958', '+14155552671']
+    """
     text = _as_text(values).str.strip_chars()
-    e164, status = _per_distinct(
-        text, lambda v: normalize_phone(v, default_country), [pl.String(), pl.String()]
-    )
+    if regions is None:
+        e164, status = _per_distinct(
+            text, lambda v: normalize_phone(v, default_country), [pl.String(), pl.String()]
+        )
+    else:
+        import phonenumbers as pn
+
+        known = sorted(pn.SUPPORTED_REGIONS)
+        region = _as_text(regions).str.strip_chars().str.to_uppercase()
+        region = pl.select(
+            pl.when(pl.lit(region).is_in(known))
+            .then(pl.lit(region))
+            .otherwise(pl.lit(default_country, pl.String))
+        ).to_series()
+        # one parse per distinct (number, region): the key joins them with a unit separator
+        key = pl.select(
+            pl.when(pl.lit(text).is_not_null()).then(
+                pl.concat_str([pl.lit(text), pl.lit(region).fill_null("")], separator="\x1f")
+            )
+        ).to_series()
+
+        def parse(k: str) -> tuple[str | None, str]:
+            number, _, where = k.rpartition("\x1f")
+            return normalize_phone(number, where or None)
+
+        e164, status = _per_distinct(key, parse, [pl.String(), pl.String()])
     status = status.fill_null(MISSING).cast(STATUS)
     return e164, status
 
@@ -227,9 +258,12 @@ def normalize_identifiers(
     *,
     hash: str | None = None,
     default_country: str | None = None,
+    phone_country: str | None = None,
 ) -> pl.DataFrame:
     """``frame`` with each identifier column of ``columns`` normalized (or hashed; null where
-    unusable) and a ``__status_COLUMN`` column beside it (:data:`STATUS`)."""
+    unusable) and a ``__status_COLUMN`` column beside it (:data:`STATUS`); phone numbers without
+    a country code read in the region of the ``phone_country`` column of their row when given,
+    else ``default_country``."""
     out = []
     for col in columns:
         kind = identifier_kind(col)
@@ -240,7 +274,8 @@ def normalize_identifiers(
             status = email_status(value)
             value = pl.select(pl.when(status == OK).then(value)).to_series()
         else:
-            value, status = normalize_phones(frame[col], default_country)
+            regions = frame[phone_country] if phone_country is not None else None
+            value, status = normalize_phones(frame[col], default_country, regions)
         if hash == "sha256":
             value = sha256_hex(value)
         out += [value.alias(col), status.alias(_STATUS_PREFIX + col)]
@@ -728,6 +763,7 @@ def export_run(
     changes: bool = False,
     out_format: str = "csv",
     default_country: str | None = None,
+    phone_country: str | None = None,
 ) -> ExportResult:
     """Write the members of ``segments`` of the run folder ``run_dir`` into the folder ``out``
     (see the module docstring; :func:`fastseg.export` documents the arguments)."""
@@ -754,6 +790,17 @@ def export_run(
     changes_path = _check_changes(run, wanted) if changes else None
     plan = _plan_columns(run, customers, mapping, cols)
     identifiers = [c for c in plan.columns if identifier_kind(c)]
+    read = plan  # the columns read: the written ones and, when asked, each row's phone region
+    if phone_country is not None:
+        phone_country = str(phone_country).strip()
+        if identifier_kind(phone_country) or not phone_country:
+            msg = f"--phone-country: expected the column of each customer's country, got {phone_country!r}"
+            raise ParameterError(msg)
+        if phone_country not in plan.columns:
+            try:
+                read = _plan_columns(run, customers, mapping, [*plan.columns, phone_country])
+            except SchemaError as exc:
+                raise SchemaError(str(exc).replace("--columns:", "--phone-country:", 1)) from None
     inputs, patterns = [run.path, *input_paths(customers)], input_patterns(customers)
     timings["check"] = time.perf_counter() - t0
 
@@ -763,12 +810,14 @@ def export_run(
         ids = run.customer_ids()
         need, moved = _who(run, ids, words[rows], wanted, changes_path)
         prof = None
-        if customers is not None and (plan.from_profiles or moved is not None):
+        if customers is not None and (read.from_profiles or moved is not None):
             prof, prof_report = _load_profiles(customers, mapping, ids)
-        pool, gone = _pool(run, plan, need, prof)
+        pool, gone = _pool(run, read, need, prof)
         timings["read"] = time.perf_counter() - t
         t = time.perf_counter()
-        pool = normalize_identifiers(pool, identifiers, hash=hash, default_country=region)
+        pool = normalize_identifiers(
+            pool, identifiers, hash=hash, default_country=region, phone_country=phone_country
+        )
         timings["normalize"] = time.perf_counter() - t
         t = time.perf_counter()
         files = []
@@ -804,14 +853,22 @@ def export_run(
             notes=notes,
             manifest=folder / MANIFEST,
         )
-        outs.write_text(folder / MANIFEST, _manifest(result, plan, region, out_format))
+        outs.write_text(
+            folder / MANIFEST, _manifest(result, plan, region, out_format, phone_country)
+        )
         outs.commit()
         timings["write"] = time.perf_counter() - t
     result.timings = timings
     return result
 
 
-def _manifest(result: ExportResult, plan: _Plan, region: str | None, out_format: str) -> str:
+def _manifest(
+    result: ExportResult,
+    plan: _Plan,
+    region: str | None,
+    out_format: str,
+    phone_country: str | None = None,
+) -> str:
     from fastseg import __version__
 
     phones = any(k == "phone" for k in result.identifiers.values())
@@ -834,6 +891,7 @@ def _manifest(result: ExportResult, plan: _Plan, region: str | None, out_format:
             "unusable_rows": "written with a null identifier, counted under unusable",
         },
         "default_country": region,
+        "phone_country_column": phone_country,
         "phonenumbers": phonenumbers.__version__ if phones else None,
         "table_format": out_format,
         "notes": result.notes,

@@ -737,3 +737,59 @@ def test_export_from_a_csv_run_folder_equals_the_parquet_one(tmp_path: Path) -> 
     text = pl.read_csv(tmp_path / "exp-csv" / "active.csv", infer_schema=False)
     assert text["zip"].str.len_chars().eq(5).all()
     assert text["phone"].drop_nulls().str.starts_with("+44").all()
+
+
+def test_phone_country_reads_each_number_in_its_customers_country(tmp_path: Path) -> None:
+    """--phone-country: a number without a country code is read in its own row's country, in
+    --default-country where that is empty or no region; equal to a per-row reference."""
+    import phonenumbers as pn
+
+    from fastseg import synthetic
+    from fastseg.exporting import normalize_phone
+
+    ds = synthetic.generate(tmp_path / "shop", orders=4000, customers=500, with_events=False)
+    prof = pl.read_parquet(ds.customers)
+    # some rows with no or an unknown country: they fall back to --default-country
+    prof = prof.with_columns(
+        country=pl.when(pl.col("customer_id") % 7 == 0)
+        .then(None)
+        .when(pl.col("customer_id") % 11 == 0)
+        .then(pl.lit("Atlantis"))
+        .otherwise(pl.col("country").str.to_lowercase())
+    )
+    prof.write_parquet(tmp_path / "p.parquet")
+    fastseg.run(ds.orders, customers=tmp_path / "p.parquet", out=tmp_path / "run")
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            str(tmp_path / "run"),
+            "--segment",
+            "active",
+            "--columns",
+            "phone",
+            "--default-country",
+            "US",
+            "--phone-country",
+            "country",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    got = pl.read_csv(tmp_path / "x" / "active.csv", infer_schema=False)
+    assert got.columns == ["customer_id", "phone"]  # the country column is read, not written
+    ref = {}
+    for cid, phone, country in prof.select("customer_id", "phone", "country").iter_rows():
+        region = (country or "").strip().upper()
+        ref[str(cid)] = normalize_phone(phone, region if region in pn.SUPPORTED_REGIONS else "US")[
+            0
+        ]
+    assert {r[0]: r[1] for r in got.iter_rows()} == {c: ref[c] for c in got["customer_id"]}
+    plain = fastseg.export(
+        tmp_path / "run", ["active"], columns="phone", default_country="US", out=tmp_path / "y"
+    )
+    ours = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert ours["phone_country_column"] == "country"
+    invalid = ours["files"]["active.csv"]["unusable"]["phone"]["invalid"]
+    assert invalid < plain.files[0].unusable["phone"]["invalid"]
