@@ -779,6 +779,18 @@ def export_cmd(
     """Export who is in segments of a run, one file per segment, for an email tool or ad platform."""
     from fastseg import api
 
+    _need_input(customers_col, customers, "--customers-col", "--customers")
+    if not any(s.strip() for s in segment):
+        raise typer.BadParameter("give the name of a segment of the run", param_hint="--segment")
+    if default_country is not None:
+        import phonenumbers as pn
+
+        if default_country.strip().upper() not in pn.SUPPORTED_REGIONS:
+            raise typer.BadParameter(
+                f"{default_country!r} is not an ISO 3166 region phone numbers know; give a "
+                "two-letter code such as US, GB, DE or FR",
+                param_hint="--default-country",
+            )
     with err.status("exporting..."):
         res = api.export(
             run_dir,

@@ -650,7 +650,14 @@ def test_cli_errors(store: dict[str, Path], tmp_path: Path) -> None:
     assert_clean_error(
         invoke("export", run2, "-s", "big", "--default-country", "Narnia", "-o", out),
         "--default-country",
+        code=2,  # a usage error, as for run's options
     )
+    assert_clean_error(
+        invoke("export", run2, "-s", "big", "--customers-col", "email=x", "-o", out),
+        "give --customers too",
+        code=2,
+    )
+    assert_clean_error(invoke("export", run2, "-s", " ", "-o", out), "--segment", code=2)
     assert_clean_error(invoke("export", run2, "-s", "big", "-o", run2), "is also an input")
     assert_clean_error(
         invoke("export", tmp_path / "none", "-s", "big", "-o", out), "does not exist"
