@@ -203,26 +203,11 @@ def align(prev: pl.Series, cur: pl.Series) -> tuple[NDArray[np.int64], NDArray[n
 def _merge(prev: pl.Series, cur: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
     """``(p2c, c2p)`` by a merge of the two sorted lists, or None when one is not sorted."""
     from fastseg.kernels.align import merge_sorted_int, merge_sorted_text
+    from fastseg.segmenting import text_buffers
 
     if prev.dtype.is_integer():
         return merge_sorted_int(prev.cast(pl.Int64).to_numpy(), cur.cast(pl.Int64).to_numpy())
-    return merge_sorted_text(_text_buffers(prev), _text_buffers(cur))
-
-
-def _text_buffers(ids: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
-    """Offsets (rebased to 0) and UTF-8 bytes of a text column, Arrow large-string layout."""
-    import pyarrow as pa
-
-    arr = ids.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
-    _, offs_buf, data_buf = arr.buffers()
-    offs = np.frombuffer(offs_buf, dtype="<i8", count=len(arr) + 1, offset=arr.offset * 8)
-    data = (
-        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    )
-    return offs - offs[0], data[offs[0] : offs[-1]]
-
-
-# -------------------------------------------------------------------------------- the diff
+    return merge_sorted_text(text_buffers(prev), text_buffers(cur))
 
 
 def _same_edges(a: Any, b: Any) -> bool:

@@ -725,15 +725,7 @@ def export_cmd(
             metavar="PROFILES",
         ),
     ] = None,
-    customers_col: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--customers-col",
-            help="Map a profile column to yours: C=THEIRS (repeatable), e.g. --customers-col "
-            "email=EmailAddress.",
-            metavar="C=THEIRS",
-        ),
-    ] = None,
+    customers_col: CustomersColOpt = None,
     columns: Annotated[
         str | None,
         typer.Option(

@@ -174,43 +174,39 @@ class RunFolder:
         if missing:
             msg = f"{self.need('scores')}: no column {missing[0]!r} (found: {', '.join(have)})"
             raise InputError(msg)
-        p = self.path / MEMBERSHIP_FILE
-        if not p.is_file():
+        if (self.path / MEMBERSHIP_FILE).is_file():
+            self._read_membership(words=False)
+        else:
             self.need("segments")
-            return
+
+    def _read_membership(
+        self, *, words: bool
+    ) -> tuple[int, tuple[str, ...], NDArray[np.uint64] | None]:
+        """``(n_customers, names, words)`` of the archive (``words`` None unless asked for), or
+        one clear line when it is not a membership archive."""
+        p = self.path / MEMBERSHIP_FILE
         try:
             with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 if "format" not in z or str(z["format"]) != MEMBERSHIP_FORMAT:
                     raise ValueError
-                int(z["n_customers"]), tuple(z["names"])
+                n = int(z["n_customers"])
+                names = tuple(str(x) for x in z["names"])
+                w = np.ascontiguousarray(z["words"], dtype=np.uint64) if words else None
         except OSError as exc:
             msg = f"cannot read {p}: {exc.strerror or exc}"
             raise InputError(msg) from exc
-        except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # not numpy's
             msg = f"{p} is not a {MEMBERSHIP_FORMAT} file: run fastseg run again to rewrite the folder"
             raise InputError(msg) from exc
+        return n, names, w
 
     def membership(self) -> tuple[tuple[str, ...], NDArray[np.uint64]]:
         """Segment names and their bitsets over :meth:`customer_ids`."""
         p = self.path / MEMBERSHIP_FILE
         ids = self.customer_ids()
         if p.is_file():
-            try:
-                with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-                    ok = "format" in z and str(z["format"]) == MEMBERSHIP_FORMAT
-                    if ok:
-                        n = int(z["n_customers"])
-                        names = tuple(str(x) for x in z["names"])
-                        words = np.ascontiguousarray(z["words"], dtype=np.uint64)
-            except OSError as exc:
-                msg = f"cannot read {p}: {exc.strerror or exc}"
-                raise InputError(msg) from exc
-            except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # not numpy's
-                msg = f"{p} is not a {MEMBERSHIP_FORMAT} file: run fastseg run again to rewrite the folder"
-                raise InputError(msg) from exc
-            if not ok:
-                msg = f"{p} is not a {MEMBERSHIP_FORMAT} file"
-                raise InputError(msg)
+            n, names, words = self._read_membership(words=True)
+            assert words is not None
             if n != len(ids):
                 msg = (
                     f"{p} has {n:,} customers but {self.need('scores').name} has {len(ids):,}:"

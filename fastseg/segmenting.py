@@ -283,14 +283,9 @@ class SegmentResult:
         if ids.dtype.is_integer():
             entries["customer_id"] = ids.cast(pl.Int64).fill_null(0).to_numpy()
         else:
-            import pyarrow as pa
-
-            arr = ids.cast(pl.String).fill_null("").to_arrow().cast(pa.large_string())
-            _, offs_buf, data_buf = arr.buffers()
-            offs = np.frombuffer(offs_buf, dtype="<i8", count=len(arr) + 1, offset=arr.offset * 8)
-            data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0)
-            entries["customer_id_offsets"] = offs - offs[0]
-            entries["customer_id_data"] = np.ascontiguousarray(data[offs[0] : offs[-1]], np.uint8)
+            offs, data = text_buffers(ids.fill_null(""))
+            entries["customer_id_offsets"] = offs
+            entries["customer_id_data"] = np.ascontiguousarray(data, np.uint8)
         with open(path, "wb") as fh:
             np.savez(fh, **entries)
 
@@ -403,6 +398,20 @@ class SegmentResult:
             label_series = pl.Series(g.name, labels, dtype=pl.Enum(labels))
             cols.append(label_series.gather(pl.Series(assigned)))
         return pl.DataFrame(cols)
+
+
+def text_buffers(texts: pl.Series) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """Offsets (from 0, ``int64[n + 1]``) and UTF-8 bytes of a text column without nulls, in
+    Arrow's large-string layout: what kernels read texts as."""
+    import pyarrow as pa
+
+    arr = texts.cast(pl.String).rechunk().to_arrow().cast(pa.large_string())
+    _, offs_buf, data_buf = arr.buffers()
+    offs = np.frombuffer(offs_buf, dtype="<i8", count=len(arr) + 1, offset=arr.offset * 8)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    return offs - offs[0], data[offs[0] : offs[-1]]
 
 
 def load_bitsets(path: str | Path) -> SegmentBitsets:

@@ -269,8 +269,8 @@ def test_unsorted_ids_fall_back_to_the_join() -> None:
     st.booleans(),
 )
 def test_merge_kernels_equal_a_dict_reference(a: list[int], b: list[int], text: bool) -> None:
-    from fastseg.changes import _text_buffers
     from fastseg.kernels.align import merge_sorted_int, merge_sorted_text
+    from fastseg.segmenting import text_buffers
 
     a = sorted(set(a)) if len(a) % 2 == 0 else list(dict.fromkeys(a))
     b = sorted(set(b))
@@ -279,8 +279,8 @@ def test_merge_kernels_equal_a_dict_reference(a: list[int], b: list[int], text: 
         b = [f"é{x % 97}" if x % 3 else str(x) for x in b]
         a, b = list(dict.fromkeys(a)), sorted(set(b))
         got = merge_sorted_text(
-            _text_buffers(pl.Series(a, dtype=pl.String)),
-            _text_buffers(pl.Series(b, dtype=pl.String)),
+            text_buffers(pl.Series(a, dtype=pl.String)),
+            text_buffers(pl.Series(b, dtype=pl.String)),
         )
         ordered = all(x.encode() < y.encode() for x, y in zip(a, a[1:], strict=False))
     else:
