@@ -33,6 +33,8 @@ _LAZY = {
     "run": "fastseg.api",
     "diff": "fastseg.api",
     "export": "fastseg.api",
+    "report": "fastseg.api",
+    "ReportResult": "fastseg.api",
     "ExportResult": "fastseg.exporting",
     "Changes": "fastseg.changes",
     "segment": "fastseg.api",
@@ -63,6 +65,7 @@ __all__ = [
     "Changes",
     "ExportResult",
     "RFMScorer",
+    "ReportResult",
     "RunResult",
     "ScoreResult",
     "SegmentResult",
@@ -74,13 +77,24 @@ __all__ = [
     "load_bitsets",
     "load_catalog",
     "parse_thresholds",
+    "report",
     "run",
     "score",
     "segment",
 ]
 
 if TYPE_CHECKING:
-    from fastseg.api import RunResult, ScoreResult, diff, export, run, score, segment
+    from fastseg.api import (
+        ReportResult,
+        RunResult,
+        ScoreResult,
+        diff,
+        export,
+        report,
+        run,
+        score,
+        segment,
+    )
     from fastseg.changes import Changes
     from fastseg.exporting import ExportResult
     from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog

@@ -643,6 +643,7 @@ def run_job(
     out: str | Path | None = None,
     out_format: str | None = None,
     previous: Any = None,
+    report: bool = False,
     threads: int | None = None,
     stopwatch: Stopwatch | None = None,
     command: Sequence[str] | None = None,
@@ -663,6 +664,9 @@ def run_job(
         raise ParameterError(msg)
     if out_format is not None and out is None:
         msg = "out_format: give out (the run folder) too"
+        raise ParameterError(msg)
+    if report and out is None:
+        msg = "report: give out (the run folder the report is written into) too"
         raise ParameterError(msg)
     watch = stopwatch or Stopwatch()
     prev = None
@@ -714,6 +718,7 @@ def run_job(
                     out_format=out_format or "parquet",
                     record=record,
                     previous=base,
+                    with_report=report,
                 )
             result.outputs = {**res.outputs, **staged}
         outs.commit()
@@ -808,6 +813,7 @@ RUN_FILES = (
     "changes.csv",
     "transitions.csv",
     "diff.json",
+    "report.html",
 )
 
 
@@ -820,9 +826,10 @@ def _stage_run(
     out_format: str = "parquet",
     record: Mapping[str, Any] | None = None,
     previous: Any = None,
+    with_report: bool = False,
 ) -> dict[str, Path]:
     """Write the run folder's files into the staging area of ``outs``; with ``previous`` (an
-    opened run folder) the changes since it too."""
+    opened run folder) the changes since it too; with ``with_report`` the HTML report."""
     import json
     import uuid
 
@@ -843,17 +850,20 @@ def _stage_run(
         frames["groups"] = (seg.groups, tab)
     paths: dict[str, Path] = {}
     schemas: dict[str, dict[str, str]] = {}
+    small: dict[str, pl.DataFrame] = {}  # kept for the report
     for name, (make, fmt) in frames.items():
         df = make()
         if name in RUN_TABLES:
             schemas[name] = schema_record(df)
         paths[name] = outs.write_frame(df, folder / f"{name}.{fmt}", fmt)
+        if name in ("summary", "overlaps"):
+            small[name] = df
         del df
     paths["membership"] = outs.write_with(
         folder / MEMBERSHIP_FILE,
         lambda p: write_membership(p, seg.names, seg.bitsets, seg.n_customers),
     )
-    diff_doc = None
+    diff_doc = ch = None
     if previous is not None:
         from fastseg import changes as D
 
@@ -894,6 +904,29 @@ def _stage_run(
         "outputs_outside": sorted(str(p) for p in outs.files() if not p.is_relative_to(folder)),
         "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
     }
+    if with_report:
+        from fastseg import reporting
+
+        t1 = time.perf_counter()
+        data = reporting.collect(
+            result.scores,
+            small["summary"],
+            small["overlaps"],
+            report,
+            changes=ch.summary if ch is not None else None,
+            transitions=ch.transitions if ch is not None else None,
+            changes_doc=diff_doc,
+        )
+        paths["report"] = outs.write_text(
+            folder / reporting.REPORT_FILE, reporting.build_html(data)
+        )
+        seconds = time.perf_counter() - t1
+        report["timings_seconds"]["report"] = round(seconds, 4)
+        report["timings_seconds"]["write"] = round(timings["write"], 4)
+        report["files"][reporting.REPORT_FILE] = outs.path(paths["report"]).stat().st_size
+        if watch is not None:  # the write stage includes the report; shown apart
+            watch.seconds["report"] = watch.seconds.get("report", 0.0) + seconds
+            watch.seconds["write"] = watch.seconds.get("write", 0.0) - seconds
     text = json.dumps(report, indent=2, default=str) + "\n"
     paths["run"] = outs.write_text(folder / "run.json", text)
     return paths
@@ -925,6 +958,69 @@ def diff(
     from fastseg.changes import diff_runs
 
     return diff_runs(previous, current, out)
+
+
+def report(
+    run: str | Path,
+    *,
+    previous: str | Path | None = None,
+    out: str | Path = "report.html",
+) -> ReportResult:
+    """Write the HTML report of a run folder: one self-contained page with charts.
+
+    Parameters
+    ----------
+    run
+        A run folder written by ``fastseg run --out``.
+    previous
+        An earlier run folder: the page shows who joined and left each segment and the RFM
+        transitions since it. Without it, the changes the run folder holds (``fastseg run
+        --previous``) are shown, if any.
+    out
+        The HTML file to write (atomically; never one of the run's own files).
+
+    Returns
+    -------
+    ReportResult
+        ``path``, ``bytes``, ``charts`` (the number of charts on the page) and ``seconds``.
+
+    The page opens offline (the chart library is embedded) and is built from aggregates, so its
+    size does not grow with the number of customers (see docs/report.md).
+    """
+    from fastseg import reporting
+    from fastseg.runs import open_run
+
+    t0 = time.perf_counter()
+    cur = open_run(run, "run folder")
+    cur.check()
+    prev = None
+    if previous is not None:
+        prev = open_run(previous, "--previous")
+        prev.check()
+    with _output_set(cur.path, prev.path if prev is not None else None) as outs:
+        target = outs.add_file(out, "--out")
+        data = reporting.collect_folder(cur, prev)
+        specs = reporting.chart_specs(data)
+        page = reporting.render(data, specs)
+        outs.write_text(target, page)
+        outs.commit()
+    return ReportResult(
+        path=target,
+        bytes=len(page.encode()),
+        charts=len(specs),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+@dataclass
+class ReportResult:
+    """What :func:`report` wrote: ``path``, its size in ``bytes``, the number of ``charts`` on
+    the page and the ``seconds`` it took."""
+
+    path: Path
+    bytes: int
+    charts: int
+    seconds: float
 
 
 def _money_to_cents(summary: pl.DataFrame) -> pl.DataFrame:

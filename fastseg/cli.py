@@ -578,6 +578,13 @@ def run(
             help="An earlier run folder: write who joined and left each segment since it (changes.parquet, changes.csv, transitions.csv).",
         ),
     ] = None,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write report.html into the run folder: one page with charts that opens offline (see `fastseg report`).",
+        ),
+    ] = False,
 ) -> None:
     """The main job: features, RFM scores and segments in one go."""
     import sys
@@ -610,6 +617,7 @@ def run(
             out=out,
             out_format=fmt.value if fmt else None,
             previous=previous,
+            report=report,
             stopwatch=watch,
             command=["fastseg", *sys.argv[1:]],
         )
@@ -689,6 +697,37 @@ def diff_cmd(
             f"written to {escape(str(out))}: changes.parquet, changes.csv, transitions.csv, diff.json"
         )
     console.print(f"compared in {ch.seconds:.2f} s")
+
+
+@app.command("report")
+@_friendly
+def report_cmd(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder written by `fastseg run --out`.", metavar="RUN_DIR")
+    ],
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            "--previous",
+            help="An earlier run folder: add who joined and left each segment and the RFM transitions since it (default: the changes the run folder holds, if any).",
+            metavar="PREV_RUN_DIR",
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="The HTML file to write.", metavar="FILE"),
+    ] = Path("report.html"),
+) -> None:
+    """One self-contained HTML page for a run: headline figures, segment sizes, the R×F grid,
+    distributions, overlaps, changes; it opens offline in any browser."""
+    from fastseg import api
+
+    with err.status("building the report..."):
+        rep = api.report(run_dir, previous=previous, out=out)
+    console.print(
+        f"report written to [bold]{escape(str(rep.path))}[/bold]: {rep.charts} charts, "
+        f"{rep.bytes / 1e6:.1f} MB, in {rep.seconds:.1f} s"
+    )
 
 
 class Hash(StrEnum):
@@ -847,9 +886,14 @@ def demo(
             customers=ds.customers,
             events=ds.events,
             out=out / "results",
+            report=True,
             stopwatch=watch,
         )
     _report_run(res)
+    if "report" in res.outputs:
+        console.print(
+            f"\nreport: [bold]{escape(str(res.outputs['report']))}[/bold] (open it in a browser)"
+        )
     console.print(
         f"\nnext: [bold]{escape(f'fastseg run {ds.orders} --customers {ds.customers} --events {ds.events} --rules my_segments.toml')}[/bold]"
     )
