@@ -964,7 +964,7 @@ def report(
     run: str | Path,
     *,
     previous: str | Path | None = None,
-    out: str | Path = "report.html",
+    out: str | Path | None = None,
 ) -> ReportResult:
     """Write the HTML report of a run folder: one self-contained page with charts.
 
@@ -977,7 +977,8 @@ def report(
         transitions since it. Without it, the changes the run folder holds (``fastseg run
         --previous``) are shown, if any.
     out
-        The HTML file to write (atomically; never one of the run's own files).
+        The HTML file to write, atomically (default: ``report.html`` in the run folder; no other
+        file of the run folder may be written).
 
     Returns
     -------
@@ -997,8 +998,19 @@ def report(
     if previous is not None:
         prev = open_run(previous, "--previous")
         prev.check()
-    with _output_set(cur.path, prev.path if prev is not None else None) as outs:
-        target = outs.add_file(out, "--out")
+    target = Path(cur.path / reporting.REPORT_FILE if out is None else out)
+    inside = _same_path(target.parent, cur.path)
+    if inside and target.name != reporting.REPORT_FILE:
+        msg = (
+            f"--out {target}: inside the run folder only {reporting.REPORT_FILE} may be written "
+            f"(the other files are the run's); write {cur.path / reporting.REPORT_FILE} or a file "
+            "outside the folder"
+        )
+        raise ParameterError(msg)
+    # report.html in its own run folder: the files read are the inputs, not the whole folder
+    reads = [cur.path / n for n in reporting.files_read(cur)] if inside else [cur.path]
+    with _output_set(*reads, prev.path if prev is not None else None) as outs:
+        target = outs.add_file(target, "--out")
         data = reporting.collect_folder(cur, prev)
         specs = reporting.chart_specs(data)
         page = reporting.render(data, specs)

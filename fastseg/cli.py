@@ -714,9 +714,14 @@ def report_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="The HTML file to write.", metavar="FILE"),
-    ] = Path("report.html"),
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The HTML file to write (default: report.html in the run folder).",
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> None:
     """One self-contained HTML page for a run: headline figures, segment sizes, the R×F grid,
     distributions, overlaps, changes; it opens offline in any browser."""

@@ -176,6 +176,15 @@ def collect_folder(run: Any, previous: Any = None) -> ReportData:
     )
 
 
+def files_read(run: Any) -> list[str]:
+    """The files of a run folder that :func:`collect_folder` reads."""
+    scores = run.table("scores")
+    names = ["run.json", "summary.csv", "overlaps.csv", "changes.csv", "transitions.csv"]
+    if scores is not None:
+        names.append(scores.name)
+    return [n for n in names if (run.path / n).exists()]
+
+
 def _read_csv(path: Path, text: dict[str, Any]) -> pl.DataFrame:
     header = pl.read_csv(path, n_rows=0).columns
     return pl.read_csv(path, schema_overrides={k: v for k, v in text.items() if k in header})
@@ -294,19 +303,24 @@ def _histogram(
         values = positive
     lo, hi = (float(v) for v in np.quantile(values, [TAIL, 1 - TAIL]))
     if integer:
-        lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = float(np.floor(lo)), float(np.ceil(hi))
     values = np.clip(values, lo, hi)
+    if hi <= lo:  # one distinct value: one bar around it
+        hi = lo + max(1.0, abs(lo) * 1e-9)
     if log and integer:
         edges = np.unique(np.floor(np.geomspace(max(lo, 1.0), hi + 1, HIST_BINS + 1)))
     elif log:
         edges = np.geomspace(lo, hi, HIST_BINS + 1)
     elif integer:
-        width = max(1.0, math.ceil((hi - lo + 1) / HIST_BINS))
-        edges = lo + width * np.arange(int((hi - lo) // width) + 2)
+        width = max(1.0, float(np.ceil((hi - lo + 1) / HIST_BINS)))
+        edges = lo + width * np.arange(min(HIST_BINS, float(np.ceil((hi - lo + 1) / width))) + 1.0)
     else:
-        edges = np.linspace(lo, hi, HIST_BINS + 1) if hi > lo else np.array([lo, lo + 1.0])
-    if edges.size < 2:  # one integer value
-        edges = np.array([lo, lo + 1.0])
+        edges = np.linspace(lo, hi, HIST_BINS + 1)
+    # the (clipped) values all lie in [lo, hi]; np.histogram's last bin includes its right edge
+    edges[0], edges[-1] = min(edges[0], lo), max(edges[-1], hi)
+    edges = np.unique(edges)
+    if edges.size < 2:
+        edges = np.array([lo, hi])
     counts, _ = np.histogram(values, bins=edges)  # the last bin includes its right edge
     bins = pl.DataFrame(
         {"lo": edges[:-1], "hi": edges[1:], "customers": counts.astype(np.int64)},
