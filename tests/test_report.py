@@ -373,3 +373,17 @@ def test_cli_run_report(tmp_path: Path) -> None:
 def test_api_report_needs_a_run_folder() -> None:
     with pytest.raises(ParameterError, match="report: give out"):
         fastseg.run(orders_frame(4, 10, dt.date(2026, 6, 1)), report=True)
+
+
+def test_the_javascript_bundle_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTSEG_CACHE_DIR", str(tmp_path / "cache"))
+    first = R._bundle()
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].read_text() == first and "window.vegaEmbed" in first
+    files[0].write_text("garbage")  # damaged: made again, and replaced
+    assert R._bundle() == first
+    assert files[0].read_text() == first
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("FASTSEG_CACHE_DIR", str(blocked / "sub"))  # cannot be created
+    assert R._bundle() == first
