@@ -143,6 +143,14 @@ def collect_folder(run: Any, previous: Any = None) -> ReportData:
     """The aggregates of a run folder (:class:`fastseg.runs.RunFolder`), with the changes since
     ``previous`` (another run folder) or, without it, the changes the run folder holds (written
     by ``fastseg run --previous``)."""
+    from fastseg.errors import InputError
+
+    if not (run.path / "summary.csv").is_file():
+        msg = (
+            f"{run.path}: no summary.csv in this run folder; the report needs a folder written by "
+            "`fastseg run --out` (run it again to make one)"
+        )
+        raise InputError(msg)
     names = set(run.columns("scores"))
     scores = run.scan("scores", [c for c in SCORE_COLUMNS if c in names])
     summary = _read_csv(run.path / "summary.csv", {"segment": pl.String, "description": pl.String})

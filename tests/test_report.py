@@ -387,3 +387,18 @@ def test_the_javascript_bundle_is_cached(tmp_path: Path, monkeypatch: pytest.Mon
     blocked.write_text("")
     monkeypatch.setenv("FASTSEG_CACHE_DIR", str(blocked / "sub"))  # cannot be created
     assert R._bundle() == first
+
+
+def test_a_folder_without_summary_is_one_line(runs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["b"], copy)
+    (copy / "summary.csv").unlink()
+    res = runner.invoke(app, ["report", str(copy), "--out", str(tmp_path / "x.html")])
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        f"error: {copy}: no summary.csv in this run folder; the report needs a folder written by "
+        "`fastseg run --out` (run it again to make one)"
+    )
+    assert not (tmp_path / "x.html").exists()
