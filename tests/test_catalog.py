@@ -224,3 +224,16 @@ def test_segments_doc_is_up_to_date():
     )
     for seg in builtin_catalog().segments:
         assert f"`{seg.name}`" in expected
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("customer_id", r"taken by the output column of that name \(the wide membership"),
+        ("segment", "overlaps.csv labels its rows in a column 'segment'"),
+    ],
+)
+def test_reserved_segment_names(name: str, message: str) -> None:
+    text = f'[[segment]]\nname = "{name}"\nrule = "frequency >= 1"\n'
+    with pytest.raises(RuleError, match=message):
+        load_catalog(text)

@@ -52,6 +52,9 @@ _TOP_KEYS = ("segment", "group")
 #: names a segment or group cannot take: the membership outputs already have these columns
 #: (the wide layout and ``groups.parquet`` hold ``customer_id`` beside one column per name)
 RESERVED_NAMES = ("customer_id",)
+#: and a segment cannot be called ``segment``: ``overlaps.csv`` labels its rows in a column of
+#: that name, beside one column per segment
+RESERVED_SEGMENT_NAMES = ("segment",)
 
 
 def _check_name(name: object, what: str) -> None:
@@ -65,8 +68,15 @@ def _check_name(name: object, what: str) -> None:
             f"e.g. '{name}_{what}'"
         )
         raise RuleError(msg)
+    if name in RESERVED_SEGMENT_NAMES and what == "segment":
+        msg = (
+            f"segment name {name!r} is taken by the output column of that name (overlaps.csv "
+            f"labels its rows in a column 'segment', beside one column per segment): choose "
+            f"another, e.g. 'my_{name}'"
+        )
+        raise RuleError(msg)
     if not NAME_RE.fullmatch(name):
-        fixed = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")[:63] or "segment"
+        fixed = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")[:63] or "my_segment"
         if fixed[0].isdigit():
             fixed = "_" + fixed[:62]
         msg = (
