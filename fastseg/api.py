@@ -998,6 +998,11 @@ def report(
     if previous is not None:
         prev = open_run(previous, "--previous")
         prev.check()
+        if _same_path(prev.path, cur.path):
+            msg = (
+                f"--previous {previous}: that is the run folder itself; give an earlier run folder"
+            )
+            raise ParameterError(msg)
     target = Path(cur.path / reporting.REPORT_FILE if out is None else out)
     inside = _same_path(target.parent, cur.path)
     if inside and target.name != reporting.REPORT_FILE:
@@ -1005,6 +1010,12 @@ def report(
             f"--out {target}: inside the run folder only {reporting.REPORT_FILE} may be written "
             f"(the other files are the run's); write {cur.path / reporting.REPORT_FILE} or a file "
             "outside the folder"
+        )
+        raise ParameterError(msg)
+    if target.suffix.lower() not in (".html", ".htm"):
+        msg = (
+            f"--out {target}: the report is an HTML page; give a file name ending in .html "
+            f"(e.g. {target.with_suffix('.html').name})"
         )
         raise ParameterError(msg)
     # report.html in its own run folder: the files read are the inputs, not the whole folder

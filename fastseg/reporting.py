@@ -16,7 +16,9 @@ element with ``<`` escaped, so nothing a user wrote can close the element or run
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import html
 import json
 import math
@@ -115,8 +117,14 @@ def collect(
     have = [c for c in SCORE_COLUMNS if c in scores.columns]
     frame = scores.select(have)
     n = frame.height
-    totals: dict[str, float] = {"customers": float(meta.get("customers", n))}
-    totals["scored"] = float(meta.get("scored", 0))
+    customers = meta.get("customers")
+    totals: dict[str, float] = {
+        "customers": float(customers if isinstance(customers, int | float) else n)
+    }
+    scored = meta.get("scored")
+    if not isinstance(scored, int | float) and "r_score" in frame.columns:
+        scored = frame["r_score"].is_not_null().sum()
+    totals["scored"] = float(scored or 0)
     if "frequency" in frame.columns:
         totals["orders"] = float(frame["frequency"].fill_null(0).sum())
     if "monetary" in frame.columns:
@@ -151,12 +159,21 @@ def collect_folder(run: Any, previous: Any = None) -> ReportData:
             "`fastseg run --out` (run it again to make one)"
         )
         raise InputError(msg)
-    names = set(run.columns("scores"))
-    scores = run.scan("scores", [c for c in SCORE_COLUMNS if c in names])
-    summary = _read_csv(run.path / "summary.csv", {"segment": pl.String, "description": pl.String})
+    table = run.need("scores", "; the report needs a folder written by `fastseg run --out`")
+    try:
+        names = set(run.columns("scores"))
+        scores = run.scan("scores", [c for c in SCORE_COLUMNS if c in names])
+    except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
+        raise _damaged(table, exc) from None
+    counts = ("customers",)
+    summary = _read_csv(
+        run.path / "summary.csv",
+        {"segment": pl.String, "description": pl.String, "customers": pl.Int64},
+        need=("segment", *counts),
+    )
     overlaps = None
     if (run.path / "overlaps.csv").is_file():
-        overlaps = _read_csv(run.path / "overlaps.csv", {"segment": pl.String})
+        overlaps = _read_csv(run.path / "overlaps.csv", {"segment": pl.String}, need=("segment",))
     changes = transitions = doc = None
     if previous is not None:
         from fastseg.changes import diff_results
@@ -164,25 +181,30 @@ def collect_folder(run: Any, previous: Any = None) -> ReportData:
         ch = diff_results(previous, run)
         changes, transitions, doc = ch.summary, ch.transitions, ch.to_dict()
     elif (run.path / "changes.csv").is_file() and (run.path / "transitions.csv").is_file():
+        figures = ("before", "after", "joined", "left", "stayed")
         changes = _read_csv(
             run.path / "changes.csv",
-            {"segment": pl.String, "status": pl.String}
-            | dict.fromkeys(("before", "after", "joined", "left", "stayed"), pl.Int64),
+            {"segment": pl.String, "status": pl.String} | dict.fromkeys(figures, pl.Int64),
+            need=("segment", "status", *figures),
         )
         transitions = _read_csv(
             run.path / "transitions.csv",
             {"before": pl.String, "after": pl.String, "customers": pl.Int64},
+            need=("before", "after", "customers"),
         )
         doc = run.meta.get("previous")
-    return collect(
-        scores,
-        summary,
-        overlaps,
-        run.meta,
-        changes=changes,
-        transitions=transitions,
-        changes_doc=doc,
-    )
+    try:
+        return collect(
+            scores,
+            summary,
+            overlaps,
+            run.meta,
+            changes=changes,
+            transitions=transitions,
+            changes_doc=doc if isinstance(doc, dict) else None,
+        )
+    except (pl.exceptions.PolarsError, KeyError, TypeError, ValueError) as exc:
+        raise _damaged(run.path, exc) from None
 
 
 def files_read(run: Any) -> list[str]:
@@ -194,9 +216,29 @@ def files_read(run: Any) -> list[str]:
     return [n for n in names if (run.path / n).exists()]
 
 
-def _read_csv(path: Path, text: dict[str, Any]) -> pl.DataFrame:
-    header = pl.read_csv(path, n_rows=0).columns
-    return pl.read_csv(path, schema_overrides={k: v for k, v in text.items() if k in header})
+def _read_csv(path: Path, text: dict[str, Any], need: tuple[str, ...] = ()) -> pl.DataFrame:
+    """A run folder's CSV file, typed; anything unreadable is one :class:`InputError` naming the
+    file (and the column and value, when Polars names them)."""
+    try:
+        header = pl.read_csv(path, n_rows=0).columns
+        missing = [c for c in need if c not in header]
+        if missing:
+            msg = f"no column {', '.join(map(repr, missing))} (found: {', '.join(header)})"
+            raise ValueError(msg)
+        return pl.read_csv(path, schema_overrides={k: v for k, v in text.items() if k in header})
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: Path, exc: BaseException) -> Exception:
+    from fastseg.errors import InputError
+
+    first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    msg = (
+        f"{path}: cannot be read as the file fastseg wrote ({first}); run the command that "
+        "wrote this run folder again"
+    )
+    return InputError(msg)
 
 
 def _summary(summary: pl.DataFrame) -> pl.DataFrame:
@@ -235,8 +277,8 @@ def _grid(frame: pl.DataFrame) -> pl.DataFrame:
     n = grid["customers"].sum()
     rev = grid["revenue"].sum()
     return grid.with_columns(
-        (pl.col("customers") / n).alias("share_customers") if n else pl.lit(None, pl.Float64),
-        (pl.col("revenue") / rev).alias("share_revenue") if rev else pl.lit(None, pl.Float64),
+        ((pl.col("customers") / n) if n else pl.lit(None, pl.Float64)).alias("share_customers"),
+        ((pl.col("revenue") / rev) if rev else pl.lit(None, pl.Float64)).alias("share_revenue"),
     ).sort("r_score", "f_score", descending=[True, False])
 
 
@@ -256,8 +298,8 @@ def _groups(frame: pl.DataFrame, totals: dict[str, float]) -> pl.DataFrame:
     n = out["customers"].sum()
     rev = totals.get("revenue") or 0.0
     return out.with_columns(
-        (pl.col("customers") / n).alias("share_customers") if n else pl.lit(None, pl.Float64),
-        (pl.col("revenue") / rev).alias("share_revenue") if rev else pl.lit(None, pl.Float64),
+        ((pl.col("customers") / n) if n else pl.lit(None, pl.Float64)).alias("share_customers"),
+        ((pl.col("revenue") / rev) if rev else pl.lit(None, pl.Float64)).alias("share_revenue"),
     ).sort("customers", "rfm_group", descending=[True, False])
 
 
@@ -317,6 +359,8 @@ def _histogram(
     lo, hi = q_lo, q_hi
     if integer:
         lo, hi = float(np.floor(lo)), float(np.ceil(hi))
+    folded = (bool((values < lo).any()), bool((values > hi).any()))
+    top = hi  # the largest value in the last bar
     values = np.clip(values, lo, hi)
     if hi <= lo:  # one distinct value: one bar around it
         hi = lo + max(1.0, abs(lo) * 1e-9)
@@ -336,10 +380,44 @@ def _histogram(
         edges = np.array([lo, hi])
     counts = _bin_counts(values, edges, integer=integer)
     bins = pl.DataFrame(
-        {"lo": edges[:-1], "hi": edges[1:], "customers": counts.astype(np.int64)},
-        {"lo": pl.Float64, "hi": pl.Float64, "customers": pl.Int64},
+        {
+            "lo": edges[:-1],
+            "hi": edges[1:],
+            "customers": counts.astype(np.int64),
+            "range": _bar_labels(edges, top, integer=integer, folded=folded),
+        },
+        {"lo": pl.Float64, "hi": pl.Float64, "customers": pl.Int64, "range": pl.String},
     )
     return Distribution(column, title, unit, bins, bool(log), outside, label, median)
+
+
+def _bar_labels(
+    edges: np.ndarray, top: float, *, integer: bool, folded: tuple[bool, bool]
+) -> list[str]:
+    """What each bar holds, for its tooltip: ``3–5``, ``12.50 to under 20.00``; the first bar
+    ``up to …`` and the last ``… and more`` when the tails are folded into them."""
+    num = (lambda v: f"{v:,.0f}") if integer else (lambda v: f"{v:,.2f}")  # noqa: E731
+    n = edges.size - 1
+    out = []
+    for i in range(n):
+        a, b = float(edges[i]), float(edges[i + 1])
+        last = i == n - 1
+        if integer:
+            hi = min(top, b) if last else b - 1
+            span = num(a) if hi <= a else f"{num(a)}–{num(hi)}"
+            first_part, last_part = f"up to {num(hi)}", f"{num(a)} and more"
+        else:
+            span = f"{num(a)} to {num(min(top, b))}" if last else f"{num(a)} to under {num(b)}"
+            first_part = f"up to {num(min(top, b))}" if last else f"under {num(b)}"
+            last_part = f"{num(a)} and more"
+        if i == 0 and folded[0] and last and folded[1]:
+            span = "every value"
+        elif i == 0 and folded[0]:
+            span = first_part
+        elif last and folded[1]:
+            span = last_part
+        out.append(span)
+    return out
 
 
 def _bin_counts(values: np.ndarray, edges: np.ndarray, *, integer: bool) -> np.ndarray:
@@ -381,6 +459,10 @@ def _overlap(
         return empty, []
     rows = overlaps.filter(pl.col("segment").is_in(names))
     index = {name: i for i, name in enumerate(rows["segment"].to_list())}
+    if set(index) != set(names):
+        missing = ", ".join(sorted(set(names) - set(index)))
+        msg = f"overlaps.csv has no row for segment {missing}"
+        raise ValueError(msg)
     matrix = rows.select(names).to_numpy().astype(np.int64)
     a, b, count, share = [], [], [], []
     for name in names:
@@ -401,45 +483,56 @@ def _overlap(
 # ------------------------------------------------------------------------------- formatting
 
 
+def _number(value: Any) -> float | None | str:
+    """A finite number as float, None for a missing or non-finite one, and anything else (a
+    value of an unexpected type in a hand-edited run.json) as escaped text to show as it is."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return html.escape(str(value), quote=True)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def fmt_int(value: Any) -> str:
     """``1,234,567``; a dash for a missing value."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{int(round(value)):,}"
+    v = _number(value)
+    return "–" if v is None else v if isinstance(v, str) else f"{round(v):,}"
 
 
 def fmt_money(value: Any) -> str:
     """Money to cents with thousands separators: ``1,234.50``."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:,.2f}"
+    v = _number(value)
+    return "–" if v is None else v if isinstance(v, str) else f"{v:,.2f}"
 
 
 def fmt_share(value: Any) -> str:
     """A share as a percentage: ``12.3%`` (``<0.1%`` for a small non-zero share)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if 0 < value < 0.001:
+    v = _number(value)
+    if v is None or isinstance(v, str):
+        return "–" if v is None else v
+    if 0 < v < 0.001:
         return "<0.1%"
-    return f"{value:.1%}"
+    return f"{v:.1%}"
 
 
 def fmt_num(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
+    v = _number(value)
+    return "–" if v is None else v if isinstance(v, str) else f"{v:,.{digits}f}"
 
 
 def fmt_seconds(value: Any) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2f} s" if value < 100 else f"{value:,.0f} s"
+    v = _number(value)
+    if v is None or isinstance(v, str):
+        return "–" if v is None else v
+    return f"{v:.2f} s" if v < 100 else f"{v:,.0f} s"
 
 
 def fmt_bytes(value: Any) -> str:
-    if value is None:
-        return "–"
-    size = float(value)
+    v = _number(value)
+    if v is None or isinstance(v, str):
+        return "–" if v is None else v
+    size = v
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
@@ -474,7 +567,9 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
         )
         y = alt.Y("segment:N", sort=order, title=None, axis=alt.Axis(labelLimit=220))
         sizes = base.mark_bar(color="#4c78a8").encode(
-            x=alt.X("customers:Q", title="customers", axis=alt.Axis(labelExpr=_TICKS)),
+            x=alt.X(
+                "customers:Q", title="customers", axis=alt.Axis(labelExpr=_TICKS, tickMinStep=1)
+            ),
             y=y,
             tooltip=tips,
         )
@@ -489,7 +584,7 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
             pl.col("customers").map_elements(fmt_int, return_dtype=pl.String).alias("label"),
             pl.col("rfm_group").fill_null("").str.replace_all("_", " ").alias("group"),
         ).to_dicts()
-        k = int(max(data.grid["r_score"].max(), data.grid["f_score"].max()))
+        k = _levels(data)
         scores = list(range(1, k + 1))
         base = alt.Chart(alt.Data(values=rows)).properties(width=84 * k, height=62 * k)
         enc = {
@@ -550,7 +645,10 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
         if d.log:
             scale = alt.Scale(type="log", domain=[lo, hi], nice=False)
             ticks = [
-                10.0**p for p in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                10.0**p
+                for p in range(
+                    max(math.floor(math.log10(lo)), -300), min(math.ceil(math.log10(hi)), 308) + 1
+                )
             ]
             axis = alt.Axis(labelExpr=_TICKS, values=[t for t in ticks if lo <= t <= hi] or None)
         else:
@@ -563,16 +661,11 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
             .encode(
                 x=alt.X("lo:Q", title=title, scale=scale, axis=axis),
                 x2="hi:Q",
-                y=alt.Y("customers:Q", title="customers", axis=alt.Axis(labelExpr=_TICKS)),
+                y=alt.Y(
+                    "customers:Q", title="customers", axis=alt.Axis(labelExpr=_TICKS, tickMinStep=1)
+                ),
                 tooltip=[
-                    alt.Tooltip(
-                        "lo:Q", title="from", format=",.2f" if d.column == "monetary" else ",d"
-                    ),
-                    alt.Tooltip(
-                        "hi:Q",
-                        title="to (excl.)",
-                        format=",.2f" if d.column == "monetary" else ",d",
-                    ),
+                    alt.Tooltip("range:N", title=d.unit),
                     alt.Tooltip("customers:Q", title="customers", format=",d"),
                 ],
             )
@@ -647,7 +740,7 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
                     x=alt.X(
                         "customers:Q",
                         title="customers (left ← → joined)",
-                        axis=alt.Axis(labelExpr=_TICKS),
+                        axis=alt.Axis(labelExpr=_TICKS, tickMinStep=1),
                     ),
                     y=alt.Y("segment:N", sort=order, title=None, axis=alt.Axis(labelLimit=220)),
                     color=alt.Color(
@@ -720,6 +813,16 @@ def _group_order(names: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------- the page
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A mapping of run.json, or an empty one when it is absent or of another type (a folder
+    written by another version, or edited by hand)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any, kind: type) -> list[Any]:
+    return [v for v in value if isinstance(v, kind)] if isinstance(value, list) else []
+
+
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
@@ -761,7 +864,7 @@ def _headline(data: ReportData) -> str:
         cards.append(("orders", fmt_int(t["orders"]), "counted once each"))
     if "revenue" in t:
         cards.append(("net revenue", fmt_money(t["revenue"]), "after refunds"))
-    o = data.meta.get("orders") or {}
+    o = _dict(data.meta.get("orders"))
     if o:
         cards.append(
             (
@@ -797,10 +900,10 @@ def _rows_table(meta: dict[str, Any]) -> str:
         ("customers_file", "profiles"),
         ("events_file", "events"),
     ):
-        rep = meta.get(key)
+        rep = _dict(meta.get(key))
         if not rep:
             continue
-        reasons = {r: c for r, c in (rep.get("left_out") or {}).items() if c}
+        reasons = {r: c for r, c in _dict(rep.get("left_out")).items() if c}
         dups = rep.get("exact_duplicate_rows") or 0
         text = ", ".join(f"{_e(r.replace('_', ' '))}: {fmt_int(c)}" for r, c in reasons.items())
         if dups:
@@ -892,13 +995,13 @@ def _groups_table(data: ReportData) -> str:
     )
 
 
-def _changes_section(data: ReportData) -> str:
+def _changes_section(data: ReportData, specs: dict[str, Any]) -> str:
     if data.changes is None:
         return ""
     doc = data.changes_doc or {}
-    prev = doc.get("previous") or {}
-    cur = doc.get("current") or {}
-    cust = doc.get("customers") or {}
+    prev = _dict(doc.get("previous"))
+    cur = _dict(doc.get("current"))
+    cust = _dict(doc.get("customers"))
     parts = ["<section><h2>Changes since the previous run</h2>"]
     facts = []
     if prev.get("as_of"):
@@ -916,11 +1019,13 @@ def _changes_section(data: ReportData) -> str:
             facts.append(f"{label}: <b>{fmt_int(cust[key])}</b>")
     if facts:
         parts.append(f"<p>{' · '.join(facts)}</p>")
-    for note in doc.get("notes") or []:
+    for note in _list(doc.get("notes"), str):
         parts.append(f'<p class="note">{_e(note)}</p>')
-    parts.append(
-        '<h3>Joined and left, per segment</h3><div class="chart" id="chart-changes"></div>'
-    )
+    parts.append("<h3>Joined and left, per segment</h3>")
+    if "chart-changes" in specs:
+        parts.append('<div class="chart" id="chart-changes"></div>')
+    else:
+        parts.append("<p>No customer joined or left any segment.</p>")
     ch = data.changes
     rows = [
         [
@@ -939,7 +1044,7 @@ def _changes_section(data: ReportData) -> str:
         + _table(["segment", "status", "before", "after", "joined", "left", "stayed"], rows)
         + "</details>"
     )
-    if data.transitions is not None and not data.transitions.is_empty():
+    if "chart-transitions" in specs:
         parts.append(
             "<h3>RFM transitions</h3><p>Customers by RFM group in the previous run (rows) and in"
             " this one (columns); <i>(new)</i>: not in the previous run, <i>(gone)</i>: not in"
@@ -970,11 +1075,11 @@ def _meta_section(data: ReportData) -> str:
             ]
         )
     rows.append(["built-in segments", "yes" if m.get("builtin_rules", True) else "no"])
-    edges = m.get("edges") or {}
+    edges = _dict(m.get("edges"))
     if edges:
         cuts = "; ".join(
-            f"{_e(d)}: {', '.join(fmt_num(v, 2) for v in vals)}"
-            for d, vals in (edges.get("edges") or {}).items()
+            f"{_e(d)}: {', '.join(fmt_num(v, 2) for v in _list(vals, object))}"
+            for d, vals in _dict(edges.get("edges")).items()
         )
         rows.append(
             [
@@ -982,14 +1087,14 @@ def _meta_section(data: ReportData) -> str:
                 f"{_e(edges.get('method'))}, {_e(edges.get('bins'))} levels; cut points {cuts}",
             ]
         )
-    for item in m.get("inputs") or []:
+    for item in _list(m.get("inputs"), dict):
         rows.append(
             [
                 f"input: {_e(item.get('role'))}",
                 f"<code>{_e(item.get('path'))}</code> · {fmt_bytes(item.get('bytes'))} · modified {_e(item.get('modified'))}",
             ]
         )
-    skipped = m.get("skipped_segments") or []
+    skipped = _list(m.get("skipped_segments"), dict)
     if skipped:
         rows.append(
             [
@@ -997,7 +1102,7 @@ def _meta_section(data: ReportData) -> str:
                 "; ".join(f"{_e(s.get('segment'))}: {_e(s.get('reason'))}" for s in skipped),
             ]
         )
-    timings = m.get("timings_seconds") or {}
+    timings = _dict(m.get("timings_seconds"))
     if timings:
         total = sum(v for v in timings.values() if isinstance(v, int | float))
         text = ", ".join(f"{_e(k)} {fmt_seconds(v)}" for k, v in timings.items())
@@ -1006,25 +1111,43 @@ def _meta_section(data: ReportData) -> str:
     return _table(["", ""], rows, left=2, cls="meta")
 
 
+def _levels(data: ReportData) -> int:
+    """The score levels of the run (``--bins``, from its edges), else the highest score seen."""
+    bins = _dict(data.meta.get("edges")).get("bins")
+    seen = max(int(data.grid["r_score"].max() or 1), int(data.grid["f_score"].max() or 1))
+    if isinstance(bins, int) and not isinstance(bins, bool) and 2 <= bins <= 10:
+        return max(bins, seen)
+    return seen
+
+
 def _empty_scores_note(data: ReportData) -> str:
-    """Why a row or column of the grid is empty: ties share a score (docs/rfm.md)."""
-    bins = (data.meta.get("edges") or {}).get("bins")
-    if not bins or data.grid.is_empty():
+    """Why a row or column of the grid is empty: with quantiles, ties share a score
+    (docs/rfm.md); with thresholds, no value fell in that range."""
+    if data.grid.is_empty():
         return ""
+    k = _levels(data)
+    method = _dict(data.meta.get("edges")).get("method")
     notes = []
     for col, letter, what in (
         ("f_score", "F", "number of orders (often one)"),
         ("r_score", "R", "recency"),
     ):
         used = set(data.grid[col].to_list())
-        empty = [str(v) for v in range(1, int(bins) + 1) if v not in used]
-        if empty:
-            scores = " and ".join([", ".join(empty[:-1]), empty[-1]] if len(empty) > 1 else empty)
-            notes.append(
-                f"No customer has {letter} score {scores}: so many customers have the same"
-                f" {what} that a quantile cut falls inside the tie, and equal values always"
-                " share a score (docs/rfm.md), so those levels stay empty."
+        empty = [str(v) for v in range(1, k + 1) if v not in used]
+        if not empty:
+            continue
+        scores = " and ".join([", ".join(empty[:-1]), empty[-1]] if len(empty) > 1 else empty)
+        levels = "that level stays" if len(empty) == 1 else "those levels stay"
+        if method == "quantile" and data.totals["scored"] > 1:
+            why = (
+                f"so many customers have the same {what} that a quantile cut falls inside the"
+                f" tie, and equal values always share a score (docs/rfm.md), so {levels} empty"
             )
+        elif method == "thresholds":
+            why = f"no customer's {what.split(' (')[0]} falls in that range of the thresholds"
+        else:
+            why = "too few scored customers to fill every level"
+        notes.append(f"No customer has {letter} score {scores}: {why}.")
     return "".join(f'<p class="small">{_e(n)}</p>' for n in notes)
 
 
@@ -1118,7 +1241,8 @@ def render(
         prospects = int(data.totals["customers"] - data.totals["scored"])
         parts.append(
             '<section><h2>R × F grid</h2><p class="small">Scored customers by recency score'
-            " (5: most recent) and frequency score (5: most orders), with the RFM group each"
+            f" ({_levels(data)}: most recent) and frequency score ({_levels(data)}: most orders),"
+            " with the RFM group each"
             f" cell belongs to. Not on the grid: {fmt_int(prospects)} customers without an"
             f" order (prospects).</p>{_empty_scores_note(data)}"
             '<div class="row"><div class="chart" id="chart-grid"></div>'
@@ -1136,7 +1260,7 @@ def render(
             f" segment, the share also in the column's (the {len(data.overlap_order)} largest"
             ' segments).</p><div class="chart" id="chart-overlap"></div></section>'
         )
-    parts.append(_changes_section(data))
+    parts.append(_changes_section(data, specs))
     parts.append(f"<section><h2>About this run</h2>{_meta_section(data)}</section>")
     payload = json.dumps(specs, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     parts.append(
@@ -1172,8 +1296,8 @@ def _bundle() -> str:
 
     vl-convert starts a JavaScript runtime to bundle (about 2 s); the bundle depends only on the
     versions, so it is kept in the user's cache folder (``$XDG_CACHE_HOME/fastseg``, else
-    ``~/.cache/fastseg``; ``FASTSEG_CACHE_DIR`` overrides) and read back from there. A cache that
-    cannot be read or written is skipped.
+    ``~/.cache/fastseg``; ``FASTSEG_CACHE_DIR`` overrides), sealed with its SHA-256, and read back
+    from there only when the seal matches. A cache that cannot be read or written is skipped.
     """
     from importlib.metadata import version as installed
 
@@ -1183,23 +1307,29 @@ def _bundle() -> str:
     name = f"vega-bundle-vlc{installed('vl-convert-python')}-vl{wanted}.js"
     cached = _cache_dir() / name
     try:
-        text = cached.read_text(encoding="utf-8")
-        if "window.vegaEmbed" in text:
-            return text
-    except OSError:
+        body, _, trailer = cached.read_bytes().rpartition(b"\n" + _SEAL)
+        if body and trailer.strip().decode("ascii") == hashlib.sha256(body).hexdigest():
+            return body.decode("utf-8")  # the bytes fastseg sealed, unchanged
+    except (OSError, ValueError):  # absent, unreadable, damaged: made again below
         pass
     import vl_convert as vlc
 
     available = wanted in vlc.get_vegalite_versions()
     text = vlc.javascript_bundle(vl_version=wanted if available else None)
+    body = text.encode("utf-8")
+    tmp = cached.with_name(f".{name}.{os.getpid()}.tmp")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(body + b"\n" + _SEAL + hashlib.sha256(body).hexdigest().encode() + b"\n")
         os.replace(tmp, cached)  # complete or absent, whatever else runs at the same time
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     return text
+
+
+#: the last line of a cached bundle: the SHA-256 of the bytes before it
+_SEAL = b"//fastseg-sha256:"
 
 
 def _cache_dir() -> Path:

@@ -31,7 +31,9 @@ def main() -> None:
     if exe is None:
         raise SystemExit("no Chromium found (apt-get install chromium)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        browser = p.chromium.launch(
+            executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         page = browser.new_page(viewport={"width": args.width, "height": 900})
         page.goto(args.page.resolve().as_uri())
         page.wait_for_selector("body[data-charts-ready]", timeout=60_000)

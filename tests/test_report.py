@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -332,7 +333,12 @@ def test_cli_report(runs: dict[str, Path], tmp_path: Path) -> None:
         (["report", "{t}/plain"], "no run.json, not a fastseg run folder"),
         (["report", "{b}", "--out", "{b}/run.json"], "inside the run folder only report.html"),
         (["report", "{b}", "--out", "{b}/segments.parquet"], "inside the run folder only"),
-        (["report", "{b}", "--out", "{b}"], "is also an input"),
+        (["report", "{b}", "--out", "{b}"], "the report is an HTML page"),
+        (
+            ["report", "{b}", "--out", "{t}/page.txt"],
+            "give a file name ending in .html (e.g. page.html)",
+        ),
+        (["report", "{b}", "--previous", "{b}"], "that is the run folder itself"),
         (["report", "{b}", "--previous", "{t}/plain"], "--previous {t}/plain: no run.json"),
     ],
 )
@@ -379,10 +385,14 @@ def test_the_javascript_bundle_is_cached(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("FASTSEG_CACHE_DIR", str(tmp_path / "cache"))
     first = R._bundle()
     files = list((tmp_path / "cache").iterdir())
-    assert len(files) == 1 and files[0].read_text() == first and "window.vegaEmbed" in first
-    files[0].write_text("garbage")  # damaged: made again, and replaced
-    assert R._bundle() == first
-    assert files[0].read_text() == first
+    assert len(files) == 1 and "window.vegaEmbed" in first
+    sealed = files[0].read_bytes()
+    assert sealed.startswith(first.encode()) and b"//fastseg-sha256:" in sealed[-90:]
+    assert R._bundle() == first  # read back
+    for damage in (b"garbage", b"\xff\xfe\x00", sealed[:1000], sealed.replace(b"vega", b"vegb", 1)):
+        files[0].write_bytes(damage)  # damaged: made again, and replaced
+        assert R._bundle() == first
+        assert files[0].read_bytes() == sealed
     blocked = tmp_path / "file"
     blocked.write_text("")
     monkeypatch.setenv("FASTSEG_CACHE_DIR", str(blocked / "sub"))  # cannot be created
@@ -402,3 +412,118 @@ def test_a_folder_without_summary_is_one_line(runs: dict[str, Path], tmp_path: P
         "`fastseg run --out` (run it again to make one)"
     )
     assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ({"overlaps.csv": ""}, "overlaps.csv: cannot be read as the file fastseg wrote"),
+        ({"summary.csv": "segment,customers\nvip,lots\n"}, "summary.csv: cannot be read"),
+        ({"summary.csv": "name,count\nvip,3\n"}, "no column 'segment', 'customers'"),
+        (
+            {
+                "changes.csv": "segment,status,before,after,joined,left,stayed\nvip,kept,1,2,three,0,1\n"
+            },
+            "changes.csv: cannot be read",
+        ),
+        ({"transitions.csv": "before,after\nx,y\n"}, "transitions.csv: cannot be read"),
+        ({"overlaps.csv": "FIRST_TWO_LINES"}, "overlaps.csv has no row for segment"),
+    ],
+)
+def test_damaged_files_are_one_line(
+    runs: dict[str, Path], tmp_path: Path, damage: dict[str, str], message: str
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["b"], copy)
+    for name, text in damage.items():
+        if text == "FIRST_TWO_LINES":
+            text = "".join((copy / name).read_text().splitlines(keepends=True)[:2])
+        (copy / name).write_text(text)
+    res = runner.invoke(app, ["report", str(copy), "--out", str(tmp_path / "x.html")])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert message in lines[0]
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_run_json_of_another_shape_still_gives_a_page(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["b"], copy)
+    meta = json.loads((copy / "run.json").read_text())
+    scored = meta.pop("scored")
+    meta["customers"] = "many"
+    meta["orders"] = {"rows_read": "<b>x</b>", "left_out": ["a"]}
+    meta["inputs"] = "not a list"
+    meta["timings_seconds"] = {"orders": "fast"}
+    meta["previous"] = {"notes": "one string", "customers": 3}
+    (copy / "run.json").write_text(json.dumps(meta))
+    rep = fastseg.report(copy, out=tmp_path / "x.html")
+    page = rep.path.read_text()
+    assert f"{scored:,}" in page  # scored customers counted from the scores
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert '<p class="note">o</p>' not in page  # a string is not a list of notes
+
+
+def _small_run(tmp_path: Path, o: pl.DataFrame, **options: object) -> R.ReportData:
+    fastseg.run(o, out=tmp_path / "r", report=True, **options)
+    return R.collect_folder(open_run(tmp_path / "r"))
+
+
+def test_zero_revenue_and_all_prospects(tmp_path: Path) -> None:
+    o = orders_frame(2, 50, dt.date(2026, 6, 1)).with_columns(pl.lit(0.0).alias("amount"))
+    data = _small_run(tmp_path / "zero", o)
+    assert data.groups["share_revenue"].is_null().all()
+    assert "report.html" in os.listdir(tmp_path / "zero" / "r")
+    refunds = orders_frame(2, 50, dt.date(2026, 6, 1)).with_columns(-pl.col("amount").abs())
+    data = _small_run(
+        tmp_path / "refunds",
+        refunds,
+        method="thresholds",
+        thresholds=["r=30,90,180,365", "f=2,3,5,8", "m=0,1,2,3"],
+    )
+    page = (tmp_path / "refunds" / "r" / "report.html").read_text()
+    assert "Customer segments" in page
+
+
+@pytest.mark.parametrize("bins", [3, 10])
+def test_the_grid_has_the_runs_levels(tmp_path: Path, bins: int) -> None:
+    data = _small_run(tmp_path, orders_frame(6, 400, dt.date(2026, 6, 1)), bins=bins)
+    assert R._levels(data) == bins
+    spec = R.chart_specs(data)["chart-grid"]
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == list(range(1, bins + 1))
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert f"({bins}: most recent)" in page
+
+
+def test_thresholds_explain_empty_levels_without_ties(tmp_path: Path) -> None:
+    o = orders_frame(6, 200, dt.date(2026, 6, 1))
+    _small_run(
+        tmp_path,
+        o,
+        method="thresholds",
+        thresholds=["r=1000,2000,3000,4000", "f=1000,2000,3000,4000", "m=10,20,30,40"],
+    )
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "falls in that range of the thresholds" in page
+    assert "quantile cut" not in page
+
+
+def test_bar_labels_say_what_the_end_bars_hold() -> None:
+    v = pl.Series(np.r_[np.arange(1.0, 1001.0), [5000.0]])
+    d = R._histogram(v, "frequency", "F", "orders", integer=True, no_orders=0)
+    labels = d.bins["range"].to_list()
+    assert labels[0].startswith("up to ")  # the lowest 0.1% folded in
+    assert labels[-1].endswith(" and more")  # 5,000 is in the last bar
+    assert labels[1] == f"{int(d.bins['lo'][1]):,}–{int(d.bins['hi'][1]) - 1:,}"
+    m = R._histogram(
+        pl.Series([1.0] * 10 + [2.0] + [3.5] * 10), "monetary", "M", "revenue", integer=False, no_orders=0
+    )
+    assert m.bins["range"][0] == "1.00 to under " + f"{m.bins['hi'][0]:,.2f}"
+    assert m.bins["range"][-1] == f"{m.bins['lo'][-1]:,.2f} to 3.50"

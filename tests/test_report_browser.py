@@ -11,6 +11,7 @@ CI installs Chromium (``.ci/run``: ``apt-get install chromium``) and sets
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -43,8 +44,8 @@ def browser() -> Iterator[object]:
             pytest.fail("FASTSEG_REQUIRE_BROWSER=1 but no Chromium (apt-get install chromium)")
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
     with sync_playwright() as p:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        # --no-sandbox: CI runs as root; --disable-dev-shm-usage: a container's small /dev/shm
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             yield b
         finally:
@@ -63,6 +64,19 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fastseg.run(ds.orders, as_of=first, out=base / "before", **common)
     fastseg.run(ds.orders, out=base / "now", previous=base / "before", report=True, **common)
     return base / "now" / "report.html"
+
+
+def _data_marks(spec: dict, data: dict | None = None) -> int:
+    """Rows of data drawn by a Vega-Lite spec: each unit's data (or its parent's), summed over
+    layers and panels."""
+    data = spec.get("data", data)
+    if "mark" in spec:
+        return len(data["values"]) if data else 0
+    return sum(
+        _data_marks(sub, data)
+        for key in ("layer", "hconcat", "vconcat")
+        for sub in spec.get(key, [])
+    )
 
 
 def _open(browser: object, page_path: Path) -> tuple[object, list[str], list[str]]:
@@ -87,6 +101,7 @@ def test_every_chart_renders_offline_without_errors(
     browser: object, report: Path, tmp_path: Path
 ) -> None:
     page, problems, requests = _open(browser, report)
+    specs = json.loads(page.locator("#fastseg-specs").text_content())  # type: ignore[attr-defined]
     charts = page.locator("div.chart")  # type: ignore[attr-defined]
     n = charts.count()
     assert n >= 8  # segments, grid, 3 distributions, overlap, changes, transitions
@@ -101,9 +116,11 @@ def test_every_chart_renders_offline_without_errors(
         assert box is not None and box["width"] > 100 and box["height"] > 50, chart.get_attribute(
             "id"
         )
-        # marks drawn: bars, cells, text (Vega's SVG renderer draws them as paths or text)
-        marks = chart.locator("g.mark-rect path, g.mark-text text")
-        assert marks.count() > 0, chart.get_attribute("id")
+        # one drawn mark (a bar, cell or label: a path or text of a mark group, never an axis
+        # or legend part) per row of the chart's data, in every layer and panel
+        cid = chart.get_attribute("id")
+        drawn = chart.locator("g.role-mark > path, g.role-mark > text").count()
+        assert drawn == _data_marks(specs[cid]) > 0, cid
     assert problems == []
     assert requests == [report.as_uri()]  # nothing fetched: the chart library is in the page
     shot = tmp_path / "report.png"
@@ -139,4 +156,11 @@ def test_hostile_text_is_shown_not_run(browser: object, tmp_path: Path) -> None:
     assert problems == []  # no dialog opened, no error
     assert requests == [(tmp_path / "r" / "report.html").as_uri()]  # the <img> was not created
     assert "<img src=x onerror=alert(2)>" in page.locator("main").text_content()  # type: ignore[attr-defined]
+    # its tooltip shows the description as text too
+    page.locator('#chart-segments g.role-mark > path[aria-label*="segment: x;"]').first.hover()  # type: ignore[attr-defined]
+    tip = page.locator("#vg-tooltip-element")  # type: ignore[attr-defined]
+    tip.wait_for(state="visible", timeout=10_000)
+    assert "<img src=x onerror=alert(2)>" in tip.inner_text()
+    assert tip.evaluate("e => e.querySelectorAll('script, img').length") == 0
+    assert problems == [] and len(requests) == 1
     page.close()  # type: ignore[attr-defined]
