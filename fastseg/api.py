@@ -11,8 +11,7 @@ import contextlib
 import datetime as dt
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from fastseg.errors import DataError, ParameterError
+from fastseg.progress import Reporter, Stopwatch
 
 if TYPE_CHECKING:
     from fastseg.changes import Changes
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from fastseg.segmenting import SegmentResult
 
 __all__ = [
+    "Reporter",
     "RunResult",
+    "Stopwatch",
     "ScoreResult",
     "load_rules",
     "run",
@@ -47,23 +49,24 @@ __all__ = [
 Columns = Mapping[str, str] | Sequence[str] | None
 
 
-class Stopwatch:
-    """Wall time per named stage, in the order the stages ran."""
+def _watch(stopwatch: Stopwatch | None, progress: Reporter | None) -> Stopwatch:
+    """The stopwatch of a job, reporting to ``progress`` when one is given."""
+    watch = stopwatch if stopwatch is not None else Stopwatch()
+    if progress is not None:
+        watch.progress = progress
+    return watch
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+def _kernels_stage(watch: Stopwatch) -> None:
+    """Compile the main job's kernels as a stage of its own, announced, when a reporter watches
+    and they are not compiled and cached yet (:mod:`fastseg.warmup`); otherwise nothing: each
+    stage loads the cached kernels it calls."""
+    from fastseg import warmup
 
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
+    if watch.progress.silent or not warmup.needed():
+        return
+    with watch.stage("kernels", note=warmup.MESSAGE):
+        warmup.warm_up()
 
 
 @dataclass
@@ -213,6 +216,7 @@ def score_job(
     out: str | Path | None = None,
     out_format: str | None = None,
     stopwatch: Stopwatch | None = None,
+    progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
@@ -225,11 +229,16 @@ def score_job(
     over the orders as the features (per streamed batch, then added up) and in one ``group_by``
     over the events. Stages timed: ``orders`` (read and aggregate the order rows, streamed),
     ``read`` (profiles, events), ``features`` (events, joins), ``scoring``, ``write``.
+
+    ``progress`` (a :class:`fastseg.progress.Reporter`; None: silent) is told of each stage as
+    it runs, with the order rows per batch; it becomes the reporter of ``stopwatch``. With a
+    reporter that shows something, kernels not compiled yet are compiled first, as a stage of
+    their own (``kernels``).
     """
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
 
-    watch = stopwatch or Stopwatch()
+    watch = _watch(stopwatch, progress)
     windows = feat.check_windows(windows)
     as_of_day = _as_date(as_of)
     if out_format is not None and out is None:
@@ -257,6 +266,7 @@ def score_job(
             )
             if path is not None
         }
+        _kernels_stage(watch)
         res = _score(
             orders,
             customers=customers,
@@ -317,7 +327,7 @@ def _score(
 
     the_scorer = scorer
     order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
-    with watch.stage("orders"):
+    with watch.stage("orders") as st:
         of = order_features(
             orders,
             columns=columns,
@@ -328,41 +338,44 @@ def _score(
             aggregates=[a for a in aggregates if a.source == "orders"],
             extra_columns=sorted(order_cols | set(extra_columns)),
             reader=reader,
+            progress=st,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
     sources: dict[str, pl.Schema | None] = {"orders": of.schema, "events": None}
     del of
-    prof = ev_feat = None
+    prof = ev_feat = ev = None
     cust_report = ev_report = None
-    if customers is not None:
-        with watch.stage("read"):
-            prof, cust_report = load_customers(customers, columns=customer_columns)
-            prof = check_id_types(frame, prof, "customers", cust_report.source)
     ev_extra = None
     ev_specs = [a for a in aggregates if a.source == "events"]
     direct = None
     int_ids = frame.schema["customer_id"] == pl.Int64
     if events is not None and not ev_specs and reader != "polars" and int_ids:
         direct = D.plan_direct_events(events, event_columns)  # Parquet, integer ids: streamed
-    if direct is not None:
-        with watch.stage("features"):
+    if customers is not None or (events is not None and direct is None):
+        with watch.stage("read") as st:
+            if customers is not None:
+                prof, cust_report = load_customers(customers, columns=customer_columns)
+                prof = check_id_types(frame, prof, "customers", cust_report.source)
+                st.advance(cust_report.rows_read)
+            if events is not None and direct is None:
+                ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
+                ev = check_id_types(frame, ev, "events", ev_report.source)
+                sources["events"] = ev.schema
+                st.advance(ev_report.rows_read)
+    with watch.stage("features", unit="customers") as st:
+        if direct is not None:  # the events read as they are aggregated
             ev_feat, ev_report = D.event_features_direct(direct, as_of_date, feat.EVENT_WINDOWS)
             sources["events"] = D.EVENT_SCHEMA
-    elif events is not None:
-        with watch.stage("read"):
-            ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
-            ev = check_id_types(frame, ev, "events", ev_report.source)
-            sources["events"] = ev.schema
-        with watch.stage("features"):
+        elif ev is not None:
             ev_feat = feat.event_features(ev, as_of_date)
             ev_extra = aggregate_rules(ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)
         del ev
-    with watch.stage("features"):
         frame = feat.join_customers(frame, prof, ev_feat)
         del prof, ev_feat  # the joined frame holds their columns
         frame = _join_extra(frame, [x for x in (extra, ev_extra) if x is not None])
-    with watch.stage("scoring"):
+        st.advance(frame.height)
+    with watch.stage("scoring", unit="customers") as st:
         if needs_fit:
             try:
                 the_scorer.fit(frame)
@@ -370,6 +383,7 @@ def _score(
                 msg = f"orders {order_report.source}: {exc}"
                 raise DataError(msg) from None
         scores = the_scorer.transform(frame)
+        st.advance(scores.height)
     return ScoreResult(
         scores=scores,
         as_of=as_of_date,
@@ -502,6 +516,7 @@ def segment(
     threads: int | None = None,
     out: str | Path | None = None,
     layout: str = "long",
+    progress: Reporter | None = None,
 ) -> SegmentResult:
     """Evaluate segments over a scores frame (the output of :func:`score`).
 
@@ -524,6 +539,9 @@ def segment(
     layout
         With ``out``: ``"long"`` (``customer_id``, ``segment``), ``"wide"`` (one boolean column
         per segment) or ``"bitset"`` (``.npz``, see :meth:`SegmentResult.save_bitsets`).
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``read``, ``segments``,
+        ``write``) as they run; None: silent.
 
     Returns
     -------
@@ -542,15 +560,18 @@ def segment(
         msg = f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}"
         raise ParameterError(msg)
     catalog = load_rules(rules, builtin=builtin)
+    watch = _watch(None, progress)
     with _output_set(scores, _rules_path(rules)) as outs:
         target = outs.add_file(out, "--out") if out is not None else None
-        seg = _segment(scores, catalog, as_of, threads)
+        _kernels_stage(watch)
+        seg = _segment(scores, catalog, as_of, threads, watch)
         if target is not None:
-            if layout == "bitset":
-                outs.write_with(target, seg.write_bitsets)
-            else:
-                outs.write_frame(seg.to_long() if layout == "long" else seg.to_wide(), target)
-            outs.commit()
+            with watch.stage("write"):
+                if layout == "bitset":
+                    outs.write_with(target, seg.write_bitsets)
+                else:
+                    outs.write_frame(seg.to_long() if layout == "long" else seg.to_wide(), target)
+                outs.commit()
     return seg
 
 
@@ -558,7 +579,9 @@ def segment(
 LAYOUTS = ("long", "wide", "bitset")
 
 
-def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> SegmentResult:
+def _segment(
+    scores: Any, catalog: Catalog, as_of: Any, threads: int | None, watch: Stopwatch
+) -> SegmentResult:
     from fastseg.io import scan_source
     from fastseg.orders import collect
     from fastseg.rules.compile import compile_catalog
@@ -567,8 +590,10 @@ def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> 
     if isinstance(scores, pl.DataFrame):
         frame = scores
     else:
-        src = scan_source(scores, what="scores", infer_types=True)
-        frame = collect(src.frame, src.label, src)
+        with watch.stage("read", unit="customers") as st:
+            src = scan_source(scores, what="scores", infer_types=True)
+            frame = collect(src.frame, src.label, src)
+            st.advance(frame.height)
     if "customer_id" not in frame.columns:
         from fastseg.errors import SchemaError
 
@@ -579,8 +604,11 @@ def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> 
     if day is None:
         last = frame["last_order_date"].max() if "last_order_date" in frame.columns else None
         day = last if isinstance(last, dt.date) else dt.date.today()
-    compiled = compile_catalog(catalog, frame.schema, day, missing="error", sources={})
-    return evaluate(frame, compiled, threads=threads)
+    with watch.stage("segments", unit="customers") as st:
+        compiled = compile_catalog(catalog, frame.schema, day, missing="error", sources={})
+        seg = evaluate(frame, compiled, threads=threads)
+        st.advance(frame.height)
+    return seg
 
 
 _EVENT_FIELD = re.compile(r"^(days_since_.+|.+_\d+d)$")
@@ -645,6 +673,7 @@ def run_job(
     previous: Any = None,
     threads: int | None = None,
     stopwatch: Stopwatch | None = None,
+    progress: Reporter | None = None,
     command: Sequence[str] | None = None,
     **score_options: Any,
 ) -> RunResult:
@@ -652,7 +681,8 @@ def run_job(
 
     The run folder ``out`` and any ``rejects``/``edges_out`` file are declared before any row is
     read, written to a staging area, and committed as one set only when everything succeeded.
-    ``previous`` (a run folder) is opened before any row is read too.
+    ``previous`` (a run folder) is opened before any row is read too. ``progress``: as for
+    :func:`score_job`.
     """
     from fastseg.rules.compile import compile_catalog, required_aggregates
     from fastseg.runs import open_run
@@ -664,7 +694,7 @@ def run_job(
     if out_format is not None and out is None:
         msg = "out_format: give out (the run folder) too"
         raise ParameterError(msg)
-    watch = stopwatch or Stopwatch()
+    watch = _watch(stopwatch, progress)
     prev = None
     if previous is not None and not isinstance(previous, RunResult):
         prev = open_run(previous, "--previous")
@@ -689,12 +719,13 @@ def run_job(
         if out is not None:
             folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
         res = score_job(orders, aggregates=specs, stopwatch=watch, _outputs=outs, **score_options)
-        with watch.stage("rules"):
+        with watch.stage("rules", show=False):  # reported once, with the first part
             compiled = compile_catalog(
                 catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
             )
-        with watch.stage("segments"):
+        with watch.stage("segments", unit="customers") as st:
             seg = evaluate(res.scores, compiled, threads=threads)
+            st.advance(res.n_customers)
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
         result = RunResult(**fields, segments=seg)
         base = previous if isinstance(previous, RunResult) else prev
@@ -904,6 +935,7 @@ def diff(
     current: str | Path | RunResult,
     *,
     out: str | Path | None = None,
+    progress: Reporter | None = None,
 ) -> Changes:
     """What changed between two runs: who joined and left every segment, and RFM transitions.
 
@@ -914,6 +946,9 @@ def diff(
     out
         Folder to write ``changes.parquet``, ``changes.csv``, ``transitions.csv`` and
         ``diff.json`` into, as one set; None: nothing written.
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``diff``, ``write``); None:
+        silent.
 
     Returns
     -------
@@ -924,7 +959,7 @@ def diff(
     """
     from fastseg.changes import diff_runs
 
-    return diff_runs(previous, current, out)
+    return diff_runs(previous, current, out, progress=progress)
 
 
 def _money_to_cents(summary: pl.DataFrame) -> pl.DataFrame:
@@ -949,6 +984,7 @@ def export(
     out_format: str = "csv",
     default_country: str | None = None,
     phone_country: str | None = None,
+    progress: Reporter | None = None,
 ) -> ExportResult:
     """Write who is in segments of a run, one file per segment, for an email tool or ad platform.
 
@@ -982,6 +1018,9 @@ def export(
         A column (of the scores or the profiles) holding each customer's ISO country
         (``"GB"``): a number without a country code is read in its row's region, and in
         ``default_country`` where that is empty or not a region.
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``check``, ``read``,
+        ``normalize``, ``write``); None: silent.
 
     Returns
     -------
@@ -1011,6 +1050,7 @@ def export(
         out_format=out_format,
         default_country=default_country,
         phone_country=phone_country,
+        progress=progress,
     )
 
 
