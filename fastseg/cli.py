@@ -23,8 +23,82 @@ from fastseg import __version__
 from fastseg.errors import FastsegError
 
 
+# ------------------------------------------------------------------------------------ help conventions
+# Typer's help shows a ``<bool>`` type beside flags, its own types (``<str>``, ``<path>``,
+# ``<list[str]>``) beside arguments already named by a metavar, and ``{ORDERS...}...`` in the
+# usage line. The classes below restore click's conventions (``fastseg run [OPTIONS]
+# ORDERS...``): the root group gives them to every command's parameters when it hands the command
+# out, so a new command needs nothing. Each override applies only where this Typer has the method
+# it replaces (older versions render the click way already).
+
+
+def _help_param_classes() -> dict[type, type]:
+    from typer.core import TyperArgument, TyperOption
+
+    class Option(TyperOption):
+        __slots__ = ()  # the layout of the base: instances change class in place
+
+        if hasattr(TyperOption, "display_type_rich"):
+
+            def display_type_rich(self, ctx: Any) -> str | None:
+                if self.is_flag or self.count:  # a flag takes no value: nothing to show
+                    return None
+                return super().display_type_rich(ctx)
+
+    class Argument(TyperArgument):
+        __slots__ = ()
+
+        if hasattr(TyperArgument, "display_type_rich"):
+
+            def display_type_rich(self, ctx: Any) -> str | None:
+                if self.metavar is not None:  # the metavar names the value already
+                    return None
+                return super().display_type_rich(ctx)
+
+        if hasattr(TyperArgument, "_usage_display_name"):
+
+            def _usage_display_name(self) -> str:
+                name = self.display_name_raw
+                repeats = self.nargs != 1
+                name = name.removesuffix("...") if repeats else name
+                name = name if self.required else f"[{name}]"
+                return name + ("..." if repeats else "")
+
+    return {TyperOption: Option, TyperArgument: Argument}
+
+
+_PARAM_CLASSES = _help_param_classes()
+
+
+def _conventional(params: list[Any]) -> list[Any]:
+    """The parameters, each rendered by its class of :func:`_help_param_classes` (the same
+    objects: only their class changes)."""
+    for param in params:
+        better = _PARAM_CLASSES.get(type(param))
+        if better is not None:
+            param.__class__ = better
+    return params
+
+
+def _conventional_command(cmd: Any, ctx: Any) -> None:
+    """A command's parameters (its help option too), and a group's commands', conventional."""
+    _conventional([*cmd.params, cmd.get_help_option(ctx)])
+    for sub in getattr(cmd, "commands", {}).values():
+        _conventional_command(sub, ctx)
+
+
 class _OneLineErrors(typer.core.TyperGroup):
-    """Usage errors (a bad option value, an unknown option) as one line on stderr, exit 2."""
+    """Usage errors (a bad option value, an unknown option) as one line on stderr, exit 2; the
+    help of every command with click's conventions (:func:`_help_param_classes`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _conventional(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _conventional_command(cmd, ctx)
+        return cmd
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:  # typer >= 0.20 vendors click
