@@ -22,7 +22,6 @@ from rich.table import Table
 from fastseg import __version__
 from fastseg.errors import FastsegError
 
-
 # ------------------------------------------------------------------------------------ help conventions
 # Typer's help shows a ``<bool>`` type beside flags, its own types (``<str>``, ``<path>``,
 # ``<list[str]>``) beside arguments already named by a metavar, and ``{ORDERS...}...`` in the
@@ -297,6 +296,30 @@ WindowsOpt = Annotated[
 ]
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print nothing but errors: no progress, no log lines, no summary (the files and the "
+        "exit status tell the outcome).",
+    ),
+]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="Progress on stderr: text (a live display on a terminal, else one line per stage) "
+        "or json (one JSON object per line, for pipelines).",
+    ),
+]
+
+
 OrdersArg = Annotated[
     list[str],
     typer.Argument(
@@ -418,6 +441,17 @@ def _print_timings(timings: dict[str, float]) -> None:
     console.print(f"time: {sum(timings.values()):.2f}s ({parts})")
 
 
+def _reporter(quiet: bool, log_format: LogFormat) -> Any:
+    """The progress reporter of a command (:func:`fastseg.progress.reporter`), on stderr."""
+    from fastseg.progress import reporter
+
+    return reporter(log_format.value, quiet=quiet, console=err)
+
+
+def _outputs_field(paths: Any) -> list[str]:
+    return [str(p) for p in paths]
+
+
 # ------------------------------------------------------------------------------------ commands
 
 
@@ -449,53 +483,39 @@ def gen(
     ] = False,
     chunk_rows: Annotated[
         str,
-        typer.Option("--chunk-rows", help="Rows generated and written per chunk (bounds memory)."),
+        typer.Option(
+            "--chunk-rows",
+            help="Rows generated and written per chunk (bounds memory).",
+            metavar="N",
+        ),
     ] = "1e6",
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Generate a synthetic retail store (orders, customers, events) as Parquet."""
     from fastseg import synthetic
+    from fastseg.progress import Stopwatch
 
     n_orders = _count(orders, "--orders")
-    with _progress("generating the synthetic store", n_orders) as tick:
-        ds = synthetic.generate(
-            out,
-            orders=n_orders,
-            customers=_count(customers, "--customers") if customers else None,
-            events=_count(events, "--events") if events else None,
-            seed=seed,
-            string_ids=string_ids,
-            chunk_rows=_count(chunk_rows, "--chunk-rows"),
-            progress=tick,
-        )
+    with _reporter(quiet, log_format) as rep:
+        with Stopwatch(rep).stage("generate", total=n_orders) as st:
+            ds = synthetic.generate(
+                out,
+                orders=n_orders,
+                customers=_count(customers, "--customers") if customers else None,
+                events=_count(events, "--events") if events else None,
+                seed=seed,
+                string_ids=string_ids,
+                chunk_rows=_count(chunk_rows, "--chunk-rows"),
+                progress=st.update,
+            )
+        rep.done(command="gen", orders=ds.n_orders, outputs=_outputs_field([ds.folder]))
+    if quiet:
+        return
     console.print(
         f"wrote {ds.n_orders:,} orders, {ds.n_customers:,} customers and {ds.n_events:,} events "
         f"to {escape(str(ds.folder))} in {ds.seconds:.1f}s"
     )
-
-
-class _progress:
-    """A rich progress bar fed by ``(done, total)`` callbacks."""
-
-    def __init__(self, label: str, total: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,  # a log gets no bar (and no stray blank line)
-        )
-        self.task = self.bar.add_task(label, total=total)
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        self.bar.__enter__()
-        return lambda done, total: self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -523,6 +543,8 @@ def score(
         OutFormat | None,
         typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Score every customer: features, R/F/M scores, RFM cell and group."""
     from fastseg import api
@@ -531,7 +553,7 @@ def score(
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
-    with err.status("scoring..."):
+    with _reporter(quiet, log_format) as rep:
         res = api.score_job(
             _one_or_many(orders),
             customers=customers,
@@ -551,7 +573,11 @@ def score(
             out=out,
             out_format=fmt.value if fmt else None,
             stopwatch=watch,
+            progress=rep,
         )
+        rep.done(command="score", **_job_fields(res))
+    if quiet:
+        return
     _print_score_summary(res)
     edges = res.outputs.get("edges")
     console.print(
@@ -650,8 +676,11 @@ def run(
         typer.Option(
             "--previous",
             help="An earlier run folder: write who joined and left each segment since it (changes.parquet, changes.csv, transitions.csv).",
+            metavar="RUN_DIR",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """The main job: features, RFM scores and segments in one go."""
     import sys
@@ -662,7 +691,7 @@ def run(
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
-    with err.status("running..."):
+    with _reporter(quiet, log_format) as rep:
         res = api.run_job(
             _one_or_many(orders),
             customers=customers,
@@ -685,9 +714,22 @@ def run(
             out_format=fmt.value if fmt else None,
             previous=previous,
             stopwatch=watch,
+            progress=rep,
             command=["fastseg", *sys.argv[1:]],
         )
-    _report_run(res)
+        rep.done(command="run", **_job_fields(res))
+    if not quiet:
+        _report_run(res)
+
+
+def _job_fields(res: Any) -> dict[str, Any]:
+    """What the final ``done`` log event says of a scoring run (plain values)."""
+    return {
+        "orders": res.orders.rows_read,
+        "customers": res.n_customers,
+        "scored": res.n_scored,
+        "outputs": _outputs_field(res.outputs.values()),
+    }
 
 
 def _report_run(res: Any) -> None:
@@ -749,14 +791,21 @@ def diff_cmd(
             "--out",
             "-o",
             help="Folder for changes.parquet, changes.csv, transitions.csv and diff.json (default: print only).",
+            metavar="DIR",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Who joined and left each segment between two runs, and how customers moved between RFM groups."""
     from fastseg import api
 
-    with err.status("comparing..."):
-        ch = api.diff(previous, current, out=out)
+    with _reporter(quiet, log_format) as rep:
+        ch = api.diff(previous, current, out=out, progress=rep)
+        files = [*ch.files.values(), str(Path(out) / "diff.json")] if out is not None else []
+        rep.done(command="diff", customers=ch.customers["after"], outputs=files)
+    if quiet:
+        return
     _print_changes(ch)
     if out is not None:
         console.print(
@@ -841,6 +890,8 @@ def export_cmd(
             metavar="COLUMN",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Export who is in segments of a run, one file per segment, for an email tool or ad platform."""
     from fastseg import api
@@ -857,7 +908,7 @@ def export_cmd(
                 "two-letter code such as US, GB, DE or FR",
                 param_hint="--default-country",
             )
-    with err.status("exporting..."):
+    with _reporter(quiet, log_format) as rep:
         res = api.export(
             run_dir,
             segment,
@@ -870,7 +921,15 @@ def export_cmd(
             out_format=fmt.value,
             default_country=default_country,
             phone_country=phone_country,
+            progress=rep,
         )
+        rep.done(
+            command="export",
+            rows=sum(f.rows for f in res.files),
+            outputs=_outputs_field([*(f.path for f in res.files), res.manifest]),
+        )
+    if quiet:
+        return
     table = Table(
         title=f"Export of {escape(str(res.run))} ({escape(res.as_of)})", title_justify="left"
     )
@@ -896,26 +955,29 @@ def export_cmd(
 @_friendly
 def demo(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the synthetic data and the results.")
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the synthetic data and the results.", metavar="DIR"
+        ),
     ] = Path("fastseg-demo"),
-    orders: Annotated[str, typer.Option("--orders", help="Order rows to generate.")] = "1e6",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    orders: Annotated[
+        str, typer.Option("--orders", help="Order rows to generate.", metavar="N")
+    ] = "1e6",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.", metavar="N")] = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Generate a synthetic store and run the main job on it (features, scores, segments)."""
     from fastseg import api, synthetic
 
     n = _count(orders, "--orders")
     data = out / "data"
-    with _progress(f"generating {n:,} synthetic orders", n) as tick:
-        ds = synthetic.generate(data, orders=n, seed=seed, progress=tick)
-    console.print(
-        f"synthetic store: {ds.n_orders:,} orders, {ds.n_customers:,} customers, {ds.n_events:,} events "
-        f"in {escape(str(ds.folder))} ({ds.seconds:.1f}s)"
-    )
     watch = api.Stopwatch()
-    with err.status(
-        "running the main job (the first run compiles the kernels, then they are cached)..."
-    ):
+    with _reporter(quiet, log_format) as rep:
+        watch.progress = rep
+        with watch.stage("generate", total=n) as st:
+            ds = synthetic.generate(data, orders=n, seed=seed, progress=st.update)
+        del watch.seconds["generate"]  # run.json times the job, not the data's generation
         res = api.run_job(
             ds.orders,
             customers=ds.customers,
@@ -923,6 +985,13 @@ def demo(
             out=out / "results",
             stopwatch=watch,
         )
+        rep.done(command="demo", **_job_fields(res))
+    if quiet:
+        return
+    console.print(
+        f"synthetic store: {ds.n_orders:,} orders, {ds.n_customers:,} customers, {ds.n_events:,} events "
+        f"in {escape(str(ds.folder))} ({ds.seconds:.1f}s)"
+    )
     _report_run(res)
     console.print(
         f"\nnext: [bold]{escape(f'fastseg run {ds.orders} --customers {ds.customers} --events {ds.events} --rules my_segments.toml')}[/bold]"
@@ -952,16 +1021,27 @@ def segment_cmd(
         ),
     ] = Layout.long,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output file for the membership.")
+        Path, typer.Option("--out", "-o", help="Output file for the membership.", metavar="FILE")
     ] = Path("segments.parquet"),
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Evaluate segments over a scores file."""
     from fastseg import api
 
-    with err.status("evaluating segments..."):
+    with _reporter(quiet, log_format) as rep:
         seg = api.segment(
-            str(scores), rules, builtin=builtin, as_of=as_of, out=out, layout=layout.value
+            str(scores),
+            rules,
+            builtin=builtin,
+            as_of=as_of,
+            out=out,
+            layout=layout.value,
+            progress=rep,
         )
+        rep.done(command="segment", customers=seg.n_customers, outputs=[str(out)])
+    if quiet:
+        return
     _print_segments(seg)
     console.print(f"membership ({layout.value}) written to [bold]{escape(str(out))}[/bold]")
 
