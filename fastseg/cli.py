@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -268,6 +269,7 @@ AsOfOpt = Annotated[
     typer.Option(
         "--as-of",
         help="Scoring date (YYYY-MM-DD). Default: the date of the latest order row; later rows are left out.",
+        metavar="DATE",
     ),
 ]
 CustomersOpt = Annotated[
@@ -275,10 +277,14 @@ CustomersOpt = Annotated[
     typer.Option(
         "--customers",
         help="Customer profiles (Parquet/CSV/Arrow); customers without orders become prospects.",
+        metavar="FILE",
     ),
 ]
 EventsOpt = Annotated[
-    Path | None, typer.Option("--events", help="Engagement events: customer_id, event_ts, event.")
+    Path | None,
+    typer.Option(
+        "--events", help="Engagement events: customer_id, event_ts, event.", metavar="FILE"
+    ),
 ]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail if any order row has to be left out.")
@@ -288,11 +294,16 @@ RejectsOpt = Annotated[
     typer.Option(
         "--rejects",
         help="Write the left-out order rows, with their reason, to this Parquet/CSV file.",
+        metavar="FILE",
     ),
 ]
 WindowsOpt = Annotated[
     str,
-    typer.Option("--windows", help="Trailing windows in days for orders_Nd / revenue_Nd features."),
+    typer.Option(
+        "--windows",
+        help="Trailing windows in days for orders_Nd / revenue_Nd features.",
+        metavar="DAYS",
+    ),
 ]
 
 
@@ -340,6 +351,7 @@ BinsOpt = Annotated[
         callback=_bins,
         help="Score levels k (2 to 10; default 5, or the bins of --edges-in).",
         show_default=False,
+        metavar="K",
     ),
 ]
 MethodOpt = Annotated[
@@ -356,12 +368,18 @@ ThresholdsOpt = Annotated[
 ]
 EdgesInOpt = Annotated[
     Path | None,
-    typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting."),
+    typer.Option(
+        "--edges-in",
+        help="Score against edges saved earlier (JSON) instead of fitting.",
+        metavar="FILE",
+    ),
 ]
 EdgesOutOpt = Annotated[
     Path | None,
     typer.Option(
-        "--edges-out", help="Save the fitted edges (JSON) to score later batches against."
+        "--edges-out",
+        help="Save the fitted edges (JSON) to score later batches against.",
+        metavar="FILE",
     ),
 ]
 
@@ -441,6 +459,12 @@ def _print_timings(timings: dict[str, float]) -> None:
     console.print(f"time: {sum(timings.values()):.2f}s ({parts})")
 
 
+def _stderr_line(line: str) -> None:
+    """One plain line on stderr, flushed (a log sees it at once)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _reporter(quiet: bool, log_format: LogFormat) -> Any:
     """The progress reporter of a command (:func:`fastseg.progress.reporter`), on stderr."""
     from fastseg.progress import reporter
@@ -461,21 +485,27 @@ def gen(
     out: Annotated[
         Path,
         typer.Argument(
-            help="Folder to write orders.parquet, customers.parquet and events.parquet into."
+            help="Folder to write orders.parquet, customers.parquet and events.parquet into.",
+            metavar="DIR",
         ),
     ] = Path("fastseg-data"),
     orders: Annotated[
-        str, typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).")
+        str,
+        typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).", metavar="N"),
     ] = "1e6",
     customers: Annotated[
-        str | None, typer.Option("--customers", help="Customers (default: orders / 10).")
+        str | None,
+        typer.Option("--customers", help="Customers (default: orders / 10).", metavar="N"),
     ] = None,
     events: Annotated[
         str | None,
-        typer.Option("--events", help="Event rows (default: about the number of orders)."),
+        typer.Option(
+            "--events", help="Event rows (default: about the number of orders).", metavar="N"
+        ),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+        int,
+        typer.Option("--seed", help="Random seed: the same seed gives the same data.", metavar="N"),
     ] = 0,
     string_ids: Annotated[
         bool,
@@ -536,9 +566,9 @@ def score(
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the scores.")] = Path(
-        "scores.parquet"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file for the scores.", metavar="FILE")
+    ] = Path("scores.parquet"),
     fmt: Annotated[
         OutFormat | None,
         typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
@@ -598,6 +628,7 @@ RulesOpt = Annotated[
     typer.Option(
         "--rules",
         help="Segment catalog (TOML) to add to (or, with --no-builtin, use instead of) the built-in one.",
+        metavar="FILE",
     ),
 ]
 BuiltinOpt = Annotated[
@@ -662,6 +693,7 @@ def run(
             "--out",
             "-o",
             help="Folder for scores, segments, groups (Parquet or CSV), summary.csv, overlaps.csv, membership.npz, run.json.",
+            metavar="DIR",
         ),
     ] = Path("fastseg-out"),
     fmt: Annotated[
@@ -836,7 +868,10 @@ def export_cmd(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Folder for the files and manifest.json (replaced as one set)."
+            "--out",
+            "-o",
+            help="Folder for the files and manifest.json (replaced as one set).",
+            metavar="DIR",
         ),
     ],
     customers: Annotated[
@@ -855,6 +890,7 @@ def export_cmd(
             "--columns",
             help="Columns after customer_id, e.g. email,phone,first_name (default: the email "
             "and phone columns there are).",
+            metavar="COLS",
         ),
     ] = None,
     hash_: Annotated[
@@ -1002,7 +1038,10 @@ def demo(
 @_friendly
 def segment_cmd(
     scores: Annotated[
-        str, typer.Argument(help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).")
+        str,
+        typer.Argument(
+            help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).", metavar="SCORES"
+        ),
     ],
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
@@ -1011,6 +1050,7 @@ def segment_cmd(
         typer.Option(
             "--as-of",
             help="Date relative dates in rules count from (default: the latest last_order_date).",
+            metavar="DATE",
         ),
     ] = None,
     layout: Annotated[
@@ -1069,7 +1109,7 @@ def segments_list(rules: RulesOpt = None, builtin: BuiltinOpt = True) -> None:
 @segments_app.command("show")
 @_friendly
 def segments_show(
-    name: Annotated[str, typer.Argument(help="Segment or group name.")],
+    name: Annotated[str, typer.Argument(help="Segment or group name.", metavar="NAME")],
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
 ) -> None:
@@ -1093,7 +1133,9 @@ def segments_show(
 @segments_app.command("check")
 @_friendly
 def segments_check(
-    file: Annotated[Path, typer.Argument(help="Catalog TOML file to validate (no data needed).")],
+    file: Annotated[
+        Path, typer.Argument(help="Catalog TOML file to validate (no data needed).", metavar="FILE")
+    ],
 ) -> None:
     """Validate a catalog: syntax, fields, types, references and cycles, without data."""
     from fastseg.errors import RuleError
@@ -1124,17 +1166,21 @@ def bench(
         typer.Option(
             "--orders",
             help="Order counts to measure, each in a fresh process (default 1e6,1e7,3e7; with --whole-process 1e7).",
+            metavar="N[,N...]",
         ),
     ] = None,
     customers_per_order: Annotated[
         float,
-        typer.Option("--customers-per-order", help="Customers generated per order (0 < x <= 1)."),
+        typer.Option(
+            "--customers-per-order", help="Customers generated per order (0 < x <= 1).", metavar="X"
+        ),
     ] = 0.1,
     segments: Annotated[
         str,
         typer.Option(
             "--segments",
             help="'builtin' (the built-in catalog) or N synthetic rules over the score fields.",
+            metavar="builtin|N",
         ),
     ] = "builtin",
     repeat: Annotated[
@@ -1145,12 +1191,15 @@ def bench(
             max=100,
             help="Runs per size; the first (kernel load) is reported apart, the median is over the others. "
             "With --whole-process: timed rounds per shape, after one untimed warm-up; medians over them.",
+            metavar="N",
         ),
     ] = 3,
     target_orders: Annotated[
         str | None,
         typer.Option(
-            "--target-orders", help="Predict time and memory for this many orders (e.g. 2e9)."
+            "--target-orders",
+            help="Predict time and memory for this many orders (e.g. 2e9).",
+            metavar="N",
         ),
     ] = None,
     target_customers: Annotated[
@@ -1158,13 +1207,15 @@ def bench(
         typer.Option(
             "--target-customers",
             help="... and this many customers (default: --customers-per-order x orders).",
+            metavar="N",
         ),
     ] = None,
     baselines: Annotated[
         bool,
         typer.Option(
             "--baselines",
-            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs the bench extras).",
+            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs "
+            "pandas and DuckDB: pip install 'fastseg\\[bench]').",
         ),
     ] = False,
     whole_process: Annotated[
@@ -1172,7 +1223,8 @@ def bench(
         typer.Option(
             "--whole-process",
             help="Time `fastseg score` and the Polars, DuckDB and pandas scripts as fresh processes, "
-            "spawn to exit, with peak RSS, on each id shape of --shapes (needs the bench extras).",
+            "spawn to exit, with peak RSS, on each id shape of --shapes (the pandas and DuckDB "
+            "contenders need pip install 'fastseg\\[bench]').",
         ),
     ] = False,
     shapes: Annotated[
@@ -1181,6 +1233,7 @@ def bench(
             "--shapes",
             help="With --whole-process: some of tiny (1,000 orders: the fixed cost), dense, sparse, "
             "store13, uuid, csv.",
+            metavar="SHAPES",
         ),
     ] = "tiny,dense,sparse,store13,uuid,csv",
     contenders: Annotated[
@@ -1188,6 +1241,7 @@ def bench(
         typer.Option(
             "--contenders",
             help="With --whole-process: some of fastseg, polars, duckdb, pandas (fastseg always runs).",
+            metavar="NAMES",
         ),
     ] = "fastseg,polars,duckdb,pandas",
     data_dir: Annotated[
@@ -1196,16 +1250,22 @@ def bench(
             "--data-dir",
             help="With --whole-process: where the order files are cached and reused "
             "(default: fastseg-bench-data in the system's temp folder).",
+            metavar="DIR",
         ),
     ] = None,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report as JSON to this file.")
+        Path | None,
+        typer.Option("--json", help="Write the full report as JSON to this file.", metavar="FILE"),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the generated data.", metavar="N")
+    ] = 0,
     workdir: Annotated[
         Path | None,
         typer.Option(
-            "--workdir", help="Folder for the temporary data (default: the system's temp folder)."
+            "--workdir",
+            help="Folder for the temporary data (default: the system's temp folder).",
+            metavar="DIR",
         ),
     ] = None,
 ) -> None:
@@ -1244,9 +1304,17 @@ def bench(
         disable=not err.is_terminal,
     )
     task = bar.add_task("starting", total=None)
+    t0 = time.perf_counter()
+    last: list[str] = []
 
     def progress(done: int, total: int, label: str) -> None:
-        bar.update(task, completed=done, total=total, description=label)
+        if err.is_terminal:
+            bar.update(task, completed=done, total=total, description=label)
+        elif [label] != last:  # a log: one line per step, as it starts or ends
+            last[:] = [label]
+            _stderr_line(
+                f"fastseg bench: [{done}/{total}] {label}  ({time.perf_counter() - t0:.1f} s)"
+            )
 
     if whole_process:
         from fastseg.bench import whole as bench_whole
