@@ -699,7 +699,7 @@ def run_job(
     if previous is not None and not isinstance(previous, RunResult):
         prev = open_run(previous, "--previous")
         prev.check()
-    with watch.stage("rules"):
+    with watch.stage("rules", show=False):  # checks, before any row is read: not a long stage
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
         if rules is not None:
@@ -719,7 +719,7 @@ def run_job(
         if out is not None:
             folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
         res = score_job(orders, aggregates=specs, stopwatch=watch, _outputs=outs, **score_options)
-        with watch.stage("rules", show=False):  # reported once, with the first part
+        with watch.stage("rules", show=False):
             compiled = compile_catalog(
                 catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
             )

@@ -768,7 +768,8 @@ def export_run(
 ) -> ExportResult:
     """Write the members of ``segments`` of the run folder ``run_dir`` into the folder ``out``
     (see the module docstring; :func:`fastseg.export` documents the arguments). Stages timed
-    (and told to ``progress``): ``check``, ``read``, ``normalize``, ``write``."""
+    (and, but for ``check``, told to ``progress``): ``check``, ``read``, ``normalize``,
+    ``write``."""
     from fastseg import schema
     from fastseg.io import input_paths, input_patterns
     from fastseg.kernels import bitset as bs
@@ -776,7 +777,7 @@ def export_run(
     from fastseg.runs import open_run
 
     watch = Stopwatch(progress)
-    with watch.stage("check"):
+    with watch.stage("check", show=False):  # the options and the run folder: not a long stage
         wanted, cols, hash, out_format, region = _check_options(
             segments, columns, hash, out_format, default_country
         )
