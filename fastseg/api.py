@@ -11,8 +11,7 @@ import contextlib
 import datetime as dt
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from fastseg.errors import DataError, ParameterError
+from fastseg.progress import Reporter, Stopwatch
 
 if TYPE_CHECKING:
     from fastseg.changes import Changes
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from fastseg.segmenting import SegmentResult
 
 __all__ = [
+    "Reporter",
     "RunResult",
+    "Stopwatch",
     "ScoreResult",
     "load_rules",
     "run",
@@ -47,23 +49,24 @@ __all__ = [
 Columns = Mapping[str, str] | Sequence[str] | None
 
 
-class Stopwatch:
-    """Wall time per named stage, in the order the stages ran."""
+def _watch(stopwatch: Stopwatch | None, progress: Reporter | None) -> Stopwatch:
+    """The stopwatch of a job, reporting to ``progress`` when one is given."""
+    watch = stopwatch if stopwatch is not None else Stopwatch()
+    if progress is not None:
+        watch.progress = progress
+    return watch
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+def _kernels_stage(watch: Stopwatch) -> None:
+    """Compile the main job's kernels as a stage of its own, announced, when a reporter watches
+    and they are not compiled and cached yet (:mod:`fastseg.warmup`); otherwise nothing: each
+    stage loads the cached kernels it calls."""
+    from fastseg import warmup
 
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
+    if watch.progress.silent or not warmup.needed():
+        return
+    with watch.stage("kernels", note=warmup.MESSAGE):
+        warmup.warm_up()
 
 
 @dataclass
@@ -213,6 +216,7 @@ def score_job(
     out: str | Path | None = None,
     out_format: str | None = None,
     stopwatch: Stopwatch | None = None,
+    progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
@@ -225,11 +229,16 @@ def score_job(
     over the orders as the features (per streamed batch, then added up) and in one ``group_by``
     over the events. Stages timed: ``orders`` (read and aggregate the order rows, streamed),
     ``read`` (profiles, events), ``features`` (events, joins), ``scoring``, ``write``.
+
+    ``progress`` (a :class:`fastseg.progress.Reporter`; None: silent) is told of each stage as
+    it runs, with the order rows per batch; it becomes the reporter of ``stopwatch``. With a
+    reporter that shows something, kernels not compiled yet are compiled first, as a stage of
+    their own (``kernels``).
     """
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
 
-    watch = stopwatch or Stopwatch()
+    watch = _watch(stopwatch, progress)
     windows = feat.check_windows(windows)
     as_of_day = _as_date(as_of)
     if out_format is not None and out is None:
@@ -257,6 +266,7 @@ def score_job(
             )
             if path is not None
         }
+        _kernels_stage(watch)
         res = _score(
             orders,
             customers=customers,
@@ -317,7 +327,7 @@ def _score(
 
     the_scorer = scorer
     order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
-    with watch.stage("orders"):
+    with watch.stage("orders") as st:
         of = order_features(
             orders,
             columns=columns,
@@ -328,41 +338,44 @@ def _score(
             aggregates=[a for a in aggregates if a.source == "orders"],
             extra_columns=sorted(order_cols | set(extra_columns)),
             reader=reader,
+            progress=st,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
     sources: dict[str, pl.Schema | None] = {"orders": of.schema, "events": None}
     del of
-    prof = ev_feat = None
+    prof = ev_feat = ev = None
     cust_report = ev_report = None
-    if customers is not None:
-        with watch.stage("read"):
-            prof, cust_report = load_customers(customers, columns=customer_columns)
-            prof = check_id_types(frame, prof, "customers", cust_report.source)
     ev_extra = None
     ev_specs = [a for a in aggregates if a.source == "events"]
     direct = None
     int_ids = frame.schema["customer_id"] == pl.Int64
     if events is not None and not ev_specs and reader != "polars" and int_ids:
         direct = D.plan_direct_events(events, event_columns)  # Parquet, integer ids: streamed
-    if direct is not None:
-        with watch.stage("features"):
+    if customers is not None or (events is not None and direct is None):
+        with watch.stage("read") as st:
+            if customers is not None:
+                prof, cust_report = load_customers(customers, columns=customer_columns)
+                prof = check_id_types(frame, prof, "customers", cust_report.source)
+                st.advance(cust_report.rows_read)
+            if events is not None and direct is None:
+                ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
+                ev = check_id_types(frame, ev, "events", ev_report.source)
+                sources["events"] = ev.schema
+                st.advance(ev_report.rows_read)
+    with watch.stage("features", unit="customers") as st:
+        if direct is not None:  # the events read as they are aggregated
             ev_feat, ev_report = D.event_features_direct(direct, as_of_date, feat.EVENT_WINDOWS)
             sources["events"] = D.EVENT_SCHEMA
-    elif events is not None:
-        with watch.stage("read"):
-            ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
-            ev = check_id_types(frame, ev, "events", ev_report.source)
-            sources["events"] = ev.schema
-        with watch.stage("features"):
+        elif ev is not None:
             ev_feat = feat.event_features(ev, as_of_date)
             ev_extra = aggregate_rules(ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)
         del ev
-    with watch.stage("features"):
         frame = feat.join_customers(frame, prof, ev_feat)
         del prof, ev_feat  # the joined frame holds their columns
         frame = _join_extra(frame, [x for x in (extra, ev_extra) if x is not None])
-    with watch.stage("scoring"):
+        st.advance(frame.height)
+    with watch.stage("scoring", unit="customers") as st:
         if needs_fit:
             try:
                 the_scorer.fit(frame)
@@ -370,6 +383,7 @@ def _score(
                 msg = f"orders {order_report.source}: {exc}"
                 raise DataError(msg) from None
         scores = the_scorer.transform(frame)
+        st.advance(scores.height)
     return ScoreResult(
         scores=scores,
         as_of=as_of_date,
@@ -502,6 +516,7 @@ def segment(
     threads: int | None = None,
     out: str | Path | None = None,
     layout: str = "long",
+    progress: Reporter | None = None,
 ) -> SegmentResult:
     """Evaluate segments over a scores frame (the output of :func:`score`).
 
@@ -524,6 +539,9 @@ def segment(
     layout
         With ``out``: ``"long"`` (``customer_id``, ``segment``), ``"wide"`` (one boolean column
         per segment) or ``"bitset"`` (``.npz``, see :meth:`SegmentResult.save_bitsets`).
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``read``, ``segments``,
+        ``write``) as they run; None: silent.
 
     Returns
     -------
@@ -542,15 +560,18 @@ def segment(
         msg = f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}"
         raise ParameterError(msg)
     catalog = load_rules(rules, builtin=builtin)
+    watch = _watch(None, progress)
     with _output_set(scores, _rules_path(rules)) as outs:
         target = outs.add_file(out, "--out") if out is not None else None
-        seg = _segment(scores, catalog, as_of, threads)
+        _kernels_stage(watch)
+        seg = _segment(scores, catalog, as_of, threads, watch)
         if target is not None:
-            if layout == "bitset":
-                outs.write_with(target, seg.write_bitsets)
-            else:
-                outs.write_frame(seg.to_long() if layout == "long" else seg.to_wide(), target)
-            outs.commit()
+            with watch.stage("write"):
+                if layout == "bitset":
+                    outs.write_with(target, seg.write_bitsets)
+                else:
+                    outs.write_frame(seg.to_long() if layout == "long" else seg.to_wide(), target)
+                outs.commit()
     return seg
 
 
@@ -558,7 +579,9 @@ def segment(
 LAYOUTS = ("long", "wide", "bitset")
 
 
-def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> SegmentResult:
+def _segment(
+    scores: Any, catalog: Catalog, as_of: Any, threads: int | None, watch: Stopwatch
+) -> SegmentResult:
     from fastseg.io import scan_source
     from fastseg.orders import collect
     from fastseg.rules.compile import compile_catalog
@@ -567,8 +590,10 @@ def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> 
     if isinstance(scores, pl.DataFrame):
         frame = scores
     else:
-        src = scan_source(scores, what="scores", infer_types=True)
-        frame = collect(src.frame, src.label, src)
+        with watch.stage("read", unit="customers") as st:
+            src = scan_source(scores, what="scores", infer_types=True)
+            frame = collect(src.frame, src.label, src)
+            st.advance(frame.height)
     if "customer_id" not in frame.columns:
         from fastseg.errors import SchemaError
 
@@ -579,8 +604,11 @@ def _segment(scores: Any, catalog: Catalog, as_of: Any, threads: int | None) -> 
     if day is None:
         last = frame["last_order_date"].max() if "last_order_date" in frame.columns else None
         day = last if isinstance(last, dt.date) else dt.date.today()
-    compiled = compile_catalog(catalog, frame.schema, day, missing="error", sources={})
-    return evaluate(frame, compiled, threads=threads)
+    with watch.stage("segments", unit="customers") as st:
+        compiled = compile_catalog(catalog, frame.schema, day, missing="error", sources={})
+        seg = evaluate(frame, compiled, threads=threads)
+        st.advance(frame.height)
+    return seg
 
 
 _EVENT_FIELD = re.compile(r"^(days_since_.+|.+_\d+d)$")
@@ -646,6 +674,7 @@ def run_job(
     report: bool = False,
     threads: int | None = None,
     stopwatch: Stopwatch | None = None,
+    progress: Reporter | None = None,
     command: Sequence[str] | None = None,
     **score_options: Any,
 ) -> RunResult:
@@ -653,7 +682,8 @@ def run_job(
 
     The run folder ``out`` and any ``rejects``/``edges_out`` file are declared before any row is
     read, written to a staging area, and committed as one set only when everything succeeded.
-    ``previous`` (a run folder) is opened before any row is read too.
+    ``previous`` (a run folder) is opened before any row is read too. ``progress``: as for
+    :func:`score_job`.
     """
     from fastseg.rules.compile import compile_catalog, required_aggregates
     from fastseg.runs import open_run
@@ -668,12 +698,12 @@ def run_job(
     if report and out is None:
         msg = "report: give out (the run folder the report is written into) too"
         raise ParameterError(msg)
-    watch = stopwatch or Stopwatch()
+    watch = _watch(stopwatch, progress)
     prev = None
     if previous is not None and not isinstance(previous, RunResult):
         prev = open_run(previous, "--previous")
         prev.check()
-    with watch.stage("rules"):
+    with watch.stage("rules", show=False):  # checks, before any row is read: not a long stage
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
         if rules is not None:
@@ -693,12 +723,13 @@ def run_job(
         if out is not None:
             folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
         res = score_job(orders, aggregates=specs, stopwatch=watch, _outputs=outs, **score_options)
-        with watch.stage("rules"):
+        with watch.stage("rules", show=False):
             compiled = compile_catalog(
                 catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
             )
-        with watch.stage("segments"):
+        with watch.stage("segments", unit="customers") as st:
             seg = evaluate(res.scores, compiled, threads=threads)
+            st.advance(res.n_customers)
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
         result = RunResult(**fields, segments=seg)
         base = previous if isinstance(previous, RunResult) else prev
@@ -709,17 +740,16 @@ def run_job(
             record = _run_record(
                 orders, rules, score_options, command, threads=threads, builtin=builtin
             )
-            with watch.stage("write"):
-                staged = _stage_run(
-                    result,
-                    outs,
-                    folder,
-                    watch,
-                    out_format=out_format or "parquet",
-                    record=record,
-                    previous=base,
-                    with_report=report,
-                )
+            staged = _stage_run(
+                result,
+                outs,
+                folder,
+                watch,
+                out_format=out_format or "parquet",
+                record=record,
+                previous=base,
+                with_report=report,
+            )
             result.outputs = {**res.outputs, **staged}
         outs.commit()
     result.timings = watch.seconds
@@ -829,14 +859,16 @@ def _stage_run(
     with_report: bool = False,
 ) -> dict[str, Path]:
     """Write the run folder's files into the staging area of ``outs``; with ``previous`` (an
-    opened run folder) the changes since it too; with ``with_report`` the HTML report."""
+    opened run folder) the changes since it too; with ``with_report`` the HTML report. Stages:
+    ``write`` (the tables; the diff inside it is shown apart as ``diff``), ``report``, and
+    ``run.json`` last (added to ``write``)."""
     import json
     import uuid
 
     from fastseg import __version__
     from fastseg.runs import MEMBERSHIP_FILE, schema_record, write_membership
 
-    t0 = time.perf_counter()
+    watch = watch if watch is not None else Stopwatch()
     seg = result.segments
     assert seg is not None
     tab = "csv" if out_format == "csv" else "parquet"
@@ -851,37 +883,42 @@ def _stage_run(
     paths: dict[str, Path] = {}
     schemas: dict[str, dict[str, str]] = {}
     small: dict[str, pl.DataFrame] = {}  # kept for the report
-    for name, (make, fmt) in frames.items():
-        df = make()
-        if name in RUN_TABLES:
-            schemas[name] = schema_record(df)
-        paths[name] = outs.write_frame(df, folder / f"{name}.{fmt}", fmt)
-        if name in ("summary", "overlaps"):
-            small[name] = df
-        del df
-    paths["membership"] = outs.write_with(
-        folder / MEMBERSHIP_FILE,
-        lambda p: write_membership(p, seg.names, seg.bitsets, seg.n_customers),
-    )
     diff_doc = ch = None
-    if previous is not None:
-        from fastseg import changes as D
+    with watch.stage("write"):
+        for name, (make, fmt) in frames.items():
+            df = make()
+            if name in RUN_TABLES:
+                schemas[name] = schema_record(df)
+            paths[name] = outs.write_frame(df, folder / f"{name}.{fmt}", fmt)
+            if name in ("summary", "overlaps"):
+                small[name] = df
+            del df
+        paths["membership"] = outs.write_with(
+            folder / MEMBERSHIP_FILE,
+            lambda p: write_membership(p, seg.names, seg.bitsets, seg.n_customers),
+        )
+        if previous is not None:
+            from fastseg import changes as D
 
-        ch = D.diff_results(previous, result)
-        paths.update(D.stage_changes(ch, outs, folder))
-        diff_doc = ch.to_dict()
-        result.changes = ch
-    timings = dict(watch.seconds if watch else result.timings)
-    # this write so far (its stage closes after run.json), the diff inside it shown apart
-    timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t0
-    if diff_doc is not None:
-        timings["diff"] = diff_doc["seconds"]
-        timings["write"] -= diff_doc["seconds"]
-    sizes = {
-        str(p.relative_to(folder)): outs.path(p).stat().st_size
-        for p in outs.files()
-        if p.is_relative_to(folder)
-    }
+            ch = D.diff_results(previous, result)
+            paths.update(D.stage_changes(ch, outs, folder))
+            diff_doc = ch.to_dict()
+            result.changes = ch
+
+    def timings() -> dict[str, float]:
+        t = dict(watch.seconds)
+        if diff_doc is not None:  # inside the write, shown apart
+            t["diff"] = diff_doc["seconds"]
+            t["write"] = t.get("write", 0.0) - diff_doc["seconds"]
+        return {k: round(v, 4) for k, v in t.items()}
+
+    def sizes() -> dict[str, int]:
+        return {
+            str(p.relative_to(folder)): outs.path(p).stat().st_size
+            for p in outs.files()
+            if p.is_relative_to(folder)
+        }
+
     ids = result.scores["customer_id"]
     report = {
         "fastseg": __version__,
@@ -900,35 +937,31 @@ def _stage_run(
         "events_file": result.events.to_dict() if result.events else None,
         "edges": result.scorer.to_dict(),
         "previous": diff_doc,
-        "files": sizes,
+        "files": sizes(),
         "outputs_outside": sorted(str(p) for p in outs.files() if not p.is_relative_to(folder)),
-        "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
+        "timings_seconds": timings(),
     }
     if with_report:
         from fastseg import reporting
 
-        t1 = time.perf_counter()
-        data = reporting.collect(
-            result.scores,
-            small["summary"],
-            small["overlaps"],
-            report,
-            changes=ch.summary if ch is not None else None,
-            transitions=ch.transitions if ch is not None else None,
-            changes_doc=diff_doc,
-        )
-        paths["report"] = outs.write_text(
-            folder / reporting.REPORT_FILE, reporting.build_html(data)
-        )
-        seconds = time.perf_counter() - t1
-        report["timings_seconds"]["report"] = round(seconds, 4)
-        report["timings_seconds"]["write"] = round(timings["write"], 4)
-        report["files"][reporting.REPORT_FILE] = outs.path(paths["report"]).stat().st_size
-        if watch is not None:  # the write stage includes the report; shown apart
-            watch.seconds["report"] = watch.seconds.get("report", 0.0) + seconds
-            watch.seconds["write"] = watch.seconds.get("write", 0.0) - seconds
-    text = json.dumps(report, indent=2, default=str) + "\n"
-    paths["run"] = outs.write_text(folder / "run.json", text)
+        with watch.stage("report"):
+            data = reporting.collect(
+                result.scores,
+                small["summary"],
+                small["overlaps"],
+                report,
+                changes=ch.summary if ch is not None else None,
+                transitions=ch.transitions if ch is not None else None,
+                changes_doc=diff_doc,
+            )
+            paths["report"] = outs.write_text(
+                folder / reporting.REPORT_FILE, reporting.build_html(data)
+            )
+    with watch.stage("write", show=False):  # run.json, last: it lists the others
+        report["files"] = sizes()
+        report["timings_seconds"] = timings()
+        text = json.dumps(report, indent=2, default=str) + "\n"
+        paths["run"] = outs.write_text(folder / "run.json", text)
     return paths
 
 
@@ -937,6 +970,7 @@ def diff(
     current: str | Path | RunResult,
     *,
     out: str | Path | None = None,
+    progress: Reporter | None = None,
 ) -> Changes:
     """What changed between two runs: who joined and left every segment, and RFM transitions.
 
@@ -947,6 +981,9 @@ def diff(
     out
         Folder to write ``changes.parquet``, ``changes.csv``, ``transitions.csv`` and
         ``diff.json`` into, as one set; None: nothing written.
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``diff``, ``write``); None:
+        silent.
 
     Returns
     -------
@@ -957,7 +994,7 @@ def diff(
     """
     from fastseg.changes import diff_runs
 
-    return diff_runs(previous, current, out)
+    return diff_runs(previous, current, out, progress=progress)
 
 
 def report(
@@ -965,6 +1002,7 @@ def report(
     *,
     previous: str | Path | None = None,
     out: str | Path | None = None,
+    progress: Reporter | None = None,
 ) -> ReportResult:
     """Write the HTML report of a run folder: one self-contained page with charts.
 
@@ -984,6 +1022,10 @@ def report(
     -------
     ReportResult
         ``path``, ``bytes``, ``charts`` (the number of charts on the page) and ``seconds``.
+
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``read``: the aggregates and,
+        with ``previous``, the diff; ``report``: the charts and the page); None: silent.
 
     The page opens offline (the chart library is embedded) and is built from aggregates, so its
     size does not grow with the number of customers (see docs/report.md).
@@ -1020,12 +1062,15 @@ def report(
         raise ParameterError(msg)
     # report.html in its own run folder: the files read are the inputs, not the whole folder
     reads = [cur.path / n for n in reporting.files_read(cur)] if inside else [cur.path]
+    watch = _watch(None, progress)
     with _output_set(*reads, prev.path if prev is not None else None) as outs:
         target = outs.add_file(target, "--out")
-        data = reporting.collect_folder(cur, prev)
-        specs = reporting.chart_specs(data)
-        page = reporting.render(data, specs)
-        outs.write_text(target, page)
+        with watch.stage("read"):
+            data = reporting.collect_folder(cur, prev)
+        with watch.stage("report"):
+            specs = reporting.chart_specs(data)
+            page = reporting.render(data, specs)
+            outs.write_text(target, page)
         outs.commit()
     return ReportResult(
         path=target,
@@ -1068,6 +1113,7 @@ def export(
     out_format: str = "csv",
     default_country: str | None = None,
     phone_country: str | None = None,
+    progress: Reporter | None = None,
 ) -> ExportResult:
     """Write who is in segments of a run, one file per segment, for an email tool or ad platform.
 
@@ -1101,6 +1147,9 @@ def export(
         A column (of the scores or the profiles) holding each customer's ISO country
         (``"GB"``): a number without a country code is read in its row's region, and in
         ``default_country`` where that is empty or not a region.
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``check``, ``read``,
+        ``normalize``, ``write``); None: silent.
 
     Returns
     -------
@@ -1130,6 +1179,7 @@ def export(
         out_format=out_format,
         default_country=default_country,
         phone_country=phone_country,
+        progress=progress,
     )
 
 

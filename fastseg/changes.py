@@ -34,6 +34,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fastseg.errors import InputError
+from fastseg.progress import Reporter, Stopwatch
 
 if TYPE_CHECKING:
     from fastseg.outputs import OutputSet
@@ -443,27 +444,41 @@ def stage_changes(ch: Changes, outs: OutputSet, folder: Path) -> dict[str, Path]
     return paths
 
 
-def diff_runs(previous: Any, current: Any, out: str | Path | None = None) -> Changes:
+def diff_runs(
+    previous: Any,
+    current: Any,
+    out: str | Path | None = None,
+    *,
+    progress: Reporter | None = None,
+) -> Changes:
     """The changes between two run folders; with ``out``, written to that folder as one set:
-    ``changes.parquet``, ``changes.csv``, ``transitions.csv`` and ``diff.json``."""
+    ``changes.parquet``, ``changes.csv``, ``transitions.csv`` and ``diff.json``. Stages (told
+    to ``progress``): ``diff``, ``write``."""
     from fastseg.outputs import OutputSet
     from fastseg.runs import open_run
 
+    watch = Stopwatch(progress)
     prev = open_run(previous, "previous run") if isinstance(previous, str | Path) else previous
     cur = open_run(current, "current run") if isinstance(current, str | Path) else current
     inputs = [r.path for r in (prev, cur) if hasattr(r, "path")]
     if out is None:
-        return diff_results(prev, cur)
+        with watch.stage("diff", unit="customers") as st:
+            ch = diff_results(prev, cur)
+            st.advance(ch.customers["after"])
+        return ch
     with OutputSet(inputs) as outs:
         folder = outs.add_folder(out, "--out", reserved=DIFF_FILES, marker="diff.json")
-        ch = diff_results(prev, cur)
-        ch.files = {k: str(v) for k, v in stage_changes(ch, outs, folder).items()}
-        doc = {"format": "fastseg-diff-1", "as_of": ch.current["as_of"], **ch.to_dict()}
-        doc["files"] = {
-            str(p.relative_to(folder)): outs.path(p).stat().st_size
-            for p in outs.files()
-            if p.is_relative_to(folder)
-        }
-        outs.write_text(folder / "diff.json", json.dumps(doc, indent=2, default=str) + "\n")
-        outs.commit()
+        with watch.stage("diff", unit="customers") as st:
+            ch = diff_results(prev, cur)
+            st.advance(ch.customers["after"])
+        with watch.stage("write"):
+            ch.files = {k: str(v) for k, v in stage_changes(ch, outs, folder).items()}
+            doc = {"format": "fastseg-diff-1", "as_of": ch.current["as_of"], **ch.to_dict()}
+            doc["files"] = {
+                str(p.relative_to(folder)): outs.path(p).stat().st_size
+                for p in outs.files()
+                if p.is_relative_to(folder)
+            }
+            outs.write_text(folder / "diff.json", json.dumps(doc, indent=2, default=str) + "\n")
+            outs.commit()
     return ch

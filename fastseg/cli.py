@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -22,9 +23,82 @@ from rich.table import Table
 from fastseg import __version__
 from fastseg.errors import FastsegError
 
+# ------------------------------------------------------------------------------------ help conventions
+# Typer's help shows a ``<bool>`` type beside flags, its own types (``<str>``, ``<path>``,
+# ``<list[str]>``) beside arguments already named by a metavar, and ``{ORDERS...}...`` in the
+# usage line. The classes below restore click's conventions (``fastseg run [OPTIONS]
+# ORDERS...``): the root group gives them to every command's parameters when it hands the command
+# out, so a new command needs nothing. Each override applies only where this Typer has the method
+# it replaces (older versions render the click way already).
+
+
+def _help_param_classes() -> dict[type, type]:
+    from typer.core import TyperArgument, TyperOption
+
+    class Option(TyperOption):
+        __slots__ = ()  # the layout of the base: instances change class in place
+
+        if hasattr(TyperOption, "display_type_rich"):
+
+            def display_type_rich(self, ctx: Any) -> str | None:
+                if self.is_flag or self.count:  # a flag takes no value: nothing to show
+                    return None
+                return super().display_type_rich(ctx)
+
+    class Argument(TyperArgument):
+        __slots__ = ()
+
+        if hasattr(TyperArgument, "display_type_rich"):
+
+            def display_type_rich(self, ctx: Any) -> str | None:
+                if self.metavar is not None:  # the metavar names the value already
+                    return None
+                return super().display_type_rich(ctx)
+
+        if hasattr(TyperArgument, "_usage_display_name"):
+
+            def _usage_display_name(self) -> str:
+                name = self.display_name_raw
+                repeats = self.nargs != 1
+                name = name.removesuffix("...") if repeats else name
+                name = name if self.required else f"[{name}]"
+                return name + ("..." if repeats else "")
+
+    return {TyperOption: Option, TyperArgument: Argument}
+
+
+_PARAM_CLASSES = _help_param_classes()
+
+
+def _conventional(params: list[Any]) -> list[Any]:
+    """The parameters, each rendered by its class of :func:`_help_param_classes` (the same
+    objects: only their class changes)."""
+    for param in params:
+        better = _PARAM_CLASSES.get(type(param))
+        if better is not None:
+            param.__class__ = better
+    return params
+
+
+def _conventional_command(cmd: Any, ctx: Any) -> None:
+    """A command's parameters (its help option too), and a group's commands', conventional."""
+    _conventional([*cmd.params, cmd.get_help_option(ctx)])
+    for sub in getattr(cmd, "commands", {}).values():
+        _conventional_command(sub, ctx)
+
 
 class _OneLineErrors(typer.core.TyperGroup):
-    """Usage errors (a bad option value, an unknown option) as one line on stderr, exit 2."""
+    """Usage errors (a bad option value, an unknown option) as one line on stderr, exit 2; the
+    help of every command with click's conventions (:func:`_help_param_classes`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _conventional(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _conventional_command(cmd, ctx)
+        return cmd
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:  # typer >= 0.20 vendors click
@@ -195,6 +269,7 @@ AsOfOpt = Annotated[
     typer.Option(
         "--as-of",
         help="Scoring date (YYYY-MM-DD). Default: the date of the latest order row; later rows are left out.",
+        metavar="DATE",
     ),
 ]
 CustomersOpt = Annotated[
@@ -202,10 +277,14 @@ CustomersOpt = Annotated[
     typer.Option(
         "--customers",
         help="Customer profiles (Parquet/CSV/Arrow); customers without orders become prospects.",
+        metavar="FILE",
     ),
 ]
 EventsOpt = Annotated[
-    Path | None, typer.Option("--events", help="Engagement events: customer_id, event_ts, event.")
+    Path | None,
+    typer.Option(
+        "--events", help="Engagement events: customer_id, event_ts, event.", metavar="FILE"
+    ),
 ]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail if any order row has to be left out.")
@@ -215,11 +294,40 @@ RejectsOpt = Annotated[
     typer.Option(
         "--rejects",
         help="Write the left-out order rows, with their reason, to this Parquet/CSV file.",
+        metavar="FILE",
     ),
 ]
 WindowsOpt = Annotated[
     str,
-    typer.Option("--windows", help="Trailing windows in days for orders_Nd / revenue_Nd features."),
+    typer.Option(
+        "--windows",
+        help="Trailing windows in days for orders_Nd / revenue_Nd features.",
+        metavar="DAYS",
+    ),
+]
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print nothing but errors: no progress, no log lines, no summary (the files and the "
+        "exit status tell the outcome).",
+    ),
+]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="Progress on stderr: text (a live display on a terminal, else one line per stage) "
+        "or json (one JSON object per line, for pipelines).",
+    ),
 ]
 
 
@@ -243,6 +351,7 @@ BinsOpt = Annotated[
         callback=_bins,
         help="Score levels k (2 to 10; default 5, or the bins of --edges-in).",
         show_default=False,
+        metavar="K",
     ),
 ]
 MethodOpt = Annotated[
@@ -259,12 +368,18 @@ ThresholdsOpt = Annotated[
 ]
 EdgesInOpt = Annotated[
     Path | None,
-    typer.Option("--edges-in", help="Score against edges saved earlier (JSON) instead of fitting."),
+    typer.Option(
+        "--edges-in",
+        help="Score against edges saved earlier (JSON) instead of fitting.",
+        metavar="FILE",
+    ),
 ]
 EdgesOutOpt = Annotated[
     Path | None,
     typer.Option(
-        "--edges-out", help="Save the fitted edges (JSON) to score later batches against."
+        "--edges-out",
+        help="Save the fitted edges (JSON) to score later batches against.",
+        metavar="FILE",
     ),
 ]
 
@@ -344,6 +459,23 @@ def _print_timings(timings: dict[str, float]) -> None:
     console.print(f"time: {sum(timings.values()):.2f}s ({parts})")
 
 
+def _stderr_line(line: str) -> None:
+    """One plain line on stderr, flushed (a log sees it at once)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _reporter(quiet: bool, log_format: LogFormat) -> Any:
+    """The progress reporter of a command (:func:`fastseg.progress.reporter`), on stderr."""
+    from fastseg.progress import reporter
+
+    return reporter(log_format.value, quiet=quiet, console=err)
+
+
+def _outputs_field(paths: Any) -> list[str]:
+    return [str(p) for p in paths]
+
+
 # ------------------------------------------------------------------------------------ commands
 
 
@@ -353,21 +485,27 @@ def gen(
     out: Annotated[
         Path,
         typer.Argument(
-            help="Folder to write orders.parquet, customers.parquet and events.parquet into."
+            help="Folder to write orders.parquet, customers.parquet and events.parquet into.",
+            metavar="DIR",
         ),
     ] = Path("fastseg-data"),
     orders: Annotated[
-        str, typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).")
+        str,
+        typer.Option("--orders", help="Order rows to generate (1e6, 10000000...).", metavar="N"),
     ] = "1e6",
     customers: Annotated[
-        str | None, typer.Option("--customers", help="Customers (default: orders / 10).")
+        str | None,
+        typer.Option("--customers", help="Customers (default: orders / 10).", metavar="N"),
     ] = None,
     events: Annotated[
         str | None,
-        typer.Option("--events", help="Event rows (default: about the number of orders)."),
+        typer.Option(
+            "--events", help="Event rows (default: about the number of orders).", metavar="N"
+        ),
     ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+        int,
+        typer.Option("--seed", help="Random seed: the same seed gives the same data.", metavar="N"),
     ] = 0,
     string_ids: Annotated[
         bool,
@@ -375,53 +513,39 @@ def gen(
     ] = False,
     chunk_rows: Annotated[
         str,
-        typer.Option("--chunk-rows", help="Rows generated and written per chunk (bounds memory)."),
+        typer.Option(
+            "--chunk-rows",
+            help="Rows generated and written per chunk (bounds memory).",
+            metavar="N",
+        ),
     ] = "1e6",
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Generate a synthetic retail store (orders, customers, events) as Parquet."""
     from fastseg import synthetic
+    from fastseg.progress import Stopwatch
 
     n_orders = _count(orders, "--orders")
-    with _progress("generating the synthetic store", n_orders) as tick:
-        ds = synthetic.generate(
-            out,
-            orders=n_orders,
-            customers=_count(customers, "--customers") if customers else None,
-            events=_count(events, "--events") if events else None,
-            seed=seed,
-            string_ids=string_ids,
-            chunk_rows=_count(chunk_rows, "--chunk-rows"),
-            progress=tick,
-        )
+    with _reporter(quiet, log_format) as rep:
+        with Stopwatch(rep).stage("generate", total=n_orders) as st:
+            ds = synthetic.generate(
+                out,
+                orders=n_orders,
+                customers=_count(customers, "--customers") if customers else None,
+                events=_count(events, "--events") if events else None,
+                seed=seed,
+                string_ids=string_ids,
+                chunk_rows=_count(chunk_rows, "--chunk-rows"),
+                progress=st.update,
+            )
+        rep.done(command="gen", orders=ds.n_orders, outputs=_outputs_field([ds.folder]))
+    if quiet:
+        return
     console.print(
         f"wrote {ds.n_orders:,} orders, {ds.n_customers:,} customers and {ds.n_events:,} events "
         f"to {escape(str(ds.folder))} in {ds.seconds:.1f}s"
     )
-
-
-class _progress:
-    """A rich progress bar fed by ``(done, total)`` callbacks."""
-
-    def __init__(self, label: str, total: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,  # a log gets no bar (and no stray blank line)
-        )
-        self.task = self.bar.add_task(label, total=total)
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        self.bar.__enter__()
-        return lambda done, total: self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -442,13 +566,15 @@ def score(
     windows: WindowsOpt = "30,90,365",
     strict: StrictOpt = False,
     rejects: RejectsOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file for the scores.")] = Path(
-        "scores.parquet"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file for the scores.", metavar="FILE")
+    ] = Path("scores.parquet"),
     fmt: Annotated[
         OutFormat | None,
         typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Score every customer: features, R/F/M scores, RFM cell and group."""
     from fastseg import api
@@ -457,7 +583,7 @@ def score(
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
-    with err.status("scoring..."):
+    with _reporter(quiet, log_format) as rep:
         res = api.score_job(
             _one_or_many(orders),
             customers=customers,
@@ -477,7 +603,11 @@ def score(
             out=out,
             out_format=fmt.value if fmt else None,
             stopwatch=watch,
+            progress=rep,
         )
+        rep.done(command="score", **_job_fields(res))
+    if quiet:
+        return
     _print_score_summary(res)
     edges = res.outputs.get("edges")
     console.print(
@@ -498,6 +628,7 @@ RulesOpt = Annotated[
     typer.Option(
         "--rules",
         help="Segment catalog (TOML) to add to (or, with --no-builtin, use instead of) the built-in one.",
+        metavar="FILE",
     ),
 ]
 BuiltinOpt = Annotated[
@@ -562,6 +693,7 @@ def run(
             "--out",
             "-o",
             help="Folder for scores, segments, groups (Parquet or CSV), summary.csv, overlaps.csv, membership.npz, run.json.",
+            metavar="DIR",
         ),
     ] = Path("fastseg-out"),
     fmt: Annotated[
@@ -576,6 +708,7 @@ def run(
         typer.Option(
             "--previous",
             help="An earlier run folder: write who joined and left each segment since it (changes.parquet, changes.csv, transitions.csv).",
+            metavar="RUN_DIR",
         ),
     ] = None,
     report: Annotated[
@@ -585,6 +718,8 @@ def run(
             help="Also write report.html into the run folder: one page with charts that opens offline (see `fastseg report`).",
         ),
     ] = False,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """The main job: features, RFM scores and segments in one go."""
     import sys
@@ -595,7 +730,7 @@ def run(
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
-    with err.status("running..."):
+    with _reporter(quiet, log_format) as rep:
         res = api.run_job(
             _one_or_many(orders),
             customers=customers,
@@ -619,9 +754,22 @@ def run(
             previous=previous,
             report=report,
             stopwatch=watch,
+            progress=rep,
             command=["fastseg", *sys.argv[1:]],
         )
-    _report_run(res)
+        rep.done(command="run", **_job_fields(res))
+    if not quiet:
+        _report_run(res)
+
+
+def _job_fields(res: Any) -> dict[str, Any]:
+    """What the final ``done`` log event says of a scoring run (plain values)."""
+    return {
+        "orders": res.orders.rows_read,
+        "customers": res.n_customers,
+        "scored": res.n_scored,
+        "outputs": _outputs_field(res.outputs.values()),
+    }
 
 
 def _report_run(res: Any) -> None:
@@ -683,14 +831,21 @@ def diff_cmd(
             "--out",
             "-o",
             help="Folder for changes.parquet, changes.csv, transitions.csv and diff.json (default: print only).",
+            metavar="DIR",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Who joined and left each segment between two runs, and how customers moved between RFM groups."""
     from fastseg import api
 
-    with err.status("comparing..."):
-        ch = api.diff(previous, current, out=out)
+    with _reporter(quiet, log_format) as rep:
+        ch = api.diff(previous, current, out=out, progress=rep)
+        files = [*ch.files.values(), str(Path(out) / "diff.json")] if out is not None else []
+        rep.done(command="diff", customers=ch.customers["after"], outputs=files)
+    if quiet:
+        return
     _print_changes(ch)
     if out is not None:
         console.print(
@@ -722,13 +877,18 @@ def report_cmd(
             metavar="FILE",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """One self-contained HTML page for a run: headline figures, segment sizes, the R×F grid,
     distributions, overlaps, changes; it opens offline in any browser."""
     from fastseg import api
 
-    with err.status("building the report..."):
-        rep = api.report(run_dir, previous=previous, out=out)
+    with _reporter(quiet, log_format) as progress:
+        rep = api.report(run_dir, previous=previous, out=out, progress=progress)
+        progress.done(command="report", outputs=[str(rep.path)])
+    if quiet:
+        return
     console.print(
         f"report written to [bold]{escape(str(rep.path))}[/bold]: {rep.charts} charts, "
         f"{rep.bytes / 1e6:.1f} MB, in {rep.seconds:.1f} s"
@@ -757,7 +917,10 @@ def export_cmd(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Folder for the files and manifest.json (replaced as one set)."
+            "--out",
+            "-o",
+            help="Folder for the files and manifest.json (replaced as one set).",
+            metavar="DIR",
         ),
     ],
     customers: Annotated[
@@ -776,6 +939,7 @@ def export_cmd(
             "--columns",
             help="Columns after customer_id, e.g. email,phone,first_name (default: the email "
             "and phone columns there are).",
+            metavar="COLS",
         ),
     ] = None,
     hash_: Annotated[
@@ -811,6 +975,8 @@ def export_cmd(
             metavar="COLUMN",
         ),
     ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Export who is in segments of a run, one file per segment, for an email tool or ad platform."""
     from fastseg import api
@@ -827,7 +993,7 @@ def export_cmd(
                 "two-letter code such as US, GB, DE or FR",
                 param_hint="--default-country",
             )
-    with err.status("exporting..."):
+    with _reporter(quiet, log_format) as rep:
         res = api.export(
             run_dir,
             segment,
@@ -840,7 +1006,15 @@ def export_cmd(
             out_format=fmt.value,
             default_country=default_country,
             phone_country=phone_country,
+            progress=rep,
         )
+        rep.done(
+            command="export",
+            rows=sum(f.rows for f in res.files),
+            outputs=_outputs_field([*(f.path for f in res.files), res.manifest]),
+        )
+    if quiet:
+        return
     table = Table(
         title=f"Export of {escape(str(res.run))} ({escape(res.as_of)})", title_justify="left"
     )
@@ -866,26 +1040,29 @@ def export_cmd(
 @_friendly
 def demo(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the synthetic data and the results.")
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the synthetic data and the results.", metavar="DIR"
+        ),
     ] = Path("fastseg-demo"),
-    orders: Annotated[str, typer.Option("--orders", help="Order rows to generate.")] = "1e6",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    orders: Annotated[
+        str, typer.Option("--orders", help="Order rows to generate.", metavar="N")
+    ] = "1e6",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.", metavar="N")] = 0,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Generate a synthetic store and run the main job on it (features, scores, segments)."""
     from fastseg import api, synthetic
 
     n = _count(orders, "--orders")
     data = out / "data"
-    with _progress(f"generating {n:,} synthetic orders", n) as tick:
-        ds = synthetic.generate(data, orders=n, seed=seed, progress=tick)
-    console.print(
-        f"synthetic store: {ds.n_orders:,} orders, {ds.n_customers:,} customers, {ds.n_events:,} events "
-        f"in {escape(str(ds.folder))} ({ds.seconds:.1f}s)"
-    )
     watch = api.Stopwatch()
-    with err.status(
-        "running the main job (the first run compiles the kernels, then they are cached)..."
-    ):
+    with _reporter(quiet, log_format) as rep:
+        watch.progress = rep
+        with watch.stage("generate", total=n) as st:
+            ds = synthetic.generate(data, orders=n, seed=seed, progress=st.update)
+        del watch.seconds["generate"]  # run.json times the job, not the data's generation
         res = api.run_job(
             ds.orders,
             customers=ds.customers,
@@ -894,6 +1071,13 @@ def demo(
             report=True,
             stopwatch=watch,
         )
+        rep.done(command="demo", **_job_fields(res))
+    if quiet:
+        return
+    console.print(
+        f"synthetic store: {ds.n_orders:,} orders, {ds.n_customers:,} customers, {ds.n_events:,} events "
+        f"in {escape(str(ds.folder))} ({ds.seconds:.1f}s)"
+    )
     _report_run(res)
     if "report" in res.outputs:
         console.print(
@@ -908,7 +1092,10 @@ def demo(
 @_friendly
 def segment_cmd(
     scores: Annotated[
-        str, typer.Argument(help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).")
+        str,
+        typer.Argument(
+            help="A scores file written by `fastseg score` (Parquet, CSV, Arrow).", metavar="SCORES"
+        ),
     ],
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
@@ -917,6 +1104,7 @@ def segment_cmd(
         typer.Option(
             "--as-of",
             help="Date relative dates in rules count from (default: the latest last_order_date).",
+            metavar="DATE",
         ),
     ] = None,
     layout: Annotated[
@@ -927,16 +1115,27 @@ def segment_cmd(
         ),
     ] = Layout.long,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output file for the membership.")
+        Path, typer.Option("--out", "-o", help="Output file for the membership.", metavar="FILE")
     ] = Path("segments.parquet"),
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Evaluate segments over a scores file."""
     from fastseg import api
 
-    with err.status("evaluating segments..."):
+    with _reporter(quiet, log_format) as rep:
         seg = api.segment(
-            str(scores), rules, builtin=builtin, as_of=as_of, out=out, layout=layout.value
+            str(scores),
+            rules,
+            builtin=builtin,
+            as_of=as_of,
+            out=out,
+            layout=layout.value,
+            progress=rep,
         )
+        rep.done(command="segment", customers=seg.n_customers, outputs=[str(out)])
+    if quiet:
+        return
     _print_segments(seg)
     console.print(f"membership ({layout.value}) written to [bold]{escape(str(out))}[/bold]")
 
@@ -964,7 +1163,7 @@ def segments_list(rules: RulesOpt = None, builtin: BuiltinOpt = True) -> None:
 @segments_app.command("show")
 @_friendly
 def segments_show(
-    name: Annotated[str, typer.Argument(help="Segment or group name.")],
+    name: Annotated[str, typer.Argument(help="Segment or group name.", metavar="NAME")],
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
 ) -> None:
@@ -988,7 +1187,9 @@ def segments_show(
 @segments_app.command("check")
 @_friendly
 def segments_check(
-    file: Annotated[Path, typer.Argument(help="Catalog TOML file to validate (no data needed).")],
+    file: Annotated[
+        Path, typer.Argument(help="Catalog TOML file to validate (no data needed).", metavar="FILE")
+    ],
 ) -> None:
     """Validate a catalog: syntax, fields, types, references and cycles, without data."""
     from fastseg.errors import RuleError
@@ -1019,17 +1220,21 @@ def bench(
         typer.Option(
             "--orders",
             help="Order counts to measure, each in a fresh process (default 1e6,1e7,3e7; with --whole-process 1e7).",
+            metavar="N[,N...]",
         ),
     ] = None,
     customers_per_order: Annotated[
         float,
-        typer.Option("--customers-per-order", help="Customers generated per order (0 < x <= 1)."),
+        typer.Option(
+            "--customers-per-order", help="Customers generated per order (0 < x <= 1).", metavar="X"
+        ),
     ] = 0.1,
     segments: Annotated[
         str,
         typer.Option(
             "--segments",
             help="'builtin' (the built-in catalog) or N synthetic rules over the score fields.",
+            metavar="builtin|N",
         ),
     ] = "builtin",
     repeat: Annotated[
@@ -1040,12 +1245,15 @@ def bench(
             max=100,
             help="Runs per size; the first (kernel load) is reported apart, the median is over the others. "
             "With --whole-process: timed rounds per shape, after one untimed warm-up; medians over them.",
+            metavar="N",
         ),
     ] = 3,
     target_orders: Annotated[
         str | None,
         typer.Option(
-            "--target-orders", help="Predict time and memory for this many orders (e.g. 2e9)."
+            "--target-orders",
+            help="Predict time and memory for this many orders (e.g. 2e9).",
+            metavar="N",
         ),
     ] = None,
     target_customers: Annotated[
@@ -1053,13 +1261,15 @@ def bench(
         typer.Option(
             "--target-customers",
             help="... and this many customers (default: --customers-per-order x orders).",
+            metavar="N",
         ),
     ] = None,
     baselines: Annotated[
         bool,
         typer.Option(
             "--baselines",
-            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs the bench extras).",
+            help="Also time the pandas, plain Polars and DuckDB recipes on the same data (needs "
+            "pandas and DuckDB: pip install 'fastseg\\[bench]').",
         ),
     ] = False,
     whole_process: Annotated[
@@ -1067,7 +1277,8 @@ def bench(
         typer.Option(
             "--whole-process",
             help="Time `fastseg score` and the Polars, DuckDB and pandas scripts as fresh processes, "
-            "spawn to exit, with peak RSS, on each id shape of --shapes (needs the bench extras).",
+            "spawn to exit, with peak RSS, on each id shape of --shapes (the pandas and DuckDB "
+            "contenders need pip install 'fastseg\\[bench]').",
         ),
     ] = False,
     shapes: Annotated[
@@ -1076,6 +1287,7 @@ def bench(
             "--shapes",
             help="With --whole-process: some of tiny (1,000 orders: the fixed cost), dense, sparse, "
             "store13, uuid, csv.",
+            metavar="SHAPES",
         ),
     ] = "tiny,dense,sparse,store13,uuid,csv",
     contenders: Annotated[
@@ -1083,6 +1295,7 @@ def bench(
         typer.Option(
             "--contenders",
             help="With --whole-process: some of fastseg, polars, duckdb, pandas (fastseg always runs).",
+            metavar="NAMES",
         ),
     ] = "fastseg,polars,duckdb,pandas",
     data_dir: Annotated[
@@ -1091,16 +1304,22 @@ def bench(
             "--data-dir",
             help="With --whole-process: where the order files are cached and reused "
             "(default: fastseg-bench-data in the system's temp folder).",
+            metavar="DIR",
         ),
     ] = None,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report as JSON to this file.")
+        Path | None,
+        typer.Option("--json", help="Write the full report as JSON to this file.", metavar="FILE"),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the generated data.", metavar="N")
+    ] = 0,
     workdir: Annotated[
         Path | None,
         typer.Option(
-            "--workdir", help="Folder for the temporary data (default: the system's temp folder)."
+            "--workdir",
+            help="Folder for the temporary data (default: the system's temp folder).",
+            metavar="DIR",
         ),
     ] = None,
 ) -> None:
@@ -1139,9 +1358,17 @@ def bench(
         disable=not err.is_terminal,
     )
     task = bar.add_task("starting", total=None)
+    t0 = time.perf_counter()
+    last: list[str] = []
 
     def progress(done: int, total: int, label: str) -> None:
-        bar.update(task, completed=done, total=total, description=label)
+        if err.is_terminal:
+            bar.update(task, completed=done, total=total, description=label)
+        elif [label] != last:  # a log: one line per step, as it starts or ends
+            last[:] = [label]
+            _stderr_line(
+                f"fastseg bench: [{done}/{total}] {label}  ({time.perf_counter() - t0:.1f} s)"
+            )
 
     if whole_process:
         from fastseg.bench import whole as bench_whole

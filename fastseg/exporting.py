@@ -44,7 +44,6 @@ import difflib
 import hashlib
 import json
 import re
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +54,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from fastseg.errors import InputError, ParameterError, SchemaError
+from fastseg.progress import Reporter, Stopwatch
 
 if TYPE_CHECKING:
     from fastseg.outputs import OutputSet
@@ -764,101 +764,106 @@ def export_run(
     out_format: str = "csv",
     default_country: str | None = None,
     phone_country: str | None = None,
+    progress: Reporter | None = None,
 ) -> ExportResult:
     """Write the members of ``segments`` of the run folder ``run_dir`` into the folder ``out``
-    (see the module docstring; :func:`fastseg.export` documents the arguments)."""
+    (see the module docstring; :func:`fastseg.export` documents the arguments). Stages timed
+    (and, but for ``check``, told to ``progress``): ``check``, ``read``, ``normalize``,
+    ``write``."""
     from fastseg import schema
     from fastseg.io import input_paths, input_patterns
     from fastseg.kernels import bitset as bs
     from fastseg.outputs import OutputSet
     from fastseg.runs import open_run
 
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    wanted, cols, hash, out_format, region = _check_options(
-        segments, columns, hash, out_format, default_country
-    )
-    if customer_columns and customers is None:
-        msg = "--customers-col maps the columns of --customers: give the profiles file too"
-        raise ParameterError(msg)
-    mapping = schema.parse_column_map(
-        customer_columns, known=schema.CUSTOMER_COLUMNS, what="customers"
-    )
-    run = open_run(run_dir, "run folder")
-    names, words = run.membership()
-    rows = _pick_segments(run, names, wanted)
-    changes_path = _check_changes(run, wanted) if changes else None
-    plan = _plan_columns(run, customers, mapping, cols)
-    identifiers = [c for c in plan.columns if identifier_kind(c)]
-    read = plan  # the columns read: the written ones and, when asked, each row's phone region
-    if phone_country is not None:
-        phone_country = str(phone_country).strip()
-        if identifier_kind(phone_country) or not phone_country:
-            msg = f"--phone-country: expected the column of each customer's country, got {phone_country!r}"
+    watch = Stopwatch(progress)
+    with watch.stage("check", show=False):  # the options and the run folder: not a long stage
+        wanted, cols, hash, out_format, region = _check_options(
+            segments, columns, hash, out_format, default_country
+        )
+        if customer_columns and customers is None:
+            msg = "--customers-col maps the columns of --customers: give the profiles file too"
             raise ParameterError(msg)
-        if phone_country not in plan.columns:
-            try:
-                read = _plan_columns(run, customers, mapping, [*plan.columns, phone_country])
-            except SchemaError as exc:
-                raise SchemaError(str(exc).replace("--columns:", "--phone-country:", 1)) from None
-    inputs, patterns = [run.path, *input_paths(customers)], input_patterns(customers)
-    timings["check"] = time.perf_counter() - t0
+        mapping = schema.parse_column_map(
+            customer_columns, known=schema.CUSTOMER_COLUMNS, what="customers"
+        )
+        run = open_run(run_dir, "run folder")
+        names, words = run.membership()
+        rows = _pick_segments(run, names, wanted)
+        changes_path = _check_changes(run, wanted) if changes else None
+        plan = _plan_columns(run, customers, mapping, cols)
+        identifiers = [c for c in plan.columns if identifier_kind(c)]
+        read = plan  # the columns read: the written ones and, when asked, each row's phone region
+        if phone_country is not None:
+            phone_country = str(phone_country).strip()
+            if identifier_kind(phone_country) or not phone_country:
+                msg = f"--phone-country: expected the column of each customer's country, got {phone_country!r}"
+                raise ParameterError(msg)
+            if phone_country not in plan.columns:
+                try:
+                    read = _plan_columns(run, customers, mapping, [*plan.columns, phone_country])
+                except SchemaError as exc:
+                    raise SchemaError(
+                        str(exc).replace("--columns:", "--phone-country:", 1)
+                    ) from None
+        inputs, patterns = [run.path, *input_paths(customers)], input_patterns(customers)
 
     with OutputSet(inputs, patterns) as outs:
         folder = outs.add_folder(out, "--out", reserved=(MANIFEST,), marker=MANIFEST)
-        t = time.perf_counter()
-        ids = run.customer_ids()
-        need, moved = _who(run, ids, words[rows], wanted, changes_path)
-        prof = None
-        if customers is not None and (read.from_profiles or moved is not None):
-            prof, prof_report = _load_profiles(customers, mapping, ids)
-        pool, gone = _pool(run, read, need, prof)
-        timings["read"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pool = normalize_identifiers(
-            pool, identifiers, hash=hash, default_country=region, phone_country=phone_country
-        )
-        timings["normalize"] = time.perf_counter() - t
-        t = time.perf_counter()
-        files = []
-        for name, row in zip(wanted, rows, strict=True):
-            members = ids.gather(pl.Series(bs.members(words[row])))
-            for kind, who in _parts(members, moved, name).items():
-                frame = who.to_frame().join(
-                    pool, on="customer_id", how="left", maintain_order="left"
-                )
-                files.append(
-                    _stage_file(outs, folder, frame, name, kind, plan, identifiers, out_format)
-                )
-        notes = _notes(files, plan, identifiers, hash, gone if moved is not None else 0, customers)
-        if prof is not None:
-            for reason, n in prof_report.left_out.items():
-                if n:
-                    notes.append(
-                        f"--customers: {n:,} profile rows left out ({reason.replace('_', ' ')}: "
-                        "a customer id given twice keeps its first row)"
-                        if reason == "duplicate_customer_id"
-                        else f"--customers: {n:,} profile rows left out ({reason.replace('_', ' ')})"
+        with watch.stage("read", unit="customers") as st:
+            ids = run.customer_ids()
+            need, moved = _who(run, ids, words[rows], wanted, changes_path)
+            prof = None
+            if customers is not None and (read.from_profiles or moved is not None):
+                prof, prof_report = _load_profiles(customers, mapping, ids)
+            pool, gone = _pool(run, read, need, prof)
+            st.advance(len(ids))
+        with watch.stage("normalize", unit="customers") as st:
+            pool = normalize_identifiers(
+                pool, identifiers, hash=hash, default_country=region, phone_country=phone_country
+            )
+            st.advance(pool.height)
+        with watch.stage("write"):
+            files = []
+            for name, row in zip(wanted, rows, strict=True):
+                members = ids.gather(pl.Series(bs.members(words[row])))
+                for kind, who in _parts(members, moved, name).items():
+                    frame = who.to_frame().join(
+                        pool, on="customer_id", how="left", maintain_order="left"
                     )
-        result = ExportResult(
-            out=folder,
-            run=run.path,
-            run_id=run.run_id,
-            as_of=run.as_of,
-            segments=wanted,
-            columns=plan.columns,
-            identifiers={c: str(identifier_kind(c)) for c in identifiers},
-            hash=hash,
-            files=files,
-            notes=notes,
-            manifest=folder / MANIFEST,
-        )
-        outs.write_text(
-            folder / MANIFEST, _manifest(result, plan, region, out_format, phone_country)
-        )
-        outs.commit()
-        timings["write"] = time.perf_counter() - t
-    result.timings = timings
+                    files.append(
+                        _stage_file(outs, folder, frame, name, kind, plan, identifiers, out_format)
+                    )
+            notes = _notes(
+                files, plan, identifiers, hash, gone if moved is not None else 0, customers
+            )
+            if prof is not None:
+                for reason, n in prof_report.left_out.items():
+                    if n:
+                        notes.append(
+                            f"--customers: {n:,} profile rows left out ({reason.replace('_', ' ')}: "
+                            "a customer id given twice keeps its first row)"
+                            if reason == "duplicate_customer_id"
+                            else f"--customers: {n:,} profile rows left out ({reason.replace('_', ' ')})"
+                        )
+            result = ExportResult(
+                out=folder,
+                run=run.path,
+                run_id=run.run_id,
+                as_of=run.as_of,
+                segments=wanted,
+                columns=plan.columns,
+                identifiers={c: str(identifier_kind(c)) for c in identifiers},
+                hash=hash,
+                files=files,
+                notes=notes,
+                manifest=folder / MANIFEST,
+            )
+            outs.write_text(
+                folder / MANIFEST, _manifest(result, plan, region, out_format, phone_country)
+            )
+            outs.commit()
+    result.timings = watch.seconds
     return result
 
 

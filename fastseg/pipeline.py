@@ -37,6 +37,7 @@ from fastseg.config import EPOCH
 from fastseg.errors import DataError, FastsegError, ParameterError
 from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows
 from fastseg.outputs import write_frame
+from fastseg.progress import Stage
 
 __all__ = ["BATCH_ROWS", "OrderFeatures", "aggregate_rules", "order_features"]
 
@@ -94,12 +95,15 @@ def order_features(
     extra_columns: Sequence[str] = (),
     batch_rows: int = BATCH_ROWS,
     reader: str | None = None,
+    progress: Stage | None = None,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
     ``aggregates`` are the rule compiler's windowed aggregates over orders; they are sums, so
     they are computed per batch and added up. ``reader`` forces one of
-    :data:`fastseg.sources.READERS` (tests); by default the source decides.
+    :data:`fastseg.sources.READERS` (tests); by default the source decides. ``progress`` (a
+    :class:`fastseg.progress.Stage`) gets the row count once it is known and the rows of each
+    batch as it is done.
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -115,6 +119,8 @@ def order_features(
     if stats.n == 0:
         msg = f"orders: {label} has no rows; nothing to score"
         raise DataError(msg)
+    if progress is not None:
+        progress.update(0, stats.n)
     defaulted = as_of is None
     if as_of is None:
         as_of = stats.max_date
@@ -122,13 +128,15 @@ def order_features(
             raise O.no_dates_error(plan)
     specs = [a for a in aggregates if a.source == "orders"]
     keep = rejects is not None and rejects is not False
-    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader)
+    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress)
     if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
         # The latest dated rows were all left out (no customer id, no amount): the scoring date
         # is the latest usable row's, and the windows count from it, so the rows are read again.
         as_of = EPOCH + dt.timedelta(days=rows.max_used_day)
         rows.close()
-        rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader)
+        if progress is not None:
+            progress.restart()
+        rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress)
     report = rows.report()
     if report.rows_left_out and strict:
         raise O.strict_error(report, as_of)
@@ -173,9 +181,10 @@ def _row_pass(
     keep_rejects: bool,
     batch_rows: int,
     reader: str | None,
+    progress: Stage | None = None,
 ) -> _RowPass:
     rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
-    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects)
+    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress)
     try:
         rows.run()
     except FastsegError:
@@ -207,9 +216,11 @@ class _RowPass:
         windows: tuple[int, ...],
         specs: Sequence[Any],
         keep_rejects: bool,
+        progress: Stage | None = None,
     ) -> None:
         from fastseg.kernels.ingest import REASON_CODES, RunDuplicates
 
+        self.progress = progress
         self.rd, self.stats, self.as_of, self.specs = rd, stats, as_of, list(specs)
         self.keep_rejects = keep_rejects
         self.as_of_day = (as_of - EPOCH).days
@@ -257,6 +268,8 @@ class _RowPass:
             for group, whole, table, row_hashes in tables:
                 if table.num_rows:
                     self._table(group, whole, table, row_hashes)
+                    if self.progress is not None:
+                        self.progress.advance(table.num_rows)
 
     def _lines_for(self, group: int, whole: bool, increasing: bool) -> Any:
         """The order lines table for a table of rows (None: each row is its own order).

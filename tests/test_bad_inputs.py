@@ -60,7 +60,13 @@ def _norm(text: str) -> str:
 
 
 def _lines(text: str) -> list[str]:
-    return [ln for ln in ANSI.sub("", text).splitlines() if ln.strip()]
+    """The non-empty lines, without the progress lines of the stages done before the error
+    (``fastseg: orders  40 rows  0.01 s``: a log's record, not part of the error)."""
+    return [
+        ln
+        for ln in ANSI.sub("", text).splitlines()
+        if ln.strip() and not ln.startswith("fastseg: ")
+    ]
 
 
 def _check_line(

@@ -395,6 +395,7 @@ def assert_one_error_line(
     traceback = "Traceback" in r.stderr + r.stdout
     assert not traceback, f"a traceback instead of one error line:\n...{r.stderr[-800:]}"
     lines = [line for line in r.stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("fastseg: ")]  # the stages done
     assert len(lines) == 1, f"stderr should be one line, got {len(lines)}:\n{r.stderr}"
     line = lines[0]
     assert line.startswith("error:"), line
@@ -763,7 +764,8 @@ def test_failed_run_changes_nothing(
     before = listing(parent, side)
     r = cli(*args, cwd=tmp_path)
     assert r.returncode == 1, f"{case}: exit {r.returncode}\n{r.stderr[-1500:]}"
-    clean = "Traceback" not in r.stderr and r.stderr.strip().startswith("error:")
+    errors = [ln for ln in r.stderr.splitlines() if not ln.startswith("fastseg: ")]  # stages done
+    clean = "Traceback" not in r.stderr and "\n".join(errors).strip().startswith("error:")
     assert clean, f"{case}: not one error line:\n{r.stderr[-1500:]}"
     assert_unchanged(before, listing(parent, side), f"the failed run ({case})")
 

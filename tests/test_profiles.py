@@ -488,6 +488,7 @@ def _error_line(result: Any, code: int = 1) -> str:
     assert result.exit_code == code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     lines = [ln for ln in ANSI.sub("", result.stderr).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("fastseg: ")]  # the stages done before it
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     return " ".join(lines[0].split())
 

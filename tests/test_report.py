@@ -523,7 +523,12 @@ def test_bar_labels_say_what_the_end_bars_hold() -> None:
     assert labels[-1].endswith(" and more")  # 5,000 is in the last bar
     assert labels[1] == f"{int(d.bins['lo'][1]):,}–{int(d.bins['hi'][1]) - 1:,}"
     m = R._histogram(
-        pl.Series([1.0] * 10 + [2.0] + [3.5] * 10), "monetary", "M", "revenue", integer=False, no_orders=0
+        pl.Series([1.0] * 10 + [2.0] + [3.5] * 10),
+        "monetary",
+        "M",
+        "revenue",
+        integer=False,
+        no_orders=0,
     )
     assert m.bins["range"][0] == "1.00 to under " + f"{m.bins['hi'][0]:,.2f}"
     assert m.bins["range"][-1] == f"{m.bins['lo'][-1]:,.2f} to 3.50"

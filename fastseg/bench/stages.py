@@ -546,11 +546,11 @@ def _watch(meter: _Meter) -> Any:
 
     class Watch(api.Stopwatch):
         @contextlib.contextmanager
-        def stage(self, name: str) -> Iterator[None]:
+        def stage(self, name: str, **kwargs: Any) -> Iterator[Any]:
             if name not in meter.score_stages:
                 meter.score_stages.append(name)
-            with meter.stage(name):
-                yield
+            with meter.stage(name), super().stage(name, **kwargs) as st:
+                yield st
             self.seconds[name] = meter.seconds[name]
 
     return Watch()
