@@ -242,17 +242,8 @@ def _damaged(path: Path, exc: BaseException) -> Exception:
 
 
 def _summary(summary: pl.DataFrame) -> pl.DataFrame:
-    cols = {
-        "segment": pl.String,
-        "description": pl.String,
-        "customers": pl.Int64,
-        "share_customers": pl.Float64,
-        "revenue": pl.Float64,
-        "share_revenue": pl.Float64,
-        "aov": pl.Float64,
-        "mean_recency_days": pl.Float64,
-        "mean_frequency": pl.Float64,
-    }
+    from fastseg.segmenting import SUMMARY_SCHEMA as cols
+
     return summary.select(
         (pl.col(c).cast(t) if c in summary.columns else pl.lit(None, t)).alias(c)
         for c, t in cols.items()
@@ -494,50 +485,44 @@ def _number(value: Any) -> float | None | str:
     return value if math.isfinite(value) else None
 
 
+def _fmt(value: Any, show: Any) -> str:
+    """``show(number)`` for a finite number, a dash for a missing one, other values as text."""
+    v = _number(value)
+    return "–" if v is None else v if isinstance(v, str) else show(v)
+
+
 def fmt_int(value: Any) -> str:
     """``1,234,567``; a dash for a missing value."""
-    v = _number(value)
-    return "–" if v is None else v if isinstance(v, str) else f"{round(v):,}"
+    return _fmt(value, lambda v: f"{round(v):,}")
 
 
 def fmt_money(value: Any) -> str:
     """Money to cents with thousands separators: ``1,234.50``."""
-    v = _number(value)
-    return "–" if v is None else v if isinstance(v, str) else f"{v:,.2f}"
+    return _fmt(value, lambda v: f"{v:,.2f}")
 
 
 def fmt_share(value: Any) -> str:
     """A share as a percentage: ``12.3%`` (``<0.1%`` for a small non-zero share)."""
-    v = _number(value)
-    if v is None or isinstance(v, str):
-        return "–" if v is None else v
-    if 0 < v < 0.001:
-        return "<0.1%"
-    return f"{v:.1%}"
+    return _fmt(value, lambda v: "<0.1%" if 0 < v < 0.001 else f"{v:.1%}")
 
 
 def fmt_num(value: Any, digits: int = 1) -> str:
-    v = _number(value)
-    return "–" if v is None else v if isinstance(v, str) else f"{v:,.{digits}f}"
+    return _fmt(value, lambda v: f"{v:,.{digits}f}")
 
 
 def fmt_seconds(value: Any) -> str:
-    v = _number(value)
-    if v is None or isinstance(v, str):
-        return "–" if v is None else v
-    return f"{v:.2f} s" if v < 100 else f"{v:,.0f} s"
+    return _fmt(value, lambda v: f"{v:.2f} s" if v < 100 else f"{v:,.0f} s")
 
 
 def fmt_bytes(value: Any) -> str:
-    v = _number(value)
-    if v is None or isinstance(v, str):
-        return "–" if v is None else v
-    size = v
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1000
-    return f"{size:,.1f} TB"  # pragma: no cover
+    def show(size: float) -> str:
+        for unit in ("B", "KB", "MB"):
+            if size < 1000:
+                return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+            size /= 1000
+        return f"{size:,.1f} GB"
+
+    return _fmt(value, show)
 
 
 # ------------------------------------------------------------------------------- charts
@@ -556,10 +541,7 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
         tips = [
             alt.Tooltip("segment:N", title="segment"),
             alt.Tooltip("description:N", title="description"),
-            alt.Tooltip("customers:Q", title="customers", format=",d"),
-            alt.Tooltip("share_customers:Q", title="share of customers", format=".1%"),
-            alt.Tooltip("revenue:Q", title="net revenue", format=money),
-            alt.Tooltip("share_revenue:Q", title="share of revenue", format=".1%"),
+            *_size_tips("share of customers"),
             alt.Tooltip("aov:Q", title="revenue per order", format=money),
         ]
         base = alt.Chart(alt.Data(values=rows)).properties(
@@ -606,36 +588,25 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
             alt.Tooltip("r_score:O", title="R"),
             alt.Tooltip("f_score:O", title="F"),
             alt.Tooltip("rfm_group:N", title="RFM group"),
-            alt.Tooltip("customers:Q", title="customers", format=",d"),
-            alt.Tooltip("share_customers:Q", title="share of scored", format=".1%"),
-            alt.Tooltip("revenue:Q", title="net revenue", format=money),
-            alt.Tooltip("share_revenue:Q", title="share of revenue", format=".1%"),
+            *_size_tips("share of scored"),
         ]
         cells = base.mark_rect(stroke="white").encode(
             **enc,
             color=alt.Color("customers:Q", title="customers", scale=alt.Scale(scheme="blues")),
             tooltip=tips,
         )
-        count = base.mark_text(dy=-7, fontSize=12, fontWeight="bold").encode(
-            **enc,
-            text="label:N",
-            color=alt.condition(
-                f"datum.share_customers > 0.6 * {_max_share(data.grid)}",
-                alt.value("white"),
-                alt.value("#222"),
-            ),
-            tooltip=tips,
-        )
-        group = base.mark_text(dy=9, fontSize=10).encode(
-            **enc,
-            text="group:N",
-            color=alt.condition(
-                f"datum.share_customers > 0.6 * {_max_share(data.grid)}",
-                alt.value("white"),
-                alt.value("#444"),
-            ),
-            tooltip=tips,
-        )
+        dark = f"datum.share_customers > 0.6 * {_max_share(data.grid)}"  # white on dark cells
+
+        def label(field: str, ink: str, **mark: Any) -> Any:
+            return base.mark_text(**mark).encode(
+                **enc,
+                text=f"{field}:N",
+                color=alt.condition(dark, alt.value("white"), alt.value(ink)),
+                tooltip=tips,
+            )
+
+        count = label("label", "#222", dy=-7, fontSize=12, fontWeight="bold")
+        group = label("group", "#444", dy=9, fontSize=10)
         specs["chart-grid"] = alt.layer(cells, count, group)
     for d in data.distributions:
         if d.bins.is_empty():
@@ -711,26 +682,11 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
                 "moved", "segment", descending=[True, False]
             )
             order = ch["segment"].to_list()
+            keep = ("segment", "before", "after", "joined", "left")
             long = pl.concat(
                 [
-                    ch.select(
-                        "segment",
-                        "before",
-                        "after",
-                        "joined",
-                        "left",
-                        pl.lit("joined").alias("change"),
-                        pl.col("joined").alias("customers"),
-                    ),
-                    ch.select(
-                        "segment",
-                        "before",
-                        "after",
-                        "joined",
-                        "left",
-                        pl.lit("left").alias("change"),
-                        (-pl.col("left")).alias("customers"),
-                    ),
+                    ch.select(*keep, change=pl.lit("joined"), customers=pl.col("joined")),
+                    ch.select(*keep, change=pl.lit("left"), customers=-pl.col("left")),
                 ]
             ).to_dicts()
             specs["chart-changes"] = (
@@ -795,6 +751,18 @@ def chart_specs(data: ReportData) -> dict[str, dict[str, Any]]:
 
 #: axis labels for people: 250, 0.5, 12k, 3.4M (not d3's 0.25k or 500m)
 _TICKS = "abs(datum.value) >= 10000 ? format(datum.value, '.3~s') : format(datum.value, ',~g')"
+
+
+def _size_tips(share_title: str) -> list[Any]:
+    """Tooltips of customers, their share, net revenue and its share."""
+    import altair as alt
+
+    return [
+        alt.Tooltip("customers:Q", title="customers", format=",d"),
+        alt.Tooltip("share_customers:Q", title=share_title, format=".1%"),
+        alt.Tooltip("revenue:Q", title="net revenue", format=",.2f"),
+        alt.Tooltip("share_revenue:Q", title="share of revenue", format=".1%"),
+    ]
 
 
 def _max_share(grid: pl.DataFrame) -> float:
@@ -929,16 +897,23 @@ def _rows_table(meta: dict[str, Any]) -> str:
     )
 
 
+def _size_cells(r: dict[str, Any]) -> list[str]:
+    """customers, share of customers, net revenue, share of revenue: one row's table cells."""
+    return [
+        fmt_int(r["customers"]),
+        fmt_share(r["share_customers"]),
+        fmt_money(r["revenue"]),
+        fmt_share(r["share_revenue"]),
+    ]
+
+
 def _segments_table(data: ReportData) -> str:
     s = data.summary.sort("customers", "segment", descending=[True, False])
     rows = [
         [
             f"<b>{_e(r['segment'])}</b>",
             _e(r["description"]),
-            fmt_int(r["customers"]),
-            fmt_share(r["share_customers"]),
-            fmt_money(r["revenue"]),
-            fmt_share(r["share_revenue"]),
+            *_size_cells(r),
             fmt_money(r["aov"]),
             fmt_num(r["mean_recency_days"], 0),
             fmt_num(r["mean_frequency"], 1),
@@ -970,10 +945,7 @@ def _groups_table(data: ReportData) -> str:
     rows = [
         [
             f"<b>{_e(str(r['rfm_group']).replace('_', ' '))}</b>",
-            fmt_int(r["customers"]),
-            fmt_share(r["share_customers"]),
-            fmt_money(r["revenue"]),
-            fmt_share(r["share_revenue"]),
+            *_size_cells(r),
             fmt_num(r.get("mean_recency_days"), 0),
             fmt_num(r.get("mean_frequency"), 1),
             fmt_money(r.get("mean_monetary")),

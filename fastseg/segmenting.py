@@ -57,6 +57,20 @@ BITSETS_FORMAT = "fastseg-bitsets-1"
 # ------------------------------------------------------------------------------------------
 
 
+#: the columns of :meth:`SegmentResult.summary` (``summary.csv``) and their types
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "segment": pl.String(),
+    "description": pl.String(),
+    "customers": pl.Int64(),
+    "share_customers": pl.Float64(),
+    "revenue": pl.Float64(),
+    "share_revenue": pl.Float64(),
+    "aov": pl.Float64(),
+    "mean_recency_days": pl.Float64(),
+    "mean_frequency": pl.Float64(),
+}
+
+
 def _bitmap_bytes(buf: Any, bit_offset: int, n: int) -> NDArray[np.uint8] | None:
     """The ``ceil(n/8)`` bytes of an Arrow bitmap starting at a byte-aligned bit offset."""
     if bit_offset % 8:
@@ -356,17 +370,7 @@ class SegmentResult:
                 "mean_recency_days": ratio(sums[:, 2], valid[:, 2], present[2]),
                 "mean_frequency": ratio(sums[:, 1], valid[:, 1], present[1]),
             },
-            schema={
-                "segment": pl.String,
-                "description": pl.String,
-                "customers": pl.Int64,
-                "share_customers": pl.Float64,
-                "revenue": pl.Float64,
-                "share_revenue": pl.Float64,
-                "aov": pl.Float64,
-                "mean_recency_days": pl.Float64,
-                "mean_frequency": pl.Float64,
-            },
+            schema=SUMMARY_SCHEMA,
         )
 
     def groups(self) -> pl.DataFrame:

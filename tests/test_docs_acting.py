@@ -6,39 +6,20 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "acting.md"
-BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.S | re.M)
+from tests.docblocks import DOCS, blocks, run_bash_blocks, run_python_block
 
-
-def blocks(kind: str) -> list[str]:
-    return [body for k, body in BLOCK.findall(DOC.read_text(encoding="utf-8")) if k == kind]
+DOC = DOCS / "acting.md"
 
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("acting")
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for i, body in enumerate(blocks("bash")):
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", body],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, (
-            f"bash block {i} of docs/acting.md failed:\n{body}\n{done.stderr}"
-        )
+    run_bash_blocks(DOC, folder)
     return folder
 
 
@@ -67,13 +48,8 @@ def test_bash_blocks_run_and_write_what_the_page_says(ran: Path) -> None:
 
 
 def test_python_blocks(ran: Path) -> None:
-    for body in blocks("python"):
+    for body in blocks(DOC, "python"):
         if "airflow" in body:
             ast.parse(body)  # the DAG: Airflow is not installed here
             continue
-        done = subprocess.run(
-            [sys.executable, "-c", body], cwd=ran, capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 0, (
-            f"python block of docs/acting.md failed:\n{body}\n{done.stderr}"
-        )
+        run_python_block(DOC, body, ran)

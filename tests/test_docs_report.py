@@ -3,46 +3,21 @@ Python block; the files the page names are where it says."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "report.md"
-BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.S | re.M)
+from tests.docblocks import DOCS, blocks, run_bash_blocks, run_python_block
 
-
-def blocks(kind: str) -> list[str]:
-    return [body for k, body in BLOCK.findall(DOC.read_text(encoding="utf-8")) if k == kind]
+DOC = DOCS / "report.md"
 
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report-doc")
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for i, body in enumerate(blocks("bash")):
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", body],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, (
-            f"bash block {i} of docs/report.md failed:\n{body}\n{done.stderr}"
-        )
-    for body in blocks("python"):
-        done = subprocess.run(
-            [sys.executable, "-c", body], cwd=folder, capture_output=True, text=True, check=False
-        )
-        assert done.returncode == 0, (
-            f"python block of docs/report.md failed:\n{body}\n{done.stderr}"
-        )
+    run_bash_blocks(DOC, folder)
+    for body in blocks(DOC, "python"):
+        run_python_block(DOC, body, folder)
     return folder
 
 
