@@ -114,6 +114,7 @@ class OrderAggregator:
         *,
         id_range: tuple[int, int] | None = None,
         rows: int | None = None,
+        btyd: bool = False,
     ) -> None:
         from fastseg.kernels.aggregate import CategoryCodes, acc_dtype, new_accumulators
         from fastseg.kernels.encode import IdEncoder
@@ -137,6 +138,12 @@ class OrderAggregator:
                 self.offset = lo
                 capacity = span
         self.acc = new_accumulators(max(1, capacity), len(self.windows))
+        #: distinct purchase days per customer, for the BTYD summary (only when asked for)
+        self.days: Any = None
+        if btyd:
+            from fastseg.kernels.days import PurchaseDays
+
+            self.days = PurchaseDays(max(1, capacity), rows)
         self.id_dtype: pl.DataType | None = None
         self._text: Any = None  # text ids: a TextIds (their codes, hashes and first texts)
         #: category (by hash) -> local index: :meth:`add_arrays`' category codes come from it
@@ -277,6 +284,9 @@ class OrderAggregator:
         if self.offset is None:
             self.acc = grow_accumulators(self.acc, self.encoder.n_unique, in_place=True)
         aggregate_orders(codes, day, amount, flags, self.since, self.acc, cats)
+        if self.days is not None:
+            self.days.grow(self.acc.shape[0])
+            self.days.add(codes, day, amount, flags)
 
     def merge(self, other: OrderAggregator) -> None:
         """Add ``other``'s customers (aggregated from other rows: another batch, partition or
@@ -329,6 +339,12 @@ class OrderAggregator:
                         self.acc["cats"], code[bits], np.uint64(1) << cat[bits].astype(np.uint64)
                     )
         merge_accumulators(self.acc, other.acc[:n], codes, lut)
+        if (self.days is None) != (other.days is None):
+            msg = "OrderAggregator.merge: one keeps purchase days (btyd=True), the other not"
+            raise ParameterError(msg)
+        if self.days is not None:
+            self.days.grow(self.acc.shape[0])
+            self.days.merge(other.days, codes)
         self.has_category |= other.has_category
         self.has_discount |= other.has_discount
 
@@ -360,9 +376,11 @@ class OrderAggregator:
         if self.offset is not None:
             rows = np.flatnonzero(seen)
             ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
+            days = self.days.take(rows, n) if self.days is not None else None
             compact_rows(self.acc, rows)  # in place: no second copy of the state
             m = rows.shape[0]
-            return self._frame(ids, self.acc[:m], None, lambda codes: np.searchsorted(rows, codes))
+            frame = self._frame(ids, self.acc[:m], None, lambda c: np.searchsorted(rows, c))
+            return self._with_btyd(frame, days)
         if self.id_dtype == pl.String:
             names = self._names()
             order = names.arg_sort().to_numpy()
@@ -376,7 +394,17 @@ class OrderAggregator:
             )
         rank = np.full(n, -1, np.int64)
         rank[order] = np.arange(order.shape[0])
-        return self._frame(ids, self.acc, order, lambda codes: rank[codes])
+        days = self.days.take(order, n) if self.days is not None else None
+        return self._with_btyd(self._frame(ids, self.acc, order, lambda codes: rank[codes]), days)
+
+    def _with_btyd(self, frame: pl.DataFrame, days: Any) -> pl.DataFrame:
+        """The BTYD summary columns (in days) added from the purchase days: see
+        :data:`BTYD_COLUMNS`."""
+        if days is None:
+            return frame
+        n_days, first_gross = days
+        self.days.close()
+        return add_btyd_columns(frame, n_days, first_gross, self.as_of)
 
     def _frame(
         self, ids: pl.Series, acc: np.ndarray, rows: np.ndarray | None, row_of: Any
@@ -396,6 +424,42 @@ class OrderAggregator:
                 at = row_of(extra["code"].to_numpy())
                 np.add.at(distinct, at, extra["len"].to_numpy().astype(np.int64))
         return _features_frame(ids, f, distinct, self.has_discount, self.windows)
+
+
+#: the BTYD summary a run computes when predictions are asked for (docs/predict.md): repeat
+#: purchase days, days from the first to the last purchase day, days from the first purchase
+#: day to the scoring date, and the mean gross revenue of the repeat purchase days (0 without
+#: one); null for customers without a purchase day
+BTYD_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary")
+
+
+def add_btyd_columns(
+    frame: pl.DataFrame, n_days: np.ndarray, first_gross: np.ndarray, as_of: dt.date
+) -> pl.DataFrame:
+    """``frame`` (order features, one row per customer, in the order of ``n_days``) with the
+    :data:`BTYD_COLUMNS` from each customer's distinct purchase days and first-day gross."""
+    days = pl.Series("_days", n_days.astype(np.int64))
+    gross = (pl.col("monetary") + pl.col("refund_amount")).cast(pl.Float64)
+    has = pl.col("_days") > 0
+    repeat = pl.col("_days") - 1
+    return (
+        frame.with_columns(days, pl.Series("_first_gross", first_gross.astype(np.float64)))
+        .with_columns(
+            pl.when(has).then(repeat).alias("btyd_frequency"),
+            pl.when(has)
+            .then((pl.col("last_order_date") - pl.col("first_order_date")).dt.total_days())
+            .alias("btyd_recency"),
+            pl.when(has)
+            .then((pl.lit(as_of) - pl.col("first_order_date")).dt.total_days())
+            .alias("btyd_T"),
+            pl.when(has & (repeat > 0))
+            .then((gross - pl.col("_first_gross")) / repeat)
+            .when(has)
+            .then(0.0)
+            .alias("btyd_monetary"),
+        )
+        .drop("_days", "_first_gross")
+    )
 
 
 def _nullable(name: str, values: np.ndarray, valid: np.ndarray, date: bool = False) -> pl.Series:

@@ -96,6 +96,7 @@ def order_features(
     batch_rows: int = BATCH_ROWS,
     reader: str | None = None,
     progress: Stage | None = None,
+    btyd: bool = False,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -103,7 +104,8 @@ def order_features(
     they are computed per batch and added up. ``reader`` forces one of
     :data:`fastseg.sources.READERS` (tests); by default the source decides. ``progress`` (a
     :class:`fastseg.progress.Stage`) gets the row count once it is known and the rows of each
-    batch as it is done.
+    batch as it is done. ``btyd`` adds the BTYD summary columns
+    (:data:`fastseg.features.BTYD_COLUMNS`), from the distinct purchase days kept in the pass.
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -128,7 +130,7 @@ def order_features(
             raise O.no_dates_error(plan)
     specs = [a for a in aggregates if a.source == "orders"]
     keep = rejects is not None and rejects is not False
-    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress)
+    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, btyd)
     if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
         # The latest dated rows were all left out (no customer id, no amount): the scoring date
         # is the latest usable row's, and the windows count from it, so the rows are read again.
@@ -136,7 +138,9 @@ def order_features(
         rows.close()
         if progress is not None:
             progress.restart()
-        rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress)
+        rows = _row_pass(
+            plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, btyd
+        )
     report = rows.report()
     if report.rows_left_out and strict:
         raise O.strict_error(report, as_of)
@@ -182,9 +186,10 @@ def _row_pass(
     batch_rows: int,
     reader: str | None,
     progress: Stage | None = None,
+    btyd: bool = False,
 ) -> _RowPass:
     rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
-    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress)
+    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd)
     try:
         rows.run()
     except FastsegError:
@@ -217,6 +222,7 @@ class _RowPass:
         specs: Sequence[Any],
         keep_rejects: bool,
         progress: Stage | None = None,
+        btyd: bool = False,
     ) -> None:
         from fastseg.kernels.ingest import REASON_CODES, RunDuplicates
 
@@ -230,7 +236,11 @@ class _RowPass:
         if "order_id" in cols and not stats.oid_increasing:
             self.lines_mode = "group" if rd.kind == "arrow" and stats.oid_groups_disjoint else "all"
         self.agg = OrderAggregator(
-            as_of, windows, id_range=None if stats.text_ids else stats.id_range, rows=stats.n
+            as_of,
+            windows,
+            id_range=None if stats.text_ids else stats.id_range,
+            rows=stats.n,
+            btyd=btyd,
         )
         if not stats.text_ids and not stats.csv_ids:  # CSV ids are typed batch by batch
             self.agg.id_dtype = pl.Int64()
