@@ -215,6 +215,7 @@ def score_job(
     reader: str | None = None,
     out: str | Path | None = None,
     out_format: str | None = None,
+    btyd: bool = False,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
@@ -284,6 +285,7 @@ def score_job(
             extra_columns=extra_columns,
             reader=reader,
             watch=watch,
+            btyd=btyd,
         )
         with watch.stage("write") if targets else contextlib.nullcontext():
             if "rejects" in targets:
@@ -318,6 +320,7 @@ def _score(
     extra_columns: Sequence[str],
     reader: str | None,
     watch: Stopwatch,
+    btyd: bool = False,
 ) -> ScoreResult:
     """The reading and scoring of :func:`score_job`; writes nothing."""
     from fastseg import direct as D
@@ -339,6 +342,7 @@ def _score(
             extra_columns=sorted(order_cols | set(extra_columns)),
             reader=reader,
             progress=st,
+            btyd=btyd,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
@@ -1098,6 +1102,152 @@ def _money_to_cents(summary: pl.DataFrame) -> pl.DataFrame:
         pl.col("mean_recency_days", "mean_frequency").round(2),
         pl.col("share_customers", "share_revenue").round(6),
     )
+
+
+def predict(
+    orders: Any,
+    *,
+    as_of: dt.date | dt.datetime | str | None = None,
+    unit: str = "weeks",
+    horizon: int = 365,
+    discount_rate: float | None = None,
+    params_in: str | Path | None = None,
+    params_out: str | Path | None = None,
+    holdout_from: dt.date | dt.datetime | str | None = None,
+    out: str | Path | None = None,
+    out_format: str | None = None,
+    progress: Reporter | None = None,
+    **score_options: Any,
+) -> Any:
+    """What each customer will do next: BG/NBD and Gamma-Gamma fitted to the order history.
+
+    Parameters
+    ----------
+    orders
+        Order history (path or frame), as for :func:`score` (``columns``, ``strict`` and the
+        other reading options pass through ``score_options``).
+    as_of
+        Scoring date (default: the latest order's day).
+    unit
+        ``"weeks"`` (default) or ``"days"``: the time unit of the fit (``alpha`` is in it).
+    horizon
+        Days of the ``clv`` and of an ``expected_orders_<horizon>d`` column (30, 90 and 365
+        are always there).
+    discount_rate
+        Annual rate discounting ``clv`` (0.1 = 10%), in 30-day steps; None: undiscounted.
+    params_in, params_out
+        Score against saved parameters (no fit), or save the fitted ones (JSON, format
+        ``fastseg-btyd-1``).
+    holdout_from
+        Fit on the orders before this day, then compare predicted with actual repeat purchase
+        days from it to ``as_of``: :attr:`Prediction.holdout` per calibration frequency and
+        in total. The predictions are then those of that fit, at ``as_of``.
+    out, out_format
+        Write the predictions (Parquet or CSV by suffix); with ``params_out``, one set.
+
+    Returns
+    -------
+    fastseg.predicting.Prediction
+        ``frame`` (``customer_id``, the BTYD summary, ``p_alive``, ``expected_orders_30d`` ...,
+        ``expected_order_value``, ``clv``, ``churn_risk``), the models, ``params``, and
+        ``holdout`` (table, totals) with ``holdout_from``. See docs/predict.md.
+    """
+    from fastseg import predicting as P
+    from fastseg.btyd import need_scipy
+    from fastseg.outputs import frame_writer
+
+    need_scipy()
+    written = [k for k in ("out", "rejects", "edges_out") if score_options.get(k) is not None]
+    if written:
+        msg = f"predict writes its predictions and parameters only, not {', '.join(written)}"
+        raise ParameterError(msg)
+    if params_in is not None and params_out is not None:
+        msg = "give params_in (score against saved parameters) or params_out (save a fit), not both"
+        raise ParameterError(msg)
+    if params_in is not None and holdout_from is not None:
+        msg = "holdout_from checks a fit: it cannot be combined with params_in"
+        raise ParameterError(msg)
+    if out_format is not None and out is None:
+        msg = "out_format: give out too"
+        raise ParameterError(msg)
+    frame_writer(pl.DataFrame(), out or "x.parquet", out_format)  # checks the format first
+    P._check_options(unit, horizon, discount_rate)
+    params = P.load_params(params_in) if params_in is not None else None
+    watch = _watch(None, progress)
+    with _output_set(orders, params_in, score_options.get("edges_in")) as outs:
+        targets = {
+            name: outs.add_file(path, option)
+            for name, path, option in (
+                ("out", out, "--out"),
+                ("params", params_out, "--params-out"),
+            )
+            if path is not None
+        }
+        holdout = None
+        if holdout_from is not None:
+            cut = _as_date(holdout_from)
+            assert cut is not None
+            calib = score_job(
+                orders,
+                as_of=cut - dt.timedelta(days=1),
+                btyd=True,
+                stopwatch=watch,
+                **score_options,
+            )
+            with watch.stage("fit", unit="customers") as st:
+                fit = P.predict_frame(
+                    calib.scores,
+                    unit=unit,
+                    horizon=horizon,
+                    discount_rate=discount_rate,
+                    as_of=calib.as_of,
+                )
+                st.advance(calib.scores.height)
+            params = fit.params
+        res = score_job(orders, as_of=as_of, btyd=True, stopwatch=watch, **score_options)
+        if holdout_from is not None:
+            end = res.as_of
+            if end < cut:
+                msg = f"holdout_from {cut} is after the scoring date {end}: nothing is held out"
+                raise ParameterError(msg)
+            total = res.scores.select("customer_id", total=pl.col("btyd_frequency") + 1)
+            before = fit.frame.select("customer_id", before=pl.col("btyd_frequency") + 1)
+            actual = before.join(total, on="customer_id", how="left").select(
+                "customer_id", actual=(pl.col("total") - pl.col("before")).fill_null(0)
+            )
+            table, totals = P.holdout_table(fit, actual, (end - cut).days + 1)
+            holdout = {"from": str(cut), "to": str(end), "table": table, "totals": totals}
+        with watch.stage("predict", unit="customers") as st:
+            pred = P.predict_frame(
+                res.scores,
+                unit=unit,
+                horizon=horizon,
+                discount_rate=discount_rate,
+                params=params,
+                as_of=res.as_of,
+            )
+            st.advance(pred.frame.height)
+        if holdout is not None:
+            pred.fitted = True
+            pred.params["holdout"] = {
+                "from": holdout["from"],
+                "to": holdout["to"],
+                "totals": holdout["totals"],
+                "by_frequency": holdout["table"].to_dicts(),
+            }
+        pred.holdout = holdout
+        pred.score = res
+        with watch.stage("write") if targets else contextlib.nullcontext():
+            if "out" in targets:
+                outs.write_frame(pred.frame, targets["out"], out_format)
+            if "params" in targets:
+                import json
+
+                outs.write_text(targets["params"], json.dumps(pred.params, indent=2) + "\n")
+            outs.commit()
+    pred.outputs = targets
+    pred.timings = watch.seconds
+    return pred
 
 
 def export(
