@@ -80,6 +80,8 @@ class ScoreResult:
     customers: RowReport | None = None
     events: RowReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: with predictions (``run --predict``): the :class:`fastseg.predicting.Prediction`
+    prediction: Any = None
     #: schemas of the canonical raw orders and events frames (for type-checking rule filters)
     sources: dict[str, pl.Schema | None] = field(default_factory=dict)
     #: the left-out order rows with their reason (when ``rejects`` was asked for)
@@ -618,7 +620,9 @@ def _segment(
 _EVENT_FIELD = re.compile(r"^(days_since_.+|.+_\d+d)$")
 
 
-def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any]) -> None:
+def _check_fields_early(
+    catalog: Catalog, orders: Any, options: Mapping[str, Any], *, predict: Any = False
+) -> None:
     """Unknown fields in the user's rules, found from the inputs' schemas before any row is read.
 
     The scores columns are predicted from the order columns present, the windows, and the
@@ -647,6 +651,11 @@ def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any
     if options.get("customers") is not None:  # text columns may be typed on reading
         _, resolved, found = plan_customers(options["customers"], options.get("customer_columns"))
         predicted.update({n: found[c] for n, c in customer_names(resolved, found).items()})
+    if predict:
+        from fastseg.predicting import prediction_schema
+
+        horizon = predict.get("horizon", 365) if isinstance(predict, Mapping) else 365
+        predicted.update(prediction_schema(horizon))
     user = {s.name for s in catalog.segments if not getattr(s, "builtin", False)}
     if options.get("events") is not None:
         for seg in catalog.segments:
@@ -663,8 +672,13 @@ def _check_fields_early(catalog: Catalog, orders: Any, options: Mapping[str, Any
         if "unknown field" in p and any(p.startswith(f"segment '{n}'") for n in user)
     ]
     if problems:
+        from fastseg.schema import PREDICTED_FIELDS
+
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise RuleError(problems[0] + more)
+        hint = ""
+        if not predict and any(f"'{f}'" in problems[0] for f in PREDICTED_FIELDS):
+            hint = "; predicted fields need fastseg run --predict"
+        raise RuleError(problems[0] + more + hint)
 
 
 def run_job(
@@ -676,6 +690,7 @@ def run_job(
     out_format: str | None = None,
     previous: Any = None,
     report: bool = False,
+    predict: bool | Mapping[str, Any] = False,
     threads: int | None = None,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
@@ -711,7 +726,7 @@ def run_job(
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
         if rules is not None:
-            _check_fields_early(catalog, orders, score_options)
+            _check_fields_early(catalog, orders, score_options, predict=predict)
     # the previous run is an input too, unless it is the folder this run replaces
     replaces = prev is not None and out is not None and _same_path(prev.path, out)
     reads = _output_set(
@@ -726,7 +741,16 @@ def run_job(
         folder = None
         if out is not None:
             folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
-        res = score_job(orders, aggregates=specs, stopwatch=watch, _outputs=outs, **score_options)
+        res = score_job(
+            orders,
+            aggregates=specs,
+            stopwatch=watch,
+            _outputs=outs,
+            btyd=bool(predict),
+            **score_options,
+        )
+        if predict:
+            res.prediction = _add_predictions(res, predict, watch)
         with watch.stage("rules", show=False):
             compiled = compile_catalog(
                 catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
@@ -758,6 +782,28 @@ def run_job(
         outs.commit()
     result.timings = watch.seconds
     return result
+
+
+def _add_predictions(res: ScoreResult, predict: Any, watch: Stopwatch) -> Any:
+    """Fit the BTYD models on ``res.scores`` (or load ``params_in``) and add the predicted
+    columns to it, so rules can use them (``run --predict``)."""
+    from fastseg import predicting as P
+    from fastseg.btyd import need_scipy
+
+    need_scipy()
+    opts = dict(predict) if isinstance(predict, Mapping) else {}
+    unknown = set(opts) - {"unit", "horizon", "discount_rate", "params_in"}
+    if unknown:
+        msg = f"predict: unknown options {', '.join(sorted(unknown))} (unit, horizon, discount_rate, params_in)"
+        raise ParameterError(msg)
+    params = P.load_params(opts.pop("params_in")) if opts.get("params_in") else None
+    opts.pop("params_in", None)
+    with watch.stage("predict", unit="customers") as st:
+        pred = P.predict_frame(res.scores, params=params, as_of=res.as_of, **opts)
+        added = [c for c in pred.frame.columns if c not in res.scores.columns]
+        res.scores = res.scores.hstack(pred.frame.select(added))
+        st.advance(res.scores.height)
+    return pred
 
 
 def _same_path(a: str | Path, b: str | Path) -> bool:

@@ -617,6 +617,163 @@ def score(
     _print_timings(watch.seconds)
 
 
+class Unit(StrEnum):
+    days = "days"
+    weeks = "weeks"
+
+
+@app.command("predict")
+@_friendly
+def predict_cmd(
+    orders: OrdersArg,
+    col: ColOpt = None,
+    as_of: AsOfOpt = None,
+    strict: StrictOpt = False,
+    unit: Annotated[
+        Unit, typer.Option("--unit", help="Time unit of the fit (alpha is in it).")
+    ] = Unit.weeks,
+    horizon: Annotated[
+        int,
+        typer.Option(
+            "--horizon",
+            help="Days of the CLV and of an expected_orders_<H>d column (30, 90 and 365 are always there).",
+            metavar="DAYS",
+        ),
+    ] = 365,
+    discount_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--discount-rate",
+            help="Annual rate discounting the CLV, e.g. 0.1 for 10% (in 30-day steps; default: none).",
+            metavar="R",
+        ),
+    ] = None,
+    params_in: Annotated[
+        Path | None,
+        typer.Option(
+            "--params-in",
+            help="Score against parameters saved with --params-out (no fit).",
+            metavar="FILE",
+        ),
+    ] = None,
+    params_out: Annotated[
+        Path | None,
+        typer.Option("--params-out", help="Save the fitted parameters (JSON).", metavar="FILE"),
+    ] = None,
+    holdout_from: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-from",
+            help="Fit on the orders before this day (YYYY-MM-DD), then compare predicted and actual repeat purchase days from it to the scoring date.",
+            metavar="DATE",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output file for the predictions.", metavar="FILE")
+    ] = Path("predictions.parquet"),
+    fmt: Annotated[
+        OutFormat | None,
+        typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
+    ] = None,
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+) -> None:
+    """What each customer will do next: BG/NBD and Gamma-Gamma (p_alive, expected orders, CLV)."""
+    from fastseg import api
+
+    with _reporter(quiet, log_format) as rep:
+        pred = api.predict(
+            _one_or_many(orders),
+            columns=col or None,
+            as_of=as_of,
+            strict=strict,
+            unit=unit.value,
+            horizon=horizon,
+            discount_rate=discount_rate,
+            params_in=params_in,
+            params_out=params_out,
+            holdout_from=holdout_from,
+            out=out,
+            out_format=fmt.value if fmt else None,
+            progress=rep,
+        )
+        rep.done(
+            command="predict",
+            customers=pred.frame.height,
+            outputs=_outputs_field(pred.outputs.values()),
+        )
+    if quiet:
+        return
+    _print_prediction(pred)
+    console.print(
+        "written: " + ", ".join(str(p) for p in pred.outputs.values()),
+        markup=False,
+        highlight=False,
+    )
+    _print_timings(pred.timings)
+
+
+def _print_prediction(pred: Any) -> None:
+    bg, gg = pred.bgnbd.params_, pred.gamma_gamma.params_
+    how = "fitted" if pred.fitted else "loaded"
+    console.print(
+        f"BG/NBD ({how}, {pred.unit}): r={bg['r']:.4g} alpha={bg['alpha']:.4g} a={bg['a']:.4g} "
+        f"b={bg['b']:.4g}; Gamma-Gamma: p={gg['p']:.4g} q={gg['q']:.4g} v={gg['v']:.4g}",
+        markup=False,
+        highlight=False,
+    )
+    f = pred.frame
+    known = f.filter(f["p_alive"].is_not_null())
+    h = pred.horizon
+    rows = [
+        (band, f"{n:,}", f"{n / max(known.height, 1):.1%}")
+        for band, n in (
+            (b, int((known["churn_risk"] == b).sum())) for b in ("high", "medium", "low")
+        )
+    ]
+    _print_table(
+        f"churn risk of {known.height:,} customers with an order "
+        f"({f.height - known.height:,} without: no prediction)",
+        ("churn risk", "customers", "share"),
+        rows,
+        left=1,
+    )
+    console.print(
+        f"expected purchase days in the next {h} days: {known[f'expected_orders_{h}d'].sum():,.0f}; "
+        f"expected revenue (clv over {h} days"
+        + (f", discounted at {pred.discount_rate:.1%} a year" if pred.discount_rate else "")
+        + f"): {known['clv'].sum():,.2f}",
+        markup=False,
+        highlight=False,
+    )
+    if pred.holdout is not None:
+        ho = pred.holdout
+        _print_table(
+            f"holdout {ho['from']} to {ho['to']}: repeat purchase days per customer, predicted "
+            "against actual, by repeat purchase days before the holdout",
+            ("repeat days before", "customers", "predicted", "actual"),
+            [
+                (
+                    r["frequency"],
+                    f"{r['customers']:,}",
+                    f"{r['predicted_mean']:.3f}",
+                    f"{r['actual_mean']:.3f}",
+                )
+                for r in ho["table"].iter_rows(named=True)
+            ],
+            left=1,
+        )
+        t = ho["totals"]
+        console.print(
+            f"holdout total: predicted {t['predicted']:,.0f}, actual {t['actual']:,.0f} "
+            f"({t['predicted'] / t['actual'] - 1:+.1%})"
+            if t["actual"]
+            else "holdout total: no actual purchases",
+            markup=False,
+            highlight=False,
+        )
+
+
 class Layout(StrEnum):
     long = "long"
     wide = "wide"
@@ -711,6 +868,21 @@ def run(
             metavar="RUN_DIR",
         ),
     ] = None,
+    predict: Annotated[
+        bool,
+        typer.Option(
+            "--predict",
+            help="Also fit BG/NBD and Gamma-Gamma and add p_alive, expected_orders_*, clv, clv_score, churn_risk to the scores, for rules (see `fastseg predict`).",
+        ),
+    ] = False,
+    params_in: Annotated[
+        Path | None,
+        typer.Option(
+            "--params-in",
+            help="With --predict: use parameters saved by `fastseg predict --params-out` (no fit).",
+            metavar="FILE",
+        ),
+    ] = None,
     report: Annotated[
         bool,
         typer.Option(
@@ -729,6 +901,8 @@ def run(
     _need_thresholds(method, thresholds)
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
+    if params_in is not None and not predict:
+        raise typer.BadParameter("needs --predict", param_hint="--params-in")
     watch = api.Stopwatch()
     with _reporter(quiet, log_format) as rep:
         res = api.run_job(
@@ -752,6 +926,7 @@ def run(
             out=out,
             out_format=fmt.value if fmt else None,
             previous=previous,
+            predict=({"params_in": params_in} if params_in else True) if predict else False,
             report=report,
             stopwatch=watch,
             progress=rep,
@@ -775,6 +950,8 @@ def _job_fields(res: Any) -> dict[str, Any]:
 def _report_run(res: Any) -> None:
     _print_score_summary(res)
     _print_segments(res.segments)
+    if res.prediction is not None:
+        _print_prediction(res.prediction)
     if res.changes is not None:
         _print_changes(res.changes)
     console.print("written: " + ", ".join(str(p) for p in res.outputs.values()), markup=False)

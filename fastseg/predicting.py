@@ -15,6 +15,9 @@ another ``horizon``)
     Expected revenue over the horizon: ``expected_order_value`` times the expected purchase days,
     discounted when a rate is given (annual rate ``R``, in 30-day steps: the purchases expected
     in step ``i`` are worth ``(1 + R) ** -(t_i / 365)``).
+``clv_score``
+    1 to 5: the exact quintile of ``clv`` among the customers predicted (as RFM's scores: equal
+    values share a score).
 ``churn_risk``
     ``high`` (p_alive < 0.3), ``medium`` (0.3 to 0.7), ``low`` (0.7 and more).
 
@@ -54,6 +57,8 @@ PARAMS_FORMAT = "fastseg-btyd-1"
 CHURN_BOUNDS = (0.3, 0.7)
 CHURN_BANDS = ("high", "medium", "low")
 CLV_STEP_DAYS = 30
+#: clv_score: 1..5, exact quintiles of clv (as RFM's scores: ties share a score)
+CLV_BINS = 5
 
 
 def predicted_columns(horizon: int = 365) -> tuple[str, ...]:
@@ -64,8 +69,24 @@ def predicted_columns(horizon: int = 365) -> tuple[str, ...]:
         *(f"expected_orders_{d}d" for d in days),
         "expected_order_value",
         "clv",
+        "clv_score",
         "churn_risk",
     )
+
+
+def prediction_schema(horizon: int = 365) -> dict[str, pl.DataType]:
+    """The types of the columns ``run --predict`` adds (the BTYD summary and the predictions)."""
+    types: dict[str, pl.DataType] = {
+        "btyd_frequency": pl.Int64(),
+        "btyd_recency": pl.Int64(),
+        "btyd_T": pl.Int64(),
+        "btyd_monetary": pl.Float64(),
+    }
+    for name in predicted_columns(horizon):
+        types[name] = pl.Float64()
+    types["clv_score"] = pl.UInt8()
+    types["churn_risk"] = pl.Enum(list(CHURN_BANDS))
+    return types
 
 
 @dataclass
@@ -192,7 +213,15 @@ def predict_frame(
         full = np.full(scores.height, np.nan)
         full[rows] = values
         out = out.with_columns(pl.Series(name, full).fill_nan(None))
-    out = out.with_columns(churn_band(pl.col("p_alive")).alias("churn_risk"))
+    score = np.zeros(scores.height, np.uint8)
+    if rows.size:  # exact quintiles of clv among the customers predicted (ties share a score)
+        from fastseg.kernels.quantile import apply_edges, quantile_edges
+
+        score[rows] = apply_edges(cols["clv"], quantile_edges(cols["clv"], CLV_BINS))
+    out = out.with_columns(
+        pl.Series("clv_score", score).replace(0, None).cast(pl.UInt8),
+        churn_band(pl.col("p_alive")).alias("churn_risk"),
+    )
     doc = {
         "format": PARAMS_FORMAT,
         "unit": unit,

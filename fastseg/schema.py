@@ -139,6 +139,24 @@ _ISO_DATE = (
 )
 
 
+#: the columns ``fastseg run --predict`` adds (fastseg.predicting): a rule over one of them is
+#: skipped, with that hint, when predictions were not asked for
+PREDICTED_FIELDS = (
+    "btyd_frequency",
+    "btyd_recency",
+    "btyd_T",
+    "btyd_monetary",
+    "p_alive",
+    "expected_orders_30d",
+    "expected_orders_90d",
+    "expected_orders_365d",
+    "expected_order_value",
+    "clv",
+    "clv_score",
+    "churn_risk",
+)
+
+
 #: the option that maps each input's columns, and an example of its use
 MAPPING_OPTIONS: dict[str, tuple[str, str]] = {
     "orders": ("--col", "order_ts=OrderDate"),

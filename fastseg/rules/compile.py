@@ -64,7 +64,7 @@ from fastseg.rules.ast import (
     walk,
 )
 from fastseg.rules.parse import parse_rule
-from fastseg.schema import EVENT_TYPES, RFM_GROUPS
+from fastseg.schema import EVENT_TYPES, PREDICTED_FIELDS, RFM_GROUPS
 
 if TYPE_CHECKING:
     from fastseg.rules.catalog import Catalog
@@ -1061,7 +1061,10 @@ def _skip_reason(tree: Expr, checker: _Checker) -> str:
                 pass
     parts = []
     if fields:
-        parts.append("missing fields: " + ", ".join(dict.fromkeys(fields)))
+        hint = (
+            " (predictions: fastseg run --predict)" if set(fields) & set(PREDICTED_FIELDS) else ""
+        )
+        parts.append("missing fields: " + ", ".join(dict.fromkeys(fields)) + hint)
     if other:
         parts.append("missing " + "; ".join(dict.fromkeys(other)))
     return "; ".join(parts)
