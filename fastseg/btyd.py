@@ -109,7 +109,10 @@ def _fit(
         options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9},
     )
     params = np.exp(res.x)
-    if not res.success or not np.all(np.isfinite(params)):
+    # L-BFGS-B may stop on a line search at a flat optimum: accepted when the gradient there is
+    # negligible against the log-likelihood (relative 1e-7)
+    flat = np.isfinite(res.fun) and float(np.max(np.abs(res.jac))) <= 1e-7 * max(1.0, abs(res.fun))
+    if not (res.success or flat) or not np.all(np.isfinite(params)):
         msg = (
             f"{what} fit did not converge ({res.message}; "
             + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, params, strict=True))

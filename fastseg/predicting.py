@@ -207,6 +207,23 @@ def predict_frame(
         cols["clv"] = value * worth[inverse]
     else:
         cols["clv"] = value * cols[f"expected_orders_{horizon}d"]
+    bad = {name: int((~np.isfinite(v)).sum()) for name, v in cols.items()}
+    bad = {k: v for k, v in bad.items() if v}
+    if bad:
+        r, alpha, a, b = (bg.params_[k] for k in BGNBD.NAMES)
+        name, count = next(iter(bad.items()))
+        msg = (
+            f"the fitted model gives no finite {name} for {count:,} customers (BG/NBD r={r:.4g}, "
+            f"alpha={alpha:.4g}, a={a:.4g}, b={b:.4g}): "
+            + (
+                "a near 0 and r, alpha very large mean the history shows no dropout and the "
+                "same rate for everyone, where the model degenerates; "
+                if a < 1e-3 or r > 1e4
+                else ""
+            )
+            + "check the orders' dates, or fit on more varied history"
+        )
+        raise DataError(msg)
     out = scores.select("customer_id", *BTYD_COLUMNS)
     rows = np.flatnonzero(has)
     for name, values in cols.items():
