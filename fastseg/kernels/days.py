@@ -3,7 +3,7 @@
 A customer's purchase days are the distinct days of their orders (rows with an order flag and
 an amount >= 0; an order is counted once, on the day of its first line seen). Rows arrive in any
 order, so the days are kept exactly in an open-addressing hash set of ``(customer code, day)``
-keys (``uint64``: code in the high 32 bits), grown by doubling below a load of 0.7: about 11-23
+keys (``uint64``: code in the high 32 bits), grown by doubling below a load of 0.75: about 11-21
 bytes per distinct customer-day. Beside it, per customer: the number of distinct days, the first
 purchase day and the gross revenue of that day (every row with amount >= 0 on it, lines
 included), so the revenue of the repeat days is the customer's gross minus the first day's.
@@ -21,16 +21,19 @@ __all__ = ["PurchaseDays"]
 
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _I32_MAX = np.iinfo(np.int32).max
-_LOAD = 0.7
+_LOAD = 0.75
 
 
 @njit(cache=CACHE, inline="always")
-def _slot(key, mask):  # pragma: no cover - jitted
-    return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)) & mask
+def _slot(key, shift):  # pragma: no cover - jitted
+    """Fibonacci hashing: the top bits of key * 2^64/phi (every key bit reaches them)."""
+    return (key * np.uint64(0x9E3779B97F4A7C15)) >> shift
 
 
 @njit(cache=CACHE)
-def _insert_kernel(keys, codes, day, amount, flags, days, first, first_gross):  # pragma: no cover
+def _insert_kernel(
+    keys, shift, codes, day, amount, flags, days, first, first_gross
+):  # pragma: no cover
     """Add a batch; returns the number of new keys."""
     mask = np.uint64(keys.shape[0] - 1)
     empty = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -49,7 +52,7 @@ def _insert_kernel(keys, codes, day, amount, flags, days, first, first_gross):  
         if flags[i] & 1 == 0:
             continue
         key = (np.uint64(c) << np.uint64(32)) | np.uint64(np.uint32(d))
-        h = _slot(key, mask)
+        h = _slot(key, shift)
         while True:
             k = keys[h]
             if k == empty:
@@ -64,14 +67,14 @@ def _insert_kernel(keys, codes, day, amount, flags, days, first, first_gross):  
 
 
 @njit(cache=CACHE)
-def _rehash_kernel(old, new):  # pragma: no cover - jitted
+def _rehash_kernel(old, new, shift):  # pragma: no cover - jitted
     mask = np.uint64(new.shape[0] - 1)
     empty = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(old.shape[0]):
         key = old[i]
         if key == empty:
             continue
-        h = _slot(key, mask)
+        h = _slot(key, shift)
         while new[h] != empty:
             h = (h + np.uint64(1)) & mask
         new[h] = key
@@ -92,14 +95,17 @@ def _remap_keys_kernel(keys, into, out_codes, out_days):  # pragma: no cover - j
     return n
 
 
+def _shift(size: int) -> np.uint64:
+    """64 - log2(size): the shift that leaves the top log2(size) bits of a hash."""
+    return np.uint64(64 - (size.bit_length() - 1))
+
+
 class PurchaseDays:
     """The purchase-day state of an :class:`fastseg.features.OrderAggregator` (see the module
     docstring). ``capacity`` customers to start with; :meth:`grow` before codes beyond it."""
 
     def __init__(self, capacity: int, rows: int | None = None) -> None:
-        size = 1 << 16
-        while size * _LOAD < min(rows or 0, 1 << 27):
-            size <<= 1
+        size = 1 << 16  # grown by doubling as days come: same-day rows need no room
         self.keys = np.full(size, _EMPTY, np.uint64)
         self.n_keys = 0
         self.days = np.zeros(max(capacity, 1), np.int32)
@@ -122,7 +128,7 @@ class PurchaseDays:
             size <<= 1
         if size != self.keys.shape[0]:
             new = np.full(size, _EMPTY, np.uint64)
-            _rehash_kernel(self.keys, new)
+            _rehash_kernel(self.keys, new, _shift(size))
             self.keys = new
 
     def add(
@@ -138,6 +144,7 @@ class PurchaseDays:
         self._reserve(int(np.count_nonzero(flags & 1)))
         self.n_keys += _insert_kernel(
             self.keys,
+            _shift(self.keys.shape[0]),
             np.ascontiguousarray(codes),
             np.ascontiguousarray(day, dtype=np.int32),
             np.ascontiguousarray(amount, dtype=np.float64),
