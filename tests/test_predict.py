@@ -360,3 +360,21 @@ def test_params_in_needs_predict_on_run(shop_file: Path, tmp_path: Path) -> None
         app, ["run", str(shop_file), "--params-in", "x.json", "--out", str(tmp_path / "r")]
     )
     assert res.exit_code == 2 and "needs --predict" in res.output
+
+
+def test_churn_risk_and_clv_score_in_rules(shop_file: Path) -> None:
+    rules = """
+[[segment]]
+name = "risky_valuable"
+rule = "churn_risk = 'high' AND clv_score >= 4"
+[[segment]]
+name = "not_low"
+rule = "churn_risk IN ('high', 'medium')"
+"""
+    res = fastseg.run(shop_file, rules=rules, predict=True)
+    s, sizes = res.scores, dict(zip(res.segments.names, res.segments.sizes, strict=True))
+    assert (
+        sizes["risky_valuable"]
+        == s.filter((pl.col("churn_risk") == "high") & (pl.col("clv_score") >= 4)).height
+    )
+    assert sizes["not_low"] == s.filter(pl.col("churn_risk").is_in(["high", "medium"])).height
