@@ -26,7 +26,12 @@ order (one timed run only for a contender whose warm-up took more than ``--slow`
 medians. Agreement with fastseg: the largest relative difference of the fitted parameters, and
 of P(alive), the expected purchases and CLV over the customers.
 
-    python bench/bench_predict.py --customers 1e5,1e6 --json /work/data/final/predict-bench.json
+The contenders' virtualenv (pip resolved numpy 2.4, pandas 3.1, lifetimes 0.11.3, pymc-marketing
+0.19.2 without pins)::
+
+    python -m venv /work/data/bench-predict-venv
+    /work/data/bench-predict-venv/bin/pip install lifetimes pymc-marketing pyarrow
+    python bench/bench_predict.py --customers 1e5,1e6 --mcmc --json predict-bench.json
 """
 
 from __future__ import annotations
