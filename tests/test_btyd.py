@@ -4,7 +4,9 @@ closed forms (P(alive), expected purchases, expected order value) against scalar
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +276,47 @@ def test_fit_failures_are_one_clear_error() -> None:
     assert at_one.expected_purchases(*args)[0] == pytest.approx(
         near.expected_purchases(*args)[0], rel=1e-5
     )
+
+
+def test_bench_predict_smoke(tmp_path: Path) -> None:
+    """bench/bench_predict.py runs end to end at a tiny size with the fastseg contender, writes
+    its JSON with the fitted parameters, and reports a contender whose interpreter is missing as
+    unavailable, with the reason, instead of failing (timings are never asserted)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "predict.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "bench_predict.py"),
+            "--customers",
+            "2000",
+            "--contenders",
+            "fastseg,lifetimes",
+            "--venv-python",
+            str(tmp_path / "no-venv" / "python"),
+            "--repeat",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["installs"]["lifetimes"]["available"] is False
+    assert "does not exist" in report["installs"]["lifetimes"]["reason"]
+    (size,) = report["sizes"]
+    assert size["customers"] == 2000 and size["summary"]["customers"] == 2000
+    fast = size["contenders"]["fastseg"]
+    assert set(fast["params"]["bgnbd"]) == {"r", "alpha", "a", "b"}
+    assert set(fast["params"]["gamma_gamma"]) == {"p", "q", "v"}
+    assert fast["wall_s"] > 0 and fast["peak_rss_bytes"] > 0
+    assert set(size["contenders"]) == {"fastseg"}
