@@ -23,6 +23,7 @@ from fastseg.progress import Reporter, Stopwatch
 
 if TYPE_CHECKING:
     from fastseg.changes import Changes
+    from fastseg.clustering import ClusterResult
     from fastseg.exporting import ExportResult
     from fastseg.orders import RowReport
     from fastseg.outputs import OutputSet
@@ -43,6 +44,7 @@ __all__ = [
     "segment",
     "diff",
     "export",
+    "cluster",
     "write_outputs",
 ]
 
@@ -1179,6 +1181,83 @@ def export(
         out_format=out_format,
         default_country=default_country,
         phone_country=phone_country,
+        progress=progress,
+    )
+
+
+def cluster(
+    scores: Any,
+    *,
+    k: int | str | None = None,
+    features: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model_in: str | Path | None = None,
+    model_out: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: Reporter | None = None,
+) -> ClusterResult:
+    """Behavioural clusters: k-means over standardized features, with a readable label and a
+    profile per cluster, and a model that puts tomorrow's customers in the same clusters.
+
+    Needs scikit-learn (``pip install 'fastseg[ml]'``) to fit; a saved model assigns without it.
+
+    Parameters
+    ----------
+    scores
+        A scores frame, a scores file written by ``fastseg score`` (Parquet, CSV, Arrow IPC) or a
+        run folder (its ``scores`` table).
+    k
+        Number of clusters, 2 to 100 (default 5), or ``"auto"``: the k from 2 to 8 with the best
+        silhouette score on a seeded sample of 10,000 customers. With ``model_in``: None or the
+        model's k.
+    features
+        Numeric columns to cluster on (a list or ``"a,b,c"``); default ``recency_days``,
+        ``frequency``, ``monetary``. With ``model_in``: None or the model's features.
+    seed
+        Seed of k-means and of the silhouette sample (default 0): the same scores and seed give
+        the same clusters, numbered the same.
+    model_in
+        A model written by ``model_out``: assign with its transform, scaling and centroids
+        instead of fitting (no scikit-learn needed).
+    model_out
+        Write the fitted model (JSON) there, committed with ``out``.
+    out
+        Write ``customer_id``, ``cluster``, ``cluster_label`` (Parquet or CSV by the suffix),
+        atomically; never onto an input.
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``read``, ``cluster``,
+        ``write``); None: silent.
+
+    Returns
+    -------
+    ClusterResult
+        ``clusters``, ``profile`` (per cluster: ``customers``, ``share``, ``revenue``,
+        ``revenue_share``, ``mean_<feature>``), ``model`` (a
+        :class:`~fastseg.clustering.ClusterModel`), ``silhouette`` (per k, with ``"auto"``).
+
+    Notes
+    -----
+    Customers without an order get no cluster (null) and the label ``prospects``; customers with
+    an order but a missing chosen feature get none and the label ``missing features``. Both are
+    counted in the profile. How features are transformed, and clusters ordered and labelled:
+    :mod:`fastseg.clustering` and docs/clusters.md.
+
+    Examples
+    --------
+    >>> import fastseg  # doctest: +SKIP
+    >>> res = fastseg.cluster("scores.parquet", k="auto", model_out="model.json", out="clusters.parquet")  # doctest: +SKIP
+    >>> res.profile  # doctest: +SKIP
+    """
+    from fastseg.clustering import cluster_scores
+
+    return cluster_scores(
+        scores,
+        k=k,
+        features=features,
+        seed=seed,
+        model_in=model_in,
+        model_out=model_out,
+        out=out,
         progress=progress,
     )
 
