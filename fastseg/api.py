@@ -518,6 +518,7 @@ def segment(
     threads: int | None = None,
     out: str | Path | None = None,
     layout: str = "long",
+    clusters: Any = None,
     progress: Reporter | None = None,
 ) -> SegmentResult:
     """Evaluate segments over a scores frame (the output of :func:`score`).
@@ -541,6 +542,11 @@ def segment(
     layout
         With ``out``: ``"long"`` (``customer_id``, ``segment``), ``"wide"`` (one boolean column
         per segment) or ``"bitset"`` (``.npz``, see :meth:`SegmentResult.save_bitsets`).
+    clusters
+        The clusters of these customers (the file ``fastseg cluster --out`` wrote, or its frame):
+        ``cluster`` and ``cluster_label`` are joined to the scores on ``customer_id``, so rules
+        can use them (``cluster_label = 'recent · frequent · high spend'``, ``cluster = 0``).
+        Every customer of the scores must be in it.
     progress
         A :class:`fastseg.progress.Reporter` told of the stages (``read``, ``segments``,
         ``write``) as they run; None: silent.
@@ -563,10 +569,10 @@ def segment(
         raise ParameterError(msg)
     catalog = load_rules(rules, builtin=builtin)
     watch = _watch(None, progress)
-    with _output_set(scores, _rules_path(rules)) as outs:
+    with _output_set(scores, _rules_path(rules), clusters) as outs:
         target = outs.add_file(out, "--out") if out is not None else None
         _kernels_stage(watch)
-        seg = _segment(scores, catalog, as_of, threads, watch)
+        seg = _segment(scores, catalog, as_of, threads, watch, clusters)
         if target is not None:
             with watch.stage("write"):
                 if layout == "bitset":
@@ -582,7 +588,12 @@ LAYOUTS = ("long", "wide", "bitset")
 
 
 def _segment(
-    scores: Any, catalog: Catalog, as_of: Any, threads: int | None, watch: Stopwatch
+    scores: Any,
+    catalog: Catalog,
+    as_of: Any,
+    threads: int | None,
+    watch: Stopwatch,
+    clusters: Any = None,
 ) -> SegmentResult:
     from fastseg.io import scan_source
     from fastseg.orders import collect
@@ -602,6 +613,10 @@ def _segment(
         where = "scores" if isinstance(scores, pl.DataFrame) else f"scores {src.label}"
         msg = f"{where}: no 'customer_id' column (found: {', '.join(frame.columns[:20])}); pass the output of `fastseg score`"
         raise SchemaError(msg)
+    if clusters is not None:
+        from fastseg.clustering import join_clusters
+
+        frame = join_clusters(frame, clusters)
     day = _as_date(as_of)
     if day is None:
         last = frame["last_order_date"].max() if "last_order_date" in frame.columns else None
