@@ -18,9 +18,10 @@ How a customer is placed (docs/clusters.md says the same for users):
   deviation (population, ``ddof=0``); a constant feature gets scale 1 (like scikit-learn's
   ``StandardScaler``).
 - **Fit.** :class:`sklearn.cluster.MiniBatchKMeans` (``n_clusters=k``, ``random_state=seed``,
-  ``n_init=3``, ``batch_size=4096``). ``k="auto"`` fits every k of ``k_range`` (2 to 8) and keeps
-  the one with the best silhouette score (:func:`sklearn.metrics.silhouette_score`) on one
-  seeded sample of 10,000 clustered customers (ties: the smaller k).
+  ``n_init=3``, ``batch_size=4096``), its OpenMP threads limited to one. ``k="auto"`` fits every
+  k of ``k_range`` (2 to 8) and keeps the one with the best silhouette score (as
+  :func:`sklearn.metrics.silhouette_score` defines it, :func:`silhouette_scores`) on one seeded
+  sample of 10,000 clustered customers (ties: the smaller k).
 - **Assignment** to the nearest centroid (Euclidean, in the standardized space), computed with
   numpy from the saved transform, scaling and centroids: a saved model needs no scikit-learn to
   assign, and gives the same cluster to the same features every day.
@@ -440,6 +441,8 @@ class ClusterModel:
         """
         k, features, seed, k_range = self._validated()
         mbk = _sklearn()
+        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
         x, status = _arrays(scores, features)
         keep = status == 0
         rows = x[keep]
@@ -488,7 +491,10 @@ class ClusterModel:
                 batch_size=min(BATCH_SIZE, n),
                 compute_labels=False,  # assigned below with the saved state, like tomorrow's
             )
-            km.fit(z)
+            # one OpenMP thread: a mini-batch is too small for threads to pay, and on few cores
+            # their hand-offs cost more than the work (docs/clusters.md, Performance)
+            with threadpool_limits(limits=1, user_api="openmp"):
+                km.fit(z)
             return np.asarray(km.cluster_centers_, dtype=np.float64)
 
         silhouette: dict[int, float | None] | None = None
