@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["DEFAULT_WINDOWS", "EPOCH", "EVENT_REASONS", "EVENT_WINDOWS", "MAX_WINDOW", "REASONS", "SKEW_RATIO"]
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "EPOCH",
+    "EVENT_REASONS",
+    "EVENT_WINDOWS",
+    "MAX_WINDOW",
+    "REASONS",
+    "SKEW_RATIO",
+]
 
 #: day 0 of the day numbers the kernels use (days since 1970-01-01)
 EPOCH = dt.date(1970, 1, 1)
