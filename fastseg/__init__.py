@@ -6,6 +6,7 @@ The public API, imported lazily so that ``import fastseg`` (and ``fastseg --help
 - :func:`run` — the main job: features, scores and segments, optionally written to a folder;
 - :func:`diff` — who joined and left every segment between two runs, and RFM transitions;
 - :func:`export` — who is in segments of a run, as files for an email tool or ad platform;
+- :func:`cluster` — behavioural clusters (k-means) with labels, profiles and a saved model;
 - :func:`segment` — evaluate segment rules over a scores frame;
 - :class:`RFMScorer` — fit/transform RFM scoring with JSON persistence of its edges;
 - :func:`generate` — the seeded synthetic retail store;
@@ -39,6 +40,9 @@ _LAZY = {
     "ExportResult": "fastseg.exporting",
     "Changes": "fastseg.changes",
     "segment": "fastseg.api",
+    "cluster": "fastseg.api",
+    "ClusterModel": "fastseg.clustering",
+    "ClusterResult": "fastseg.clustering",
     "ScoreResult": "fastseg.api",
     "RunResult": "fastseg.api",
     "RFMScorer": "fastseg.scoring",
@@ -64,6 +68,8 @@ __all__ = [
     # lazily imported (see _LAZY)
     "Catalog",
     "Changes",
+    "ClusterModel",
+    "ClusterResult",
     "ExportResult",
     "RFMScorer",
     "ReportResult",
@@ -71,6 +77,7 @@ __all__ = [
     "ScoreResult",
     "SegmentResult",
     "builtin_catalog",
+    "cluster",
     "diff",
     "export",
     "generate",
@@ -90,6 +97,7 @@ if TYPE_CHECKING:
         ReportResult,
         RunResult,
         ScoreResult,
+        cluster,
         diff,
         export,
         predict,
@@ -99,6 +107,7 @@ if TYPE_CHECKING:
         segment,
     )
     from fastseg.changes import Changes
+    from fastseg.clustering import ClusterModel, ClusterResult
     from fastseg.exporting import ExportResult
     from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog
     from fastseg.scoring import RFMScorer, parse_thresholds

@@ -23,6 +23,7 @@ from fastseg.progress import Reporter, Stopwatch
 
 if TYPE_CHECKING:
     from fastseg.changes import Changes
+    from fastseg.clustering import ClusterResult
     from fastseg.exporting import ExportResult
     from fastseg.orders import RowReport
     from fastseg.outputs import OutputSet
@@ -43,6 +44,7 @@ __all__ = [
     "segment",
     "diff",
     "export",
+    "cluster",
     "write_outputs",
 ]
 
@@ -522,6 +524,7 @@ def segment(
     threads: int | None = None,
     out: str | Path | None = None,
     layout: str = "long",
+    clusters: Any = None,
     progress: Reporter | None = None,
 ) -> SegmentResult:
     """Evaluate segments over a scores frame (the output of :func:`score`).
@@ -545,6 +548,11 @@ def segment(
     layout
         With ``out``: ``"long"`` (``customer_id``, ``segment``), ``"wide"`` (one boolean column
         per segment) or ``"bitset"`` (``.npz``, see :meth:`SegmentResult.save_bitsets`).
+    clusters
+        The clusters of these customers (the file ``fastseg cluster --out`` wrote, or its frame):
+        ``cluster`` and ``cluster_label`` are joined to the scores on ``customer_id``, so rules
+        can use them (``cluster_label = 'recent · frequent · high spend'``, ``cluster = 0``).
+        Every customer of the scores must be in it.
     progress
         A :class:`fastseg.progress.Reporter` told of the stages (``read``, ``segments``,
         ``write``) as they run; None: silent.
@@ -567,10 +575,10 @@ def segment(
         raise ParameterError(msg)
     catalog = load_rules(rules, builtin=builtin)
     watch = _watch(None, progress)
-    with _output_set(scores, _rules_path(rules)) as outs:
+    with _output_set(scores, _rules_path(rules), clusters) as outs:
         target = outs.add_file(out, "--out") if out is not None else None
         _kernels_stage(watch)
-        seg = _segment(scores, catalog, as_of, threads, watch)
+        seg = _segment(scores, catalog, as_of, threads, watch, clusters)
         if target is not None:
             with watch.stage("write"):
                 if layout == "bitset":
@@ -586,7 +594,12 @@ LAYOUTS = ("long", "wide", "bitset")
 
 
 def _segment(
-    scores: Any, catalog: Catalog, as_of: Any, threads: int | None, watch: Stopwatch
+    scores: Any,
+    catalog: Catalog,
+    as_of: Any,
+    threads: int | None,
+    watch: Stopwatch,
+    clusters: Any = None,
 ) -> SegmentResult:
     from fastseg.io import scan_source
     from fastseg.orders import collect
@@ -606,6 +619,10 @@ def _segment(
         where = "scores" if isinstance(scores, pl.DataFrame) else f"scores {src.label}"
         msg = f"{where}: no 'customer_id' column (found: {', '.join(frame.columns[:20])}); pass the output of `fastseg score`"
         raise SchemaError(msg)
+    if clusters is not None:
+        from fastseg.clustering import join_clusters
+
+        frame = join_clusters(frame, clusters)
     day = _as_date(as_of)
     if day is None:
         last = frame["last_order_date"].max() if "last_order_date" in frame.columns else None
@@ -1375,6 +1392,83 @@ def export(
         out_format=out_format,
         default_country=default_country,
         phone_country=phone_country,
+        progress=progress,
+    )
+
+
+def cluster(
+    scores: Any,
+    *,
+    k: int | str | None = None,
+    features: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model_in: str | Path | None = None,
+    model_out: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: Reporter | None = None,
+) -> ClusterResult:
+    """Behavioural clusters: k-means over standardized features, with a readable label and a
+    profile per cluster, and a model that puts tomorrow's customers in the same clusters.
+
+    Needs scikit-learn (``pip install 'fastseg[ml]'``) to fit; a saved model assigns without it.
+
+    Parameters
+    ----------
+    scores
+        A scores frame, a scores file written by ``fastseg score`` (Parquet, CSV, Arrow IPC) or a
+        run folder (its ``scores`` table).
+    k
+        Number of clusters, 2 to 100 (default 5), or ``"auto"``: the k from 2 to 8 with the best
+        silhouette score on a seeded sample of 10,000 customers. With ``model_in``: None or the
+        model's k.
+    features
+        Numeric columns to cluster on (a list or ``"a,b,c"``); default ``recency_days``,
+        ``frequency``, ``monetary``. With ``model_in``: None or the model's features.
+    seed
+        Seed of k-means and of the silhouette sample (default 0): the same scores and seed give
+        the same clusters, numbered the same.
+    model_in
+        A model written by ``model_out``: assign with its transform, scaling and centroids
+        instead of fitting (no scikit-learn needed).
+    model_out
+        Write the fitted model (JSON) there, committed with ``out``.
+    out
+        Write ``customer_id``, ``cluster``, ``cluster_label`` (Parquet or CSV by the suffix),
+        atomically; never onto an input.
+    progress
+        A :class:`fastseg.progress.Reporter` told of the stages (``read``, ``cluster``,
+        ``write``); None: silent.
+
+    Returns
+    -------
+    ClusterResult
+        ``clusters``, ``profile`` (per cluster: ``customers``, ``share``, ``revenue``,
+        ``revenue_share``, ``mean_<feature>``), ``model`` (a
+        :class:`~fastseg.clustering.ClusterModel`), ``silhouette`` (per k, with ``"auto"``).
+
+    Notes
+    -----
+    Customers without an order get no cluster (null) and the label ``prospects``; customers with
+    an order but a missing chosen feature get none and the label ``missing features``. Both are
+    counted in the profile. How features are transformed, and clusters ordered and labelled:
+    :mod:`fastseg.clustering` and docs/clusters.md.
+
+    Examples
+    --------
+    >>> import fastseg  # doctest: +SKIP
+    >>> res = fastseg.cluster("scores.parquet", k="auto", model_out="model.json", out="clusters.parquet")  # doctest: +SKIP
+    >>> res.profile  # doctest: +SKIP
+    """
+    from fastseg.clustering import cluster_scores
+
+    return cluster_scores(
+        scores,
+        k=k,
+        features=features,
+        seed=seed,
+        model_in=model_in,
+        model_out=model_out,
+        out=out,
         progress=progress,
     )
 

@@ -1294,6 +1294,14 @@ def segment_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output file for the membership.", metavar="FILE")
     ] = Path("segments.parquet"),
+    clusters: Annotated[
+        Path | None,
+        typer.Option(
+            "--clusters",
+            help="Clusters of these customers (written by `fastseg cluster --out`): join cluster and cluster_label on customer_id, for rules such as cluster_label = 'recent · frequent · high spend'.",
+            metavar="FILE",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
@@ -1308,6 +1316,7 @@ def segment_cmd(
             as_of=as_of,
             out=out,
             layout=layout.value,
+            clusters=clusters,
             progress=rep,
         )
         rep.done(command="segment", customers=seg.n_customers, outputs=[str(out)])
@@ -1315,6 +1324,129 @@ def segment_cmd(
         return
     _print_segments(seg)
     console.print(f"membership ({layout.value}) written to [bold]{escape(str(out))}[/bold]")
+
+
+def _k_value(text: str | None) -> int | str | None:
+    """--k as the API takes it: a whole number, "auto", or the text itself (the API's one-line
+    error names the allowed values)."""
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def _print_profile(res: Any) -> None:
+    prof = res.profile
+    feats = [c for c in prof.columns if c.startswith("mean_")]
+    num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    _print_table(
+        f"Clusters ({res.k}, {'fitted' if res.fitted else 'from the saved model'})",
+        ("cluster", "label", "customers", "share", "revenue", "rev. share", *feats),
+        [
+            (
+                "" if r["cluster"] is None else str(r["cluster"]),
+                escape(r["label"]),
+                f"{r['customers']:,}",
+                num(r["share"], ".1%"),
+                num(r["revenue"], ",.0f"),
+                num(r["revenue_share"], ".1%"),
+                *(num(r[f], ",.2f") for f in feats),
+            )
+            for r in prof.iter_rows(named=True)
+        ],
+        left=2,
+    )
+    if res.silhouette:
+        best = res.k
+        scores = ", ".join(
+            f"{'[bold]' if k == best else ''}k={k} {'n/a' if s is None else f'{s:.3f}'}"
+            f"{'[/bold]' if k == best else ''}"
+            for k, s in res.silhouette.items()
+        )
+        console.print(f"silhouette (higher is better): {scores}; chose k={best}")
+
+
+@app.command("cluster")
+@_friendly
+def cluster_cmd(
+    scores: Annotated[
+        str,
+        typer.Argument(
+            help="Scores written by `fastseg score` (Parquet, CSV, Arrow) or a run folder.",
+            metavar="SCORES",
+        ),
+    ],
+    k: Annotated[
+        str | None,
+        typer.Option(
+            "--k",
+            help="Number of clusters, 2 to 100 (default 5), or auto: the k from 2 to 8 with the best silhouette score.",
+            metavar="K|auto",
+        ),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="Numeric score columns to cluster on, comma-separated (default: recency_days,frequency,monetary).",
+            metavar="COLS",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Seed of k-means and of the silhouette sample (default 0).", min=0
+        ),
+    ] = None,
+    model_in: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-in",
+            help="Assign with a saved model (from --model-out) instead of fitting: the same clusters as the day it was fit.",
+            metavar="FILE",
+        ),
+    ] = None,
+    model_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-out",
+            help="Save the fitted model (scaling, centroids, labels) as JSON, for --model-in.",
+            metavar="FILE",
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file: customer_id, cluster, cluster_label (Parquet or CSV by the suffix).",
+            metavar="FILE",
+        ),
+    ] = Path("clusters.parquet"),
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
+) -> None:
+    """Behavioural clusters (k-means on standardized features) with a label and a profile per
+    cluster; needs scikit-learn: pip install 'fastseg[ml]'."""
+    from fastseg import api
+
+    with _reporter(quiet, log_format) as rep:
+        res = api.cluster(
+            scores,
+            k=_k_value(k),
+            features=features,
+            seed=seed,
+            model_in=model_in,
+            model_out=model_out,
+            out=out,
+            progress=rep,
+        )
+        rep.done(command="cluster", customers=res.n_customers, outputs=_outputs_field(res.outputs))
+    if quiet:
+        return
+    _print_profile(res)
+    written = ", ".join(escape(str(p)) for p in res.outputs)
+    console.print(f"written: [bold]{written}[/bold] in {res.seconds:.2f} s")
 
 
 @segments_app.command("list")

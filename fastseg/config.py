@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["DEFAULT_WINDOWS", "EPOCH", "EVENT_REASONS", "EVENT_WINDOWS", "MAX_WINDOW", "REASONS"]
+__all__ = [
+    "DEFAULT_WINDOWS",
+    "EPOCH",
+    "EVENT_REASONS",
+    "EVENT_WINDOWS",
+    "MAX_WINDOW",
+    "REASONS",
+    "SKEW_RATIO",
+]
 
 #: day 0 of the day numbers the kernels use (days since 1970-01-01)
 EPOCH = dt.date(1970, 1, 1)
@@ -29,3 +37,6 @@ EVENT_REASONS: tuple[str, ...] = (
     "missing_event",
     "after_as_of",
 )
+#: values are skewed (a report axis is logarithmic, a cluster feature is log-transformed) when the
+#: 99th percentile of the positive values is at least this many times their median
+SKEW_RATIO = 20.0

@@ -11,6 +11,7 @@ __all__ = [
     "DataError",
     "FastsegError",
     "InputError",
+    "MissingDependencyError",
     "OutputError",
     "ParameterError",
     "RuleError",
@@ -25,6 +26,11 @@ class FastsegError(Exception):
 
 class InputError(FastsegError):
     """A source cannot be found, opened or decoded (missing file, corrupt Parquet, bad CSV)."""
+
+
+class MissingDependencyError(FastsegError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it
+    (``pip install 'fastseg[ml]'``)."""
 
 
 class OutputError(FastsegError):

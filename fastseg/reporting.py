@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fastseg.config import SKEW_RATIO
+
 __all__ = [
     "REPORT_FILE",
     "Distribution",
@@ -47,8 +49,6 @@ REPORT_FILE = "report.html"
 TOP_OVERLAP = 15
 #: bars per histogram (at most)
 HIST_BINS = 40
-#: a distribution gets a log axis when its 99th percentile exceeds its median this many times
-SKEW_RATIO = 20.0
 #: the share of values at each end folded into the first and last bar of a histogram
 TAIL = 0.001
 #: the columns of ``scores`` the report reads
