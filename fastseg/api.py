@@ -660,6 +660,7 @@ def _check_fields_early(
         discount="discount" in plan.columns,
         profile=False,
         events=False,
+        predictions=False,
     )
     for name in [n for n in predicted if re.fullmatch(r"(orders|revenue)_\d+d", n)]:
         del predicted[name]

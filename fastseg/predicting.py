@@ -76,16 +76,10 @@ def predicted_columns(horizon: int = 365) -> tuple[str, ...]:
 
 def prediction_schema(horizon: int = 365) -> dict[str, pl.DataType]:
     """The types of the columns ``run --predict`` adds (the BTYD summary and the predictions)."""
-    types: dict[str, pl.DataType] = {
-        "btyd_frequency": pl.Int64(),
-        "btyd_recency": pl.Int64(),
-        "btyd_T": pl.Int64(),
-        "btyd_monetary": pl.Float64(),
-    }
-    for name in predicted_columns(horizon):
-        types[name] = pl.Float64()
-    types["clv_score"] = pl.UInt8()
-    types["churn_risk"] = pl.Enum(list(CHURN_BANDS))
+    from fastseg.schema import PREDICTED_TYPES
+
+    types = dict(PREDICTED_TYPES)
+    types[f"expected_orders_{int(horizon)}d"] = pl.Float64()
     return types
 
 

@@ -139,22 +139,23 @@ _ISO_DATE = (
 )
 
 
-#: the columns ``fastseg run --predict`` adds (fastseg.predicting): a rule over one of them is
-#: skipped, with that hint, when predictions were not asked for
-PREDICTED_FIELDS = (
-    "btyd_frequency",
-    "btyd_recency",
-    "btyd_T",
-    "btyd_monetary",
-    "p_alive",
-    "expected_orders_30d",
-    "expected_orders_90d",
-    "expected_orders_365d",
-    "expected_order_value",
-    "clv",
-    "clv_score",
-    "churn_risk",
-)
+#: the columns ``fastseg run --predict`` adds (fastseg.predicting) and their types: a rule over one
+#: of them is skipped, with that hint, when predictions were not asked for
+PREDICTED_TYPES: dict[str, pl.DataType] = {
+    "btyd_frequency": pl.Int64(),
+    "btyd_recency": pl.Int64(),
+    "btyd_T": pl.Int64(),
+    "btyd_monetary": pl.Float64(),
+    "p_alive": pl.Float64(),
+    "expected_orders_30d": pl.Float64(),
+    "expected_orders_90d": pl.Float64(),
+    "expected_orders_365d": pl.Float64(),
+    "expected_order_value": pl.Float64(),
+    "clv": pl.Float64(),
+    "clv_score": pl.UInt8(),
+    "churn_risk": pl.Enum(["high", "medium", "low"]),
+}
+PREDICTED_FIELDS = tuple(PREDICTED_TYPES)
 
 
 #: the option that maps each input's columns, and an example of its use

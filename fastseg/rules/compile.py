@@ -64,7 +64,7 @@ from fastseg.rules.ast import (
     walk,
 )
 from fastseg.rules.parse import parse_rule
-from fastseg.schema import EVENT_TYPES, PREDICTED_FIELDS, RFM_GROUPS
+from fastseg.schema import EVENT_TYPES, PREDICTED_FIELDS, PREDICTED_TYPES, RFM_GROUPS
 
 if TYPE_CHECKING:
     from fastseg.rules.catalog import Catalog
@@ -99,13 +99,14 @@ def scores_schema(
     discount: bool = True,
     profile: bool = True,
     events: bool = True,
+    predictions: bool = True,
     customer_id: pl.DataType | None = None,
 ) -> dict[str, pl.DataType]:
     """The documented columns of the scores frame (``fastseg score`` output) and their dtypes.
 
     Used to check rules without data and to test the built-in catalog. Optional parts follow
     the inputs: ``category``/``discount`` columns of the orders, a customers file
-    (``profile``), an events file (``events``).
+    (``profile``), an events file (``events``), ``run --predict`` (``predictions``).
 
     Examples
     --------
@@ -156,6 +157,8 @@ def scores_schema(
             schema[f"{event}_30d"] = pl.Int64()
             schema[f"{event}_90d"] = pl.Int64()
             schema[f"days_since_{event}"] = pl.Int64()
+    if predictions:
+        schema.update(PREDICTED_TYPES)
     return schema
 
 
