@@ -488,7 +488,9 @@ def test_end_to_end_builtin_catalog():
     cols: dict[str, pl.Series] = {}
     as_of = dt.date(2025, 6, 30)
     for name, dtype in schema.items():
-        if dtype == pl.String:
+        if isinstance(dtype, pl.Enum):  # churn_risk
+            s = pl.Series(name, rng.choice(dtype.categories.to_list(), n))
+        elif dtype == pl.String:
             s = pl.Series(name, rng.choice(["a", "b", "champions", "at_risk"], n))
         elif dtype == pl.Date:
             s = pl.Series(
