@@ -131,6 +131,19 @@ def _fit(
     return params, -float(res.fun), calls["n"]
 
 
+def _positive(doc: Any, names: tuple[str, ...], what: str) -> dict[str, float]:
+    """Saved parameters ``names`` of ``doc``: positive finite numbers, or one line saying not."""
+    try:
+        params = {n: float(doc[n]) for n in names}
+    except (KeyError, TypeError, ValueError):
+        msg = f"{what} parameters: expected numbers {', '.join(names)}, got {doc!r}"
+        raise ParameterError(msg) from None
+    if min(params.values()) <= 0 or not all(map(math.isfinite, params.values())):
+        msg = f"{what} parameters must be positive and finite, got {params}"
+        raise ParameterError(msg)
+    return params
+
+
 @dataclass
 class BGNBD:
     """The BG/NBD model: purchases at a Poisson rate ``lambda ~ Gamma(r, alpha)`` while alive;
@@ -228,14 +241,7 @@ class BGNBD:
     @classmethod
     def from_dict(cls, doc: dict[str, Any], unit: str) -> BGNBD:
         model = cls(unit=unit)
-        try:
-            model.params_ = {n: float(doc[n]) for n in cls.NAMES}
-        except (KeyError, TypeError, ValueError):
-            msg = f"bgnbd parameters: expected numbers {', '.join(cls.NAMES)}, got {doc!r}"
-            raise ParameterError(msg) from None
-        if min(model.params_.values()) <= 0 or not all(map(math.isfinite, model.params_.values())):
-            msg = f"bgnbd parameters must be positive and finite, got {model.params_}"
-            raise ParameterError(msg)
+        model.params_ = _positive(doc, cls.NAMES, "bgnbd")
         model.loglik_ = doc.get("loglik")
         model.n_ = int(doc.get("n") or 0)
         return model
@@ -299,13 +305,6 @@ class GammaGamma:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> GammaGamma:
         model = cls()
-        try:
-            model.params_ = {n: float(doc[n]) for n in cls.NAMES}
-        except (KeyError, TypeError, ValueError):
-            msg = f"gamma_gamma parameters: expected numbers {', '.join(cls.NAMES)}, got {doc!r}"
-            raise ParameterError(msg) from None
-        if min(model.params_.values()) <= 0 or not all(map(math.isfinite, model.params_.values())):
-            msg = f"gamma_gamma parameters must be positive and finite, got {model.params_}"
-            raise ParameterError(msg)
+        model.params_ = _positive(doc, cls.NAMES, "gamma_gamma")
         model.n_ = int(doc.get("n") or 0)
         return model

@@ -237,6 +237,10 @@ class Method(StrEnum):
 
 # ------------------------------------------------------------------------------------ shared options
 
+FormatOpt = Annotated[
+    OutFormat | None,
+    typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
+]
 ColOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -569,10 +573,7 @@ def score(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output file for the scores.", metavar="FILE")
     ] = Path("scores.parquet"),
-    fmt: Annotated[
-        OutFormat | None,
-        typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
-    ] = None,
+    fmt: FormatOpt = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
@@ -671,10 +672,7 @@ def predict_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output file for the predictions.", metavar="FILE")
     ] = Path("predictions.parquet"),
-    fmt: Annotated[
-        OutFormat | None,
-        typer.Option("--format", help="parquet or csv (default: from --out's suffix)."),
-    ] = None,
+    fmt: FormatOpt = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
