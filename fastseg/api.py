@@ -1251,13 +1251,19 @@ def predict(
         if holdout_from is not None:
             cut = _as_date(holdout_from)
             assert cut is not None
-            calib = score_job(
-                orders,
-                as_of=cut - dt.timedelta(days=1),
-                btyd=True,
-                stopwatch=watch,
-                **score_options,
-            )
+            try:
+                calib = score_job(
+                    orders,
+                    as_of=cut - dt.timedelta(days=1),
+                    btyd=True,
+                    stopwatch=watch,
+                    **score_options,
+                )
+            except DataError as exc:
+                if "no usable order" not in str(exc):
+                    raise
+                msg = f"--holdout-from {cut}: no usable order before that day, nothing to fit on ({exc})"
+                raise DataError(msg) from None
             with watch.stage("fit", unit="customers") as st:
                 fit = P.predict_frame(
                     calib.scores,

@@ -133,11 +133,13 @@ def _fit(
 
 def _positive(doc: Any, names: tuple[str, ...], what: str) -> dict[str, float]:
     """Saved parameters ``names`` of ``doc``: positive finite numbers, or one line saying not."""
-    try:
-        params = {n: float(doc[n]) for n in names}
-    except (KeyError, TypeError, ValueError):
+    ok = isinstance(doc, dict) and all(
+        isinstance(doc.get(n), int | float) and not isinstance(doc.get(n), bool) for n in names
+    )
+    if not ok:
         msg = f"{what} parameters: expected numbers {', '.join(names)}, got {doc!r}"
-        raise ParameterError(msg) from None
+        raise ParameterError(msg)
+    params = {n: float(doc[n]) for n in names}
     if min(params.values()) <= 0 or not all(map(math.isfinite, params.values())):
         msg = f"{what} parameters must be positive and finite, got {params}"
         raise ParameterError(msg)

@@ -284,7 +284,13 @@ def load_params(path: Any) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != PARAMS_FORMAT:
         msg = f"--params-in {p}: not a fastseg parameters file (format {PARAMS_FORMAT!r} expected)"
         raise ParameterError(msg)
-    _models(doc, str(doc.get("unit")))
+    try:
+        _models(doc, str(doc.get("unit")))
+        if "as_of" in doc:
+            dt.date.fromisoformat(doc["as_of"])
+    except (ParameterError, TypeError, ValueError) as exc:
+        msg = f"--params-in {p}: {exc}"
+        raise ParameterError(msg) from None
     return doc
 
 

@@ -378,3 +378,63 @@ rule = "churn_risk IN ('high', 'medium')"
         == s.filter((pl.col("churn_risk") == "high") & (pl.col("clv_score") >= 4)).height
     )
     assert sizes["not_low"] == s.filter(pl.col("churn_risk").is_in(["high", "medium"])).height
+
+
+def test_lines_of_one_order_on_other_days_are_purchase_days_too() -> None:
+    o = pl.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 2, 2],
+            "order_id": [10, 10, 11, 20, 20],
+            "order_ts": [
+                dt.datetime(2024, 1, 5),
+                dt.datetime(2024, 1, 1),
+                dt.datetime(2024, 1, 10),
+                dt.datetime(2024, 1, 3),
+                dt.datetime(2024, 1, 1),
+            ],
+            "amount": [20.0, 10.0, 30.0, 7.0, 5.0],
+        }
+    )
+    as_of = dt.date(2024, 1, 31)
+    for rows in (o, o.reverse()):
+        got = order_features(rows, as_of=as_of, btyd=True).frame
+        _same(_summary(got), btyd_ref(rows.drop("order_id"), as_of))
+
+
+def test_merged_aggregators_equal_one_pass() -> None:
+    from fastseg.features import OrderAggregator
+
+    o = shop(4, 300)
+    day = (o["order_ts"].dt.date().cast(pl.Int32)).to_numpy()  # days since 1970-01-01
+    ids = o["customer_id"].to_numpy()
+    amount = o["amount"].to_numpy()
+    flags = np.ones(o.height, np.uint8)
+    half = o.height // 2
+
+    def agg(sl: slice) -> OrderAggregator:
+        a = OrderAggregator(AS_OF, btyd=True)
+        a.add_arrays(
+            ids[sl], day[sl].astype(np.int32), amount[sl], flags[sl], None, has_discount=False
+        )
+        return a
+
+    whole, first, second = agg(slice(None)), agg(slice(0, half)), agg(slice(half, None))
+    first.merge(second)
+    _same(_summary(first.finish()), _summary(whole.finish()))
+
+
+@pytest.mark.parametrize("bad", [{"r": True}, {"r": "0.1"}, {"alpha": None}])
+def test_saved_parameters_of_the_wrong_type_are_refused(
+    shop_file: Path, tmp_path: Path, bad: dict
+) -> None:
+    fastseg.predict(shop_file, params_out=tmp_path / "p.json")
+    doc = json.loads((tmp_path / "p.json").read_text())
+    doc["bgnbd"].update(bad)
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ParameterError, match="expected numbers"):
+        fastseg.predict(shop_file, params_in=tmp_path / "bad.json")
+
+
+def test_holdout_before_the_first_order_says_so(shop_file: Path) -> None:
+    with pytest.raises(DataError, match="--holdout-from 2020-01-01: no usable order before"):
+        fastseg.predict(shop_file, holdout_from="2020-01-01")

@@ -1,12 +1,14 @@
 """Distinct purchase days per customer, for the BTYD summary, in the row pass.
 
-A customer's purchase days are the distinct days of their orders (rows with an order flag and
-an amount >= 0; an order is counted once, on the day of its first line seen). Rows arrive in any
-order, so the days are kept exactly in an open-addressing hash set of ``(customer code, day)``
-keys (``uint64``: code in the high 32 bits), grown by doubling below a load of 0.75: about 11-21
-bytes per distinct customer-day. Beside it, per customer: the number of distinct days, the first
-purchase day and the gross revenue of that day (every row with amount >= 0 on it, lines
-included), so the revenue of the repeat days is the customer's gross minus the first day's.
+A customer's purchase days are the distinct days of their rows with an amount >= 0 (a day with a
+purchase: an order's lines normally share its day; lines on other days make those days purchase
+days too), so the result does not depend on the order of the rows. Rows arrive in any order, so
+the days are kept exactly in an open-addressing hash set of ``(customer code, day)`` keys
+(``uint64``: code in the high 32 bits), grown by doubling below a load of 0.75: about 11-21 bytes
+per distinct customer-day. Beside it, per customer: the number of distinct days, the first
+purchase day and the gross revenue of that day (every row with amount >= 0 on it), so the
+revenue of the repeat days is the customer's gross minus the first day's; the first and last
+purchase days are those of the order features (the same rows).
 """
 
 from __future__ import annotations
@@ -49,8 +51,6 @@ def _insert_kernel(
             first_gross[c] = a
         elif d == first[c]:
             first_gross[c] += a
-        if flags[i] & 1 == 0:
-            continue
         key = (np.uint64(c) << np.uint64(32)) | np.uint64(np.uint32(d))
         h = _slot(key, shift)
         while True:
@@ -141,7 +141,7 @@ class PurchaseDays:
         """Add a batch of clean rows (codes already within :meth:`grow`'s room)."""
         if codes.shape[0] == 0:
             return
-        self._reserve(int(np.count_nonzero(flags & 1)))
+        self._reserve(codes.shape[0])
         self.n_keys += _insert_kernel(
             self.keys,
             _shift(self.keys.shape[0]),
@@ -166,6 +166,7 @@ class PurchaseDays:
         self._reserve(n)
         self.n_keys += _insert_kernel(
             self.keys,
+            _shift(self.keys.shape[0]),
             codes[:n],
             days[:n],
             np.zeros(n),
