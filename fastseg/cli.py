@@ -1055,8 +1055,7 @@ def report_cmd(
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
-    """One self-contained HTML page for a run: headline figures, segment sizes, the R×F grid,
-    distributions, overlaps, changes; it opens offline in any browser."""
+    """One self-contained HTML page for a run (headline figures, segments, the R×F grid, distributions, overlaps, changes) that opens offline in any browser."""
     from fastseg import api
 
     with _reporter(quiet, log_format) as progress:
@@ -1424,8 +1423,7 @@ def cluster_cmd(
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
-    """Behavioural clusters (k-means on standardized features) with a label and a profile per
-    cluster; needs scikit-learn: pip install 'fastseg[ml]'."""
+    r"""Behavioural clusters (k-means on standardized features), each with a label and a profile; needs scikit-learn: pip install 'fastseg\[ml]'."""
     from fastseg import api
 
     with _reporter(quiet, log_format) as rep:
