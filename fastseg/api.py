@@ -1265,15 +1265,9 @@ def predict(
                 msg = f"--holdout-from {cut}: no usable order before that day, nothing to fit on ({exc})"
                 raise DataError(msg) from None
             with watch.stage("fit", unit="customers") as st:
-                fit = P.predict_frame(
-                    calib.scores,
-                    unit=unit,
-                    horizon=horizon,
-                    discount_rate=discount_rate,
-                    as_of=calib.as_of,
-                )
+                bg, gg = P.fit(calib.scores, unit=unit)
                 st.advance(calib.scores.height)
-            params = fit.params
+            params = P.params_doc(bg, gg, unit, calib.as_of)
         res = score_job(orders, as_of=as_of, btyd=True, stopwatch=watch, **score_options)
         if holdout_from is not None:
             end = res.as_of
@@ -1281,11 +1275,11 @@ def predict(
                 msg = f"holdout_from {cut} is after the scoring date {end}: nothing is held out"
                 raise ParameterError(msg)
             total = res.scores.select("customer_id", total=pl.col("btyd_frequency") + 1)
-            before = fit.frame.select("customer_id", before=pl.col("btyd_frequency") + 1)
+            before = calib.scores.select("customer_id", before=pl.col("btyd_frequency") + 1)
             actual = before.join(total, on="customer_id", how="left").select(
                 "customer_id", actual=(pl.col("total") - pl.col("before")).fill_null(0)
             )
-            table, totals = P.holdout_table(fit, actual, (end - cut).days + 1)
+            table, totals = P.holdout_table(calib.scores, bg, actual, (end - cut).days + 1)
             holdout = {"from": str(cut), "to": str(end), "table": table, "totals": totals}
         with watch.stage("predict", unit="customers") as st:
             pred = P.predict_frame(

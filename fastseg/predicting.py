@@ -45,7 +45,10 @@ __all__ = [
     "PARAMS_FORMAT",
     "Prediction",
     "churn_band",
+    "fit",
+    "holdout_table",
     "load_params",
+    "params_doc",
     "predict_frame",
     "predicted_columns",
 ]
@@ -170,8 +173,7 @@ def predict_frame(
     x, tx, T, m = (known[c].to_numpy() for c in ("x", "t_x", "T", "m"))
     fitted = params is None
     if fitted:
-        bg = BGNBD(unit=unit).fit(x, tx, T)
-        gg = GammaGamma().fit(x, m)
+        bg, gg = _fit_models(x, tx, T, m, unit)
     t_fit = time.perf_counter()
     # once per distinct history, gathered back
     hist = pl.DataFrame({"x": x, "t_x": tx, "T": T})
@@ -233,13 +235,7 @@ def predict_frame(
         pl.Series("clv_score", score).replace(0, None).cast(pl.UInt8),
         churn_band(pl.col("p_alive")).alias("churn_risk"),
     )
-    doc = {
-        "format": PARAMS_FORMAT,
-        "unit": unit,
-        **({"as_of": str(as_of)} if as_of else {}),
-        "bgnbd": bg.to_dict(),
-        "gamma_gamma": gg.to_dict(),
-    }
+    doc = params_doc(bg, gg, unit, as_of)
     return Prediction(
         frame=out,
         bgnbd=bg,
@@ -251,6 +247,30 @@ def predict_frame(
         params=doc,
         seconds={"fit": t_fit - t0, "predict": time.perf_counter() - t_fit},
     )
+
+
+def _fit_models(x: Any, tx: Any, T: Any, m: Any, unit: str) -> tuple[BGNBD, GammaGamma]:
+    return BGNBD(unit=unit).fit(x, tx, T), GammaGamma().fit(x, m)
+
+
+def fit(scores: pl.DataFrame, *, unit: str = "weeks") -> tuple[BGNBD, GammaGamma]:
+    """The two models fitted to the customers of ``scores`` with a purchase day (no
+    predictions: the holdout check needs only the fit)."""
+    h = _histories(scores, unit).drop_nulls("x")
+    return _fit_models(*(h[c].to_numpy() for c in ("x", "t_x", "T", "m")), unit)
+
+
+def params_doc(
+    bg: BGNBD, gg: GammaGamma, unit: str, as_of: dt.date | None = None
+) -> dict[str, Any]:
+    """The parameters document ``--params-out`` writes (format ``fastseg-btyd-1``)."""
+    return {
+        "format": PARAMS_FORMAT,
+        "unit": unit,
+        **({"as_of": str(as_of)} if as_of else {}),
+        "bgnbd": bg.to_dict(),
+        "gamma_gamma": gg.to_dict(),
+    }
 
 
 def _models(doc: dict[str, Any], unit: str) -> tuple[BGNBD, GammaGamma, str]:
@@ -295,18 +315,19 @@ def load_params(path: Any) -> dict[str, Any]:
 
 
 def holdout_table(
-    calibration: Prediction, actual_days: pl.DataFrame, days: int
+    calibration: pl.DataFrame, bgnbd: BGNBD, actual_days: pl.DataFrame, days: int
 ) -> tuple[pl.DataFrame, dict[str, float]]:
     """Predicted against actual repeat purchase days in a holdout period of ``days`` days.
 
-    ``actual_days``: ``customer_id``, ``actual`` (purchase days in the holdout period) for the
-    calibration's customers. Rows per ``btyd_frequency`` in the calibration period (0 .. 6 and
-    7+): customers, mean predicted, mean actual; and the totals.
+    ``calibration``: the scores (with the BTYD summary) of the calibration period, ``bgnbd``
+    fitted to them; ``actual_days``: ``customer_id``, ``actual`` (purchase days in the holdout
+    period) for the calibration's customers. Rows per ``btyd_frequency`` in the calibration
+    period (0 .. 6 and 7+): customers, mean predicted, mean actual; and the totals.
     """
-    u = UNITS[calibration.unit]
-    f = calibration.frame.filter(pl.col("btyd_frequency").is_not_null())
-    h = _histories(f, calibration.unit)
-    pred = calibration.bgnbd.expected_purchases(
+    u = UNITS[bgnbd.unit]
+    f = calibration.filter(pl.col("btyd_frequency").is_not_null())
+    h = _histories(f, bgnbd.unit)
+    pred = bgnbd.expected_purchases(
         days / u, h["x"].to_numpy(), h["t_x"].to_numpy(), h["T"].to_numpy()
     )
     joined = (
