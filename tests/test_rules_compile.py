@@ -543,7 +543,7 @@ def test_group_with_skipped_member_is_skipped():
             "orders(since: -90d, channel: 'app', category: 'shoes') > 0",
             "orders_90d__category_shoes__channel_app",
             "orders",
-            ("_order", "order_date", "category", "channel"),
+            ("_order_key", "amount", "order_date", "category", "channel"),
         ),
         (
             "events('email_open', since: -30d) = 0",
@@ -552,8 +552,38 @@ def test_group_with_skipped_member_is_skipped():
             ("event", "event_date"),
         ),
         ("events('email_open') = 0", "email_open_all", "events", ("event",)),
-        ("orders(quantity: 2) > 0", "orders_all__quantity_2", "orders", ("_order", "quantity")),
-        ("orders(gift: true) > 0", "orders_all__gift_true", "orders", ("_order", "gift")),
+        (
+            "orders(quantity: 2) > 0",
+            "orders_all__quantity_2",
+            "orders",
+            ("_order_key", "amount", "quantity"),
+        ),
+        ("orders(gift: true) > 0", "orders_all__gift_true", "orders", ("_order_key", "amount", "gift")),
+        (
+            "orders(since: -180d, until: -90d) > 0",
+            "orders_180d_until_90d",
+            "orders",
+            ("_order", "order_date"),
+        ),
+        (
+            "revenue(since: 2025-11-01, until: 2025-12-31) > 0",
+            "revenue_since_20251101_until_20251231",
+            "orders",
+            ("amount", "order_date"),
+        ),
+        ("orders(until: yesterday) > 0", "orders_until_1d", "orders", ("_order", "order_date")),
+        (
+            "units(category: 'shoes', since: -1y) > 0",
+            "units_1y__category_shoes",
+            "orders",
+            ("quantity", "amount", "order_date", "category"),
+        ),
+        (
+            "distinct(category, since: -1y) >= 3",
+            "distinct_category_1y",
+            "orders",
+            ("amount", "category", "order_date"),
+        ),
     ],
 )
 def test_aggregate_names(rule, name, source, columns):
@@ -644,6 +674,8 @@ def _orders() -> pl.DataFrame:
             ],
             "amount": [10.0, 20.0, 40.0, 5.0, -3.0, 7.0, 1.0],
             "_order": pl.Series([1, 1, 1, 1, 0, 1, 0], dtype=pl.UInt8),
+            # one key per order: customer 3's two rows are lines of one order, row 5 a refund
+            "_order_key": [1, 2, 3, 4, 5, 6, 6],
             "channel": ["app", "web", "app", None, "app", "app", "app"],
             "category": ["shoes", "shoes", "bags", "bags", "shoes", "hats", "shoes"],
         }
@@ -655,16 +687,24 @@ def _agg_reference(orders: pl.DataFrame, rule: str, customer: int) -> float:
     from tests.reference import _r_value
 
     since = None if node.since is None else _r_value(node.since, AS_OF)
+    until = None if node.until is None else _r_value(node.until, AS_OF)
     total = 0.0
+    keys = set()
     for row in orders.iter_rows(named=True):
         if row["customer_id"] != customer:
             continue
         if since is not None and row["order_date"] < since:
             continue
+        if until is not None and row["order_date"] > until:
+            continue
         if any(row[c] not in {v.value for v in vals} for c, vals in node.filters):
             continue
+        if node.func == "orders" and node.filters:  # an order counts by any matching line
+            if row["amount"] >= 0:
+                keys.add(row["_order_key"])
+            continue
         total += row["amount"] if node.func == "revenue" else row["_order"]
-    return total
+    return total + len(keys)
 
 
 @pytest.mark.parametrize(
@@ -678,6 +718,10 @@ def _agg_reference(orders: pl.DataFrame, rule: str, customer: int) -> float:
         "revenue(channel: 'app', category: 'shoes') > 0",
         "orders(since: 2026-03-20) > 0",
         "revenue(since: today) > 0",
+        "orders(since: -1y, category: 'shoes') > 0",
+        "orders(since: -60d, until: -10d) > 0",
+        "revenue(since: 2026-03-01, until: 2026-03-20, channel: 'app') > 0",
+        "orders(until: yesterday) > 0",
     ],
 )
 def test_order_aggregates_against_reference(rule):

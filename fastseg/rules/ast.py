@@ -18,11 +18,14 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as _field
 from typing import Literal, TypeAlias
 
 __all__ = [
     "Aggregate",
     "And",
+    "Anniversary",
+    "Arith",
     "Between",
     "Bool",
     "Compare",
@@ -43,7 +46,9 @@ __all__ = [
     "SegmentRef",
     "String",
     "Today",
+    "Term",
     "Value",
+    "Neg",
     "add_months",
     "render",
     "render_value",
@@ -52,6 +57,8 @@ __all__ = [
 ]
 
 CompareOp = Literal["=", "!=", ">", ">=", "<", "<="]
+ArithOp = Literal["+", "-", "*", "/"]
+AggFunc = Literal["orders", "revenue", "units", "distinct", "events"]
 DateUnit = Literal["d", "w", "m", "y"]
 
 
@@ -112,9 +119,14 @@ Value: TypeAlias = Number | String | Bool | DateLit | RelDate | Today
 
 @dataclass(frozen=True)
 class Field:
-    """A column of the scores frame (case-sensitive name)."""
+    """A column of the scores frame (case-sensitive name).
+
+    ``pos`` is the offset of the name in the rule's text (-1 when built by hand); it takes no
+    part in equality, so a tree compares equal to its re-parsed rendering.
+    """
 
     name: str
+    pos: int = _field(default=-1, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -126,24 +138,60 @@ class Aggregate:
 
     Attributes
     ----------
-    func : {"orders", "revenue", "events"}
-        Count of orders, net revenue (refunds included), or count of events.
+    func : {"orders", "revenue", "units", "distinct", "events"}
+        Count of orders (with filters: orders having at least one matching line), net revenue
+        (refunds included), sum of ``quantity`` of the matching lines that are not refunds,
+        number of distinct values of the column ``of`` among those lines, or count of events.
     event : str or None
         The event type counted by ``events``; ``None`` for the others.
     since : DateLit, RelDate, Today or None
-        Rows dated on or after this date count; ``None`` means all history.
+        Rows dated on or after this date count; ``None`` means from the first row.
     filters : tuple of (column, values)
         Equality filters on source columns, sorted by column; a row passes a filter when its
         value is one of ``values``.
+    until : DateLit, RelDate, Today or None
+        Rows dated on or before this date count (inclusive); ``None`` means up to the scoring
+        date.
+    of : str or None
+        The column whose distinct values ``distinct`` counts; ``None`` for the others.
     """
 
-    func: Literal["orders", "revenue", "events"]
+    func: AggFunc
     event: str | None
     since: DateLit | RelDate | Today | None
     filters: tuple[tuple[str, tuple[Value, ...]], ...] = ()
+    until: DateLit | RelDate | Today | None = None
+    of: str | None = None
+    pos: int = _field(default=-1, compare=False, repr=False)
 
 
-Operand: TypeAlias = Field | Aggregate
+@dataclass(frozen=True)
+class Anniversary:
+    """``anniversary(birth_date)``: the customer's next anniversary of a date column, on or
+    after the scoring date (month and day; 29 February is 28 February in other years)."""
+
+    field: Field
+
+
+@dataclass(frozen=True)
+class Arith:
+    """``left op right`` with ``op`` one of ``+ - * /`` (numbers; nulls propagate, division
+    by zero is null)."""
+
+    op: ArithOp
+    left: Term
+    right: Term
+
+
+@dataclass(frozen=True)
+class Neg:
+    """``-operand`` (unary minus of a field or a parenthesized expression)."""
+
+    operand: Term
+
+
+Term: TypeAlias = "Field | Aggregate | Anniversary | Arith | Neg | Number"
+Operand: TypeAlias = "Field | Aggregate | Anniversary | Arith | Neg | Number"
 
 
 # ----------------------------------------------------------------------------- predicates
@@ -151,11 +199,12 @@ Operand: TypeAlias = Field | Aggregate
 
 @dataclass(frozen=True)
 class Compare:
-    """``operand op value`` with ``op`` one of ``= != > >= < <=``."""
+    """``operand op value`` with ``op`` one of ``= != > >= < <=``; ``value`` is a literal, or
+    a term (a field, an aggregate, arithmetic) for field-to-field comparisons."""
 
     operand: Operand
     op: CompareOp
-    value: Value
+    value: Value | Term
 
 
 @dataclass(frozen=True)
@@ -311,6 +360,7 @@ def render_value(value: Value) -> str:
 
 
 _KEYWORDS = {
+    "YESTERDAY",
     "AND",
     "OR",
     "NOT",
@@ -331,21 +381,51 @@ def _render_name(name: str) -> str:
     return f"`{name}`"
 
 
-def _render_operand(operand: Operand) -> str:
+def _render_bound(value: DateLit | RelDate | Today) -> str:
+    return render_value(value)
+
+
+def _render_operand(operand: Operand, level: int = 0) -> str:
+    """Rule text of a term; ``level`` is the binding strength of the context (0: none, 1: an
+    operand of + or -, 2: of * or /, 3: of a unary minus)."""
     if isinstance(operand, Field):
         return _render_name(operand.name)
+    if isinstance(operand, Number):
+        return repr(operand.value)
+    if isinstance(operand, Anniversary):
+        return f"anniversary({_render_name(operand.field.name)})"
+    if isinstance(operand, Arith):
+        mine = 1 if operand.op in "+-" else 2
+        # left-associative: a right child of the same strength needs parentheses
+        text = (
+            f"{_render_operand(operand.left, mine)} {operand.op} "
+            f"{_render_operand(operand.right, mine + 1)}"
+        )
+        return f"({text})" if level > mine else text
+    if isinstance(operand, Neg):
+        return f"-{_render_operand(operand.operand, 3)}"
     args: list[str] = []
     if operand.event is not None:
         args.append(_quote(operand.event))
+    if operand.of is not None:
+        args.append(_render_name(operand.of))
     if operand.since is not None:
-        args.append(f"since: {render_value(operand.since)}")
+        args.append(f"since: {_render_bound(operand.since)}")
+    if operand.until is not None:
+        args.append(f"until: {_render_bound(operand.until)}")
     for column, values in operand.filters:
-        key = f"`{column}`" if column == "since" else _render_name(column)
+        key = f"`{column}`" if column in ("since", "until") else _render_name(column)
         if len(values) == 1:
             args.append(f"{key}: {render_value(values[0])}")
         else:
             args.append(f"{key}: ({', '.join(render_value(v) for v in values)})")
     return f"{operand.func}({', '.join(args)})"
+
+
+def _render_rhs(value: Value | Term) -> str:
+    if isinstance(value, String | Bool | DateLit | RelDate | Today):
+        return render_value(value)
+    return _render_operand(value)
 
 
 _PRECEDENCE = {Or: 1, And: 2, Not: 3}
@@ -373,7 +453,7 @@ def render(node: Expr, *, _parent: int = 0) -> str:
         return f"segment({node.name})"
     operand = _render_operand(node.operand)
     if isinstance(node, Compare):
-        return f"{operand} {node.op} {render_value(node.value)}"
+        return f"{operand} {node.op} {_render_rhs(node.value)}"
     if isinstance(node, Between):
         word = "NOT BETWEEN" if node.negated else "BETWEEN"
         return f"{operand} {word} {render_value(node.low)} AND {render_value(node.high)}"

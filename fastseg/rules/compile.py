@@ -203,14 +203,38 @@ def _filter_part(column: str, values: tuple[Value, ...]) -> str:
     return f"{_name_part(column)}_{_name_part(text)}"
 
 
-def _since_part(since: DateLit | RelDate | Today | None) -> str:
-    if since is None:
-        return "all"
-    if isinstance(since, Today):
+def _bound_part(bound: DateLit | RelDate | Today) -> str:
+    if isinstance(bound, Today):
         return "0d"
-    if isinstance(since, RelDate):
-        return f"{-since.amount}{since.unit}"
-    return f"since_{since.value.strftime('%Y%m%d')}"
+    if isinstance(bound, RelDate):
+        return f"{-bound.amount}{bound.unit}"
+    return bound.value.strftime("%Y%m%d")
+
+
+def _since_part(
+    since: DateLit | RelDate | Today | None, until: DateLit | RelDate | Today | None = None
+) -> str:
+    if since is None:
+        head = "all" if until is None else ""
+    elif isinstance(since, DateLit):
+        head = f"since_{_bound_part(since)}"
+    else:
+        head = _bound_part(since)
+    if until is None:
+        return head
+    tail = f"until_{_bound_part(until)}"
+    return f"{head}_{tail}" if head else tail
+
+
+#: the columns of the canonical order rows the aggregates read besides the filter columns:
+#: ``_order`` (1 on the row that counts an order: not a refund, first line of its order),
+#: ``_order_key`` (one value per order of a customer: the order id's key, or the row's number
+#: when rows are orders)
+ORDER_ROW_COLUMNS = ("customer_id", "order_date", "amount", "_order", "_order_key", "quantity")
+
+
+#: columns the row pass makes for the aggregates (never in a source's schema)
+_ROW_INTERNAL = frozenset({"_order", "_order_key"})
 
 
 @dataclass(frozen=True)
@@ -219,7 +243,8 @@ class AggSpec:
 
     Evaluate :meth:`expr` inside ``group_by("customer_id").agg(...)`` over the canonical raw
     frame of ``source``; join the result on ``customer_id`` and fill customers absent from
-    the group-by with ``fill``. Its output column is ``name``.
+    the group-by with ``fill``. Its output column is ``name``. The row pass computes the same
+    numbers without a ``group_by`` (:mod:`fastseg.pipeline`); :meth:`expr` is their definition.
 
     Attributes
     ----------
@@ -230,7 +255,7 @@ class AggSpec:
     columns : tuple of str
         Source columns the expression reads (besides ``customer_id``).
     aggregate : Aggregate
-        The syntax node it comes from (``since`` still symbolic).
+        The syntax node it comes from (dates still symbolic).
     fill : int or float
         Value of customers without any row in the source.
     """
@@ -243,13 +268,57 @@ class AggSpec:
 
     @property
     def dtype(self) -> pl.DataType:
-        """Int64 for counts, Float64 for revenue."""
-        return pl.Float64() if self.aggregate.func == "revenue" else pl.Int64()
+        """Float64 for revenue and units, Int64 for counts."""
+        return pl.Float64() if self.aggregate.func in ("revenue", "units") else pl.Int64()
+
+    @property
+    def line_level(self) -> bool:
+        """Whether an order counts by any of its lines (``orders()`` with filters)."""
+        return self.aggregate.func == "orders" and bool(self.aggregate.filters)
 
     def since_date(self, as_of: dt.date) -> dt.date | None:
         """First date inside the window when scoring at ``as_of`` (``None``: all history)."""
         since = self.aggregate.since
         return None if since is None else resolve_date(since, as_of)
+
+    def until_date(self, as_of: dt.date) -> dt.date | None:
+        """Last date inside the window (inclusive) when scoring at ``as_of`` (``None``: the
+        scoring date, after which no row is read)."""
+        until = self.aggregate.until
+        return None if until is None else resolve_date(until, as_of)
+
+    def filter_values(self) -> list[tuple[str, list[object]]]:
+        """Each filter column with its values as Python objects (deduplicated, sorted)."""
+        return [
+            (c, sorted({_python_value(v) for v in vals}, key=lambda v: (type(v).__name__, v)))
+            for c, vals in self.aggregate.filters
+        ]
+
+    def condition(self, as_of: dt.date) -> pl.Expr | None:
+        """The row condition (window, event type, filters) as a never-null expression, or
+        ``None`` when every row counts. Orders' ``units``/``distinct``/line-level ``orders``
+        also need the line not to be a refund (``amount >= 0``)."""
+        agg = self.aggregate
+        conds: list[pl.Expr] = []
+        date_col = "event_date" if self.source == "events" else "order_date"
+        since, until = self.since_date(as_of), self.until_date(as_of)
+        if since is not None:
+            conds.append(pl.col(date_col) >= pl.lit(since, dtype=pl.Date()))
+        if until is not None:
+            conds.append(pl.col(date_col) <= pl.lit(until, dtype=pl.Date()))
+        if agg.func == "events":
+            conds.append(pl.col("event") == pl.lit(agg.event, dtype=pl.String()))
+        for column, py in self.filter_values():
+            if len(py) == 1:
+                conds.append(pl.col(column) == pl.lit(py[0]))
+            else:
+                conds.append(pl.col(column).is_in(py))
+        if agg.func in ("units", "distinct") or self.line_level:
+            conds.append(pl.col("amount") >= 0)
+        cond: pl.Expr | None = None
+        for c in conds:
+            cond = c if cond is None else cond & c
+        return None if cond is None else cond.fill_null(False)
 
     def expr(self, as_of: dt.date) -> pl.Expr:
         """Aggregation expression for ``group_by("customer_id").agg(...)``; 0 for no row.
@@ -261,35 +330,27 @@ class AggSpec:
         'orders_30d'
         """
         agg = self.aggregate
-        conds: list[pl.Expr] = []
-        date_col = "event_date" if self.source == "events" else "order_date"
-        since = self.since_date(as_of)
-        if since is not None:
-            conds.append(pl.col(date_col) >= pl.lit(since, dtype=pl.Date()))
-        if agg.func == "events":
-            conds.append(pl.col("event") == pl.lit(agg.event, dtype=pl.String()))
-        for column, values in agg.filters:
-            py = sorted({_python_value(v) for v in values}, key=lambda v: (type(v).__name__, v))
-            if len(py) == 1:
-                conds.append(pl.col(column) == pl.lit(py[0]))
-            else:
-                conds.append(pl.col(column).is_in(py))
-        cond: pl.Expr | None = None
-        for c in conds:
-            cond = c if cond is None else cond & c
+        cond = self.condition(as_of)
         if agg.func == "revenue":
             amount = pl.col("amount").cast(pl.Float64)
-            out = amount if cond is None else pl.when(cond.fill_null(False)).then(amount)
-            result = out.otherwise(0.0).sum() if cond is not None else out.sum()
+            result = amount.sum() if cond is None else pl.when(cond).then(amount).otherwise(0.0).sum()
+        elif agg.func == "units":
+            assert cond is not None
+            qty = pl.col("quantity").cast(pl.Float64).fill_nan(None).fill_null(0.0)
+            result = pl.when(cond).then(qty).otherwise(0.0).sum()
+        elif agg.func == "distinct":
+            assert cond is not None and agg.of is not None
+            col = pl.col(agg.of)
+            result = col.filter(cond & col.is_not_null()).n_unique()
+        elif self.line_level:
+            assert cond is not None
+            result = pl.col("_order_key").filter(cond).n_unique()
         elif agg.func == "orders":
             order = pl.col("_order").cast(pl.Int64)
-            if cond is None:
-                result = order.sum()
-            else:
-                result = pl.when(cond.fill_null(False)).then(order).otherwise(0).sum()
+            result = order.sum() if cond is None else pl.when(cond).then(order).otherwise(0).sum()
         else:
             assert cond is not None
-            result = cond.fill_null(False).cast(pl.Int64).sum()
+            result = cond.cast(pl.Int64).sum()
         return result.cast(self.dtype).alias(self.name)
 
 
@@ -299,21 +360,30 @@ def aggregate_spec(node: Aggregate) -> AggSpec:
     Unfiltered windows are named like the precomputed feature columns (``orders_30d``,
     ``revenue_365d``, ``email_open_30d``), so those need no extra pass over the data.
     """
-    since = _since_part(node.since)
+    since = _since_part(node.since, node.until)
     if node.func == "events":
         assert node.event is not None
         base = f"{_name_part(node.event)}_{since}"
         source: Literal["orders", "events"] = "events"
         columns = ["event"]
     else:
-        base = f"{node.func}_{since}"
         source = "orders"
-        columns = ["_order"] if node.func == "orders" else ["amount"]
-    if node.since is not None:
+        if node.func == "distinct":
+            assert node.of is not None
+            base = f"distinct_{_name_part(node.of)}_{since}"
+            columns = ["amount", node.of]
+        else:
+            base = f"{node.func}_{since}"
+            columns = {
+                "orders": ["_order_key", "amount"] if node.filters else ["_order"],
+                "revenue": ["amount"],
+                "units": ["quantity", "amount"],
+            }[node.func]
+    if node.since is not None or node.until is not None:
         columns.append("event_date" if source == "events" else "order_date")
     parts = [base] + [_filter_part(c, v) for c, v in node.filters]
     columns.extend(c for c, _ in node.filters)
-    fill: int | float = 0.0 if node.func == "revenue" else 0
+    fill: int | float = 0.0 if node.func in ("revenue", "units") else 0
     return AggSpec("__".join(parts), source, tuple(dict.fromkeys(columns)), node, fill)
 
 
@@ -587,7 +657,9 @@ class _Checker:
             call = render(IsTrue(operand))
             if source_schema is None:
                 raise _Missing([spec.name], f"{spec.source} data (for {call})")
-            absent = [c for c in spec.columns if c not in source_schema]
+            absent = [
+                c for c in spec.columns if c not in source_schema and c not in _ROW_INTERNAL
+            ]
             if absent:
                 cols = ", ".join(f"'{c}'" for c in absent)
                 raise _Missing(absent, f"{spec.source} column(s) {cols} (for {call})")

@@ -64,9 +64,24 @@ from fastseg.rules.ast import (
 __all__ = ["AGGREGATE_FUNCTIONS", "KEYWORDS", "MAX_DEPTH", "MAX_RULE_LENGTH", "parse_rule"]
 
 KEYWORDS = frozenset(
-    {"AND", "OR", "NOT", "BETWEEN", "IN", "CONTAINS", "IS", "NULL", "TRUE", "FALSE", "TODAY"}
+    {
+        "AND",
+        "OR",
+        "NOT",
+        "BETWEEN",
+        "IN",
+        "CONTAINS",
+        "IS",
+        "NULL",
+        "TRUE",
+        "FALSE",
+        "TODAY",
+        "YESTERDAY",
+    }
 )
-AGGREGATE_FUNCTIONS = ("orders", "revenue", "events")
+AGGREGATE_FUNCTIONS = ("orders", "revenue", "units", "distinct", "events")
+#: functions of a term (besides the aggregates)
+TERM_FUNCTIONS = ("anniversary",)
 MAX_DEPTH = 100
 MAX_RULE_LENGTH = 100_000
 
@@ -77,6 +92,14 @@ _RESERVED_FILTERS = {
     "event_date": "use since: to set the window",
     "event": "give the event type as the first argument of events()",
     "amount": "revenue() sums it; filter on other columns",
+    "_order": "it is internal",
+}
+
+# Columns distinct() may not count.
+_RESERVED_DISTINCT = {
+    "customer_id": "customers are the groups",
+    "order_date": "count days with another column, or use orders()",
+    "amount": "it is money, not a label",
     "_order": "it is internal",
 }
 
@@ -391,6 +414,9 @@ class _Parser:
         if kind == "keyword" and tok.value == "TODAY":
             self.advance()
             return Today()
+        if kind == "keyword" and tok.value == "YESTERDAY":
+            self.advance()
+            return RelDate(-1, "d")
         if kind == "keyword" and tok.value == "NULL":
             raise _error(
                 self.text, tok.pos, "NULL is not a value: write 'field IS NULL' or 'IS NOT NULL'"
@@ -418,6 +444,7 @@ class _Parser:
         func = name_tok.text.lower()
         self.advance()  # (
         event: str | None = None
+        of: str | None = None
         if func == "events":
             tok = self.peek()
             if tok.kind != "string":
@@ -428,7 +455,17 @@ class _Parser:
                 raise _error(self.text, tok.pos, "the event type must not be empty")
             if not self.is_punct(")"):
                 self.expect_punct(",", "',' or ')' after the event type")
-        since: DateLit | RelDate | Today | None = None
+        elif func == "distinct":
+            tok = self.peek()
+            if tok.kind not in ("ident", "qident") or self.is_punct(":", 1):
+                raise self.fail(tok, "the column to count, e.g. distinct(category, since: -1y)")
+            self.advance()
+            of = str(tok.value) if tok.kind == "qident" else tok.text
+            if of in _RESERVED_DISTINCT:
+                raise _error(self.text, tok.pos, f"cannot count distinct '{of}': {_RESERVED_DISTINCT[of]}")
+            if not self.is_punct(")"):
+                self.expect_punct(",", "',' or ')' after the column")
+        bounds: dict[str, DateLit | RelDate | Today] = {}
         filters: dict[str, tuple[Value, ...]] = {}
         seen: set[str] = set()
         first = True
@@ -441,14 +478,14 @@ class _Parser:
                 raise self.fail(tok, "an argument such as since: -90d or channel: 'app'")
             self.advance()
             key = str(tok.value) if tok.kind == "qident" else tok.text
-            if key.lower() == "since" and tok.kind == "ident":
-                key = "since"
+            if key.lower() in ("since", "until") and tok.kind == "ident":
+                key = key.lower()
             if key in seen:
                 raise _error(self.text, tok.pos, f"argument '{key}' is given twice")
             seen.add(key)
             self.expect_punct(":", f"':' after '{key}'")
-            if key == "since":
-                since = self.since_value()
+            if key in ("since", "until") and tok.kind == "ident":
+                bounds[key] = self.bound_value(key)
                 continue
             if key in _RESERVED_FILTERS:
                 raise _error(
@@ -465,24 +502,35 @@ class _Parser:
                     raise _error(
                         self.text,
                         tok.pos,
-                        f"filter '{key}' takes numbers, strings or true/false, not dates",
+                        f"filter '{key}' takes numbers, strings or true/false, not dates "
+                        "(use since: and until: for the window)",
                     )
             filters[key] = values
         self.advance()  # )
-        return Aggregate(func, event, since, tuple(sorted(filters.items())))  # type: ignore[arg-type]
+        return Aggregate(
+            func,  # type: ignore[arg-type]
+            event,
+            bounds.get("since"),
+            tuple(sorted(filters.items())),
+            bounds.get("until"),
+            of,
+            pos=name_tok.pos,
+        )
 
-    def since_value(self) -> DateLit | RelDate | Today:
+    def bound_value(self, key: str) -> DateLit | RelDate | Today:
         tok = self.peek()
         value = self.value()
         if not isinstance(value, DateLit | RelDate | Today):
             raise _error(
-                self.text, tok.pos, "since: takes a date such as -90d, 2026-01-31 or today"
+                self.text,
+                tok.pos,
+                f"{key}: takes a date such as -90d, 2026-01-31, yesterday or today",
             )
         if isinstance(value, RelDate) and value.amount > 0:
             raise _error(
                 self.text,
                 tok.pos,
-                f"since: {tok.text} is after the scoring date; write -{tok.text[1:]}",
+                f"{key}: {tok.text} is after the scoring date; write -{tok.text[1:]}",
             )
         return value
 
