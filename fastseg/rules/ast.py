@@ -54,6 +54,7 @@ __all__ = [
     "render_value",
     "resolve_date",
     "walk",
+    "walk_terms",
 ]
 
 CompareOp = Literal["=", "!=", ">", ">=", "<", "<="]
@@ -476,3 +477,33 @@ def walk(node: Expr) -> Iterator[Expr]:
         yield from walk(node.right)
     elif isinstance(node, Not):
         yield from walk(node.operand)
+
+
+def walk_terms(node: Expr | Operand | Value) -> Iterator[Operand]:
+    """Yield every term (field, aggregate, anniversary, arithmetic, number) of a predicate or a
+    term, depth first; logical nodes yield the terms of their predicates."""
+    if isinstance(node, And | Or | Not):
+        for sub in walk(node):
+            if not isinstance(sub, And | Or | Not | Const | SegmentRef):
+                yield from walk_terms(sub)
+        return
+    if isinstance(node, Compare):
+        yield from walk_terms(node.operand)
+        if isinstance(node.value, Field | Aggregate | Anniversary | Arith | Neg):
+            yield from walk_terms(node.value)
+        return
+    if isinstance(node, Between | In | Contains | IsNull | IsTrue):
+        yield from walk_terms(node.operand)
+        return
+    if isinstance(node, Field | Aggregate | Number):
+        yield node
+    elif isinstance(node, Anniversary):
+        yield node
+        yield node.field
+    elif isinstance(node, Arith):
+        yield node
+        yield from walk_terms(node.left)
+        yield from walk_terms(node.right)
+    elif isinstance(node, Neg):
+        yield node
+        yield from walk_terms(node.operand)

@@ -329,10 +329,10 @@ class _Parser:
             )
         if tok.kind == "ident":
             self.advance()
-            return self.tail(Field(tok.text))
+            return self.tail(Field(tok.text, pos=tok.pos))
         if tok.kind == "qident":
             self.advance()
-            return self.tail(Field(str(tok.value)))
+            return self.tail(Field(str(tok.value), pos=tok.pos))
         if tok.kind == "keyword" and tok.value == "NULL":
             raise _error(self.text, tok.pos, "NULL is not a condition: write 'field IS NULL'")
         raise self.fail(tok, _CONDITION_HINT)
