@@ -1,0 +1,213 @@
+"""The rule compiler's windowed aggregates over orders, computed in the row pass.
+
+Each :class:`fastseg.rules.compile.AggSpec` (its :meth:`~fastseg.rules.compile.AggSpec.expr` is
+the definition) becomes, per batch of usable rows, a row mask — the window on the day numbers,
+the filters on the batch's filter columns, ``amount >= 0`` where the form needs it — and an
+update of per-customer state indexed by the order aggregator's customer codes:
+
+* ``revenue`` and ``units``: masked sums; ``orders()`` without filters: a masked count of the
+  order flag (the first line of an order);
+* ``orders()`` with filters: an exact set of (customer, order id key) pairs, plus a masked count
+  of the matching lines without an order id (each its own order);
+* ``distinct(col)``: an exact set of (customer, value key) pairs; text values are coded by a
+  dictionary kept across batches, numbers by their exact bits.
+
+So the lines of one order may arrive in any batch. A spec needing a column the orders lack is
+not computed (the rule compiler names the column). State grows with the customers (and the
+distinct pairs), never with the rows. Partitions do not merge yet: the pair sets would merge
+exactly by re-inserting their pairs under the merged codes, the sums by adding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fastseg.config import EPOCH
+
+__all__ = ["RuleAggregates"]
+
+#: columns every order row has in the pass (not looked up in the batch's table)
+_BUILT_IN = frozenset({"customer_id", "order_date", "amount", "_order", "_order_key"})
+
+
+class _Spec:
+    """One computable spec: its window as day numbers and its state."""
+
+    def __init__(self, spec: Any, as_of: dt.date) -> None:
+        self.spec = spec
+        agg = spec.aggregate
+        since, until = spec.since_date(as_of), spec.until_date(as_of)
+        self.lo = None if since is None else (since - EPOCH).days
+        self.hi = None if until is None else (until - EPOCH).days
+        self.func = agg.func
+        self.filters = spec.filter_values()
+        self.gross_only = agg.func in ("units", "distinct") or spec.line_level
+        self.sum: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+        self.pairs: Any = None
+        if agg.func in ("revenue", "units"):
+            self.sum = np.zeros(1, np.float64)
+        else:
+            self.count = np.zeros(1, np.int64)
+        if agg.func == "distinct" or spec.line_level:
+            from fastseg.kernels.rules import PairTable
+
+            self.pairs = PairTable(1, 1 << 12)
+
+
+class RuleAggregates:
+    """Per-customer state of the order aggregates in ``specs`` that ``columns`` (the order
+    table's canonical and filter columns) allow; see :mod:`fastseg.aggregates`."""
+
+    def __init__(self, specs: Sequence[Any], as_of: dt.date, columns: Sequence[str]) -> None:
+        have = set(columns) | _BUILT_IN
+        self.specs = [
+            _Spec(s, as_of) for s in specs if s.source == "orders" and set(s.columns) <= have
+        ]
+        self.table_columns = sorted(
+            {c for s in self.specs for c in s.spec.columns if c not in _BUILT_IN}
+        )
+        self.needs_order_ids = "order_id" in columns and any(
+            s.spec.line_level for s in self.specs
+        )
+        self._dicts: dict[str, dict[Any, int]] = {}  # text values -> exact int codes
+
+    def __bool__(self) -> bool:
+        return bool(self.specs)
+
+    # ----------------------------------------------------------------------------- per batch
+
+    def add(
+        self,
+        codes: np.ndarray,
+        customers: int,
+        day: np.ndarray,
+        amount: np.ndarray,
+        flags: np.ndarray,
+        table: Any,
+        usable: np.ndarray,
+        order_ids: np.ndarray | None,
+    ) -> None:
+        """One batch: ``codes``/``day``/``amount``/``flags`` of its usable rows (``usable``: their
+        positions in ``table``, an Arrow table with the filter columns), ``order_ids`` their
+        order id keys (flag bit 2: none) or None; ``customers`` the codes' bound."""
+        from fastseg.kernels.rules import masked_add, masked_count
+
+        frame = pl.from_arrow(table.select(self.table_columns)) if self.table_columns else None
+        assert frame is None or isinstance(frame, pl.DataFrame)
+        cache: dict[Any, np.ndarray] = {}
+        gross = amount >= 0
+        for s in self.specs:
+            mask = self._window(s, day, cache)
+            for column, values in s.filters:
+                assert frame is not None
+                key = (column, tuple(values))
+                if key not in cache:
+                    cache[key] = _filter_mask(frame[column], values)[usable]
+                mask = mask & cache[key]
+            if s.gross_only:
+                mask = mask & gross
+            if s.sum is not None:
+                s.sum = _grown(s.sum, customers)
+                if s.func == "revenue":
+                    values = amount
+                else:
+                    assert frame is not None
+                    values = _quantity(frame["quantity"])[usable]
+                masked_add(codes, mask, values, s.sum)
+                continue
+            assert s.count is not None
+            s.count = _grown(s.count, customers)
+            if s.func == "orders" and not s.spec.line_level:
+                masked_count(codes, mask & ((flags & np.uint8(1)) != 0), s.count)
+            elif s.func == "orders":
+                if order_ids is None:  # every line its own order
+                    masked_count(codes, mask, s.count)
+                else:
+                    no_id = (flags & np.uint8(4)) != 0
+                    masked_count(codes, mask & no_id, s.count)
+                    s.pairs.grow(customers)
+                    s.pairs.add(codes, order_ids, mask & ~no_id)
+            else:  # distinct
+                assert frame is not None
+                keys, valid = self._value_keys(s.spec.aggregate.of, frame)
+                s.pairs.grow(customers)
+                s.pairs.add(codes, keys[usable], mask & valid[usable])
+
+    @staticmethod
+    def _window(s: _Spec, day: np.ndarray, cache: dict[Any, np.ndarray]) -> np.ndarray:
+        key = ("window", s.lo, s.hi)
+        if key not in cache:
+            mask = np.ones(day.shape[0], np.bool_)
+            if s.lo is not None:
+                mask &= day >= s.lo
+            if s.hi is not None:
+                mask &= day <= s.hi
+            cache[key] = mask
+        return cache[key]
+
+    def _value_keys(self, column: str, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Exact int64 keys of a column's values (and where they are not null)."""
+        col = frame[column]
+        valid = col.is_not_null().to_numpy()
+        if col.dtype in (pl.String, pl.Categorical) or isinstance(col.dtype, pl.Enum):
+            col = col.cast(pl.String)
+            book = self._dicts.setdefault(column, {})
+            for v in col.drop_nulls().unique().to_list():
+                book.setdefault(v, len(book))
+            olds = list(book)
+            keys = col.replace_strict(olds, list(range(len(olds))), default=-1, return_dtype=pl.Int64)
+            return keys.fill_null(-1).to_numpy(), valid
+        if col.dtype.is_float():
+            x = col.cast(pl.Float64).fill_null(0.0).to_numpy() + 0.0  # -0.0 as 0.0
+            x[np.isnan(x)] = np.nan  # one NaN
+            return x.view(np.int64), valid
+        phys = col.to_physical() if not col.dtype.is_integer() else col
+        return phys.cast(pl.Int64).fill_null(0).to_numpy(), valid
+
+    # ------------------------------------------------------------------------------ at the end
+
+    def frame(self, ids: pl.Series, n: int) -> tuple[pl.DataFrame, dict[str, Any]] | None:
+        """The aggregates of the customers coded ``0..n-1`` (``ids`` in code order)."""
+        if not self.specs:
+            return None
+        cols = [ids.alias("customer_id")]
+        for s in self.specs:
+            if s.sum is not None:
+                values = _grown(s.sum, n)[:n]
+            else:
+                assert s.count is not None
+                values = _grown(s.count, n)[:n].copy()
+                if s.pairs is not None:
+                    s.pairs.grow(n)
+                    values += s.pairs.counts[:n]
+            cols.append(pl.Series(s.spec.name, values).cast(s.spec.dtype))
+        fills = {s.spec.name: s.spec.fill for s in self.specs}
+        return pl.DataFrame(cols), fills
+
+
+def _grown(a: np.ndarray, n: int) -> np.ndarray:
+    if a.shape[0] >= n:
+        return a
+    out = np.zeros(max(n, 2 * a.shape[0]), a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _filter_mask(col: pl.Series, values: Sequence[Any]) -> np.ndarray:
+    """Rows whose value is one of ``values`` (never null), as :meth:`AggSpec.condition`."""
+    if col.dtype == pl.Categorical or isinstance(col.dtype, pl.Enum):
+        col = col.cast(pl.String)
+    frame = col.to_frame("v")
+    expr = pl.col("v") == pl.lit(values[0]) if len(values) == 1 else pl.col("v").is_in(values)
+    return frame.select(expr.fill_null(False))["v"].to_numpy()
+
+
+def _quantity(col: pl.Series) -> np.ndarray:
+    """Quantities as float64, null and NaN as 0 (as :meth:`AggSpec.expr`)."""
+    return col.cast(pl.Float64).fill_nan(None).fill_null(0.0).to_numpy()

@@ -1,0 +1,232 @@
+"""Per-customer state of the rule aggregates and ``top_category``, in the row pass.
+
+Sums and counts are masked scatter-adds into arrays indexed by customer code. Distinct things
+per customer (the orders of ``orders(sku: ...)``, the values of ``distinct(col)``) and the
+revenue per (customer, category) are kept exactly in :class:`PairTable`: an open-addressing
+hash table of ``(customer code, int64 key)`` pairs (Fibonacci hashing, linear probing, grown by
+doubling below a load of 0.5), with a float64 sum per pair and a count of new pairs per
+customer. Keys are exact (order id keys, dictionary codes of values, value bits), never hashes
+of values, so the numbers do not depend on how the rows are split into batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+from fastseg.errors import ParameterError
+from fastseg.kernels import CACHE
+
+__all__ = ["PairTable", "masked_add", "masked_count", "top_per_customer"]
+
+_LOAD = 0.5
+
+
+@njit(cache=CACHE)
+def _masked_add_kernel(codes, mask, values, out):  # pragma: no cover - jitted
+    for i in range(codes.shape[0]):
+        if mask[i]:
+            out[codes[i]] += values[i]
+
+
+@njit(cache=CACHE)
+def _masked_count_kernel(codes, mask, out):  # pragma: no cover - jitted
+    for i in range(codes.shape[0]):
+        if mask[i]:
+            out[codes[i]] += 1
+
+
+def _check(codes: NDArray[np.int64], mask: NDArray[np.bool_], out: np.ndarray) -> None:
+    if codes.shape[0] != mask.shape[0]:
+        msg = f"codes ({codes.shape[0]}) and mask ({mask.shape[0]}) must have the same length"
+        raise ParameterError(msg)
+    if codes.shape[0] and int(codes.max()) >= out.shape[0]:
+        msg = f"customer code {int(codes.max())} beyond the {out.shape[0]} accumulators"
+        raise ParameterError(msg)
+
+
+def masked_add(
+    codes: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    values: NDArray[np.float64],
+    out: NDArray[np.float64],
+) -> None:
+    """``out[codes[i]] += values[i]`` for every ``i`` where ``mask[i]`` (in place)."""
+    _check(codes, mask, out)
+    if values.shape[0] != codes.shape[0] or out.dtype != np.float64:
+        msg = "masked_add: values must match codes and out must be float64"
+        raise ParameterError(msg)
+    _masked_add_kernel(
+        np.ascontiguousarray(codes, np.int64),
+        np.ascontiguousarray(mask, np.bool_),
+        np.ascontiguousarray(values, np.float64),
+        out,
+    )
+
+
+def masked_count(
+    codes: NDArray[np.int64], mask: NDArray[np.bool_], out: NDArray[np.int64]
+) -> None:
+    """``out[codes[i]] += 1`` for every ``i`` where ``mask[i]`` (in place)."""
+    _check(codes, mask, out)
+    if out.dtype != np.int64:
+        msg = "masked_count: out must be int64"
+        raise ParameterError(msg)
+    _masked_count_kernel(
+        np.ascontiguousarray(codes, np.int64), np.ascontiguousarray(mask, np.bool_), out
+    )
+
+
+@njit(cache=CACHE, inline="always")
+def _slot(code, key, shift):  # pragma: no cover - jitted
+    x = np.uint64(code) * np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(key)
+    x ^= x >> np.uint64(31)
+    return (x * np.uint64(0x9E3779B97F4A7C15)) >> shift
+
+
+@njit(cache=CACHE)
+def _insert_kernel(
+    table_code, table_key, table_sum, shift, limit, n, codes, keys, mask, values, counts, start
+):  # pragma: no cover - jitted
+    """Insert rows ``start..`` of the batch (``mask``ed) until the table holds ``limit`` pairs;
+    returns ``(next row, pairs held)``. ``table_code`` -1: empty slot; ``counts[code]`` +1 per
+    new pair; ``values`` (may be empty) added to the pair's sum."""
+    size = np.uint64(table_code.shape[0] - 1)
+    with_values = values.shape[0] > 0
+    i = start
+    while i < codes.shape[0]:
+        if mask[i]:
+            if n >= limit:
+                return i, n
+            c = codes[i]
+            k = keys[i]
+            h = _slot(c, k, shift)
+            while True:
+                tc = table_code[h]
+                if tc == -1:
+                    table_code[h] = c
+                    table_key[h] = k
+                    counts[c] += 1
+                    n += 1
+                    break
+                if tc == c and table_key[h] == k:
+                    break
+                h = (h + np.uint64(1)) & size
+            if with_values:
+                table_sum[h] += values[i]
+        i += 1
+    return i, n
+
+
+@njit(cache=CACHE)
+def _rehash_kernel(
+    old_code, old_key, old_sum, new_code, new_key, new_sum, shift
+):  # pragma: no cover - jitted
+    size = np.uint64(new_code.shape[0] - 1)
+    for i in range(old_code.shape[0]):
+        c = old_code[i]
+        if c == -1:
+            continue
+        h = _slot(c, old_key[i], shift)
+        while new_code[h] != -1:
+            h = (h + np.uint64(1)) & size
+        new_code[h] = c
+        new_key[h] = old_key[i]
+        new_sum[h] = old_sum[i]
+
+
+@njit(cache=CACHE)
+def _top_kernel(code, key, total, rank, best_key, best_sum):  # pragma: no cover - jitted
+    for i in range(code.shape[0]):
+        c = code[i]
+        if c == -1:
+            continue
+        k = key[i]
+        s = total[i]
+        b = best_key[c]
+        if b == -1 or s > best_sum[c] or (s == best_sum[c] and rank[k] < rank[b]):
+            best_key[c] = k
+            best_sum[c] = s
+
+
+class PairTable:
+    """An exact set of ``(customer code, int64 key)`` pairs with a float64 sum per pair.
+
+    ``counts[code]`` is the number of distinct keys of each customer (it grows with
+    :meth:`grow`); :meth:`entries` gives every pair with its sum.
+    """
+
+    def __init__(self, customers: int = 1, capacity: int = 1 << 10) -> None:
+        cap = 1 << max(4, int(capacity - 1).bit_length())
+        self._alloc(cap)
+        self.n = 0
+        self.counts = np.zeros(max(1, customers), np.int64)
+
+    def _alloc(self, cap: int) -> None:
+        self.code = np.full(cap, -1, np.int64)
+        self.key = np.zeros(cap, np.int64)
+        self.sum = np.zeros(cap, np.float64)
+        self.shift = np.uint64(64 - (cap.bit_length() - 1))
+
+    def grow(self, customers: int) -> None:
+        """Room for customer codes below ``customers``."""
+        if customers > self.counts.shape[0]:
+            grown = np.zeros(max(customers, 2 * self.counts.shape[0]), np.int64)
+            grown[: self.counts.shape[0]] = self.counts
+            self.counts = grown
+
+    def _double(self) -> None:
+        old = (self.code, self.key, self.sum)
+        self._alloc(2 * old[0].shape[0])
+        _rehash_kernel(*old, self.code, self.key, self.sum, self.shift)
+
+    def add(
+        self,
+        codes: NDArray[np.int64],
+        keys: NDArray[np.int64],
+        mask: NDArray[np.bool_],
+        values: NDArray[np.float64] | None = None,
+    ) -> None:
+        """Insert the pairs ``(codes[i], keys[i])`` where ``mask[i]``; add ``values[i]`` to
+        their sums."""
+        m = codes.shape[0]
+        if keys.shape[0] != m or mask.shape[0] != m or (values is not None and values.shape[0] != m):
+            msg = "PairTable.add: codes, keys, mask and values must have the same length"
+            raise ParameterError(msg)
+        if m == 0:
+            return
+        if int(codes.max()) >= self.counts.shape[0] or int(codes.min()) < 0:
+            msg = f"PairTable.add: customer codes must lie in 0..{self.counts.shape[0] - 1}"
+            raise ParameterError(msg)
+        codes = np.ascontiguousarray(codes, np.int64)
+        keys = np.ascontiguousarray(keys, np.int64)
+        mask = np.ascontiguousarray(mask, np.bool_)
+        vals = np.empty(0, np.float64) if values is None else np.ascontiguousarray(values, np.float64)
+        start = 0
+        while True:
+            limit = int(self.code.shape[0] * _LOAD)
+            start, self.n = _insert_kernel(
+                self.code, self.key, self.sum, self.shift, limit, self.n,
+                codes, keys, mask, vals, self.counts, start,
+            )  # fmt: skip
+            if start >= m:
+                return
+            self._double()
+
+    def entries(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        """Every pair ``(codes, keys, sums)``, in table order."""
+        used = self.code != -1
+        return self.code[used], self.key[used], self.sum[used]
+
+    def top(self, customers: int, rank: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Per customer code, the key with the largest sum (ties: the smallest ``rank[key]``),
+        -1 for a customer without a pair. Keys must index ``rank``."""
+        best = np.full(max(customers, self.counts.shape[0]), -1, np.int64)
+        best_sum = np.zeros(best.shape[0], np.float64)
+        rank = np.ascontiguousarray(rank, np.int64)
+        if self.n and int(self.key[self.code != -1].max()) >= rank.shape[0]:
+            msg = "PairTable.top: a key beyond rank"
+            raise ParameterError(msg)
+        _top_kernel(self.code, self.key, self.sum, rank, best, best_sum)
+        return best[:customers]
