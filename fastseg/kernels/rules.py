@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["PairTable", "masked_add", "masked_count", "top_per_customer"]
+__all__ = ["PairTable", "masked_add", "masked_count"]
 
 _LOAD = 0.5
 
