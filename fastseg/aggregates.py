@@ -72,9 +72,7 @@ class RuleAggregates:
         self.table_columns = sorted(
             {c for s in self.specs for c in s.spec.columns if c not in _BUILT_IN}
         )
-        self.needs_order_ids = "order_id" in columns and any(
-            s.spec.line_level for s in self.specs
-        )
+        self.needs_order_ids = "order_id" in columns and any(s.spec.line_level for s in self.specs)
         self._dicts: dict[str, dict[Any, int]] = {}  # text values -> exact int codes
 
     def __bool__(self) -> bool:
@@ -161,7 +159,9 @@ class RuleAggregates:
             for v in col.drop_nulls().unique().to_list():
                 book.setdefault(v, len(book))
             olds = list(book)
-            keys = col.replace_strict(olds, list(range(len(olds))), default=-1, return_dtype=pl.Int64)
+            keys = col.replace_strict(
+                olds, list(range(len(olds))), default=-1, return_dtype=pl.Int64
+            )
             return keys.fill_null(-1).to_numpy(), valid
         if col.dtype.is_float():
             x = col.cast(pl.Float64).fill_null(0.0).to_numpy() + 0.0  # -0.0 as 0.0
