@@ -96,17 +96,15 @@ class RuleAggregates:
         order id keys (flag bit 2: none) or None; ``customers`` the codes' bound."""
         from fastseg.kernels.rules import masked_add, masked_count
 
-        frame = pl.from_arrow(table.select(self.table_columns)) if self.table_columns else None
-        assert frame is None or isinstance(frame, pl.DataFrame)
+        frame = _Columns(table)
         cache: dict[Any, np.ndarray] = {}
         gross = amount >= 0
         for s in self.specs:
             mask = self._window(s, day, cache)
             for column, values in s.filters:
-                assert frame is not None
                 key = (column, tuple(values))
                 if key not in cache:
-                    cache[key] = _filter_mask(frame[column], values)[usable]
+                    cache[key] = frame.mask(column, values)[usable]
                 mask = mask & cache[key]
             if s.gross_only:
                 mask = mask & gross
@@ -115,8 +113,7 @@ class RuleAggregates:
                 if s.func == "revenue":
                     values = amount
                 else:
-                    assert frame is not None
-                    values = _quantity(frame["quantity"])[usable]
+                    values = _quantity(frame.series("quantity"))[usable]
                 masked_add(codes, mask, values, s.sum)
                 continue
             assert s.count is not None
@@ -132,7 +129,6 @@ class RuleAggregates:
                     s.pairs.grow(customers)
                     s.pairs.add(codes, order_ids, mask & ~no_id)
             else:  # distinct
-                assert frame is not None
                 keys, valid = self._value_keys(s.spec.aggregate.of, frame)
                 s.pairs.grow(customers)
                 s.pairs.add(codes, keys[usable], mask & valid[usable])
@@ -149,25 +145,22 @@ class RuleAggregates:
             cache[key] = mask
         return cache[key]
 
-    def _value_keys(self, column: str, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Exact int64 keys of a column's values (and where they are not null)."""
-        col = frame[column]
-        valid = col.is_not_null().to_numpy()
-        if col.dtype in (pl.String, pl.Categorical) or isinstance(col.dtype, pl.Enum):
-            col = col.cast(pl.String)
+    def _value_keys(self, column: str, frame: _Columns) -> tuple[np.ndarray, np.ndarray]:
+        """Exact int64 keys of a column's values (and where they are not null): text by a
+        dictionary kept across batches, numbers by their value (floats by their bits)."""
+        text = frame.text(column)
+        if text is not None:
+            idx, values = text
             book = self._dicts.setdefault(column, {})
-            for v in col.drop_nulls().unique().to_list():
-                book.setdefault(v, len(book))
-            olds = list(book)
-            keys = col.replace_strict(
-                olds, list(range(len(olds))), default=-1, return_dtype=pl.Int64
-            )
-            return keys.fill_null(-1).to_numpy(), valid
+            lut = np.array([book.setdefault(v, len(book)) for v in values] + [-1], np.int64)
+            return lut[idx], idx >= 0
+        col = frame.series(column)
+        valid = col.is_not_null().to_numpy()
         if col.dtype.is_float():
             x = col.cast(pl.Float64).fill_null(0.0).to_numpy() + 0.0  # -0.0 as 0.0
             x[np.isnan(x)] = np.nan  # one NaN
             return x.view(np.int64), valid
-        phys = col.to_physical() if not col.dtype.is_integer() else col
+        phys = col if col.dtype.is_integer() else col.to_physical()
         return phys.cast(pl.Int64).fill_null(0).to_numpy(), valid
 
     # ------------------------------------------------------------------------------ at the end
@@ -199,13 +192,53 @@ def _grown(a: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _filter_mask(col: pl.Series, values: Sequence[Any]) -> np.ndarray:
-    """Rows whose value is one of ``values`` (never null), as :meth:`AggSpec.condition`."""
-    if col.dtype == pl.Categorical or isinstance(col.dtype, pl.Enum):
-        col = col.cast(pl.String)
-    frame = col.to_frame("v")
-    expr = pl.col("v") == pl.lit(values[0]) if len(values) == 1 else pl.col("v").is_in(values)
-    return frame.select(expr.fill_null(False))["v"].to_numpy()
+class _Columns:
+    """A batch's filter columns, each looked at once: text as dictionary indices (-1: null)
+    and the dictionary's values, so filters and value codes touch the few distinct values."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._text: dict[str, tuple[np.ndarray, list[Any]] | None] = {}
+
+    def text(self, column: str) -> tuple[np.ndarray, list[Any]] | None:
+        if column not in self._text:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            arr = self.table.column(column).combine_chunks()
+            got = None
+            kind = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                if not pa.types.is_dictionary(arr.type):
+                    arr = pc.dictionary_encode(arr)
+                idx = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False)
+                values = arr.dictionary.to_pylist()
+                # a null entry of the dictionary is a null value; -1 indexes the appended null
+                idx = np.where(idx >= 0, idx, len(values)).astype(np.int64)
+                nulls = [i for i, v in enumerate(values) if v is None] + [len(values)]
+                fix = np.arange(len(values) + 1)
+                fix[nulls] = -1
+                got = (fix[idx], values)
+            self._text[column] = got
+        return self._text[column]
+
+    def series(self, column: str) -> pl.Series:
+        col = pl.from_arrow(self.table.column(column))
+        assert isinstance(col, pl.Series)
+        return col
+
+    def mask(self, column: str, values: Sequence[Any]) -> np.ndarray:
+        """Rows whose value is one of ``values`` (never null), as :meth:`AggSpec.condition`."""
+        text = self.text(column)
+        if text is not None:
+            idx, entries = text
+            want = set(values)
+            lut = np.array([v in want for v in entries] + [False], np.bool_)
+            return lut[idx]
+        frame = self.series(column).to_frame("v")
+        v = pl.col("v")
+        expr = v == pl.lit(values[0]) if len(values) == 1 else v.is_in(values)
+        return frame.select(expr.fill_null(False))["v"].to_numpy()
 
 
 def _quantity(col: pl.Series) -> np.ndarray:

@@ -290,12 +290,12 @@ class OrderAggregator:
     ) -> None:
         """Gross revenue per (customer, category) of the rows with a category and an amount
         >= 0 (the check kernel gives refund rows no category)."""
-        from fastseg.kernels.rules import PairTable
+        from fastseg.kernels.rules import CategoryRevenue
 
         if self._cat_revenue is None:
-            self._cat_revenue = PairTable(self.acc.shape[0], 1 << 16)
+            self._cat_revenue = CategoryRevenue(self.acc.shape[0])
         self._cat_revenue.grow(self.acc.shape[0])
-        self._cat_revenue.add(codes, cats, (cats >= 0) & (amount >= 0), amount)
+        self._cat_revenue.add(codes, cats, amount)
 
     def _aggregate(
         self,

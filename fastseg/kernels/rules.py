@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["PairTable", "masked_add", "masked_count"]
+__all__ = ["CategoryRevenue", "PairTable", "masked_add", "masked_count"]
 
 _LOAD = 0.5
 
@@ -65,9 +65,7 @@ def masked_add(
     )
 
 
-def masked_count(
-    codes: NDArray[np.int64], mask: NDArray[np.bool_], out: NDArray[np.int64]
-) -> None:
+def masked_count(codes: NDArray[np.int64], mask: NDArray[np.bool_], out: NDArray[np.int64]) -> None:
     """``out[codes[i]] += 1`` for every ``i`` where ``mask[i]`` (in place)."""
     _check(codes, mask, out)
     if out.dtype != np.int64:
@@ -191,7 +189,11 @@ class PairTable:
         """Insert the pairs ``(codes[i], keys[i])`` where ``mask[i]``; add ``values[i]`` to
         their sums."""
         m = codes.shape[0]
-        if keys.shape[0] != m or mask.shape[0] != m or (values is not None and values.shape[0] != m):
+        if (
+            keys.shape[0] != m
+            or mask.shape[0] != m
+            or (values is not None and values.shape[0] != m)
+        ):
             msg = "PairTable.add: codes, keys, mask and values must have the same length"
             raise ParameterError(msg)
         if m == 0:
@@ -202,7 +204,9 @@ class PairTable:
         codes = np.ascontiguousarray(codes, np.int64)
         keys = np.ascontiguousarray(keys, np.int64)
         mask = np.ascontiguousarray(mask, np.bool_)
-        vals = np.empty(0, np.float64) if values is None else np.ascontiguousarray(values, np.float64)
+        vals = (
+            np.empty(0, np.float64) if values is None else np.ascontiguousarray(values, np.float64)
+        )
         start = 0
         while True:
             limit = int(self.code.shape[0] * _LOAD)
@@ -229,4 +233,121 @@ class PairTable:
             msg = "PairTable.top: a key beyond rank"
             raise ParameterError(msg)
         _top_kernel(self.code, self.key, self.sum, rank, best, best_sum)
+        return best[:customers]
+
+
+#: (category, revenue) slots kept beside each customer before the shared pair table is used
+SLOTS = 4
+
+
+@njit(cache=CACHE)
+def _slots_kernel(slot_cat, slot_sum, codes, cats, amount, over):  # pragma: no cover - jitted
+    """Add each row with a category and an amount >= 0 to its customer's slot of that category
+    (the first free one when new); ``over[i]`` set where the slots are full (none taken)."""
+    n_over = 0
+    for i in range(codes.shape[0]):
+        k = cats[i]
+        a = amount[i]
+        if k < 0 or not a >= 0.0:
+            continue
+        c = codes[i]
+        done = False
+        for j in range(slot_cat.shape[1]):
+            sk = slot_cat[c, j]
+            if sk == k:
+                slot_sum[c, j] += a
+                done = True
+                break
+            if sk == -1:
+                slot_cat[c, j] = k
+                slot_sum[c, j] = a
+                done = True
+                break
+        if not done:
+            over[i] = True
+            n_over += 1
+    return n_over
+
+
+@njit(cache=CACHE)
+def _slots_top_kernel(slot_cat, slot_sum, rank, best_key, best_sum):  # pragma: no cover
+    for c in range(slot_cat.shape[0]):
+        for j in range(slot_cat.shape[1]):
+            k = slot_cat[c, j]
+            if k == -1:
+                break
+            s = slot_sum[c, j]
+            b = best_key[c]
+            if b == -1 or s > best_sum[c] or (s == best_sum[c] and rank[k] < rank[b]):
+                best_key[c] = k
+                best_sum[c] = s
+
+
+class CategoryRevenue:
+    """Gross revenue per (customer code, category code): :data:`SLOTS` slots per customer (one
+    cache line touched per row), the categories beyond them in a :class:`PairTable`. A
+    customer's category lives in exactly one of the two, so the sums are those of its rows."""
+
+    def __init__(self, customers: int = 1) -> None:
+        self.slot_cat = np.full((max(1, customers), SLOTS), -1, np.int32)
+        self.slot_sum = np.zeros((max(1, customers), SLOTS), np.float64)
+        self.table = PairTable(max(1, customers), 1 << 10)
+
+    def grow(self, customers: int) -> None:
+        """Room for customer codes below ``customers``."""
+        have = self.slot_cat.shape[0]
+        if customers > have:
+            m = max(customers, 2 * have)
+            cat = np.full((m, SLOTS), -1, np.int32)
+            total = np.zeros((m, SLOTS), np.float64)
+            cat[:have], total[:have] = self.slot_cat, self.slot_sum
+            self.slot_cat, self.slot_sum = cat, total
+        self.table.grow(customers)
+
+    def add(
+        self, codes: NDArray[np.int64], cats: NDArray[np.int64], amount: NDArray[np.float64]
+    ) -> None:
+        """Add ``amount[i]`` to ``(codes[i], cats[i])`` where ``cats[i] >= 0`` and the amount
+        is >= 0."""
+        m = codes.shape[0]
+        if cats.shape[0] != m or amount.shape[0] != m:
+            msg = "CategoryRevenue.add: codes, cats and amount must have the same length"
+            raise ParameterError(msg)
+        if m == 0:
+            return
+        if int(codes.max()) >= self.slot_cat.shape[0] or int(codes.min()) < 0:
+            msg = f"CategoryRevenue.add: customer codes must lie in 0..{self.slot_cat.shape[0] - 1}"
+            raise ParameterError(msg)
+        codes = np.ascontiguousarray(codes, np.int64)
+        cats = np.ascontiguousarray(cats, np.int64)
+        amount = np.ascontiguousarray(amount, np.float64)
+        over = np.zeros(m, np.bool_)
+        if _slots_kernel(self.slot_cat, self.slot_sum, codes, cats, amount, over):
+            self.table.add(codes, cats, over, amount)
+
+    def entries(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+        """Every (customer code, category code, revenue)."""
+        used = self.slot_cat != -1
+        rows = np.nonzero(used)[0].astype(np.int64)
+        t_code, t_key, t_sum = self.table.entries()
+        return (
+            np.concatenate([rows, t_code]),
+            np.concatenate([self.slot_cat[used].astype(np.int64), t_key]),
+            np.concatenate([self.slot_sum[used], t_sum]),
+        )
+
+    def top(self, customers: int, rank: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Per customer code, the category with the largest revenue (ties: the smallest
+        ``rank``), -1 for none."""
+        self.grow(customers)
+        rank = np.ascontiguousarray(rank, np.int64)
+        best = np.full(self.slot_cat.shape[0], -1, np.int64)
+        best_sum = np.zeros(best.shape[0], np.float64)
+        if int(self.slot_cat.max(initial=-1)) >= rank.shape[0]:
+            msg = "CategoryRevenue.top: a category beyond rank"
+            raise ParameterError(msg)
+        _slots_top_kernel(self.slot_cat, self.slot_sum, rank, best, best_sum)
+        t = self.table
+        if t.n:
+            _top_kernel(t.code, t.key, t.sum, rank, best, best_sum)
         return best[:customers]
