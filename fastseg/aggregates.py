@@ -50,6 +50,7 @@ class _Spec:
         self.sum: np.ndarray | None = None
         self.count: np.ndarray | None = None
         self.pairs: Any = None
+        self.bits = np.zeros(1, np.uint64) if agg.func == "distinct" else None
         if agg.func in ("revenue", "units"):
             self.sum = np.zeros(1, np.float64)
         else:
@@ -94,7 +95,7 @@ class RuleAggregates:
         """One batch: ``codes``/``day``/``amount``/``flags`` of its usable rows (``usable``: their
         positions in ``table``, an Arrow table with the filter columns), ``order_ids`` their
         order id keys (flag bit 2: none) or None; ``customers`` the codes' bound."""
-        from fastseg.kernels.rules import masked_add, masked_count
+        from fastseg.kernels.rules import masked_add, masked_bits, masked_count
 
         frame = _Columns(table)
         cache: dict[Any, np.ndarray] = {}
@@ -128,10 +129,15 @@ class RuleAggregates:
                     masked_count(codes, mask & no_id, s.count)
                     s.pairs.grow(customers)
                     s.pairs.add(codes, order_ids, mask & ~no_id)
-            else:  # distinct
+            else:  # distinct: keys 0..63 (small dictionaries) as bits, the others as pairs
                 keys, valid = self._value_keys(s.spec.aggregate.of, frame)
-                s.pairs.grow(customers)
-                s.pairs.add(codes, keys[usable], mask & valid[usable])
+                keys = keys[usable]
+                assert s.bits is not None
+                s.bits = _grown(s.bits, customers)
+                over = masked_bits(codes, keys, mask & valid[usable], s.bits)
+                if over is not None:
+                    s.pairs.grow(customers)
+                    s.pairs.add(codes, keys, over)
 
     @staticmethod
     def _window(s: _Spec, day: np.ndarray, cache: dict[Any, np.ndarray]) -> np.ndarray:
@@ -179,6 +185,8 @@ class RuleAggregates:
                 if s.pairs is not None:
                     s.pairs.grow(n)
                     values += s.pairs.counts[:n]
+                if s.bits is not None:
+                    values += np.bitwise_count(_grown(s.bits, n)[:n]).astype(np.int64)
             cols.append(pl.Series(s.spec.name, values).cast(s.spec.dtype))
         fills = {s.spec.name: s.spec.fill for s in self.specs}
         return pl.DataFrame(cols), fills

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from fastseg.errors import ParameterError
 from fastseg.kernels import CACHE
 
-__all__ = ["CategoryRevenue", "PairTable", "masked_add", "masked_count"]
+__all__ = ["CategoryRevenue", "PairTable", "masked_add", "masked_bits", "masked_count"]
 
 _LOAD = 0.5
 
@@ -74,6 +74,43 @@ def masked_count(codes: NDArray[np.int64], mask: NDArray[np.bool_], out: NDArray
     _masked_count_kernel(
         np.ascontiguousarray(codes, np.int64), np.ascontiguousarray(mask, np.bool_), out
     )
+
+
+@njit(cache=CACHE)
+def _masked_bits_kernel(codes, keys, mask, bits, over):  # pragma: no cover - jitted
+    n_over = 0
+    for i in range(codes.shape[0]):
+        if mask[i]:
+            k = keys[i]
+            if 0 <= k < 64:
+                bits[codes[i]] |= np.uint64(1) << np.uint64(k)
+            else:
+                over[i] = True
+                n_over += 1
+    return n_over
+
+
+def masked_bits(
+    codes: NDArray[np.int64],
+    keys: NDArray[np.int64],
+    mask: NDArray[np.bool_],
+    bits: NDArray[np.uint64],
+) -> NDArray[np.bool_] | None:
+    """Set bit ``keys[i]`` of ``bits[codes[i]]`` where ``mask[i]`` and the key is in 0..63;
+    returns the masked rows whose key is not (None when there are none)."""
+    _check(codes, mask, bits)
+    if keys.shape[0] != codes.shape[0] or bits.dtype != np.uint64:
+        msg = "masked_bits: keys must match codes and bits must be uint64"
+        raise ParameterError(msg)
+    over = np.zeros(codes.shape[0], np.bool_)
+    n = _masked_bits_kernel(
+        np.ascontiguousarray(codes, np.int64),
+        np.ascontiguousarray(keys, np.int64),
+        np.ascontiguousarray(mask, np.bool_),
+        bits,
+        over,
+    )
+    return over if n else None
 
 
 @njit(cache=CACHE, inline="always")
@@ -237,7 +274,7 @@ class PairTable:
 
 
 #: (category, revenue) slots kept beside each customer before the shared pair table is used
-SLOTS = 4
+SLOTS = 8
 
 
 @njit(cache=CACHE)
