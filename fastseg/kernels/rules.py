@@ -273,14 +273,17 @@ class PairTable:
         return best[:customers]
 
 
-#: (category, revenue) slots kept beside each customer before the shared pair table is used
-SLOTS = 8
+#: (category, revenue) slots kept with each customer before the shared pair table is used: a
+#: 64-byte record (one cache line) of 8 category bytes (category code + 1; 0: free) and 7 sums
+SLOTS = 7
+_BYTE = np.uint64(0xFF)
 
 
 @njit(cache=CACHE)
-def _slots_kernel(slot_cat, slot_sum, codes, cats, amount, over):  # pragma: no cover - jitted
+def _slots_kernel(rec_u, rec_f, codes, cats, amount, over):  # pragma: no cover - jitted
     """Add each row with a category and an amount >= 0 to its customer's slot of that category
-    (the first free one when new); ``over[i]`` set where the slots are full (none taken)."""
+    (the first free one when new); ``over[i]`` set where the slots are full or the category
+    code is beyond 254 (none taken). ``rec_u``/``rec_f``: one buffer as uint64 and float64."""
     n_over = 0
     for i in range(codes.shape[0]):
         k = cats[i]
@@ -289,17 +292,20 @@ def _slots_kernel(slot_cat, slot_sum, codes, cats, amount, over):  # pragma: no 
             continue
         c = codes[i]
         done = False
-        for j in range(slot_cat.shape[1]):
-            sk = slot_cat[c, j]
-            if sk == k:
-                slot_sum[c, j] += a
-                done = True
-                break
-            if sk == -1:
-                slot_cat[c, j] = k
-                slot_sum[c, j] = a
-                done = True
-                break
+        if k < 255:
+            packed = rec_u[c, 0]
+            want = np.uint64(k + 1)
+            for j in range(7):
+                b = (packed >> np.uint64(8 * j)) & np.uint64(0xFF)
+                if b == want:
+                    rec_f[c, j + 1] += a
+                    done = True
+                    break
+                if b == 0:
+                    rec_u[c, 0] = packed | (want << np.uint64(8 * j))
+                    rec_f[c, j + 1] = a
+                    done = True
+                    break
         if not done:
             over[i] = True
             n_over += 1
@@ -307,38 +313,44 @@ def _slots_kernel(slot_cat, slot_sum, codes, cats, amount, over):  # pragma: no 
 
 
 @njit(cache=CACHE)
-def _slots_top_kernel(slot_cat, slot_sum, rank, best_key, best_sum):  # pragma: no cover
-    for c in range(slot_cat.shape[0]):
-        for j in range(slot_cat.shape[1]):
-            k = slot_cat[c, j]
-            if k == -1:
+def _slots_top_kernel(rec_u, rec_f, rank, best_key, best_sum):  # pragma: no cover - jitted
+    for c in range(rec_u.shape[0]):
+        packed = rec_u[c, 0]
+        for j in range(7):
+            b = (packed >> np.uint64(8 * j)) & np.uint64(0xFF)
+            if b == 0:
                 break
-            s = slot_sum[c, j]
-            b = best_key[c]
-            if b == -1 or s > best_sum[c] or (s == best_sum[c] and rank[k] < rank[b]):
+            k = np.int64(b) - 1
+            s = rec_f[c, j + 1]
+            cur = best_key[c]
+            if cur == -1 or s > best_sum[c] or (s == best_sum[c] and rank[k] < rank[cur]):
                 best_key[c] = k
                 best_sum[c] = s
 
 
+def _records(n: int) -> NDArray[np.uint64]:
+    """``n`` zeroed 64-byte records, aligned to 64 bytes (one cache line each)."""
+    buf = np.zeros(n * 8 + 8, np.uint64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + n * 8].reshape(n, 8)
+
+
 class CategoryRevenue:
-    """Gross revenue per (customer code, category code): :data:`SLOTS` slots per customer (one
-    cache line touched per row), the categories beyond them in a :class:`PairTable`. A
-    customer's category lives in exactly one of the two, so the sums are those of its rows."""
+    """Gross revenue per (customer code, category code): :data:`SLOTS` slots per customer in
+    one cache line, the categories beyond them in a :class:`PairTable`. A customer's category
+    lives in exactly one of the two, so each sum is that of its rows."""
 
     def __init__(self, customers: int = 1) -> None:
-        self.slot_cat = np.full((max(1, customers), SLOTS), -1, np.int32)
-        self.slot_sum = np.zeros((max(1, customers), SLOTS), np.float64)
+        self.rec = _records(max(1, customers))
         self.table = PairTable(max(1, customers), 1 << 10)
 
     def grow(self, customers: int) -> None:
         """Room for customer codes below ``customers``."""
-        have = self.slot_cat.shape[0]
+        have = self.rec.shape[0]
         if customers > have:
-            m = max(customers, 2 * have)
-            cat = np.full((m, SLOTS), -1, np.int32)
-            total = np.zeros((m, SLOTS), np.float64)
-            cat[:have], total[:have] = self.slot_cat, self.slot_sum
-            self.slot_cat, self.slot_sum = cat, total
+            rec = _records(max(customers, 2 * have))
+            rec[:have] = self.rec
+            self.rec = rec
         self.table.grow(customers)
 
     def add(
@@ -352,38 +364,38 @@ class CategoryRevenue:
             raise ParameterError(msg)
         if m == 0:
             return
-        if int(codes.max()) >= self.slot_cat.shape[0] or int(codes.min()) < 0:
-            msg = f"CategoryRevenue.add: customer codes must lie in 0..{self.slot_cat.shape[0] - 1}"
+        if int(codes.max()) >= self.rec.shape[0] or int(codes.min()) < 0:
+            msg = f"CategoryRevenue.add: customer codes must lie in 0..{self.rec.shape[0] - 1}"
             raise ParameterError(msg)
         codes = np.ascontiguousarray(codes, np.int64)
         cats = np.ascontiguousarray(cats, np.int64)
         amount = np.ascontiguousarray(amount, np.float64)
         over = np.zeros(m, np.bool_)
-        if _slots_kernel(self.slot_cat, self.slot_sum, codes, cats, amount, over):
+        if _slots_kernel(self.rec, self.rec.view(np.float64), codes, cats, amount, over):
             self.table.add(codes, cats, over, amount)
 
     def entries(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
         """Every (customer code, category code, revenue)."""
-        used = self.slot_cat != -1
+        packed = self.rec[:, 0]
+        byte = np.stack([(packed >> np.uint64(8 * j)) & _BYTE for j in range(SLOTS)], axis=1)
+        used = byte != 0
         rows = np.nonzero(used)[0].astype(np.int64)
+        sums = self.rec.view(np.float64)[:, 1:][used]
         t_code, t_key, t_sum = self.table.entries()
         return (
             np.concatenate([rows, t_code]),
-            np.concatenate([self.slot_cat[used].astype(np.int64), t_key]),
-            np.concatenate([self.slot_sum[used], t_sum]),
+            np.concatenate([byte[used].astype(np.int64) - 1, t_key]),
+            np.concatenate([sums, t_sum]),
         )
 
     def top(self, customers: int, rank: NDArray[np.int64]) -> NDArray[np.int64]:
         """Per customer code, the category with the largest revenue (ties: the smallest
-        ``rank``), -1 for none."""
+        ``rank``), -1 for none. Category codes must index ``rank``."""
         self.grow(customers)
         rank = np.ascontiguousarray(rank, np.int64)
-        best = np.full(self.slot_cat.shape[0], -1, np.int64)
+        best = np.full(self.rec.shape[0], -1, np.int64)
         best_sum = np.zeros(best.shape[0], np.float64)
-        if int(self.slot_cat.max(initial=-1)) >= rank.shape[0]:
-            msg = "CategoryRevenue.top: a category beyond rank"
-            raise ParameterError(msg)
-        _slots_top_kernel(self.slot_cat, self.slot_sum, rank, best, best_sum)
+        _slots_top_kernel(self.rec, self.rec.view(np.float64), rank, best, best_sum)
         t = self.table
         if t.n:
             _top_kernel(t.code, t.key, t.sum, rank, best, best_sum)
