@@ -273,3 +273,64 @@ def test_event_aggregate_with_filter_end_to_end(tmp_path, as_parquet):
     assert col.rows() == [(1, 1), (2, 0), (3, 0), (4, 0)]
     members = res.segments.members("opened_x")
     assert sorted(pl.Series(members).to_list()) == [1]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 300), st.sampled_from([0.0, 1.0, 2.5, -1.0])),
+        max_size=200,
+    ),
+    split=st.integers(0, 200),
+)
+def test_category_revenue_slots_and_table_equal_python(rows, split):
+    """More categories than the slots (and codes past 254) spill to the pair table exactly."""
+    import numpy as np
+
+    from fastseg.kernels.rules import CategoryRevenue
+
+    cr = CategoryRevenue(2)
+    for part in (rows[:split], rows[split:]):
+        if part:
+            arr = np.array(part, dtype=np.float64)
+            cr.grow(6)
+            cr.add(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2])
+    want: dict = defaultdict(float)
+    for c, k, a in rows:
+        if a >= 0:
+            want[(c, k)] += a
+    code, cat, total = cr.entries()
+    assert (
+        dict(zip(zip(code.tolist(), cat.tolist(), strict=True), total.tolist(), strict=True))
+        == want
+    )
+    rank = np.arange(301)[::-1].copy()  # ties: the largest code wins
+    best = cr.top(6, rank)
+    for c in range(6):
+        mine = {k: v for (cc, k), v in want.items() if cc == c}
+        assert best[c] == (max(mine, key=lambda k: (mine[k], k)) if mine else -1)
+
+
+def test_distinct_beyond_64_values_and_numbers():
+    n = 300
+    df = pl.DataFrame(
+        {
+            "customer_id": [i % 3 for i in range(n)],
+            "order_ts": [AS_OF - dt.timedelta(days=i % 50) for i in range(n)],
+            "amount": [(-1.0 if i % 7 == 0 else 1.0) for i in range(n)],
+            "sku": [None if i % 11 == 0 else f"S{i % 97}" for i in range(n)],
+            "quantity": [float(i % 13) for i in range(n)],
+        }
+    )
+    specs = [
+        aggregate_spec(parse_rule(r).operand)
+        for r in ("distinct(sku, since: -30d) > 0", "distinct(quantity) > 0")
+    ]
+    ref = _reference(df, specs).sort("customer_id")
+    for batch_rows in (17, 1 << 20):
+        of = order_features(
+            df, as_of=AS_OF, aggregates=specs, extra_columns=["sku", "quantity"],
+            batch_rows=batch_rows,
+        )  # fmt: skip
+        got = of.aggregates[0].sort("customer_id").select(ref.columns)
+        assert got.rows() == ref.rows()
