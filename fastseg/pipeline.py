@@ -14,7 +14,8 @@ frames and LazyFrames — goes the same way:
    dictionary and hash with an exact check) and the lines of one order counted once
    (:class:`fastseg.kernels.lines.OrderLines`, whatever the order the lines come in);
 5. the per-customer accumulators (:class:`fastseg.features.OrderAggregator`), whose records of
-   two batches or partitions merge exactly.
+   two batches or partitions merge exactly, and the rule compiler's windowed aggregates over
+   orders (:class:`fastseg.aggregates.RuleAggregates`), updated by the same customer codes.
 
 Memory grows with the customers (and, for line items whose order ids are not proven
 increasing, with the orders), never with the rows.
@@ -100,8 +101,9 @@ def order_features(
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
-    ``aggregates`` are the rule compiler's windowed aggregates over orders; they are sums, so
-    they are computed per batch and added up. ``reader`` forces one of
+    ``aggregates`` are the rule compiler's windowed aggregates over orders, computed in the
+    same pass per customer code (:mod:`fastseg.aggregates`); their frame is
+    :attr:`OrderFeatures.aggregates`. ``reader`` forces one of
     :data:`fastseg.sources.READERS` (tests); by default the source decides. ``progress`` (a
     :class:`fastseg.progress.Stage`) gets the row count once it is known and the rows of each
     batch as it is done. ``btyd`` adds the BTYD summary columns
