@@ -274,10 +274,8 @@ class PairTable:
 
 
 #: (category, revenue) slots kept with each customer before the shared pair table is used: a
-#: 128-byte record (two cache lines) of 16 category bytes (category code + 1; 0: free) and 14
-#: sums; the first six sums share the category bytes' line
-SLOTS = 14
-_WORDS = 16
+#: 64-byte record (one cache line) of 8 category bytes (category code + 1; 0: free) and 7 sums
+SLOTS = 7
 _BYTE = np.uint64(0xFF)
 
 
@@ -295,19 +293,17 @@ def _slots_kernel(rec_u, rec_f, codes, cats, amount, over):  # pragma: no cover 
         c = codes[i]
         done = False
         if k < 255:
+            packed = rec_u[c, 0]
             want = np.uint64(k + 1)
-            for j in range(14):
-                w = j >> 3
-                sh = np.uint64(8 * (j & 7))
-                packed = rec_u[c, w]
-                b = (packed >> sh) & np.uint64(0xFF)
+            for j in range(7):
+                b = (packed >> np.uint64(8 * j)) & np.uint64(0xFF)
                 if b == want:
-                    rec_f[c, j + 2] += a
+                    rec_f[c, j + 1] += a
                     done = True
                     break
                 if b == 0:
-                    rec_u[c, w] = packed | (want << sh)
-                    rec_f[c, j + 2] = a
+                    rec_u[c, 0] = packed | (want << np.uint64(8 * j))
+                    rec_f[c, j + 1] = a
                     done = True
                     break
         if not done:
@@ -319,12 +315,13 @@ def _slots_kernel(rec_u, rec_f, codes, cats, amount, over):  # pragma: no cover 
 @njit(cache=CACHE)
 def _slots_top_kernel(rec_u, rec_f, rank, best_key, best_sum):  # pragma: no cover - jitted
     for c in range(rec_u.shape[0]):
-        for j in range(14):
-            b = (rec_u[c, j >> 3] >> np.uint64(8 * (j & 7))) & np.uint64(0xFF)
+        packed = rec_u[c, 0]
+        for j in range(7):
+            b = (packed >> np.uint64(8 * j)) & np.uint64(0xFF)
             if b == 0:
                 break
             k = np.int64(b) - 1
-            s = rec_f[c, j + 2]
+            s = rec_f[c, j + 1]
             cur = best_key[c]
             if cur == -1 or s > best_sum[c] or (s == best_sum[c] and rank[k] < rank[cur]):
                 best_key[c] = k
@@ -332,15 +329,15 @@ def _slots_top_kernel(rec_u, rec_f, rank, best_key, best_sum):  # pragma: no cov
 
 
 def _records(n: int) -> NDArray[np.uint64]:
-    """``n`` zeroed records of :data:`_WORDS` words, aligned to 64 bytes (cache lines)."""
-    buf = np.zeros(n * _WORDS + 8, np.uint64)
+    """``n`` zeroed 64-byte records, aligned to 64 bytes (one cache line each)."""
+    buf = np.zeros(n * 8 + 8, np.uint64)
     skip = (-buf.ctypes.data % 64) // 8
-    return buf[skip : skip + n * _WORDS].reshape(n, _WORDS)
+    return buf[skip : skip + n * 8].reshape(n, 8)
 
 
 class CategoryRevenue:
     """Gross revenue per (customer code, category code): :data:`SLOTS` slots per customer in
-    two cache lines, the categories beyond them in a :class:`PairTable`. A customer's category
+    one cache line, the categories beyond them in a :class:`PairTable`. A customer's category
     lives in exactly one of the two, so each sum is that of its rows."""
 
     def __init__(self, customers: int = 1) -> None:
@@ -379,13 +376,11 @@ class CategoryRevenue:
 
     def entries(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
         """Every (customer code, category code, revenue)."""
-        rec = self.rec
-        byte = np.stack(
-            [(rec[:, j >> 3] >> np.uint64(8 * (j & 7))) & _BYTE for j in range(SLOTS)], axis=1
-        )
+        packed = self.rec[:, 0]
+        byte = np.stack([(packed >> np.uint64(8 * j)) & _BYTE for j in range(SLOTS)], axis=1)
         used = byte != 0
         rows = np.nonzero(used)[0].astype(np.int64)
-        sums = rec.view(np.float64)[:, 2:][used]
+        sums = self.rec.view(np.float64)[:, 1:][used]
         t_code, t_key, t_sum = self.table.entries()
         return (
             np.concatenate([rows, t_code]),
