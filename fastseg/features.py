@@ -319,7 +319,9 @@ class OrderAggregator:
         file) into this one, as if its rows had been added here.
 
         Both must be for the same scoring date and windows. Counts, days and category sets
-        merge exactly; money sums equal a single pass up to float rounding. The lines of one
+        merge exactly; money sums (the revenue per category behind ``top_category`` too) equal
+        a single pass up to float rounding. The rule aggregates
+        (:class:`fastseg.aggregates.RuleAggregates`) are kept by the row pass, not here. The lines of one
         order must not be split between the two (partition rows by customer, or keep one
         :class:`fastseg.kernels.lines.OrderLines` for both).
         """
