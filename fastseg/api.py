@@ -356,10 +356,11 @@ def _score(
     cust_report = ev_report = None
     ev_extra = None
     ev_specs = [a for a in aggregates if a.source == "events"]
+    ev_cols = sorted({c for a in ev_specs for c in a.columns} - {"event", "event_date"})
     direct = None
     int_ids = frame.schema["customer_id"] == pl.Int64
-    if events is not None and not ev_specs and reader != "polars" and int_ids:
-        direct = D.plan_direct_events(events, event_columns)  # Parquet, integer ids: streamed
+    if events is not None and reader != "polars" and int_ids:  # Parquet, integer ids: streamed
+        direct = D.plan_direct_events(events, event_columns, extra_columns=ev_cols)
     if customers is not None or (events is not None and direct is None):
         with watch.stage("read") as st:
             if customers is not None:
@@ -367,14 +368,18 @@ def _score(
                 prof = check_id_types(frame, prof, "customers", cust_report.source)
                 st.advance(cust_report.rows_read)
             if events is not None and direct is None:
-                ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
+                ev, ev_report = load_events(
+                    events, as_of=as_of_date, columns=event_columns, extra_columns=ev_cols
+                )
                 ev = check_id_types(frame, ev, "events", ev_report.source)
                 sources["events"] = ev.schema
                 st.advance(ev_report.rows_read)
     with watch.stage("features", unit="customers") as st:
         if direct is not None:  # the events read as they are aggregated
-            ev_feat, ev_report = D.event_features_direct(direct, as_of_date, feat.EVENT_WINDOWS)
-            sources["events"] = D.EVENT_SCHEMA
+            ev_feat, ev_report = D.event_features_direct(
+                direct, as_of_date, feat.EVENT_WINDOWS, aggregates=ev_specs
+            )
+            sources["events"] = D.event_schema(direct)
         elif ev is not None:
             ev_feat = feat.event_features(ev, as_of_date)
             ev_extra = aggregate_rules(ev, ev_specs, as_of_date, frame.columns + ev_feat.columns)

@@ -23,7 +23,13 @@ from fastseg import orders as O
 from fastseg import sources as S
 from fastseg.config import EPOCH as _EPOCH
 
-__all__ = ["EVENT_SCHEMA", "EventPlan", "event_features_direct", "plan_direct_events"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "EventPlan",
+    "event_features_direct",
+    "event_schema",
+    "plan_direct_events",
+]
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,15 @@ def _stats_checked(dp: EventPlan) -> Iterator[None]:
 EVENT_SCHEMA = pl.Schema({"customer_id": pl.Int64, "event_date": pl.Date, "event": pl.String})
 
 
-def plan_direct_events(source: Any, columns: Any = None) -> EventPlan | None:
+def plan_direct_events(
+    source: Any, columns: Any = None, extra_columns: Sequence[str] = ()
+) -> EventPlan | None:
     """A :class:`EventPlan` when the events are Parquet files with integer customer ids, naive
-    timestamps or dates and text event types; else None (the in-memory path reads them)."""
+    timestamps or dates and text event types; else None (the in-memory path reads them).
+    ``extra_columns`` (the columns event aggregates filter on) are read too, where present."""
     import pyarrow.parquet as pq
 
-    src, resolved, conversions = O.plan_events(source, columns)
+    src, resolved, conversions = O.plan_events(source, columns, extra_columns)
     if src.kind != "parquet" or not src.files or conversions:
         return None
     kinds = {"customer_id": "customer_id", "event_ts": "order_ts", "event": "category"}
@@ -69,6 +78,8 @@ def plan_direct_events(source: Any, columns: Any = None) -> EventPlan | None:
         for path in src.files:
             found = pq.read_schema(path)
             for canon, col in resolved.items():
+                if canon not in kinds:  # a filter column: read as it is
+                    continue
                 idx = found.get_field_index(col)
                 if idx < 0 or S.is_text(found.field(idx).type) and canon == "customer_id":
                     return None
@@ -79,6 +90,17 @@ def plan_direct_events(source: Any, columns: Any = None) -> EventPlan | None:
     return EventPlan(tuple(src.files), dict(resolved), src.label)
 
 
+def event_schema(dp: EventPlan) -> pl.Schema:
+    """The canonical event rows' schema with the filter columns ``dp`` reads (from the first
+    file's footer), as rule filters over events are checked against."""
+    out = dict(EVENT_SCHEMA)
+    extra = [c for c in dp.columns if c not in ("customer_id", "event_ts", "event")]
+    if extra:
+        found = pl.scan_parquet(dp.files[0]).collect_schema()
+        out |= {c: found[dp.columns[c]] for c in extra if dp.columns[c] in found}
+    return pl.Schema(out)
+
+
 def _event_tables(dp: EventPlan, batch_rows: int) -> Iterator[Any]:
     names = list(dict.fromkeys(dp.columns.values()))
     tables = S.parquet_tables(dp.files, names, [dp.columns["event"]], batch_rows)
@@ -86,10 +108,20 @@ def _event_tables(dp: EventPlan, batch_rows: int) -> Iterator[Any]:
 
 
 def event_features_direct(
-    dp: EventPlan, as_of: dt.date, windows: Sequence[int], batch_rows: int = 1 << 20
+    dp: EventPlan,
+    as_of: dt.date,
+    windows: Sequence[int],
+    batch_rows: int = 1 << 20,
+    *,
+    aggregates: Sequence[Any] = (),
 ) -> tuple[pl.DataFrame, O.RowReport]:
     """:func:`fastseg.features.event_features` of the events of ``dp`` (and their row report),
-    streamed one row group at a time: memory grows with customers and event types, not events."""
+    streamed one row group at a time: memory grows with customers and event types, not events.
+
+    ``aggregates``: the rule compiler's event aggregates (counts); each streamed table's usable
+    events are grouped by customer and the counts added up, so they are exact. They come out as
+    columns of the frame (0 for customers without a matching event); those naming a column the
+    events lack, or already an event feature, are left out."""
     import pyarrow as pa
 
     from fastseg.features import check_windows, event_frame
@@ -110,9 +142,14 @@ def event_features_direct(
     out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     type_seen = np.zeros(0, bool)  # types with a usable event
     n_read = 0
+    canon = {v: k for k, v in cols.items()}
+    specs = [a for a in aggregates if all(c in cols or c == "event_date" for c in a.columns)]
+    partials: list[pl.DataFrame] = []
     with S.reading(_event_tables(dp, batch_rows), dp.label) as tables:
         for table in tables:
             n = table.num_rows
+            if specs:
+                partials.append(_event_aggregates(table, canon, as_of, specs))
             if out is None or out[0].shape[0] < n:
                 m = max(n, batch_rows)
                 out = (np.empty(m, np.int64), np.empty(m, np.int32), np.empty(m, np.int64))
@@ -169,7 +206,36 @@ def event_features_direct(
     frame = event_frame(
         ids, [names[t] for t in kept], counts, last, windows, as_of_day, rows=order, type_at=kept
     )
+    todo = [a.name for a in specs if a.name not in frame.columns]
+    if todo:
+        summed = pl.concat(partials).group_by("customer_id").agg(pl.col(todo).sum())
+        frame = frame.join(summed, on="customer_id", how="left").with_columns(
+            pl.col(todo).fill_null(0)
+        )
     return frame, report
+
+
+def _event_aggregates(
+    table: Any, canon: dict[str, str], as_of: dt.date, specs: Sequence[Any]
+) -> pl.DataFrame:
+    """The event aggregates of one table's usable events (those :func:`ingest_events` keeps:
+    customer id, timestamp and type present, dated no later than ``as_of``)."""
+    rows = pl.from_arrow(table)
+    assert isinstance(rows, pl.DataFrame)
+    rows = rows.rename({c: canon[c] for c in rows.columns if c in canon and canon[c] != c})
+    rows = rows.rename({"event_ts": "event_date"})
+    date = pl.col("event_date")
+    if isinstance(rows.schema["event_date"], pl.Datetime):
+        date = date.dt.date()
+    rows = rows.with_columns(
+        date.alias("event_date"), pl.col(pl.Categorical).cast(pl.String)
+    ).filter(
+        pl.col("customer_id").is_not_null()
+        & pl.col("event_date").is_not_null()
+        & pl.col("event").is_not_null()
+        & (pl.col("event_date") <= as_of)
+    )
+    return rows.group_by("customer_id").agg([a.expr(as_of) for a in specs])
 
 
 def _id_range(dp: EventPlan) -> tuple[int | None, int | None]:

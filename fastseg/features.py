@@ -149,6 +149,10 @@ class OrderAggregator:
         #: category (by hash) -> local index: :meth:`add_arrays`' category codes come from it
         self.categories = CategoryCodes()
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
+        #: gross revenue per (customer code, local category), for ``top_category``
+        self._cat_revenue: Any = None
+        #: local category index -> its text (given by :meth:`name_categories`)
+        self.category_names: dict[int, str] = {}
         self.has_category = False
         self.has_discount = False
 
@@ -229,6 +233,12 @@ class OrderAggregator:
             local = np.where(wide, -1, local)
         return local.astype(np.int8)
 
+    def name_categories(self, local: np.ndarray, names: Sequence[str | None]) -> None:
+        """Record the text of local category indices (``top_category`` names them)."""
+        for k, name in zip(local.tolist(), names, strict=True):
+            if k >= 0 and name is not None:
+                self.category_names.setdefault(int(k), name)
+
     def add_arrays(
         self,
         ids: np.ndarray,
@@ -241,8 +251,9 @@ class OrderAggregator:
         coded: bool = False,
         lines: Any = None,
         order_ids: np.ndarray | None = None,
-    ) -> None:
-        """Aggregate clean rows given as arrays (the direct Parquet path).
+    ) -> np.ndarray | None:
+        """Aggregate clean rows given as arrays (the direct Parquet path); returns the rows'
+        customer codes (None for no row).
 
         ``ids`` int64 customer ids; ``day`` int32 days since 1970-01-01; ``flags`` uint8 with
         bit 0 set for an order and bit 1 for a discount; ``categories`` the local category code
@@ -255,7 +266,7 @@ class OrderAggregator:
         row has none).
         """
         if ids.shape[0] == 0:
-            return
+            return None
         if self.id_dtype is None:
             self.id_dtype = pl.Int64()
         codes = ids if coded else self._int_codes(ids)
@@ -270,6 +281,21 @@ class OrderAggregator:
             self.has_category = True
             cats = self._mask_codes(categories, codes)
         self._aggregate(codes, day, amount, flags, cats)
+        if categories is not None:
+            self._add_category_revenue(codes, categories.astype(np.int64), amount)
+        return codes
+
+    def _add_category_revenue(
+        self, codes: np.ndarray, cats: np.ndarray, amount: np.ndarray
+    ) -> None:
+        """Gross revenue per (customer, category) of the rows with a category and an amount
+        >= 0 (the check kernel gives refund rows no category)."""
+        from fastseg.kernels.rules import CategoryRevenue
+
+        if self._cat_revenue is None:
+            self._cat_revenue = CategoryRevenue(self.acc.shape[0])
+        self._cat_revenue.grow(self.acc.shape[0])
+        self._cat_revenue.add(codes, cats, amount)
 
     def _aggregate(
         self,
@@ -293,7 +319,9 @@ class OrderAggregator:
         file) into this one, as if its rows had been added here.
 
         Both must be for the same scoring date and windows. Counts, days and category sets
-        merge exactly; money sums equal a single pass up to float rounding. The lines of one
+        merge exactly; money sums (the revenue per category behind ``top_category`` too) equal
+        a single pass up to float rounding. The rule aggregates
+        (:class:`fastseg.aggregates.RuleAggregates`) are kept by the row pass, not here. The lines of one
         order must not be split between the two (partition rows by customer, or keep one
         :class:`fastseg.kernels.lines.OrderLines` for both).
         """
@@ -339,6 +367,14 @@ class OrderAggregator:
                         self.acc["cats"], code[bits], np.uint64(1) << cat[bits].astype(np.uint64)
                     )
         merge_accumulators(self.acc, other.acc[:n], codes, lut)
+        if other._cat_revenue is not None:  # (code, category) revenue: exact up to rounding
+            full = self.categories.encode(
+                other.categories.hashes, np.ones(other.categories.n, np.bool_)
+            )
+            for k, name in other.category_names.items():
+                self.category_names.setdefault(int(full[k]), name)
+            o_code, o_cat, o_sum = other._cat_revenue.entries()
+            self._add_category_revenue(codes[o_code], full[o_cat], o_sum)
         if (self.days is None) != (other.days is None):
             msg = "OrderAggregator.merge: one keeps purchase days (btyd=True), the other not"
             raise ParameterError(msg)
@@ -377,9 +413,10 @@ class OrderAggregator:
             rows = np.flatnonzero(seen)
             ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
             days = self.days.take(rows, n) if self.days is not None else None
+            top = self._top_category(n, rows)
             compact_rows(self.acc, rows)  # in place: no second copy of the state
             m = rows.shape[0]
-            frame = self._frame(ids, self.acc[:m], None, lambda c: np.searchsorted(rows, c))
+            frame = self._frame(ids, self.acc[:m], None, lambda c: np.searchsorted(rows, c), top)
             return self._with_btyd(frame, days)
         if self.id_dtype == pl.String:
             names = self._names()
@@ -395,7 +432,26 @@ class OrderAggregator:
         rank = np.full(n, -1, np.int64)
         rank[order] = np.arange(order.shape[0])
         days = self.days.take(order, n) if self.days is not None else None
-        return self._with_btyd(self._frame(ids, self.acc, order, lambda codes: rank[codes]), days)
+        top = self._top_category(n, order)
+        frame = self._frame(ids, self.acc, order, lambda codes: rank[codes], top)
+        return self._with_btyd(frame, days)
+
+    def _top_category(self, n: int, rows: np.ndarray) -> pl.Series | None:
+        """``top_category`` of the customers coded ``rows``: the category with the largest
+        gross revenue (ties: the smallest text), null without a purchase line with one."""
+        if not self.has_category:
+            return None
+        k = self.categories.n
+        names = [self.category_names.get(i, "") for i in range(k)]
+        rank = np.empty(k, np.int64)
+        rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(k)
+        if self._cat_revenue is None:
+            best = np.full(rows.shape[0], -1, np.int64)
+        else:
+            best = self._cat_revenue.top(n, rank)[rows]
+            self._cat_revenue = None
+        texts = pl.Series("top_category", [*names, None], dtype=pl.String)
+        return texts.gather(np.where(best < 0, k, best))
 
     def _with_btyd(self, frame: pl.DataFrame, days: Any) -> pl.DataFrame:
         """The BTYD summary columns (in days) added from the purchase days: see
@@ -407,7 +463,12 @@ class OrderAggregator:
         return add_btyd_columns(frame, n_days, first_gross, self.as_of)
 
     def _frame(
-        self, ids: pl.Series, acc: np.ndarray, rows: np.ndarray | None, row_of: Any
+        self,
+        ids: pl.Series,
+        acc: np.ndarray,
+        rows: np.ndarray | None,
+        row_of: Any,
+        top: pl.Series | None = None,
     ) -> pl.DataFrame:
         """Records ``acc[rows]`` (all of ``acc`` when None) in the order of ``ids``; ``row_of``
         maps customer codes to output rows."""
@@ -423,7 +484,7 @@ class OrderAggregator:
                 extra = pl.concat(self._cat_pairs).unique().group_by("code").len()
                 at = row_of(extra["code"].to_numpy())
                 np.add.at(distinct, at, extra["len"].to_numpy().astype(np.int64))
-        return _features_frame(ids, f, distinct, self.has_discount, self.windows)
+        return _features_frame(ids, f, distinct, self.has_discount, self.windows, top)
 
 
 #: the BTYD summary a run computes when predictions are asked for (docs/predict.md): repeat
@@ -482,6 +543,7 @@ def _features_frame(
     distinct: np.ndarray | None,
     has_discount: bool,
     windows: tuple[int, ...],
+    top: pl.Series | None = None,
 ) -> pl.DataFrame:
     valid = f["valid"]
     cols: list[pl.Series] = [
@@ -502,6 +564,8 @@ def _features_frame(
     cols.append(pl.Series("refund_amount", f["refund_amount"]))
     if distinct is not None:
         cols.append(pl.Series("distinct_categories", distinct))
+        if top is not None:
+            cols.append(top)
     if has_discount:
         cols.append(_nullable("discount_share", f["discount_share"], valid))
     return pl.DataFrame(cols)

@@ -437,7 +437,9 @@ def load_customers(
 
 
 def _plan_events(
-    source: Any, columns: Mapping[str, str] | Sequence[str] | None
+    source: Any,
+    columns: Mapping[str, str] | Sequence[str] | None,
+    extra_columns: Iterable[str] = (),
 ) -> tuple[Source, dict[str, str], list[schema.Conversion], pl.LazyFrame]:
     mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS, what="events")
     src = scan_source(source, what="events")
@@ -445,17 +447,24 @@ def _plan_events(
     resolved = schema.resolve_columns(
         found, mapping, label=src.label, required=list(schema.EVENT_COLUMNS), what="events"
     )
+    used_cols = set(resolved.values())
+    for name in extra_columns:  # the source's own columns event aggregates filter on
+        if name not in resolved and name in found.names() and name not in used_cols:
+            resolved[name] = name
     kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
     lf, conversions = _project(src, resolved, found, kinds)
     return src, resolved, conversions, lf
 
 
 def plan_events(
-    source: Any, columns: Mapping[str, str] | Sequence[str] | None = None
+    source: Any,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    extra_columns: Iterable[str] = (),
 ) -> tuple[Source, dict[str, str], list[schema.Conversion]]:
-    """Scan an event source and map its columns (``{canonical: source column}``) and the
-    conversions its types need; read no row."""
-    src, resolved, conversions, _ = _plan_events(source, columns)
+    """Scan an event source and map its columns (``{canonical: source column}``, with the
+    ``extra_columns`` it has under their own names) and the conversions its types need; read
+    no row."""
+    src, resolved, conversions, _ = _plan_events(source, columns, extra_columns)
     return src, resolved, conversions
 
 
@@ -464,13 +473,15 @@ def load_events(
     *,
     as_of: dt.date,
     columns: Mapping[str, str] | Sequence[str] | None = None,
+    extra_columns: Iterable[str] = (),
 ) -> tuple[pl.DataFrame, RowReport]:
-    """Read engagement events into ``customer_id``, ``event_date`` (Date), ``event`` (String).
+    """Read engagement events into ``customer_id``, ``event_date`` (Date), ``event`` (String),
+    plus the ``extra_columns`` the source has (the columns event aggregates filter on).
 
     Events with no customer id, no timestamp or no type, or dated after ``as_of``, are left out
     and counted.
     """
-    src, resolved, conversions, lf = _plan_events(source, columns)
+    src, resolved, conversions, lf = _plan_events(source, columns, extra_columns)
     df = collect(lf, src.label, src)
     df = schema.check_conversions(df, conversions, src.label).rename({"event_ts": "event_date"})
     df = _csv_int_ids(df, src)

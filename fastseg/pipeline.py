@@ -14,7 +14,8 @@ frames and LazyFrames — goes the same way:
    dictionary and hash with an exact check) and the lines of one order counted once
    (:class:`fastseg.kernels.lines.OrderLines`, whatever the order the lines come in);
 5. the per-customer accumulators (:class:`fastseg.features.OrderAggregator`), whose records of
-   two batches or partitions merge exactly.
+   two batches or partitions merge exactly, and the rule compiler's windowed aggregates over
+   orders (:class:`fastseg.aggregates.RuleAggregates`), updated by the same customer codes.
 
 Memory grows with the customers (and, for line items whose order ids are not proven
 increasing, with the orders), never with the rows.
@@ -100,8 +101,9 @@ def order_features(
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
-    ``aggregates`` are the rule compiler's windowed aggregates over orders; they are sums, so
-    they are computed per batch and added up. ``reader`` forces one of
+    ``aggregates`` are the rule compiler's windowed aggregates over orders, computed in the
+    same pass per customer code (:mod:`fastseg.aggregates`); their frame is
+    :attr:`OrderFeatures.aggregates`. ``reader`` forces one of
     :data:`fastseg.sources.READERS` (tests); by default the source decides. ``progress`` (a
     :class:`fastseg.progress.Stage`) gets the row count once it is known and the rows of each
     batch as it is done. ``btyd`` adds the BTYD summary columns
@@ -152,11 +154,10 @@ def order_features(
         if not isinstance(rejects, bool):  # a path: written now, atomically (the API stages it)
             report.rejects_path = write_frame(rejected, rejects, option="--rejects")
     rows.close()  # the order-lines table and the batch buffers: not needed for the output
+    extra = rows.rule_aggregates()
     frame = rows.agg.finish()
     _check_finite(frame, plan)
-    return OrderFeatures(
-        frame, as_of, report, _row_schema(plan), rows.rule_aggregates(), rows.rd.kind, rejected
-    )
+    return OrderFeatures(frame, as_of, report, _row_schema(plan), extra, rows.rd.kind, rejected)
 
 
 def _check_finite(frame: pl.DataFrame, plan: O.OrderPlan) -> None:
@@ -250,8 +251,6 @@ class _RowPass:
         self.no_ts: list[np.ndarray] = []  # hashes of rows without a timestamp
         self.runs = RunDuplicates()
         self.rejected: list[pl.DataFrame] = []
-        self.partials: list[pl.DataFrame] = []
-        self.fills: dict[str, Any] = {}
         self.n_read = 0
         self.max_used_day: int | None = None  # the latest day of a usable row
         self._buffers: Any = None
@@ -263,7 +262,15 @@ class _RowPass:
         need = ["customer_id", "order_ts", "amount", "category", "discount"]
         if self.lines_mode != "none":
             need.append("order_id")
-        self.filter_cols = sorted({c for s in self.specs for c in s.columns} & set(cols))
+        from fastseg.aggregates import RuleAggregates
+
+        existing = {f"{k}_{w}d" for w in windows for k in ("orders", "revenue")}
+        todo = [s for s in self.specs if s.name not in existing]  # already order features
+        self.rules = RuleAggregates(todo, as_of, list(cols))
+        self.rule_order_ids = self.rules.needs_order_ids and self.lines_mode == "none"
+        if self.rule_order_ids:
+            need.append("order_id")
+        self.filter_cols = [c for c in self.rules.table_columns if c in cols]
         need += self.filter_cols
         if keep_rejects:
             need += [*cols, "order_ts_raw"]
@@ -317,12 +324,13 @@ class _RowPass:
             b = self._buffers = IngestBuffers(
                 max(n, self.rd.batch_rows),
                 hashes=self.want_dups and not self.rd.row_hashes,
-                order_ids=self.lines_mode != "none",
-                reasons=self.keep_rejects or bool(self.specs),
+                order_ids=self.lines_mode != "none" or self.rule_order_ids,
+                reasons=self.keep_rejects or bool(self.rules),
             )
         ts_arr = S.one_chunk(table.column("order_ts"))
         extra: dict[str, Any] = {}
-        if self.lines_mode != "none":
+        with_oids = self.lines_mode != "none" or self.rule_order_ids
+        if with_oids:
             extra["order_id"] = self._order_ids(S.one_chunk(table.column("order_id")))
         if "discount" in names:
             extra["discount"] = S.column(S.one_chunk(table.column("discount")), np.float64)
@@ -370,7 +378,7 @@ class _RowPass:
             top = int(b.day[:used].max())
             self.max_used_day = top if self.max_used_day is None else max(self.max_used_day, top)
         del ts_col, cid_col, extra
-        agg.add_arrays(
+        codes = agg.add_arrays(
             b.cid[:used],
             b.day[:used],
             b.amount[:used],
@@ -381,8 +389,17 @@ class _RowPass:
             lines=lines,
             order_ids=b.order_id[:used] if lines is not None else None,
         )
-        if self.specs:
-            self._rule_rows(table, b, used, pa)
+        if self.rules and codes is not None:
+            self.rules.add(
+                codes,
+                agg.acc.shape[0],
+                b.day[:used],
+                b.amount[:used],
+                b.flags[:used],
+                table,
+                np.flatnonzero(b.reasons[:n] < 0),
+                b.order_id[:used] if with_oids else None,
+            )
 
     # ----------------------------------------------------------------------------- columns
 
@@ -417,6 +434,7 @@ class _RowPass:
             chash = values.hash(seed=_CAT_SEED).to_numpy().astype(np.uint64)
             present = values.is_not_null().to_numpy()
             local = self.agg.categories.encode(chash, present).astype(np.int32)
+            self.agg.name_categories(local, values.cast(pl.String).to_list())
             chash[~present] = np.uint64(0xDEAD04)
             last = self._last_categories = (cat.dictionary, local, chash)
         return {
@@ -478,25 +496,6 @@ class _RowPass:
                 cols[c] = pl.Null
         return pl.DataFrame(schema=cols)
 
-    def _rule_rows(self, table: Any, b: Any, used: int, pa: Any) -> None:
-        """The usable rows as the rule aggregates read them: customer id, date, amount, the
-        order flag (after the order lines were counted) and the filter columns."""
-        keep = np.flatnonzero(b.reasons[: table.num_rows] < 0)
-        cols = ["customer_id", *(c for c in self.filter_cols if c != "customer_id")]
-        got = pl.from_arrow(table.select(cols).take(pa.array(keep)))
-        assert isinstance(got, pl.DataFrame)
-        got = got.with_columns(pl.col(pl.Categorical).cast(pl.String))
-        got = got.with_columns(
-            pl.Series("order_date", b.day[:used]).cast(pl.Date),
-            pl.Series("amount", b.amount[:used]),
-            pl.Series("_order", b.flags[:used] & np.uint8(1)),
-        )
-        existing = {f"{k}_{w}d" for w in self.agg.windows for k in ("orders", "revenue")}
-        part = aggregate_rules(got, self.specs, self.as_of, sorted(existing))
-        if part is not None:
-            self.partials.append(part[0])
-            self.fills = part[1]
-
     def close(self) -> None:
         """Free the state only the pass needed."""
         self._lines = None
@@ -504,12 +503,15 @@ class _RowPass:
         self._last_categories = None
 
     def rule_aggregates(self) -> tuple[pl.DataFrame, dict[str, Any]] | None:
-        if not self.partials:
+        """The rule aggregates per customer seen (call before ``agg.finish()``)."""
+        if not self.rules:
             return None
-        ids = self.agg.id_dtype or pl.Int64()  # CSV batches may have typed the ids apart
-        parts = [p.with_columns(pl.col("customer_id").cast(ids)) for p in self.partials]
-        summed = pl.concat(parts).group_by("customer_id").agg(pl.all().sum())
-        return summed, self.fills
+        ids, n = self.agg._ids()
+        if ids is None or n == 0:
+            return None
+        if not isinstance(ids, pl.Series):
+            ids = pl.Series("customer_id", ids, dtype=self.agg.id_dtype or pl.Int64())
+        return self.rules.frame(ids, n)
 
     def report(self) -> O.RowReport:
         left_out = dict(zip(self.reason_names, (int(c) for c in self.counts), strict=True))

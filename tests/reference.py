@@ -448,6 +448,7 @@ def features_ref(rows: list[dict], as_of: _f_dt.date, windows=(30, 90, 365)) -> 
                 "refund_count": 0,
                 "refund_amount": 0.0,
                 "cats": set(),
+                "cat_gross": {},
                 "disc": 0,
                 **{f"orders_{w}d": 0 for w in windows},
                 **{f"revenue_{w}d": 0.0 for w in windows},
@@ -467,6 +468,7 @@ def features_ref(rows: list[dict], as_of: _f_dt.date, windows=(30, 90, 365)) -> 
         f["last"] = d if f["last"] is None else max(f["last"], d)
         if r.get("category") is not None:
             f["cats"].add(r["category"])
+            f["cat_gross"][r["category"]] = f["cat_gross"].get(r["category"], 0.0) + a
         key = (c, r["order_id"]) if "order_id" in r else None
         if key is not None and key in seen_orders:
             continue
@@ -496,6 +498,10 @@ def features_ref(rows: list[dict], as_of: _f_dt.date, windows=(30, 90, 365)) -> 
             "refund_count": f["refund_count"],
             "refund_amount": f["refund_amount"],
             "distinct_categories": len(f["cats"]),
+            # the category of the largest gross revenue, ties to the smallest text
+            "top_category": min(f["cat_gross"], key=lambda k: (-f["cat_gross"][k], k))
+            if f["cat_gross"]
+            else None,
             "discount_share": f["disc"] / n if has else None,
         }
     return result
@@ -618,7 +624,7 @@ def order_features_ref(df: _s_pl.DataFrame, as_of=None, windows=(30, 90, 365)) -
     for cid in sorted(feats):
         f = dict(feats[cid])
         if "category" not in cols:
-            del f["distinct_categories"]
+            del f["distinct_categories"], f["top_category"]
         if "discount" not in cols:
             del f["discount_share"]
         recs.append({"customer_id": cid, **f})

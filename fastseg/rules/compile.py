@@ -143,6 +143,7 @@ def scores_schema(
     schema["refund_amount"] = pl.Float64()
     if category:
         schema["distinct_categories"] = pl.Int64()
+        schema["top_category"] = pl.String()
     if discount:
         schema["discount_share"] = pl.Float64()
     if profile:
