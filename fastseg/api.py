@@ -220,6 +220,7 @@ def score_job(
     out: str | Path | None = None,
     out_format: str | None = None,
     btyd: bool = False,
+    top_category: bool = False,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
@@ -290,6 +291,7 @@ def score_job(
             reader=reader,
             watch=watch,
             btyd=btyd,
+            top_category=top_category,
         )
         with watch.stage("write") if targets else contextlib.nullcontext():
             if "rejects" in targets:
@@ -325,6 +327,7 @@ def _score(
     reader: str | None,
     watch: Stopwatch,
     btyd: bool = False,
+    top_category: bool = False,
 ) -> ScoreResult:
     """The reading and scoring of :func:`score_job`; writes nothing."""
     from fastseg import direct as D
@@ -347,6 +350,7 @@ def _score(
             reader=reader,
             progress=st,
             btyd=btyd,
+            top_category=top_category,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
@@ -770,6 +774,7 @@ def run_job(
             stopwatch=watch,
             _outputs=outs,
             btyd=bool(predict),
+            top_category=_uses_field(catalog, "top_category"),
             **score_options,
         )
         if predict:
@@ -805,6 +810,18 @@ def run_job(
         outs.commit()
     result.timings = watch.seconds
     return result
+
+
+def _uses_field(catalog: Catalog, name: str) -> bool:
+    """Whether a rule of the catalog reads the scores column ``name``."""
+    from fastseg.rules.ast import Field, walk_terms
+    from fastseg.rules.parse import parse_rule
+
+    return any(
+        isinstance(t, Field) and t.name == name
+        for seg in catalog.segments
+        for t in walk_terms(parse_rule(seg.rule))  # parsed already: rules with errors fail first
+    )
 
 
 def _add_predictions(res: ScoreResult, predict: Any, watch: Stopwatch) -> Any:

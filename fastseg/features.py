@@ -115,6 +115,7 @@ class OrderAggregator:
         id_range: tuple[int, int] | None = None,
         rows: int | None = None,
         btyd: bool = False,
+        top_category: bool = False,
     ) -> None:
         from fastseg.kernels.aggregate import CategoryCodes, acc_dtype, new_accumulators
         from fastseg.kernels.encode import IdEncoder
@@ -149,7 +150,9 @@ class OrderAggregator:
         #: category (by hash) -> local index: :meth:`add_arrays`' category codes come from it
         self.categories = CategoryCodes()
         self._cat_pairs: list[pl.DataFrame] = []  # (code, category) beyond the 64 bitmask ones
-        #: gross revenue per (customer code, local category), for ``top_category``
+        #: gross revenue per (customer code, local category), for ``top_category`` (only
+        #: when asked for: it costs about a third of the order pass)
+        self.top_category = top_category
         self._cat_revenue: Any = None
         #: local category index -> its text (given by :meth:`name_categories`)
         self.category_names: dict[int, str] = {}
@@ -281,7 +284,7 @@ class OrderAggregator:
             self.has_category = True
             cats = self._mask_codes(categories, codes)
         self._aggregate(codes, day, amount, flags, cats)
-        if categories is not None:
+        if categories is not None and self.top_category:
             self._add_category_revenue(codes, categories.astype(np.int64), amount)
         return codes
 
@@ -439,7 +442,7 @@ class OrderAggregator:
     def _top_category(self, n: int, rows: np.ndarray) -> pl.Series | None:
         """``top_category`` of the customers coded ``rows``: the category with the largest
         gross revenue (ties: the smallest text), null without a purchase line with one."""
-        if not self.has_category:
+        if not self.has_category or not self.top_category:
             return None
         k = self.categories.n
         names = [self.category_names.get(i, "") for i in range(k)]

@@ -98,6 +98,7 @@ def order_features(
     reader: str | None = None,
     progress: Stage | None = None,
     btyd: bool = False,
+    top_category: bool = False,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -106,7 +107,9 @@ def order_features(
     :attr:`OrderFeatures.aggregates`. ``reader`` forces one of
     :data:`fastseg.sources.READERS` (tests); by default the source decides. ``progress`` (a
     :class:`fastseg.progress.Stage`) gets the row count once it is known and the rows of each
-    batch as it is done. ``btyd`` adds the BTYD summary columns
+    batch as it is done. ``top_category`` adds that column (when the orders have categories;
+    it costs about a third of the pass, so only when a rule uses it). ``btyd`` adds the BTYD
+    summary columns
     (:data:`fastseg.features.BTYD_COLUMNS`), from the distinct purchase days kept in the pass.
     """
     windows = check_windows(windows)
@@ -132,7 +135,8 @@ def order_features(
             raise O.no_dates_error(plan)
     specs = [a for a in aggregates if a.source == "orders"]
     keep = rejects is not None and rejects is not False
-    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, btyd)
+    opts = {"btyd": btyd, "top_category": top_category}
+    rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts)
     if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
         # The latest dated rows were all left out (no customer id, no amount): the scoring date
         # is the latest usable row's, and the windows count from it, so the rows are read again.
@@ -141,7 +145,7 @@ def order_features(
         if progress is not None:
             progress.restart()
         rows = _row_pass(
-            plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, btyd
+            plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts
         )
     report = rows.report()
     if report.rows_left_out and strict:
@@ -188,9 +192,10 @@ def _row_pass(
     reader: str | None,
     progress: Stage | None = None,
     btyd: bool = False,
+    top_category: bool = False,
 ) -> _RowPass:
     rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
-    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd)
+    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd, top_category)
     try:
         rows.run()
     except FastsegError:
@@ -224,6 +229,7 @@ class _RowPass:
         keep_rejects: bool,
         progress: Stage | None = None,
         btyd: bool = False,
+        top_category: bool = False,
     ) -> None:
         from fastseg.kernels.ingest import REASON_CODES, RunDuplicates
 
@@ -242,6 +248,7 @@ class _RowPass:
             id_range=None if stats.text_ids else stats.id_range,
             rows=stats.n,
             btyd=btyd,
+            top_category=top_category,
         )
         if not stats.text_ids and not stats.csv_ids:  # CSV ids are typed batch by batch
             self.agg.id_dtype = pl.Int64()

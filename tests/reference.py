@@ -623,8 +623,9 @@ def order_features_ref(df: _s_pl.DataFrame, as_of=None, windows=(30, 90, 365)) -
     recs = []
     for cid in sorted(feats):
         f = dict(feats[cid])
+        del f["top_category"]  # only when asked for (tests/test_rule_aggregates.py)
         if "category" not in cols:
-            del f["distinct_categories"], f["top_category"]
+            del f["distinct_categories"]
         if "discount" not in cols:
             del f["discount_share"]
         recs.append({"customer_id": cid, **f})

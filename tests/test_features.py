@@ -26,6 +26,8 @@ def _compare(frame: pl.DataFrame, ref: dict) -> None:
     for row in frame.iter_rows(named=True):
         want = ref[row["customer_id"]]
         for key, value in want.items():
+            if key == "top_category" and key not in row:  # only when asked for
+                continue
             got = row[key]
             if value is None or got is None:
                 assert got is None and value is None, (key, got, value, row)

@@ -211,7 +211,7 @@ def test_top_category(tmp_path_factory, rows, batch_rows, kind):
         }
     )
     src = _write(df, kind, tmp_path_factory.mktemp("top"))
-    of = order_features(src, as_of=AS_OF, batch_rows=batch_rows)
+    of = order_features(src, as_of=AS_OF, batch_rows=batch_rows, top_category=True)
     got = dict(of.frame.select("customer_id", "top_category").iter_rows())
     want = _top_reference(df)
     assert got == {c: want.get(c) for c in got}
@@ -226,8 +226,13 @@ def test_top_category_ties_and_scores_schema():
             "category": ["zeta", "alpha", None, "a", "b", "a"],
         }
     )
-    scores = fastseg.score(df, as_of=AS_OF).sort("customer_id")
+    scores = fastseg.score(df, as_of=AS_OF, top_category=True).sort("customer_id")
     assert scores["top_category"].to_list() == ["alpha", "b", None]
+    # computed only when asked for (a rule that uses it asks): it costs a third of the pass
+    assert "top_category" not in fastseg.score(df, as_of=AS_OF).columns
+    res = fastseg.run(df, as_of=AS_OF, rules='[[segment]]\nname = "shoe_fans"\nrule = "top_category = \'alpha\'"\n', builtin=False)
+    assert res.scores.sort("customer_id")["top_category"].to_list() == ["alpha", "b", None]
+    assert res.segments.members("shoe_fans").to_list() == [1]
     from fastseg.rules.compile import scores_schema
 
     assert scores_schema(category=True)["top_category"] == pl.String
