@@ -220,6 +220,7 @@ def score_job(
     out: str | Path | None = None,
     out_format: str | None = None,
     btyd: bool = False,
+    tz: str | None = None,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
@@ -243,9 +244,12 @@ def score_job(
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
 
+    from fastseg.schema import check_time_zone
+
     watch = _watch(stopwatch, progress)
     windows = feat.check_windows(windows)
     as_of_day = _as_date(as_of)
+    tz = check_time_zone(tz)
     if out_format is not None and out is None:
         msg = "out_format: give out (the scores file) too"
         raise ParameterError(msg)
@@ -290,6 +294,7 @@ def score_job(
             reader=reader,
             watch=watch,
             btyd=btyd,
+            tz=tz,
         )
         with watch.stage("write") if targets else contextlib.nullcontext():
             if "rejects" in targets:
@@ -325,6 +330,7 @@ def _score(
     reader: str | None,
     watch: Stopwatch,
     btyd: bool = False,
+    tz: str | None = None,
 ) -> ScoreResult:
     """The reading and scoring of :func:`score_job`; writes nothing."""
     from fastseg import direct as D
@@ -347,6 +353,7 @@ def _score(
             reader=reader,
             progress=st,
             btyd=btyd,
+            tz=tz,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
@@ -363,11 +370,13 @@ def _score(
     if customers is not None or (events is not None and direct is None):
         with watch.stage("read") as st:
             if customers is not None:
-                prof, cust_report = load_customers(customers, columns=customer_columns)
+                prof, cust_report = load_customers(customers, columns=customer_columns, tz=tz)
                 prof = check_id_types(frame, prof, "customers", cust_report.source)
                 st.advance(cust_report.rows_read)
             if events is not None and direct is None:
-                ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns)
+                ev, ev_report = load_events(
+                    events, as_of=as_of_date, columns=event_columns, tz=tz
+                )
                 ev = check_id_types(frame, ev, "events", ev_report.source)
                 sources["events"] = ev.schema
                 st.advance(ev_report.rows_read)
@@ -455,7 +464,9 @@ def score(
         :class:`~fastseg.scoring.RFMScorer`), ``customer_columns`` and ``event_columns`` (the
         profiles' and the events' mappings, like ``columns``: ``{"email_opt_in": "OptIn"}``),
         ``reader`` (None: chosen by the source; ``"arrow"`` or ``"polars"`` forces one of the
-        two readers of :mod:`fastseg.sources`, for tests and comparisons).
+        two readers of :mod:`fastseg.sources`, for tests and comparisons), ``tz`` (an IANA time
+        zone such as ``"Europe/Berlin"``: zone-aware timestamps are cut into days in that zone,
+        naive ones are taken as local already; see docs/input.md, "Time zones").
 
     Returns
     -------
@@ -735,6 +746,9 @@ def run_job(
     if report and out is None:
         msg = "report: give out (the run folder the report is written into) too"
         raise ParameterError(msg)
+    from fastseg.schema import check_time_zone
+
+    check_time_zone(score_options.get("tz"))
     watch = _watch(stopwatch, progress)
     prev = None
     if previous is not None and not isinstance(previous, RunResult):
@@ -887,7 +901,7 @@ def _run_record(
     shown = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in options.items()
-        if k in ("as_of", "bins", "method", "thresholds", "columns", "windows", "strict")
+        if k in ("as_of", "bins", "method", "thresholds", "columns", "windows", "strict", "tz")
         and v is not None
     }
     return {

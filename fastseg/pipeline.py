@@ -97,6 +97,7 @@ def order_features(
     reader: str | None = None,
     progress: Stage | None = None,
     btyd: bool = False,
+    tz: str | None = None,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -106,6 +107,7 @@ def order_features(
     :class:`fastseg.progress.Stage`) gets the row count once it is known and the rows of each
     batch as it is done. ``btyd`` adds the BTYD summary columns
     (:data:`fastseg.features.BTYD_COLUMNS`), from the distinct purchase days kept in the pass.
+    ``tz``: order days are local days in that zone (:func:`fastseg.orders.plan_orders`).
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -115,7 +117,7 @@ def order_features(
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         msg = f"batch_rows: expected a positive whole number, got {batch_rows!r}"
         raise ParameterError(msg)
-    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
+    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True, tz=tz)
     stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
     if stats.n == 0:
