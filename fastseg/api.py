@@ -196,6 +196,14 @@ def _rules_path(rules: Any) -> Any:
     return rules if names_a_file(rules) else None
 
 
+def check_time_zone(tz: str | None, option: str = "tz") -> str | None:
+    """``tz`` when it names an IANA time zone (None stays None); else a ParameterError naming
+    ``option`` and the closest zone (see :func:`fastseg.schema.check_time_zone`)."""
+    from fastseg.schema import check_time_zone as check
+
+    return check(tz, option)
+
+
 def score_job(
     orders: Any,
     *,

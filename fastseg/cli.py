@@ -612,7 +612,7 @@ def score(
             edges_out=edges_out,
             out=out,
             out_format=fmt.value if fmt else None,
-            tz=tz,
+            tz=api.check_time_zone(tz, "--tz"),
             stopwatch=watch,
             progress=rep,
         )
@@ -704,7 +704,7 @@ def predict_cmd(
             holdout_from=holdout_from,
             out=out,
             out_format=fmt.value if fmt else None,
-            tz=tz,
+            tz=api.check_time_zone(tz, "--tz"),
             progress=rep,
         )
         rep.done(
@@ -939,7 +939,7 @@ def run(
             previous=previous,
             predict=({"params_in": params_in} if params_in else True) if predict else False,
             report=report,
-            tz=tz,
+            tz=api.check_time_zone(tz, "--tz"),
             stopwatch=watch,
             progress=rep,
             command=["fastseg", *sys.argv[1:]],

@@ -528,8 +528,9 @@ def check_time_zone(tz: str | None, option: str = "tz") -> str | None:
     if isinstance(name, str) and name:
         try:
             zoneinfo.ZoneInfo(name)
+            pl.Series([0], dtype=pl.Datetime("us", "UTC")).dt.convert_time_zone(name)
             return name
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, pl.exceptions.PolarsError):
             pass
     zones = sorted(zoneinfo.available_timezones())
     close = difflib.get_close_matches(str(name), zones, n=1, cutoff=0.6)
