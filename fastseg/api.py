@@ -382,9 +382,7 @@ def _score(
                 prof = check_id_types(frame, prof, "customers", cust_report.source)
                 st.advance(cust_report.rows_read)
             if events is not None and direct is None:
-                ev, ev_report = load_events(
-                    events, as_of=as_of_date, columns=event_columns, tz=tz
-                )
+                ev, ev_report = load_events(events, as_of=as_of_date, columns=event_columns, tz=tz)
                 ev = check_id_types(frame, ev, "events", ev_report.source)
                 sources["events"] = ev.schema
                 st.advance(ev_report.rows_read)

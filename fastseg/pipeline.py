@@ -117,7 +117,9 @@ def order_features(
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         msg = f"batch_rows: expected a positive whole number, got {batch_rows!r}"
         raise ParameterError(msg)
-    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True, tz=tz)
+    plan = O.plan_orders(
+        source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True, tz=tz
+    )
     stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
     if stats.n == 0:

@@ -480,9 +480,11 @@ def typed_date(
             .otherwise(None)
         )
         if tz is not None:
-            parsed = pl.when(text.str.contains(_ISO_OFFSET)).then(
-                pl.coalesce(local_date_of_text(text, tz), parsed)
-            ).otherwise(parsed)
+            parsed = (
+                pl.when(text.str.contains(_ISO_OFFSET))
+                .then(pl.coalesce(local_date_of_text(text, tz), parsed))
+                .otherwise(parsed)
+            )
         raw = f"__raw_{canon}"
         return parsed.alias(canon), Conversion(canon, col, raw, "an ISO date or timestamp")
     msg = (
@@ -493,9 +495,7 @@ def typed_date(
 
 
 #: ISO timestamp text that ends in a UTC offset or ``Z``
-_ISO_OFFSET = (
-    r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)\s*$"
-)
+_ISO_OFFSET = r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)\s*$"
 
 
 def local_date_of_text(text: pl.Expr, tz: str) -> pl.Expr:
@@ -665,7 +665,9 @@ def _as_datetime(values: pl.Expr, tz: str | None = None) -> pl.Expr:
     if tz is None:
         return naive
     local = _utc_of_text(values).dt.convert_time_zone(tz).dt.replace_time_zone(None)
-    return pl.when(values.str.contains(_ISO_OFFSET)).then(pl.coalesce(local, naive)).otherwise(naive)
+    return (
+        pl.when(values.str.contains(_ISO_OFFSET)).then(pl.coalesce(local, naive)).otherwise(naive)
+    )
 
 
 def _as_flag(values: pl.Expr, true_tokens: Iterable[str]) -> pl.Expr:
