@@ -251,7 +251,6 @@ def score_job(
     """
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
-
     from fastseg.schema import check_time_zone
 
     watch = _watch(stopwatch, progress)
