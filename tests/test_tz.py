@@ -187,6 +187,31 @@ def test_order_days_property(stamps: list[dt.datetime], tz: str) -> None:
     assert ours(res).equals(reference(orders, tz))
 
 
+@settings(max_examples=30)
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 12, 31)),
+            st.integers(-14 * 4, 14 * 4),  # offsets in quarter hours
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.sampled_from([BERLIN, NY, "Asia/Kathmandu"]),
+)
+def test_offset_text_property(items: list[tuple[dt.datetime, int]], tz: str) -> None:
+    """ISO text with any offset gives the same days as the instant it names."""
+    stamps = [d.replace(tzinfo=dt.UTC) for d, _ in items]
+    texts = [
+        s.astimezone(dt.timezone(dt.timedelta(minutes=15 * q))).isoformat()
+        for s, (_, q) in zip(stamps, items, strict=True)
+    ]
+    ids = [i % 4 for i in range(len(stamps))]
+    as_text = aware_orders(stamps, ids).with_columns(pl.Series("order_ts", texts))
+    res = api.score_job(as_text, tz=tz, windows=(30, 90))
+    assert ours(res).equals(reference(aware_orders(stamps, ids), tz))
+
+
 # ----------------------------------------------------------------------- events and profiles
 
 
