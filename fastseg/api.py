@@ -196,6 +196,14 @@ def _rules_path(rules: Any) -> Any:
     return rules if names_a_file(rules) else None
 
 
+def check_time_zone(tz: str | None, option: str = "tz") -> str | None:
+    """``tz`` when it names an IANA time zone (None stays None); else a ParameterError naming
+    ``option`` and the closest zone (see :func:`fastseg.schema.check_time_zone`)."""
+    from fastseg.schema import check_time_zone as check
+
+    return check(tz, option)
+
+
 def score_job(
     orders: Any,
     *,
@@ -221,6 +229,7 @@ def score_job(
     out_format: str | None = None,
     btyd: bool = False,
     top_category: bool = False,
+    tz: str | None = None,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
@@ -243,10 +252,12 @@ def score_job(
     """
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
+    from fastseg.schema import check_time_zone
 
     watch = _watch(stopwatch, progress)
     windows = feat.check_windows(windows)
     as_of_day = _as_date(as_of)
+    tz = check_time_zone(tz)
     if out_format is not None and out is None:
         msg = "out_format: give out (the scores file) too"
         raise ParameterError(msg)
@@ -292,6 +303,7 @@ def score_job(
             watch=watch,
             btyd=btyd,
             top_category=top_category,
+            tz=tz,
         )
         with watch.stage("write") if targets else contextlib.nullcontext():
             if "rejects" in targets:
@@ -328,6 +340,7 @@ def _score(
     watch: Stopwatch,
     btyd: bool = False,
     top_category: bool = False,
+    tz: str | None = None,
 ) -> ScoreResult:
     """The reading and scoring of :func:`score_job`; writes nothing."""
     from fastseg import direct as D
@@ -351,6 +364,7 @@ def _score(
             progress=st,
             btyd=btyd,
             top_category=top_category,
+            tz=tz,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
@@ -368,12 +382,12 @@ def _score(
     if customers is not None or (events is not None and direct is None):
         with watch.stage("read") as st:
             if customers is not None:
-                prof, cust_report = load_customers(customers, columns=customer_columns)
+                prof, cust_report = load_customers(customers, columns=customer_columns, tz=tz)
                 prof = check_id_types(frame, prof, "customers", cust_report.source)
                 st.advance(cust_report.rows_read)
             if events is not None and direct is None:
                 ev, ev_report = load_events(
-                    events, as_of=as_of_date, columns=event_columns, extra_columns=ev_cols
+                    events, as_of=as_of_date, columns=event_columns, extra_columns=ev_cols, tz=tz
                 )
                 ev = check_id_types(frame, ev, "events", ev_report.source)
                 sources["events"] = ev.schema
@@ -464,7 +478,9 @@ def score(
         :class:`~fastseg.scoring.RFMScorer`), ``customer_columns`` and ``event_columns`` (the
         profiles' and the events' mappings, like ``columns``: ``{"email_opt_in": "OptIn"}``),
         ``reader`` (None: chosen by the source; ``"arrow"`` or ``"polars"`` forces one of the
-        two readers of :mod:`fastseg.sources`, for tests and comparisons).
+        two readers of :mod:`fastseg.sources`, for tests and comparisons), ``tz`` (an IANA time
+        zone such as ``"Europe/Berlin"``: zone-aware timestamps are cut into days in that zone,
+        naive ones are taken as local already; see docs/input.md, "Time zones").
 
     Returns
     -------
@@ -744,6 +760,9 @@ def run_job(
     if report and out is None:
         msg = "report: give out (the run folder the report is written into) too"
         raise ParameterError(msg)
+    from fastseg.schema import check_time_zone
+
+    check_time_zone(score_options.get("tz"))
     watch = _watch(stopwatch, progress)
     prev = None
     if previous is not None and not isinstance(previous, RunResult):
@@ -909,7 +928,7 @@ def _run_record(
     shown = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in options.items()
-        if k in ("as_of", "bins", "method", "thresholds", "columns", "windows", "strict")
+        if k in ("as_of", "bins", "method", "thresholds", "columns", "windows", "strict", "tz")
         and v is not None
     }
     return {

@@ -290,6 +290,14 @@ EventsOpt = Annotated[
         "--events", help="Engagement events: customer_id, event_ts, event.", metavar="FILE"
     ),
 ]
+TzOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tz",
+        help="Store time zone (IANA name, e.g. Europe/Berlin): zone-aware timestamps are cut into days in it; naive ones are taken as local. Default: each timestamp's date in its own zone (UTC for most files).",
+        metavar="ZONE",
+    ),
+]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail if any order row has to be left out.")
 ]
@@ -559,6 +567,7 @@ def score(
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     as_of: AsOfOpt = None,
+    tz: TzOpt = None,
     bins: BinsOpt = None,
     method: MethodOpt = None,
     thresholds: ThresholdsOpt = None,
@@ -603,6 +612,7 @@ def score(
             edges_out=edges_out,
             out=out,
             out_format=fmt.value if fmt else None,
+            tz=api.check_time_zone(tz, "--tz"),
             stopwatch=watch,
             progress=rep,
         )
@@ -629,6 +639,7 @@ def predict_cmd(
     orders: OrdersArg,
     col: ColOpt = None,
     as_of: AsOfOpt = None,
+    tz: TzOpt = None,
     strict: StrictOpt = False,
     unit: Annotated[
         Unit, typer.Option("--unit", help="Time unit of the fit (alpha is in it).")
@@ -693,6 +704,7 @@ def predict_cmd(
             holdout_from=holdout_from,
             out=out,
             out_format=fmt.value if fmt else None,
+            tz=api.check_time_zone(tz, "--tz"),
             progress=rep,
         )
         rep.done(
@@ -832,6 +844,7 @@ def run(
     customers_col: CustomersColOpt = None,
     events_col: EventsColOpt = None,
     as_of: AsOfOpt = None,
+    tz: TzOpt = None,
     rules: RulesOpt = None,
     builtin: BuiltinOpt = True,
     bins: BinsOpt = None,
@@ -926,6 +939,7 @@ def run(
             previous=previous,
             predict=({"params_in": params_in} if params_in else True) if predict else False,
             report=report,
+            tz=api.check_time_zone(tz, "--tz"),
             stopwatch=watch,
             progress=rep,
             command=["fastseg", *sys.argv[1:]],

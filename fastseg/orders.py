@@ -154,8 +154,11 @@ def _project(
     kinds: Mapping[str, str],
     *,
     keep_raw: Iterable[str] = (),
+    tz: str | None = None,
 ) -> tuple[pl.LazyFrame, list[schema.Conversion]]:
-    """Select, rename and type the resolved columns; keep raw text columns that need checking."""
+    """Select, rename and type the resolved columns; keep raw text columns that need checking.
+
+    ``tz``: dates are the local dates in that zone (:func:`fastseg.schema.typed_date`)."""
     exprs: list[pl.Expr] = []
     conversions: list[schema.Conversion] = []
     typers = {
@@ -169,7 +172,10 @@ def _project(
         if kind == "keep":
             exprs.append(pl.col(col).alias(canon))
             continue
-        expr, conv = typers[kind](canon, col, found[col], src.label)
+        if kind == "date":
+            expr, conv = schema.typed_date(canon, col, found[col], src.label, tz)
+        else:
+            expr, conv = typers[kind](canon, col, found[col], src.label)
         exprs.append(expr)
         if conv is not None:
             conversions.append(conv)
@@ -231,8 +237,12 @@ def plan_orders(
     columns: Mapping[str, str] | Sequence[str] | None = None,
     extra_columns: Iterable[str] = (),
     keep_raw_ts: bool = False,
+    tz: str | None = None,
 ) -> OrderPlan:
-    """Scan an order source, check its schema and map its columns; read no row."""
+    """Scan an order source, check its schema and map its columns; read no row.
+
+    ``tz`` (an IANA zone): zone-aware timestamps are cut into days in that zone; naive ones
+    are taken as local already. None: each timestamp's date in its own zone (as written)."""
     mapping = schema.parse_column_map(columns)
     src = scan_source(source, what="orders")
     found = _schema(src)
@@ -252,7 +262,7 @@ def plan_orders(
         if name not in resolved and name in found.names() and name not in used_cols:
             resolved[name] = name
     keep_raw = ("order_ts",) if keep_raw_ts else ()
-    lf, conversions = _project(src, resolved, found, dict(ORDER_KINDS), keep_raw=keep_raw)
+    lf, conversions = _project(src, resolved, found, dict(ORDER_KINDS), keep_raw=keep_raw, tz=tz)
     return OrderPlan(src, lf, tuple(conversions), resolved)
 
 
@@ -400,7 +410,10 @@ def customer_names(resolved: Mapping[str, str], found: pl.Schema) -> dict[str, s
 
 
 def load_customers(
-    source: Any, *, columns: Mapping[str, str] | Sequence[str] | None = None
+    source: Any,
+    *,
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    tz: str | None = None,
 ) -> tuple[pl.DataFrame, RowReport]:
     """Read customer profiles: ``customer_id`` plus every other column.
 
@@ -408,7 +421,8 @@ def load_customers(
     source's. Text columns are typed by their values (:func:`fastseg.schema.type_text_columns`:
     ISO dates and timestamps, flags). Profiles without a customer id are left out and counted; a
     customer id that appears twice keeps its first profile (the others are counted as
-    ``duplicate_customer_id``).
+    ``duplicate_customer_id``). ``tz``: zone-aware timestamps are converted to that zone (see
+    :func:`fastseg.schema.type_text_columns`), so rules compare them with local midnights.
     """
     src, resolved, found = plan_customers(source, columns)
     col = resolved["customer_id"]
@@ -426,7 +440,7 @@ def load_customers(
     before = df.height
     if not bool(df.select(ids_increasing("customer_id")).item()):  # else unique already
         df = df.filter(pl.col("customer_id").is_first_distinct())
-    df = schema.type_text_columns(df, exclude=["customer_id"])
+    df = schema.type_text_columns(df, exclude=["customer_id"], tz=tz)
     report = RowReport(
         source=src.label,
         rows_read=n,
@@ -440,6 +454,7 @@ def _plan_events(
     source: Any,
     columns: Mapping[str, str] | Sequence[str] | None,
     extra_columns: Iterable[str] = (),
+    tz: str | None = None,
 ) -> tuple[Source, dict[str, str], list[schema.Conversion], pl.LazyFrame]:
     mapping = schema.parse_column_map(columns, known=schema.EVENT_COLUMNS, what="events")
     src = scan_source(source, what="events")
@@ -452,7 +467,7 @@ def _plan_events(
         if name not in resolved and name in found.names() and name not in used_cols:
             resolved[name] = name
     kinds = {"customer_id": "id", "event_ts": "date", "event": "text"}
-    lf, conversions = _project(src, resolved, found, kinds)
+    lf, conversions = _project(src, resolved, found, kinds, tz=tz)
     return src, resolved, conversions, lf
 
 
@@ -474,14 +489,15 @@ def load_events(
     as_of: dt.date,
     columns: Mapping[str, str] | Sequence[str] | None = None,
     extra_columns: Iterable[str] = (),
+    tz: str | None = None,
 ) -> tuple[pl.DataFrame, RowReport]:
     """Read engagement events into ``customer_id``, ``event_date`` (Date), ``event`` (String),
     plus the ``extra_columns`` the source has (the columns event aggregates filter on).
 
     Events with no customer id, no timestamp or no type, or dated after ``as_of``, are left out
-    and counted.
+    and counted. ``tz``: the event days are local days in that zone (as the orders').
     """
-    src, resolved, conversions, lf = _plan_events(source, columns, extra_columns)
+    src, resolved, conversions, lf = _plan_events(source, columns, extra_columns, tz)
     df = collect(lf, src.label, src)
     df = schema.check_conversions(df, conversions, src.label).rename({"event_ts": "event_date"})
     df = _csv_int_ids(df, src)

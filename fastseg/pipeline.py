@@ -99,6 +99,7 @@ def order_features(
     progress: Stage | None = None,
     btyd: bool = False,
     top_category: bool = False,
+    tz: str | None = None,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -111,6 +112,7 @@ def order_features(
     it costs about a third of the pass, so only when a rule uses it). ``btyd`` adds the BTYD
     summary columns
     (:data:`fastseg.features.BTYD_COLUMNS`), from the distinct purchase days kept in the pass.
+    ``tz``: order days are local days in that zone (:func:`fastseg.orders.plan_orders`).
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -120,7 +122,9 @@ def order_features(
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         msg = f"batch_rows: expected a positive whole number, got {batch_rows!r}"
         raise ParameterError(msg)
-    plan = O.plan_orders(source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True)
+    plan = O.plan_orders(
+        source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True, tz=tz
+    )
     stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
     if stats.n == 0:

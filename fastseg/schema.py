@@ -47,6 +47,7 @@ __all__ = [
     "resolve_columns",
     "text_column_types",
     "type_text_columns",
+    "check_time_zone",
     "typed_date",
 ]
 
@@ -453,14 +454,22 @@ def _kind(dtype: pl.DataType) -> str:
 
 
 def typed_date(
-    canon: str, col: str, dtype: pl.DataType, label: str
+    canon: str, col: str, dtype: pl.DataType, label: str, tz: str | None = None
 ) -> tuple[pl.Expr, Conversion | None]:
-    """Expression giving the calendar date of a date/datetime/ISO-text column, aliased ``canon``."""
+    """Expression giving the calendar date of a date/datetime/ISO-text column, aliased ``canon``.
+
+    Without ``tz`` a zone-aware datetime gives its date in its own zone (UTC for most files)
+    and ISO text its date as written. With ``tz`` (an IANA zone, see :func:`check_time_zone`)
+    zone-aware values (a datetime with a zone, text with an offset or ``Z``) are converted to
+    ``tz`` first; naive values are taken as local already and dates are unchanged.
+    """
     kind = _kind(dtype)
     c = pl.col(col)
     if kind == "date":
         return c.alias(canon), None
     if kind == "datetime":
+        if tz is not None and getattr(dtype, "time_zone", None) is not None:
+            c = c.dt.convert_time_zone(tz)
         return c.dt.date().alias(canon), None
     if kind == "null":
         return pl.lit(None, dtype=pl.Date).alias(canon), None
@@ -471,6 +480,12 @@ def typed_date(
             .then(text.str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
             .otherwise(None)
         )
+        if tz is not None:
+            parsed = (
+                pl.when(text.str.contains(_ISO_OFFSET))
+                .then(pl.coalesce(local_date_of_text(text, tz), parsed))
+                .otherwise(parsed)
+            )
         raw = f"__raw_{canon}"
         return parsed.alias(canon), Conversion(canon, col, raw, "an ISO date or timestamp")
     msg = (
@@ -478,6 +493,58 @@ def typed_date(
         "date text (e.g. 2026-01-31 or 2026-01-31T10:15:00)"
     )
     raise SchemaError(msg)
+
+
+#: ISO timestamp text that ends in a UTC offset or ``Z``
+_ISO_OFFSET = r"^\s*\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)\s*$"
+
+
+def local_date_of_text(text: pl.Expr, tz: str) -> pl.Expr:
+    """The date in zone ``tz`` of ISO timestamp text with an offset (null for other text)."""
+    return _utc_of_text(text).dt.convert_time_zone(tz).dt.date()
+
+
+def _utc_of_text(text: pl.Expr) -> pl.Expr:
+    """ISO timestamp text with an offset as a UTC Datetime(us) (null for other text)."""
+    norm = (
+        text.str.strip_chars()
+        .str.replace(r"\s*Z$", "+00:00")
+        .str.replace(r"\s+([+-]\d)", "$1")
+        .str.replace(" ", "T", literal=True)
+        .str.replace(r"([+-]\d{2})$", "${1}:00")
+        .str.replace(r"T(\d{2}:\d{2})([+-])", "T${1}:00${2}")
+    )
+    fmt = "%Y-%m-%dT%H:%M:%S%.f%z"
+    return norm.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+
+
+def check_time_zone(tz: str | None, option: str = "tz") -> str | None:
+    """``tz`` when it names an IANA time zone (None stays None), else a ParameterError naming
+    ``option``, the value and the closest zone names."""
+    if tz is None:
+        return None
+    import zoneinfo
+
+    name = tz.strip() if isinstance(tz, str) else tz
+    if isinstance(name, str) and name:
+        try:
+            zoneinfo.ZoneInfo(name)
+            pl.Series([0], dtype=pl.Datetime("us", "UTC")).dt.convert_time_zone(name)
+            return name
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, pl.exceptions.PolarsError):
+            pass
+    zones = sorted(zoneinfo.available_timezones())
+    close = difflib.get_close_matches(str(name), zones, n=1, cutoff=0.6)
+    if not close:  # case or spelling of the city alone
+        by_lower = {z.lower(): z for z in zones}
+        close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
+        close = [by_lower[c] for c in close]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    msg = (
+        f"{option}: unknown time zone {tz!r}; use an IANA name such as Europe/Berlin or "
+        f"America/New_York{hint}"
+    )
+    raise ParameterError(msg)
 
 
 def typed_number(
@@ -579,9 +646,10 @@ def _as_date(values: pl.Expr) -> pl.Expr:
     )
 
 
-def _as_datetime(values: pl.Expr) -> pl.Expr:
+def _as_datetime(values: pl.Expr, tz: str | None = None) -> pl.Expr:
     """ISO dates and timestamps as naive Datetime(us), the time as written (an offset or ``Z`` is
-    dropped, not applied; a date alone is midnight); anything else null."""
+    dropped, not applied; a date alone is midnight); anything else null. With ``tz``, text with
+    an offset is converted to that zone's local time (still naive)."""
     parts = values.str.extract_groups(_ISO_PARTS)
     field = parts.struct.field
     text = pl.concat_str(
@@ -594,7 +662,13 @@ def _as_datetime(values: pl.Expr) -> pl.Expr:
         field("ss").fill_null("00"),
         field("frac").fill_null(""),
     )
-    return text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)
+    naive = text.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)
+    if tz is None:
+        return naive
+    local = _utc_of_text(values).dt.convert_time_zone(tz).dt.replace_time_zone(None)
+    return (
+        pl.when(values.str.contains(_ISO_OFFSET)).then(pl.coalesce(local, naive)).otherwise(naive)
+    )
 
 
 def _as_flag(values: pl.Expr, true_tokens: Iterable[str]) -> pl.Expr:
@@ -671,8 +745,13 @@ def text_column_types(
     return out
 
 
-def type_text_columns(df: pl.DataFrame, *, exclude: Iterable[str] = ()) -> pl.DataFrame:
+def type_text_columns(
+    df: pl.DataFrame, *, exclude: Iterable[str] = (), tz: str | None = None
+) -> pl.DataFrame:
     """``df`` with its text columns typed as :func:`text_column_types` decides, in one pass.
+
+    ``tz``: zone-aware datetime columns are converted to that zone, and timestamp text with an
+    offset to its local time there (naive); without it offsets in text are dropped.
 
     Examples
     --------
@@ -697,6 +776,12 @@ def type_text_columns(df: pl.DataFrame, *, exclude: Iterable[str] = ()) -> pl.Da
         elif kind == "date":
             expr = _as_date(v)
         else:
-            expr = _as_datetime(v)
+            expr = _as_datetime(v, tz)
         exprs.append(expr.alias(c))
+    if tz is not None:
+        exprs += [
+            pl.col(c).dt.convert_time_zone(tz)
+            for c, t in df.schema.items()
+            if isinstance(t, pl.Datetime) and t.time_zone is not None and c not in exclude
+        ]
     return df.with_columns(exprs) if exprs else df
