@@ -1223,6 +1223,10 @@ class Problem:
         The unknown field or column, when that is the problem.
     rule : str
         The segment's rule text ("" when not about a rule).
+    kind : str
+        ``syntax``, ``reference`` (segments, groups, cycles), ``field`` (unknown field),
+        ``source`` (an aggregate's source is absent), ``column`` (unknown column of a source),
+        ``filter`` (a filter value's type), ``type`` (a predicate's types).
     """
 
     text: str
@@ -1231,6 +1235,7 @@ class Problem:
     column: int = 0
     field: str | None = None
     rule: str = ""
+    kind: str = "type"
 
     def __str__(self) -> str:
         return self.text
@@ -1308,13 +1313,15 @@ def catalog_problems(
         seg = name.group(1) if name else None
         m = re.search(r"syntax error at line (\d+), column (\d+)", text)
         line, col = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-        problems.append(Problem(text, seg, line, col, rule=by_rule.get(seg or "", "")))
+        problems.append(
+            Problem(text, seg, line, col, rule=by_rule.get(seg or "", ""), kind="syntax")
+        )
     errors = []
     _order(catalog, trees, errors)
     _check_groups(catalog, errors)
     for text in errors:
         name = re.match(r"(?:segment|group) '([^']*)'", text)
-        problems.append(Problem(text, name.group(1) if name else None))
+        problems.append(Problem(text, name.group(1) if name else None, kind="reference"))
     lenient = schema is None
     norm = _normalize_schema(schema if schema is not None else scores_schema())
     if extra_field is not None:
@@ -1367,9 +1374,10 @@ def _predicate_problems(
     else its type mismatch (at its first term)."""
     out: list[Problem] = []
 
-    def add(message: str, pos: int, name: str | None = None) -> None:
+    def add(message: str, pos: int, name: str | None = None, kind: str = "type") -> None:
         line, col = _position(rule, pos) if pos >= 0 else (0, 0)
-        out.append(Problem(f"segment '{segment}': {message}", segment, line, col, name, rule))
+        text = f"segment '{segment}': {message}"
+        out.append(Problem(text, segment, line, col, name, rule, kind))
 
     for term in walk_terms(node):
         if isinstance(term, Field):
@@ -1377,7 +1385,7 @@ def _predicate_problems(
                 continue
             hint = _suggest(term.name, checker.schema)
             more = advice(term.name) if advice is not None else ""
-            add(f"unknown field '{term.name}'; {hint}{more}", term.pos, term.name)
+            add(f"unknown field '{term.name}'; {hint}{more}", term.pos, term.name, "field")
         elif isinstance(term, Aggregate):
             _aggregate_problems(term, checker, advice, add)
     if out:
@@ -1386,7 +1394,7 @@ def _predicate_problems(
         checker.predicate(node)
     except _Missing as exc:  # a term the walk above did not see (new syntax): still reported
         if not lenient:
-            add(f"unknown field '{exc.names[0]}'", _term_pos(node), exc.names[0])
+            add(f"unknown field '{exc.names[0]}'", _term_pos(node), exc.names[0], "field")
     except RuleError as exc:
         add(str(exc), _term_pos(node))
     return out
@@ -1412,14 +1420,24 @@ def _aggregate_problems(
     except _Missing as exc:
         if checker.sources is not None and checker.sources.get(source) is None:
             more = advice(f"{source}()") if advice is not None else ""
-            add(f"{call} needs {source} data, which the inputs do not have{more}", term.pos)
+            add(
+                f"{call} needs {source} data, which the inputs do not have{more}",
+                term.pos,
+                None,
+                "source",
+            )
         else:
             for name in exc.names:
                 hint = _suggest(name, _known_columns(checker, source))
                 more = advice(f"{source}.{name}") if advice is not None else ""
-                add(f"unknown {source} column '{name}' in {call}; {hint}{more}", term.pos, name)
+                add(
+                    f"unknown {source} column '{name}' in {call}; {hint}{more}",
+                    term.pos,
+                    name,
+                    "column",
+                )
     except RuleError as exc:
-        add(str(exc), term.pos)
+        add(str(exc), term.pos, None, "filter")
 
 
 def check_catalog(catalog: Catalog, schema: Mapping[str, pl.DataType] | None = None) -> list[str]:
