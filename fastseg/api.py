@@ -671,22 +671,23 @@ class _Expected:
         return pl.Int64() if name.startswith("days_since_") and len(name) > 11 else None
 
     def advice(self, name: str) -> str:
-        """Which input or option would bring an unknown field or source column."""
+        """Which input or option would bring an unknown field, source (``orders()``) or
+        source column (``orders.channel``); "" when none would."""
         from fastseg.schema import PREDICTED_FIELDS
 
         if name.endswith("()"):
-            return f"; give --{name[:-2]} FILE"
+            return f"give --{name[:-2]} FILE"
         if "." in name and name.split(".", 1)[0] in ("orders", "events"):
             source = name.split(".", 1)[0]
             if source not in self.given:
-                return f" (or give --{source} FILE to check against your {source}' columns)"
+                return f"give --{source} FILE to check against your {source}' columns"
             return ""
         if name in PREDICTED_FIELDS or re.fullmatch(r"expected_orders_\d+d", name):
-            return "" if self.predict else "; predicted fields need --predict"
+            return "" if self.predict else "run with --predict for predicted fields"
         if re.fullmatch(r"days_since_.+|.+_\d+d", name) and "events" not in self.given:
-            return "; event features need --events FILE"
+            return "give --events FILE for the features of its event types"
         if "customers" not in self.given:
-            return " (or give --customers FILE if it is a column of your profiles)"
+            return "give --customers FILE if it is a column of your profiles"
         return ""
 
 

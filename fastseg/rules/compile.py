@@ -1357,6 +1357,15 @@ def catalog_problems(
     return problems
 
 
+def _with_advice(hint: str, advice: Callable[[str], str] | None, name: str) -> str:
+    """A suggestion with the caller's advice: after a close name, or instead of the list of
+    every known name."""
+    tip = advice(name) if advice is not None else ""
+    if not tip:
+        return hint
+    return f"{hint} (or {tip})" if hint.startswith("did you mean") else tip
+
+
 def _known_columns(checker: _Checker, source: str) -> list[str]:
     found = (checker.sources or {}).get(source) or {}
     return [c for c in found if c not in ("customer_id",)]
@@ -1383,9 +1392,8 @@ def _predicate_problems(
         if isinstance(term, Field):
             if term.name in checker.schema or lenient:
                 continue
-            hint = _suggest(term.name, checker.schema)
-            more = advice(term.name) if advice is not None else ""
-            add(f"unknown field '{term.name}'; {hint}{more}", term.pos, term.name, "field")
+            hint = _with_advice(_suggest(term.name, checker.schema), advice, term.name)
+            add(f"unknown field '{term.name}'; {hint}", term.pos, term.name, "field")
         elif isinstance(term, Aggregate):
             _aggregate_problems(term, checker, advice, add)
     if out:
@@ -1428,10 +1436,10 @@ def _aggregate_problems(
             )
         else:
             for name in exc.names:
-                hint = _suggest(name, _known_columns(checker, source))
-                more = advice(f"{source}.{name}") if advice is not None else ""
+                known = _known_columns(checker, source)
+                hint = _with_advice(_suggest(name, known), advice, f"{source}.{name}")
                 add(
-                    f"unknown {source} column '{name}' in {call}; {hint}{more}",
+                    f"unknown {source} column '{name}' in {call}; {hint}",
                     term.pos,
                     name,
                     "column",
