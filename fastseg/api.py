@@ -692,16 +692,14 @@ class _Expected:
 
 
 def _rule_columns(catalog: Catalog, source: str) -> list[str]:
-    """The source columns the catalog's aggregates filter on (and ``distinct`` counts)."""
+    """The source columns the catalog's aggregates read (filters, ``distinct``, ``quantity``):
+    the order plan keeps them, as the run's does (:func:`_score`)."""
     from fastseg.rules.compile import required_aggregates
 
-    out: list[str] = []
-    for spec in required_aggregates(catalog):
-        if spec.source == source:
-            out.extend(c for c, _ in spec.aggregate.filters)
-            if spec.aggregate.of is not None:
-                out.append(spec.aggregate.of)
-    return list(dict.fromkeys(out))
+    cols = {
+        c for spec in required_aggregates(catalog) if spec.source == source for c in spec.columns
+    }
+    return sorted(cols)
 
 
 def _expected(

@@ -1556,8 +1556,7 @@ def segments_check(
     )
     if res.ok:
         console.print(
-            f"[green]ok[/green]: {escape(str(file))}: {res.segments} segment(s), "
-            f"{res.groups} group(s)"
+            f"[green]ok[/green]: {res.segments} segments, {res.groups} groups ({escape(str(file))})"
         )
         return
     for i, problem in enumerate(res.problems):

@@ -1437,7 +1437,8 @@ def _aggregate_problems(
         else:
             for name in exc.names:
                 known = _known_columns(checker, source)
-                hint = _with_advice(_suggest(name, known), advice, f"{source}.{name}")
+                close = _suggest(name, known).replace("known fields:", f"the {source} have:", 1)
+                hint = _with_advice(close, advice, f"{source}.{name}")
                 add(
                     f"unknown {source} column '{name}' in {call}; {hint}",
                     term.pos,
