@@ -1530,6 +1530,14 @@ def segments_check(
         typer.Option("--predict", help="Allow the fields `run --predict` adds (p_alive, clv...)."),
     ] = False,
     builtin: BuiltinOpt = True,
+    fmt: Annotated[
+        LogFormat,
+        typer.Option(
+            "--format",
+            help="text (one problem per line, with the rule and a caret) or json (one document "
+            "on stdout: file, ok, segments, groups, problems).",
+        ),
+    ] = LogFormat.text,
 ) -> None:
     """Validate a catalog: syntax, fields, types, references and cycles, without reading any row.
 
@@ -1554,12 +1562,15 @@ def segments_check(
         windows=_windows(windows),
         predict=predict,
     )
-    if res.ok:
+    if fmt is LogFormat.json:
+        _print_check_json(res)
+    elif res.ok:
         console.print(
             f"[green]ok[/green]: {res.segments} segments, {res.groups} groups ({escape(str(file))})"
         )
+    if res.ok:
         return
-    for i, problem in enumerate(res.problems):
+    for i, problem in enumerate(res.problems if fmt is LogFormat.text else ()):
         where = f"{res.path}:{res.toml_lines[i]}" if i in res.toml_lines else res.path
         console.print(
             f"{where}: {_one_line(problem.located())}",
@@ -1579,8 +1590,34 @@ def segments_check(
     names = list(dict.fromkeys(p.segment for p in res.problems if p.segment))
     which = f" in {', '.join(repr(n) for n in names[:10])}" if names else ""
     more = " ..." if len(names) > 10 else ""
-    msg = f"{res.path}: {len(res.problems)} problems{which}{more} (listed above)"
+    listed = "listed above" if fmt is LogFormat.text else "in the JSON on stdout"
+    msg = f"{res.path}: {len(res.problems)} problems{which}{more} ({listed})"
     raise RuleError(msg)
+
+
+def _print_check_json(res: Any) -> None:
+    import json
+
+    doc = {
+        "file": res.path,
+        "ok": res.ok,
+        "segments": res.segments,
+        "groups": res.groups,
+        "problems": [
+            {
+                "segment": p.segment,
+                "file_line": res.toml_lines.get(i),
+                "line": p.line or None,
+                "column": p.column or None,
+                "field": p.field,
+                "kind": p.kind,
+                "message": p.text,
+            }
+            for i, p in enumerate(res.problems)
+        ],
+    }
+    sys.stdout.write(json.dumps(doc, ensure_ascii=True) + "\n")
+    sys.stdout.flush()
 
 
 def _rule_excerpt(rule: str, line: int, column: int, context: int = 30) -> tuple[str, str]:

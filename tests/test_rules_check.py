@@ -111,6 +111,22 @@ def test_every_problem_is_listed_not_the_first(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "4 problems" in r.stderr
 
 
+def test_json_format(tmp_path: Path) -> None:
+    import json
+
+    rules = write(tmp_path, "j.toml", toml(("a", "frequncy >= 3"), ("b", "zzz > 1")))
+    r = invoke("segments", "check", rules, "--format", "json")
+    assert r.exit_code == 1 and "2 problems" in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and doc["segments"] == 2
+    first = doc["problems"][0]
+    assert (first["segment"], first["file_line"], first["line"], first["column"]) == ("a", 3, 1, 1)
+    assert first["field"] == "frequncy" and first["kind"] == "field"
+    ok = write(tmp_path, "ok.toml", toml(("a", "frequency >= 3")))
+    r = invoke("segments", "check", ok, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["problems"] == []
+
+
 def test_predicted_fields_need_predict(tmp_path: Path) -> None:
     rules = write(tmp_path, "p.toml", toml(("p", "p_alive < 0.3 AND clv > 100")))
     res = api.check_rules(rules)
