@@ -158,6 +158,53 @@ def _r_cmp(x, v):
     return x, v
 
 
+def _r_anniversary(day, as_of: _r_dt.date):
+    """The first date on or after as_of with day's month and day (29 Feb: 28 Feb when the year
+    has none), tried year by year."""
+    if isinstance(day, _r_dt.datetime):
+        day = day.date()
+    for year in (as_of.year, as_of.year + 1):
+        try:
+            candidate = _r_dt.date(year, day.month, day.day)
+        except ValueError:  # 29 February in a common year
+            candidate = _r_dt.date(year, 2, 28)
+        if candidate >= as_of:
+            return candidate
+    raise AssertionError((day, as_of))
+
+
+def _r_term(term, row: dict, as_of: _r_dt.date):
+    """A term's value on one row: fields as they are (NaN as missing), arithmetic in Python
+    floats with None for a missing operand or a division by zero."""
+    from fastseg.rules import ast as A
+    from fastseg.rules.compile import aggregate_spec
+
+    if isinstance(term, A.Field):
+        x = row[term.name]
+        return None if _r_missing(x) else x
+    if isinstance(term, A.Aggregate):
+        return row[aggregate_spec(term).name]
+    if isinstance(term, A.Number):
+        return term.value
+    if isinstance(term, A.Anniversary):
+        x = _r_term(term.field, row, as_of)
+        return None if x is None else _r_anniversary(x, as_of)
+    if isinstance(term, A.Neg):
+        x = _r_term(term.operand, row, as_of)
+        return None if x is None else -float(x)
+    a, b = _r_term(term.left, row, as_of), _r_term(term.right, row, as_of)
+    if a is None or b is None:
+        return None
+    a, b = float(a), float(b)
+    if term.op == "/":
+        if b == 0:
+            return None
+        out = a / b
+    else:
+        out = {"+": a + b, "-": a - b, "*": a * b}[term.op]
+    return None if _r_math.isnan(out) else out
+
+
 def rule_row_ref(tree, row: dict, as_of: _r_dt.date, segments: dict | None = None) -> bool:
     """Evaluate a parsed rule on one row (a dict), with the two-valued null semantics."""
     from fastseg.rules import ast as A
@@ -173,13 +220,31 @@ def rule_row_ref(tree, row: dict, as_of: _r_dt.date, segments: dict | None = Non
             return node.value
         if isinstance(node, A.SegmentRef):
             return rule_row_ref(segments[node.name], row, as_of, segments)
-        x = row[node.operand.name]
+        x = _r_term(node.operand, row, as_of)
         if isinstance(node, A.IsNull):
             return _r_missing(x) == (not node.negated)
         if _r_missing(x):
             return False
         if isinstance(node, A.IsTrue):
             return x is True
+        if isinstance(node, A.Compare) and isinstance(
+            node.value, A.Field | A.Aggregate | A.Anniversary | A.Arith | A.Neg
+        ):
+            y = _r_term(node.value, row, as_of)
+            if _r_missing(y):
+                return False
+            if isinstance(y, _r_dt.datetime) and not isinstance(x, _r_dt.datetime):
+                a, b = _r_dt.datetime(x.year, x.month, x.day, tzinfo=y.tzinfo), y
+            else:
+                a, b = _r_cmp(x, y)
+            return {
+                "=": a == b,
+                "!=": a != b,
+                ">": a > b,
+                ">=": a >= b,
+                "<": a < b,
+                "<=": a <= b,
+            }[node.op]
         if isinstance(node, A.Compare):
             a, b = _r_cmp(x, _r_value(node.value, as_of))
             return {

@@ -23,6 +23,7 @@ for it, and ``NOT`` simply complements.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import hashlib
@@ -38,6 +39,8 @@ from fastseg.errors import ParameterError, RuleError, RuleSyntaxError
 from fastseg.rules.ast import (
     Aggregate,
     And,
+    Anniversary,
+    Arith,
     Between,
     Bool,
     Compare,
@@ -49,6 +52,7 @@ from fastseg.rules.ast import (
     In,
     IsNull,
     IsTrue,
+    Neg,
     Not,
     Number,
     Operand,
@@ -442,6 +446,11 @@ class _AtomSpec:
     dtype: pl.DataType
     op: str = ""
     values: tuple[object, ...] = ()
+    #: a computed operand (arithmetic, anniversary) instead of the column: a term tree of
+    #: tuples, see :func:`_term_expr`
+    term: tuple | None = None
+    #: ``cmp`` with another term on the right (field-to-field comparisons)
+    rhs: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -463,7 +472,11 @@ class Atom:
     def expr(self) -> pl.Expr:
         """Boolean expression over the scores frame, never null (nulls resolved to False,
         or True for ``IS NULL``), aliased to :attr:`key`."""
-        return _atom_expr(self.spec).alias(self.key)
+        expr = _atom_expr(self.spec)
+        if not self.fields:  # numbers only (``2 > 1``): one value per customer all the same
+            value = bool(pl.select(expr).to_series()[0])
+            expr = pl.repeat(pl.lit(value), pl.len())
+        return expr.alias(self.key)
 
 
 def _literal(value: object, spec: _AtomSpec) -> pl.Expr:
@@ -483,7 +496,61 @@ def _literal(value: object, spec: _AtomSpec) -> pl.Expr:
     return pl.lit(value)
 
 
+def _column(name: str, dtype: pl.DataType) -> pl.Expr:
+    col = pl.col(name)
+    if dtype.is_float():
+        return col.fill_nan(None)
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return col.cast(pl.String)
+    return col
+
+
+def _anniversary_expr(col: pl.Expr, dtype: pl.DataType, as_of: dt.date) -> pl.Expr:
+    """The next anniversary (month and day) of a date on or after ``as_of``; 29 February is
+    28 February in years that have none."""
+    day = col.dt.date() if isinstance(dtype, pl.Datetime) else col
+    month, mday = day.dt.month(), day.dt.day()
+
+    def in_year(year: int) -> pl.Expr:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        d = mday if leap else pl.when((month == 2) & (mday == 29)).then(28).otherwise(mday)
+        return pl.date(pl.lit(year), month, d)
+
+    this = in_year(as_of.year)
+    if as_of.year >= 9999:
+        return pl.when(this >= pl.lit(as_of)).then(this)
+    return pl.when(this >= pl.lit(as_of)).then(this).otherwise(in_year(as_of.year + 1))
+
+
+def _term_expr(term: tuple) -> pl.Expr:
+    """Polars expression of a term tree: ``("col", name, dtype)``, ``("num", value)``,
+    ``("bin", op, left, right)``, ``("neg", operand)``, ``("anniv", name, dtype, as_of)``.
+    Arithmetic is in float64; NaN becomes null, nulls propagate, division by zero is null."""
+    tag = term[0]
+    if tag == "col":
+        return _column(term[1], term[2])
+    if tag == "num":
+        return pl.lit(float(term[1]), dtype=pl.Float64)
+    if tag == "anniv":
+        return _anniversary_expr(pl.col(term[1]), term[2], term[3])
+    if tag == "neg":
+        return (-_term_expr(term[1]).cast(pl.Float64)).fill_nan(None)
+    op, left, right = term[1], _term_expr(term[2]), _term_expr(term[3])
+    a, b = left.cast(pl.Float64), right.cast(pl.Float64)
+    if op == "+":
+        out = a + b
+    elif op == "-":
+        out = a - b
+    elif op == "*":
+        out = a * b
+    else:
+        out = pl.when(b == 0).then(None).otherwise(a / b)
+    return out.fill_nan(None)
+
+
 def _base(spec: _AtomSpec) -> pl.Expr:
+    if spec.term is not None:
+        return _term_expr(spec.term)
     col = pl.col(spec.column)
     dtype = spec.dtype
     if dtype.is_float():
@@ -514,6 +581,11 @@ def _atom_expr(spec: _AtomSpec) -> pl.Expr:
         return base.is_not_null()
     if form == "is_true":
         return base.fill_null(False)
+    if form == "cmp" and spec.rhs is not None:
+        right = _term_expr(spec.rhs)
+        cond = _CMP[spec.op](*_comparable(base, spec.dtype, right, spec.rhs))
+        missing = base.is_null() | right.is_null()
+        return pl.when(missing).then(False).otherwise(cond.fill_null(False))
     if form == "cmp":
         cond = _CMP[spec.op](base, _literal(spec.values[0], spec))
     elif form in ("between", "not_between"):
@@ -562,6 +634,33 @@ def _atom_expr(spec: _AtomSpec) -> pl.Expr:
     return pl.when(base.is_null()).then(False).otherwise(cond.fill_null(False))
 
 
+def _term_dtype(term: tuple) -> pl.DataType:
+    tag = term[0]
+    if tag == "col":
+        return term[2]
+    if tag == "anniv":
+        return pl.Date()
+    return pl.Float64()
+
+
+def _comparable(
+    left: pl.Expr, left_dtype: pl.DataType, right: pl.Expr, rhs: tuple
+) -> tuple[pl.Expr, pl.Expr]:
+    """Two terms of one kind made comparable: a date beside a datetime becomes the midnight
+    that starts it (in the datetime's zone), as date literals do."""
+    right_dtype = _term_dtype(rhs)
+    for a, da, b, db, swap in (
+        (left, left_dtype, right, right_dtype, False),
+        (right, right_dtype, left, left_dtype, True),
+    ):
+        if isinstance(da, pl.Datetime) and isinstance(db, pl.Date):
+            b = b.cast(pl.Datetime(da.time_unit or "us"))
+            if da.time_zone:
+                b = b.dt.replace_time_zone(da.time_zone, ambiguous="earliest", non_existent="null")
+            return (b, a) if swap else (a, b)
+    return left, right
+
+
 def _render_py(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -572,8 +671,30 @@ def _render_py(value: object) -> str:
     return repr(value)
 
 
+def _term_text(term: tuple) -> str:
+    """Canonical text of a term tree (fully parenthesized), for atom keys."""
+    tag = term[0]
+    if tag == "col":
+        name = term[1]
+        return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"`{name}`"
+    if tag == "num":
+        return repr(term[1])
+    if tag == "anniv":
+        return f"anniversary({_term_text(('col', term[1], term[2]))})"
+    if tag == "neg":
+        return f"-({_term_text(term[1])})"
+    return f"({_term_text(term[2])} {term[1]} {_term_text(term[3])})"
+
+
 def _atom_key(spec: _AtomSpec) -> str:
-    c = spec.column if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", spec.column) else f"`{spec.column}`"
+    if spec.term is not None:
+        c = _term_text(spec.term)
+    elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", spec.column):
+        c = spec.column
+    else:
+        c = f"`{spec.column}`"
+    if spec.rhs is not None:
+        return f"{c} {spec.op} {_term_text(spec.rhs)}"
     v = [_render_py(x) for x in spec.values]
     return {
         "cmp": lambda: f"{c} {spec.op} {v[0] if v else ''}",
@@ -595,10 +716,11 @@ def _atom_key(spec: _AtomSpec) -> str:
 class _Missing(Exception):
     """A field or source the rule needs is absent from the data (skippable)."""
 
-    def __init__(self, names: list[str], reason: str) -> None:
+    def __init__(self, names: list[str], reason: str, hint: str = "") -> None:
         super().__init__(reason)
         self.names = names
         self.reason = reason
+        self.hint = hint  # added to the "unknown field" message
 
 
 class _TypeMismatch(RuleError):
@@ -728,11 +850,98 @@ class _Checker:
             return _canonical_number(value.value)
         return value.value
 
+    # -- terms
+    def term(
+        self, operand: Operand, *, rhs: bool = False
+    ) -> tuple[tuple, str, pl.DataType, list[AggSpec]]:
+        """A term's tree (see :func:`_term_expr`), kind, dtype and the aggregates it needs."""
+        if isinstance(operand, Number):
+            return ("num", _canonical_number(operand.value)), "numeric", pl.Float64(), []
+        if isinstance(operand, Field | Aggregate):
+            try:
+                column, dtype, agg = self.operand(operand)
+            except _Missing as exc:
+                if rhs and isinstance(operand, Field):
+                    exc.hint = f" (to compare with the text, quote it: '{operand.name}')"
+                raise
+            dtype = _normalize_dtype(dtype)
+            return ("col", column, dtype), _kind(dtype), dtype, [agg] if agg else []
+        if isinstance(operand, Anniversary):
+            column, dtype, _ = self.operand(operand.field)
+            dtype = _normalize_dtype(dtype)
+            if _kind(dtype) not in ("date", "datetime"):
+                msg = (
+                    f"anniversary() needs a date field; field '{column}' is "
+                    f"{_KIND_NAMES[_kind(dtype)]} ({dtype})"
+                )
+                raise _TypeMismatch(msg)
+            return ("anniv", column, dtype, self.as_of), "date", pl.Date(), []
+        parts = [operand.operand] if isinstance(operand, Neg) else [operand.left, operand.right]
+        trees, aggs = [], []
+        for part in parts:
+            tree, kind, dtype, more = self.term(part)
+            if kind != "numeric":
+                name = (
+                    render(IsTrue(part)) if not isinstance(part, Field) else f"field '{part.name}'"
+                )
+                msg = (
+                    f"arithmetic needs numbers: {name} is {_KIND_NAMES[kind]} ({dtype}) in "
+                    f"{render(IsTrue(operand))}"
+                )
+                raise _TypeMismatch(msg)
+            trees.append(tree)
+            aggs += more
+        if isinstance(operand, Neg):
+            return ("neg", trees[0]), "numeric", pl.Float64(), aggs
+        return ("bin", operand.op, trees[0], trees[1]), "numeric", pl.Float64(), aggs
+
     # -- predicates
-    def predicate(self, node: Expr) -> tuple[_AtomSpec, AggSpec | None]:
+    def predicate(self, node: Expr) -> tuple[_AtomSpec, list[AggSpec]]:
+        """The atom spec of a predicate and the aggregates it needs."""
         assert isinstance(node, Compare | Between | In | Contains | IsNull | IsTrue)
-        column, dtype, agg = self.operand(node.operand)
-        return self._predicate(node, column, dtype), agg
+        operand = node.operand
+        rhs = node.value if isinstance(node, Compare) else None
+        rhs_term = isinstance(rhs, Field | Aggregate | Anniversary | Arith | Neg)
+        if isinstance(operand, Field | Aggregate) and not rhs_term:
+            column, dtype, agg = self.operand(operand)
+            return self._predicate(node, column, dtype), [agg] if agg else []
+        tree, kind, dtype, aggs = self.term(operand)
+        text = _term_text(tree)
+        if not rhs_term:
+            spec = self._predicate(node, text, dtype)
+            return dataclasses.replace(spec, term=tree), aggs
+        assert isinstance(node, Compare)
+        rtree, rkind, rdtype, raggs = self.term(node.value, rhs=True)  # type: ignore[arg-type]
+        self._check_pair(node, kind, dtype, rkind, rdtype)
+        spec = _AtomSpec("cmp", text, dtype, node.op, (), term=tree, rhs=rtree)
+        return spec, aggs + raggs
+
+    def _check_pair(
+        self, node: Compare, kind: str, dtype: pl.DataType, rkind: str, rdtype: pl.DataType
+    ) -> None:
+        """Both sides of a field-to-field comparison must be of one kind."""
+        left, right = render(IsTrue(node.operand)), render(IsTrue(node.value))  # type: ignore[arg-type]
+        dates = ("date", "datetime")
+        same = kind == rkind or (kind in dates and rkind in dates)
+        if kind in ("list", "other") or rkind in ("list", "other"):
+            same = False
+        if same and kind == "datetime" and rkind == "datetime":
+            zones = {getattr(dtype, "time_zone", None), getattr(rdtype, "time_zone", None)}
+            if len(zones) > 1:
+                msg = (
+                    f"{left} ({dtype}) and {right} ({rdtype}) are in different time zones; "
+                    "compare columns of one zone"
+                )
+                raise _TypeMismatch(msg)
+        if not same:
+            msg = (
+                f"cannot compare {left} ({_KIND_NAMES[kind]}, {dtype}) with {right} "
+                f"({_KIND_NAMES[rkind]}, {rdtype}); both sides must be numbers, dates or strings"
+            )
+            raise _TypeMismatch(msg)
+        if kind == "bool" and node.op not in ("=", "!="):
+            msg = f"{left} is a Boolean; compare it with = or !=, not {node.op}"
+            raise _TypeMismatch(msg)
 
     def _predicate(
         self,
@@ -1070,7 +1279,8 @@ def compile_catalog(
             if exc.reason.startswith("field '"):
                 field_name = exc.names[0]
                 msg = (
-                    f"segment '{name}': unknown field '{field_name}'; {_suggest(field_name, norm)}"
+                    f"segment '{name}': unknown field '{field_name}'{exc.hint}; "
+                    f"{_suggest(field_name, norm)}"
                 )
             else:
                 msg = f"segment '{name}': needs {exc.reason}, which the data does not have"
@@ -1126,13 +1336,13 @@ def _skip_reason(tree: Expr, checker: _Checker) -> str:
     """Why a rule cannot run on this data, naming every absent field and source."""
     fields: list[str] = []
     other: list[str] = []
-    for node in walk(tree):
-        if isinstance(node, Compare | Between | In | Contains | IsNull | IsTrue):
+    for term in walk_terms(tree):
+        if isinstance(term, Field | Aggregate):
             try:
-                checker.operand(node.operand)
+                checker.operand(term)
             except _Missing as exc:
-                if isinstance(node.operand, Field):
-                    fields.append(node.operand.name)
+                if isinstance(term, Field):
+                    fields.append(term.name)
                 else:
                     other.append(exc.reason)
             except RuleError:
@@ -1168,16 +1378,37 @@ def _emit(
     elif isinstance(node, SegmentRef):
         program.append((OP_SEGMENT, index[node.name]))
     else:
-        spec, agg = checker.predicate(node)
-        if agg is not None:
+        spec, needed = checker.predicate(node)
+        for agg in needed:
             aggs[agg.name] = agg
         key = _atom_key(spec)
         for j, atom in enumerate(atoms):
             if atom.key == key:
                 program.append((OP_ATOM, j))
                 return
-        atoms.append(Atom(key, (spec.column,), spec))
+        atoms.append(Atom(key, _spec_fields(spec), spec))
         program.append((OP_ATOM, len(atoms) - 1))
+
+
+def _spec_fields(spec: _AtomSpec) -> tuple[str, ...]:
+    """The scores columns an atom reads."""
+    if spec.term is None:
+        return (spec.column,)
+    names: list[str] = []
+
+    def visit(tree: tuple) -> None:
+        if tree[0] in ("col", "anniv"):
+            names.append(tree[1])
+        elif tree[0] == "neg":
+            visit(tree[1])
+        elif tree[0] == "bin":
+            visit(tree[2])
+            visit(tree[3])
+
+    visit(spec.term)
+    if spec.rhs is not None:
+        visit(spec.rhs)
+    return tuple(dict.fromkeys(names))
 
 
 def required_aggregates(
@@ -1196,11 +1427,9 @@ def required_aggregates(
     trees = _parse_all(catalog)
     specs: dict[str, AggSpec] = {}
     for tree in trees.values():
-        for node in walk(tree):
-            if isinstance(node, Compare | Between | In | Contains | IsNull | IsTrue) and isinstance(
-                node.operand, Aggregate
-            ):
-                spec = aggregate_spec(node.operand)
+        for term in walk_terms(tree):
+            if isinstance(term, Aggregate):
+                spec = aggregate_spec(term)
                 if spec.name not in present:
                     specs[spec.name] = spec
     return tuple(specs[k] for k in sorted(specs))

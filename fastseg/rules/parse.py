@@ -39,6 +39,8 @@ from fastseg.errors import RuleSyntaxError
 from fastseg.rules.ast import (
     Aggregate,
     And,
+    Anniversary,
+    Arith,
     Between,
     Bool,
     Compare,
@@ -50,6 +52,7 @@ from fastseg.rules.ast import (
     In,
     IsNull,
     IsTrue,
+    Neg,
     Not,
     Number,
     Operand,
@@ -113,6 +116,7 @@ _TOKEN_RE = re.compile(
   | (?P<qident>`[^`\n]*`)
   | (?P<string>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")
   | (?P<op>>=|<=|!=|<>|==|=|<|>)
+  | (?P<arith>[-+*/])
   | (?P<punct>[(),:\[\]])
     """,
     re.VERBOSE,
@@ -187,8 +191,6 @@ def _tokenize(text: str) -> list[_Token]:
                 raise _error(text, pos, f"unterminated string: add the closing {ch}")
             if ch == "`":
                 raise _error(text, pos, "unterminated `quoted name`: add the closing `")
-            if ch in "+-":
-                raise _error(text, pos, f"unexpected '{ch}'; expected a number or -30d")
             raise _error(text, pos, f"unexpected character {ch!r}")
         kind = m.lastgroup
         assert kind is not None
@@ -302,6 +304,15 @@ class _Parser:
     def primary(self, depth: int) -> Expr:
         tok = self.peek()
         if self.is_punct("("):
+            start = self.i
+            term: Operand | None = None
+            try:  # an arithmetic term in parentheses, e.g. (a + b) / 2 > 3
+                term = self.term(depth)
+            except RuleSyntaxError:
+                term = None
+            if term is not None and self.starts_tail():
+                return self.tail(term)
+            self.i = start
             self.advance()
             node = self.or_expr(depth + 1)
             if not self.is_punct(")"):
@@ -315,27 +326,122 @@ class _Parser:
         if tok.kind == "keyword" and tok.value in ("TRUE", "FALSE"):
             self.advance()
             return Const(tok.value == "TRUE")
+        if tok.kind == "ident" and self.is_punct("(", 1) and tok.text.lower() == "segment":
+            return self.segment_ref()
         if tok.kind == "ident" and self.is_punct("(", 1):
             func = tok.text.lower()
-            if func == "segment":
-                return self.segment_ref()
+            if func not in AGGREGATE_FUNCTIONS and func not in TERM_FUNCTIONS:
+                raise _error(
+                    self.text,
+                    tok.pos,
+                    f"unknown function '{tok.text}'; the functions are orders(), revenue(), "
+                    "units(), distinct(), events(), anniversary() and segment()",
+                )
+        if tok.kind == "keyword" and tok.value == "NULL":
+            raise _error(self.text, tok.pos, "NULL is not a condition: write 'field IS NULL'")
+        if self.starts_term(tok):
+            return self.tail(self.term(depth))
+        raise self.fail(tok, _CONDITION_HINT)
+
+    # -- arithmetic terms
+    def starts_term(self, tok: _Token) -> bool:
+        return tok.kind in ("ident", "qident", "number") or (
+            tok.kind == "arith" and tok.text in "+-"
+        )
+
+    def starts_tail(self) -> bool:
+        tok = self.peek()
+        if tok.kind == "op":
+            return True
+        if tok.kind == "keyword" and tok.value in ("BETWEEN", "IN", "CONTAINS", "IS"):
+            return True
+        return self.is_kw("NOT") and any(
+            self.is_kw(word, 1) for word in ("BETWEEN", "IN", "CONTAINS")
+        )
+
+    def term(self, depth: int) -> Operand:
+        """``term := factor (("+" | "-") factor)*``; a signed number right after a term
+        (``a -3``) is a subtraction."""
+        node = self.factor(depth)
+        while True:
+            tok = self.peek()
+            if tok.kind == "arith" and tok.text in "+-":
+                self.advance()
+                node = Arith(tok.text, node, self.factor(depth))  # type: ignore[arg-type]
+            elif tok.kind == "number" and tok.text[0] in "+-":
+                self.advance()
+                first = Number(abs(tok.value))  # type: ignore[arg-type]
+                node = Arith(tok.text[0], node, self.factor(depth, first))  # type: ignore[arg-type]
+            elif tok.kind == "reldate" and tok.text[0] in "+-":
+                raise _error(
+                    self.text,
+                    tok.pos,
+                    "arithmetic on dates is not supported; compare a date field with a date "
+                    f"directly (e.g. last_order_date > {tok.text}) or use a number of days "
+                    "such as recency_days",
+                )
+            else:
+                return node
+
+    def factor(self, depth: int, first: Operand | None = None) -> Operand:
+        """``factor := unary (("*" | "/") unary)*``."""
+        node = first if first is not None else self.unary(depth)
+        while self.peek().kind == "arith" and self.peek().text in "*/":
+            op = self.advance().text
+            node = Arith(op, node, self.unary(depth))  # type: ignore[arg-type]
+        return node
+
+    def unary(self, depth: int) -> Operand:
+        if depth > MAX_DEPTH:
+            raise _error(self.text, self.peek().pos, f"rule nests deeper than {MAX_DEPTH} levels")
+        tok = self.peek()
+        if tok.kind == "arith" and tok.text in "+-":
+            self.advance()
+            inner = self.unary(depth + 1)
+            if tok.text == "+":
+                return inner
+            if isinstance(inner, Number):
+                return Number(-inner.value)
+            return Neg(inner)
+        return self.atom(depth)
+
+    def atom(self, depth: int) -> Operand:
+        tok = self.peek()
+        if tok.kind == "number":
+            self.advance()
+            return Number(tok.value)  # type: ignore[arg-type]
+        if tok.kind == "ident" and self.is_punct("(", 1):
+            func = tok.text.lower()
             if func in AGGREGATE_FUNCTIONS:
-                return self.tail(self.aggregate())
+                return self.aggregate()
+            if func == "anniversary":
+                self.advance()
+                self.advance()  # (
+                arg = self.peek()
+                if arg.kind not in ("ident", "qident"):
+                    raise self.fail(arg, "a date field, e.g. anniversary(birth_date)")
+                self.advance()
+                name = str(arg.value) if arg.kind == "qident" else arg.text
+                self.expect_punct(")", "')' after the field of anniversary()")
+                return Anniversary(Field(name, pos=arg.pos))
             raise _error(
                 self.text,
                 tok.pos,
                 f"unknown function '{tok.text}'; the functions are orders(), revenue(), "
-                "events() and segment()",
+                "units(), distinct(), events(), anniversary() and segment()",
             )
         if tok.kind == "ident":
             self.advance()
-            return self.tail(Field(tok.text, pos=tok.pos))
+            return Field(tok.text, pos=tok.pos)
         if tok.kind == "qident":
             self.advance()
-            return self.tail(Field(str(tok.value), pos=tok.pos))
-        if tok.kind == "keyword" and tok.value == "NULL":
-            raise _error(self.text, tok.pos, "NULL is not a condition: write 'field IS NULL'")
-        raise self.fail(tok, _CONDITION_HINT)
+            return Field(str(tok.value), pos=tok.pos)
+        if self.is_punct("("):
+            self.advance()
+            node = self.term(depth + 1)
+            self.expect_punct(")", "an operator (+, -, *, /) or ')'")
+            return node
+        raise self.fail(tok, "a number, a field name or orders(...)")
 
     def segment_ref(self) -> Expr:
         self.advance()  # segment
@@ -356,7 +462,7 @@ class _Parser:
         if tok.kind == "op":
             self.advance()
             op = {"==": "=", "<>": "!="}.get(tok.text, tok.text)
-            return Compare(operand, op, self.value())  # type: ignore[arg-type]
+            return Compare(operand, op, self.rhs())  # type: ignore[arg-type]
         negated = False
         if self.is_kw("NOT"):
             if not any(self.is_kw(word, 1) for word in ("BETWEEN", "IN", "CONTAINS")):
@@ -430,6 +536,18 @@ class _Parser:
             )
         raise self.fail(tok, _VALUE_HINT)
 
+    def rhs(self) -> Value | Operand:
+        """The right side of a comparison: a literal, or a term (``2 * avg_days``, a field)."""
+        tok = self.peek()
+        if tok.kind in ("ident", "qident") or (tok.kind == "punct" and tok.text == "("):
+            return self.term(0)
+        if tok.kind == "arith" and tok.text in "+-":
+            return self.term(0)
+        if tok.kind == "number":
+            node = self.term(0)
+            return node
+        return self.value()
+
     def value_list(self, open_: str, close: str) -> tuple[Value, ...]:
         self.expect_punct(open_, f"'{open_}' to start a list of values")
         values = [self.value()]
@@ -462,7 +580,9 @@ class _Parser:
             self.advance()
             of = str(tok.value) if tok.kind == "qident" else tok.text
             if of in _RESERVED_DISTINCT:
-                raise _error(self.text, tok.pos, f"cannot count distinct '{of}': {_RESERVED_DISTINCT[of]}")
+                raise _error(
+                    self.text, tok.pos, f"cannot count distinct '{of}': {_RESERVED_DISTINCT[of]}"
+                )
             if not self.is_punct(")"):
                 self.expect_punct(",", "',' or ')' after the column")
         bounds: dict[str, DateLit | RelDate | Today] = {}
