@@ -81,6 +81,17 @@ def test_unknown_fields_are_reported_with_their_place(tmp_path: Path) -> None:
     assert len(err) == 1 and err[0].startswith("error:") and "3 problems" in err[0]
 
 
+def test_unknown_fields_inside_arithmetic_comparisons_and_anniversary(tmp_path: Path) -> None:
+    rule = (
+        "monetary + 2 * frequncy > 3 AND recency_days < tenure_dayz"
+        " AND anniversary(birht_date) <= +7d AND monetary + country > 1"
+    )
+    res = api.check_rules(write(tmp_path, "n.toml", toml(("n", rule))))
+    got = [(p.field, p.column) for p in res.problems]
+    assert got == [("frequncy", 16), ("tenure_dayz", 48), ("birht_date", 76), (None, 110)], got
+    assert "'country' is a string" in res.problems[-1].text
+
+
 def test_ok_counts_segments_and_groups(tmp_path: Path) -> None:
     rules = write(
         tmp_path,

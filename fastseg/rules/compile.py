@@ -1633,8 +1633,19 @@ def _predicate_problems(
         if not lenient:
             add(f"unknown field '{exc.names[0]}'", _term_pos(node), exc.names[0], "field")
     except RuleError as exc:
-        add(str(exc), _term_pos(node))
+        add(str(exc), _blamed_pos(node, str(exc)))
     return out
+
+
+def _blamed_pos(node: Expr, message: str) -> int:
+    """Offset of the field a type error names (``field 'x'``), else of the predicate's first
+    term."""
+    named = re.search(r"field '([^']+)'", message)
+    if named:
+        for term in walk_terms(node):
+            if isinstance(term, Field) and term.name == named.group(1) and term.pos >= 0:
+                return term.pos
+    return _term_pos(node)
 
 
 def _aggregate_problems(
