@@ -230,6 +230,13 @@ def test_run_names_every_unknown_field_before_reading(tmp_path: Path, inputs) ->
     assert not (tmp_path / "o").exists()
 
 
+def test_run_with_frames_checks_before_reading(inputs) -> None:
+    orders = pl.read_parquet(inputs["orders"])
+    rules = toml(("f", "orders(chanel: 'app') > 0 AND frequncy > 1"))
+    with pytest.raises(RuleError, match="'chanel'.*'frequncy'"):
+        api.run_job(orders, rules=rules, builtin=False)
+
+
 def test_run_checks_event_filter_columns_before_reading(tmp_path: Path, inputs) -> None:
     rules = write(tmp_path, "ev.toml", toml(("e", "events('email_open', campain: 'x') > 0")))
     with pytest.raises(RuleError, match="unknown events column 'campain'.*did you mean 'campaign'"):

@@ -1455,7 +1455,8 @@ class Problem:
     kind : str
         ``syntax``, ``reference`` (segments, groups, cycles), ``field`` (unknown field),
         ``source`` (an aggregate's source is absent), ``column`` (unknown column of a source),
-        ``filter`` (a filter value's type), ``type`` (a predicate's types).
+        ``filter`` (a filter value's type), ``type`` (a predicate's types); ``catalog`` for
+        a problem of the file itself (names, keys) found by the caller.
     """
 
     text: str
