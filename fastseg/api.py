@@ -683,7 +683,11 @@ class _Expected:
                 return f"give --{source} FILE to check against your {source}' columns"
             return ""
         if name in PREDICTED_FIELDS or re.fullmatch(r"expected_orders_\d+d", name):
-            return "" if self.predict else "run with --predict for predicted fields"
+            return (
+                ""
+                if self.predict
+                else "predicted fields need fastseg run --predict (check with --predict)"
+            )
         if re.fullmatch(r"days_since_.+|.+_\d+d", name) and "events" not in self.given:
             return "give --events FILE for the features of its event types"
         if "customers" not in self.given:
