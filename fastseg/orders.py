@@ -189,6 +189,7 @@ ORDER_KINDS = {
     "discount": "number",
     "category": "text",
     "channel": "text",
+    "sku": "keep",
     "order_id": "keep",
 }
 

@@ -59,6 +59,7 @@ ORDER_COLUMNS: dict[str, str] = {
     "unit_price": "price per unit (amount = quantity x unit_price when amount is absent)",
     "category": "product category",
     "channel": "sales channel (web, app, store...)",
+    "sku": "product id or SKU of the line (rule filters: orders(sku: 'A-1'))",
     "discount": "discount amount on the row",
 }
 REQUIRED_ORDER_COLUMNS = ("customer_id", "order_ts", "amount")

@@ -526,26 +526,41 @@ def _term_expr(term: tuple) -> pl.Expr:
     """Polars expression of a term tree: ``("col", name, dtype)``, ``("num", value)``,
     ``("bin", op, left, right)``, ``("neg", operand)``, ``("anniv", name, dtype, as_of)``.
     Arithmetic is in float64; NaN becomes null, nulls propagate, division by zero is null."""
+    if term[0] in ("bin", "neg"):
+        # NaN (from inf - inf, or a NaN operand) propagates through every operation, so it
+        # is made null once, at the top: per node it would double the expression each level
+        return _arith(term).fill_nan(None)
+    return _leaf(term)
+
+
+def _leaf(term: tuple) -> pl.Expr:
     tag = term[0]
     if tag == "col":
         return _column(term[1], term[2])
     if tag == "num":
         return pl.lit(float(term[1]), dtype=pl.Float64)
-    if tag == "anniv":
-        return _anniversary_expr(pl.col(term[1]), term[2], term[3])
+    assert tag == "anniv"
+    return _anniversary_expr(pl.col(term[1]), term[2], term[3])
+
+
+def _arith(term: tuple) -> pl.Expr:
+    """Each operand appears once in the expression (no when/then on a sub-expression), so the
+    expression grows linearly with the term."""
+    tag = term[0]
     if tag == "neg":
-        return (-_term_expr(term[1]).cast(pl.Float64)).fill_nan(None)
-    op, left, right = term[1], _term_expr(term[2]), _term_expr(term[3])
-    a, b = left.cast(pl.Float64), right.cast(pl.Float64)
+        return -_arith(term[1]).cast(pl.Float64)
+    if tag != "bin":
+        return _leaf(term).cast(pl.Float64)
+    op, a, b = term[1], _arith(term[2]), _arith(term[3])
     if op == "+":
-        out = a + b
-    elif op == "-":
-        out = a - b
-    elif op == "*":
-        out = a * b
-    else:
-        out = pl.when(b == 0).then(None).otherwise(a / b)
-    return out.fill_nan(None)
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    # division by zero is null: the zero divisor (+0.0 and -0.0, made one by adding 0.0)
+    # becomes null before dividing
+    return a / (b + 0.0).replace(0.0, None)
 
 
 def _base(spec: _AtomSpec) -> pl.Expr:

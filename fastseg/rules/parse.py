@@ -11,19 +11,27 @@ Grammar (keywords and function names are case-insensitive; field names are case-
     and_expr  := not_expr ("AND" not_expr)*
     not_expr  := "NOT" not_expr | primary
     primary   := "(" or_expr ")" | "TRUE" | "FALSE" | "segment" "(" NAME ")"
-               | operand [tail]
-    tail      := CMP value
+               | term [tail]
+    tail      := CMP (value | term)
                | ["NOT"] "BETWEEN" value "AND" value
                | ["NOT"] "IN" "(" value ("," value)* ")"
                | ["NOT"] "CONTAINS" value
                | "IS" ["NOT"] "NULL"
-    operand   := NAME | `quoted name` | aggregate
-    aggregate := ("orders" | "revenue") "(" [arg ("," arg)*] ")"
+    term      := factor (("+" | "-") factor)*
+    factor    := unary (("*" | "/") unary)*
+    unary     := "-" unary | atom
+    atom      := NUMBER | NAME | `quoted name` | aggregate | "anniversary" "(" NAME ")"
+               | "(" term ")"
+    aggregate := ("orders" | "revenue" | "units") "(" [arg ("," arg)*] ")"
+               | "distinct" "(" NAME ("," arg)* ")"
                | "events" "(" STRING ("," arg)* ")"
-    arg       := NAME ":" (value | "(" value ("," value)* ")" | "[" value ("," value)* "]")
-    value     := NUMBER | STRING | "TRUE" | "FALSE" | DATE | RELDATE | "TODAY"
+    arg       := ("since" | "until") ":" date
+               | NAME ":" (value | "(" value ("," value)* ")" | "[" value ("," value)* "]")
+    value     := NUMBER | STRING | "TRUE" | "FALSE" | DATE | RELDATE | "TODAY" | "YESTERDAY"
     CMP       := "=" | "==" | "!=" | "<>" | ">" | ">=" | "<" | "<="
 
+A "(" that starts a condition may also start a term: the parser tries the term first and keeps
+it when a comparison follows (``(a + b) > 2``), else reads a condition (``(a > 1 OR b)``).
 An operand without a tail is a Boolean test (``email_opt_in``). ``#`` starts a comment that
 runs to the end of the line.
 """
@@ -86,6 +94,9 @@ AGGREGATE_FUNCTIONS = ("orders", "revenue", "units", "distinct", "events")
 #: functions of a term (besides the aggregates)
 TERM_FUNCTIONS = ("anniversary",)
 MAX_DEPTH = 100
+#: the most levels of the syntax tree a rule may have, counting each AND, OR, NOT and operator
+#: of a chain (the compiler walks the tree recursively)
+MAX_HEIGHT = 250
 MAX_RULE_LENGTH = 100_000
 
 # Source columns an aggregate filter may not name: they are the window itself or the key.
@@ -686,4 +697,31 @@ def parse_rule(text: str) -> Expr:
     if len(text) > MAX_RULE_LENGTH:
         msg = f"rule is {len(text)} characters long; the limit is {MAX_RULE_LENGTH}"
         raise RuleSyntaxError(msg, line=1, column=1, rule=text[:200])
-    return _Parser(text).rule()
+    tree = _Parser(text).rule()
+    if _height(tree) > MAX_HEIGHT:
+        msg = (
+            f"rule has more than {MAX_HEIGHT} levels of AND, OR, NOT and operators; split it into "
+            "smaller segments and combine them with segment(name)"
+        )
+        raise RuleSyntaxError(msg, line=1, column=1, rule=text[:200])
+    return tree
+
+
+def _height(tree: Expr) -> int:
+    """Levels of the tree (iterative: a long chain must not exhaust the stack here)."""
+    best = 0
+    stack: list[tuple[object, int]] = [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        best = max(best, level)
+        if best > MAX_HEIGHT:
+            return best
+        if isinstance(node, And | Or | Arith):
+            stack += [(node.left, level + 1), (node.right, level + 1)]
+        elif isinstance(node, Not | Neg) or hasattr(node, "operand"):
+            stack.append((node.operand, level + 1))  # type: ignore[attr-defined]
+        if isinstance(node, Compare):
+            stack.append((node.value, level + 1))
+        elif isinstance(node, Anniversary):
+            stack.append((node.field, level + 1))
+    return best
