@@ -14,7 +14,7 @@ from fastseg import api
 from fastseg.cli import app
 from fastseg.errors import RuleError
 from fastseg.rules import builtin_catalog, load_catalog, parse_rule, scores_schema
-from fastseg.rules.ast import Field, SegmentRef, walk, walk_terms
+from fastseg.rules.ast import Field, IsTrue, SegmentRef, walk, walk_terms
 from fastseg.rules.catalog import Catalog, SegmentDef
 from fastseg.rules.compile import catalog_problems
 
@@ -326,13 +326,16 @@ def _inline_rules() -> list[str]:
     """Inline code in docs/rules.md that is a rule over real fields (not `x = v` templates)."""
     text = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
     out = []
-    for span in re.findall(r"`([^`\n]+)`", text):
-        if " " not in span.strip() or "..." in span:
+    for m in re.finditer(r"`([^`\n]+)`(\s*→)?", text):
+        span = m.group(1)
+        if " " not in span.strip() or "..." in span or m.group(2):  # `rule` → its error
             continue
         try:
             tree = parse_rule(span)
         except RuleError:
             continue
+        if isinstance(tree, IsTrue) and not isinstance(tree.operand, Field):
+            continue  # a term (`inf - inf`, `distinct(category)`), not a condition
         names = {t.name for t in walk_terms(tree) if isinstance(t, Field)}
         if names & _PLACEHOLDERS or any(isinstance(n, SegmentRef) for n in walk(tree)):
             continue
