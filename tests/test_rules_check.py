@@ -323,8 +323,11 @@ def test_doc_blocks_compile(kind: str, body: str) -> None:
 
 
 def _inline_rules() -> list[str]:
-    """Inline code in docs/rules.md that is a rule over real fields (not `x = v` templates)."""
-    text = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+    """Inline code in docs/rules.md and README.md that is a rule over real fields (not `x = v`
+    templates)."""
+    text = "\n".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "docs" / "rules.md", ROOT / "README.md")
+    )
     out = []
     for m in re.finditer(r"`([^`\n]+)`(\s*→)?", text):
         span = m.group(1)
@@ -346,8 +349,9 @@ def _inline_rules() -> list[str]:
 def test_inline_rules_of_rules_md_compile() -> None:
     rules = _inline_rules()
     assert "p_alive < 0.3 AND monetary > 500" in rules
+    assert "anniversary(birth_date) BETWEEN today AND +30d" in rules  # README's
     segs = tuple(SegmentDef(f"inline_{i}", "", r) for i, r in enumerate(rules))
-    _check(Catalog(segs), "docs/rules.md inline")
+    _check(Catalog(segs), "inline rules of docs/rules.md and README.md")
 
 
 def test_doc_blocks_are_found() -> None:
