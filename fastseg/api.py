@@ -519,7 +519,7 @@ def load_rules(rules: Any = None, *, builtin: bool = True) -> Catalog:
     """
     from fastseg.errors import RuleError
     from fastseg.rules.catalog import Catalog, builtin_catalog, load_catalog
-    from fastseg.rules.compile import check_catalog
+    from fastseg.rules.compile import catalog_problems
 
     catalog = builtin_catalog() if builtin else Catalog()
     if rules is not None:
@@ -528,15 +528,10 @@ def load_rules(rules: Any = None, *, builtin: bool = True) -> Catalog:
     if not len(catalog):
         msg = "no segments to evaluate: give rules (a TOML catalog) or keep the built-in catalog"
         raise RuleError(msg)
-    problems = check_catalog(catalog)
+    problems = catalog_problems(catalog)
     if problems:
-        more = (
-            f" (and {len(problems) - 1} more problem(s); `fastseg segments check` lists all)"
-            if len(problems) > 1
-            else ""
-        )
         where = f"{path}: " if (path := _rules_path(rules)) is not None else ""
-        raise RuleError(where + problems[0] + more)
+        raise RuleError(where + _joined(problems, limit=5))
     return catalog
 
 
@@ -659,69 +654,339 @@ def _segment(
     return seg
 
 
-_EVENT_FIELD = re.compile(r"^(days_since_.+|.+_\d+d)$")
+#: documented canonical order rows (``_row_schema`` of a plan with every column) for checking
+#: rules without an orders file; ``order_id`` may be text or a number (its values unchecked)
+_DOCUMENTED_ORDER_ROWS: dict[str, pl.DataType] = {
+    "customer_id": pl.Null(),
+    "order_date": pl.Date(),
+    "amount": pl.Float64(),
+    "order_id": pl.Null(),
+    "quantity": pl.Float64(),
+    "unit_price": pl.Float64(),
+    "category": pl.String(),
+    "channel": pl.String(),
+    "discount": pl.Float64(),
+}
+_DOCUMENTED_EVENT_ROWS: dict[str, pl.DataType] = {
+    "customer_id": pl.Null(),
+    "event_date": pl.Date(),
+    "event": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class _Expected:
+    """What the rules will run on, known before any row is read."""
+
+    schema: dict[str, pl.DataType]
+    sources: dict[str, dict[str, pl.DataType] | None]
+    event_types_open: bool  # an events file: any event type's features may exist
+    given: frozenset[str]  # the inputs given: orders, customers, events
+    predict: bool
+
+    def extra_field(self, name: str) -> pl.DataType | None:
+        """An event feature of an event type only the rows tell (with an events file)."""
+        from fastseg.config import EVENT_WINDOWS
+
+        if not self.event_types_open:
+            return None
+        m = re.fullmatch(r"(.+)_(\d+)d", name)
+        if m and int(m.group(2)) in EVENT_WINDOWS and m.group(1) not in ("orders", "revenue"):
+            return pl.Int64()
+        return pl.Int64() if name.startswith("days_since_") and len(name) > 11 else None
+
+    def advice(self, name: str) -> str:
+        """Which input or option would bring an unknown field, source (``orders()``) or
+        source column (``orders.channel``); "" when none would."""
+        from fastseg.schema import PREDICTED_FIELDS
+
+        if name.endswith("()"):
+            return f"give --{name[:-2]} FILE"
+        if "." in name and name.split(".", 1)[0] in ("orders", "events"):
+            source = name.split(".", 1)[0]
+            if source not in self.given:
+                return f"give --{source} FILE to check against your {source}' columns"
+            return ""
+        if name in PREDICTED_FIELDS or re.fullmatch(r"expected_orders_\d+d", name):
+            return (
+                ""
+                if self.predict
+                else "predicted fields need fastseg run --predict (check with --predict)"
+            )
+        if re.fullmatch(r"days_since_.+|.+_\d+d", name) and "events" not in self.given:
+            return "give --events FILE for the features of its event types"
+        if "customers" not in self.given:
+            return "give --customers FILE if it is a column of your profiles"
+        return ""
+
+
+def _rule_columns(catalog: Catalog, source: str) -> list[str]:
+    """The source columns the catalog's aggregates read (filters, ``distinct``, ``quantity``):
+    the order plan keeps them, as the run's does (:func:`_score`)."""
+    from fastseg.rules.compile import required_aggregates
+
+    cols = {
+        c for spec in required_aggregates(catalog) if spec.source == source for c in spec.columns
+    }
+    return sorted(cols)
+
+
+def _expected(
+    catalog: Catalog,
+    orders: Any,
+    options: Mapping[str, Any],
+    *,
+    predict: Any,
+    documented: bool,
+) -> _Expected:
+    """The scores frame and raw rows the rules will see, from the inputs' schemas (Parquet
+    footers, CSV headers: no row is read). An input not given is absent (``documented=False``:
+    as the run will be) or its documented columns (``True``: checking rules without data)."""
+    from fastseg.features import check_windows
+    from fastseg.orders import customer_names, plan_customers, plan_events, plan_orders
+    from fastseg.pipeline import _row_schema
+    from fastseg.rules.compile import scores_schema
+
+    customers, events = options.get("customers"), options.get("events")
+    given = frozenset(
+        n
+        for n, v in (("orders", orders), ("customers", customers), ("events", events))
+        if v is not None
+    )
+    sources: dict[str, dict[str, pl.DataType] | None] = {}
+    if orders is not None:
+        plan = plan_orders(
+            orders, columns=options.get("columns"), extra_columns=_rule_columns(catalog, "orders")
+        )
+        sources["orders"] = dict(_row_schema(plan))
+        category, discount = "category" in plan.columns, "discount" in plan.columns
+    else:
+        sources["orders"] = dict(_DOCUMENTED_ORDER_ROWS) if documented else None
+        category = discount = True
+    profile = customers is None and documented
+    schema = scores_schema(
+        category=category,
+        discount=discount,
+        profile=profile,
+        events=events is None and documented,
+        predictions=False,
+    )
+    for name in [n for n in schema if re.fullmatch(r"(orders|revenue)_\d+d", n)]:
+        del schema[name]
+    for w in check_windows(options.get("windows", (30, 90, 365))):
+        schema[f"orders_{w}d"], schema[f"revenue_{w}d"] = pl.Int64(), pl.Float64()
+    if customers is not None:
+        src, resolved, found = plan_customers(customers, options.get("customer_columns"))
+        documented_types = scores_schema()
+        for name, col in customer_names(resolved, found).items():
+            dtype = found[col]
+            if src.kind == "csv" and dtype == pl.String and name in documented_types:
+                dtype = documented_types[name]  # text columns are typed on reading
+            schema.setdefault(name, dtype)
+    if events is not None:
+        src, resolved, _ = plan_events(events, options.get("event_columns"))
+        found = src.frame.collect_schema()
+        rows: dict[str, pl.DataType] = dict(_DOCUMENTED_EVENT_ROWS)
+        used = set(resolved.values())
+        rows.update({c: d for c, d in found.items() if c not in used and c not in rows})
+        sources["events"] = rows
+    else:
+        sources["events"] = dict(_DOCUMENTED_EVENT_ROWS) if documented else None
+    if predict:
+        from fastseg.predicting import prediction_schema
+
+        horizon = predict.get("horizon", 365) if isinstance(predict, Mapping) else 365
+        schema.update(prediction_schema(horizon))
+    return _Expected(schema, sources, events is not None, given, bool(predict))
+
+
+def _problems(catalog: Catalog, expected: _Expected, segments: Any) -> list[Any]:
+    from fastseg.rules.compile import catalog_problems
+
+    return catalog_problems(
+        catalog,
+        expected.schema,
+        sources=expected.sources,
+        extra_field=expected.extra_field,
+        advice=expected.advice,
+        segments=segments,
+    )
+
+
+#: problems found before any row is read that stop a run: what the compiler would reject
+#: after reading (types of scores fields wait for the data: text profile columns are typed then)
+_EARLY_KINDS = ("field", "source", "column", "filter")
+
+
+def _joined(problems: Sequence[Any], limit: int = 20) -> str:
+    """Problems as one line, joined with '; ' (at most ``limit``)."""
+    text = "; ".join(p.located() for p in problems[:limit])
+    if len(problems) > limit:
+        text += f"; and {len(problems) - limit} more (`fastseg segments check` lists all)"
+    return text
 
 
 def _check_fields_early(
     catalog: Catalog, orders: Any, options: Mapping[str, Any], *, predict: Any = False
 ) -> None:
-    """Unknown fields in the user's rules, found from the inputs' schemas before any row is read.
+    """Unknown fields, aggregates' unknown source columns and filter value types of the user's
+    rules, found from the inputs' schemas before any row is read; all in one error.
 
     The scores columns are predicted from the order columns present, the windows, and the
     profile file's columns; event features depend on the event types in the data, so with an
     events file any ``*_Nd`` / ``days_since_*`` name is let through (the compiler checks it
-    after reading). Type errors are left to the compiler too.
+    after reading). Type errors of scores fields are left to the compiler.
     """
     from fastseg.errors import RuleError
-    from fastseg.features import check_windows
-    from fastseg.orders import customer_names, plan_customers, plan_orders
-    from fastseg.rules.ast import Field, walk
-    from fastseg.rules.compile import check_catalog, scores_schema
-    from fastseg.rules.parse import parse_rule
 
-    plan = plan_orders(orders, columns=options.get("columns"))
-    predicted = scores_schema(
-        category="category" in plan.columns,
-        discount="discount" in plan.columns,
-        profile=False,
-        events=False,
-        predictions=False,
-    )
-    for name in [n for n in predicted if re.fullmatch(r"(orders|revenue)_\d+d", n)]:
-        del predicted[name]
-    for w in check_windows(options.get("windows", (30, 90, 365))):
-        predicted[f"orders_{w}d"], predicted[f"revenue_{w}d"] = pl.Int64(), pl.Float64()
-    if options.get("customers") is not None:  # text columns may be typed on reading
-        _, resolved, found = plan_customers(options["customers"], options.get("customer_columns"))
-        predicted.update({n: found[c] for n, c in customer_names(resolved, found).items()})
-    if predict:
-        from fastseg.predicting import prediction_schema
-
-        horizon = predict.get("horizon", 365) if isinstance(predict, Mapping) else 365
-        predicted.update(prediction_schema(horizon))
-    user = {s.name for s in catalog.segments if not getattr(s, "builtin", False)}
-    if options.get("events") is not None:
-        for seg in catalog.segments:
-            for node in walk(parse_rule(seg.rule)):
-                if (
-                    isinstance(node, Field)
-                    and node.name not in predicted
-                    and _EVENT_FIELD.match(node.name)
-                ):
-                    predicted[node.name] = pl.Int64()
-    problems = [
-        p
-        for p in check_catalog(catalog, predicted)
-        if "unknown field" in p and any(p.startswith(f"segment '{n}'") for n in user)
-    ]
+    user = [s.name for s in catalog.segments if not getattr(s, "builtin", False)]
+    expected = _expected(catalog, orders, options, predict=predict, documented=False)
+    problems = [p for p in _problems(catalog, expected, user) if p.kind in _EARLY_KINDS]
     if problems:
-        from fastseg.schema import PREDICTED_FIELDS
+        raise RuleError(_joined(problems))
 
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        hint = ""
-        if not predict and any(f"'{f}'" in problems[0] for f in PREDICTED_FIELDS):
-            hint = "; predicted fields need fastseg run --predict"
-        raise RuleError(problems[0] + more + hint)
+
+@dataclass(frozen=True)
+class RulesCheck:
+    """What :func:`check_rules` found.
+
+    Attributes
+    ----------
+    path : str
+        The catalog checked.
+    problems : list of Problem
+        Every problem (:class:`fastseg.rules.compile.Problem`): the catalog's own (names,
+        keys; kind ``catalog``), then the segments' in file order.
+    segments, groups : int
+        How many the file defines (valid or not).
+    toml_lines : dict
+        The line in the file of each problem's place (by index into ``problems``), when its
+        rule is found in the file.
+    """
+
+    path: str
+    problems: list[Any]
+    segments: int
+    groups: int
+    toml_lines: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """No problem."""
+        return not self.problems
+
+
+def check_rules(
+    rules: str | Path,
+    *,
+    builtin: bool = True,
+    orders: Any = None,
+    customers: Any = None,
+    events: Any = None,
+    columns: Columns = None,
+    customer_columns: Columns = None,
+    event_columns: Columns = None,
+    windows: Sequence[int] = (30, 90, 365),
+    predict: bool = False,
+) -> RulesCheck:
+    """Check a catalog file without reading any row: every problem, with its place.
+
+    Fields are checked against what fastseg produces (features for ``windows``, scores,
+    predicted fields with ``predict``, event features) and, for the inputs given, their
+    schemas (Parquet footers, CSV headers): profile fields come from ``customers``,
+    aggregates' filters are checked against the columns of ``orders`` and ``events`` and
+    their types. An input not given stands for its documented columns; a profile field that is
+    not documented is then unknown (give ``customers``).
+
+    Examples
+    --------
+    >>> check_rules("my_segments.toml").ok  # doctest: +SKIP
+    True
+    """
+    import tomllib
+
+    from fastseg.io import read_text
+    from fastseg.rules.catalog import builtin_catalog, load_catalog
+    from fastseg.rules.compile import Problem
+
+    for name, mapping, source in (
+        ("customer_columns", customer_columns, customers),
+        ("event_columns", event_columns, events),
+    ):
+        if mapping and source is None:
+            msg = f"{name}: give {name.split('_')[0]}s too (the input it maps)"
+            raise ParameterError(msg)
+    errors: list[str] = []
+    text = read_text(rules, "catalog file", missing_hint="check the path")
+    user = load_catalog(rules, errors=errors)  # raises only for invalid TOML
+    data = tomllib.loads(text)
+    n_seg, n_grp = len(data.get("segment", []) or []), len(data.get("group", []) or [])
+    catalog = builtin_catalog().merge(user) if builtin else user
+    options = {
+        "customers": customers,
+        "events": events,
+        "columns": columns,
+        "customer_columns": customer_columns,
+        "event_columns": event_columns,
+        "windows": windows,
+    }
+    expected = _expected(catalog, orders, options, predict=predict, documented=True)
+    mine = [s.name for s in user.segments] + [g.name for g in user.groups]
+    found = _problems(catalog, expected, mine)
+    origin = str(Path(rules))
+    loaded = [
+        Problem(e[len(origin) + 2 :] if e.startswith(origin + ": ") else e, kind="catalog")
+        for e in errors
+    ]
+    lines = _toml_lines(text, found)
+    order = sorted(
+        range(len(found)), key=lambda k: (lines.get(k, 0), found[k].line, found[k].column)
+    )
+    problems = loaded + [found[k] for k in order]
+    toml_lines = {len(loaded) + j: lines[k] for j, k in enumerate(order) if k in lines}
+    return RulesCheck(origin, problems, n_seg, n_grp, toml_lines)
+
+
+def _toml_lines(text: str, problems: Sequence[Any]) -> dict[int, int]:
+    """The file line of each problem's place: the line of its segment's ``rule`` key, plus the
+    rule line when the rule is a multi-line string written as it reads."""
+    import tomllib
+
+    lines = text.splitlines()
+    rule_at: dict[str, tuple[int, str]] = {}  # segment -> (line index of `rule =`, raw value)
+    name: str | None = None
+    rule: tuple[int, str] | None = None
+    in_segment = False
+    for i, line in enumerate([*lines, "["]):
+        if line.strip().startswith("["):
+            if in_segment and name is not None and rule is not None:
+                rule_at.setdefault(name, rule)
+            in_segment = line.strip().replace(" ", "") == "[[segment]]"
+            name = rule = None
+            continue
+        m = re.match(r"\s*(name|rule)\s*=\s*(.*)$", line) if in_segment else None
+        if m is None:
+            continue
+        if m.group(1) == "rule":
+            rule = rule or (i, m.group(2))
+            continue
+        try:
+            value = tomllib.loads(f"v = {m.group(2)}")["v"]
+        except tomllib.TOMLDecodeError:
+            continue
+        name = value if isinstance(value, str) else None
+    out: dict[int, int] = {}
+    for k, p in enumerate(problems):
+        seg = getattr(p, "segment", None)
+        if seg is None or seg not in rule_at:
+            continue
+        index, raw = rule_at[seg]
+        line = index + 1
+        if p.line and raw.lstrip()[:3] in ('"""', "'''"):
+            first_blank = raw.lstrip()[3:].strip() == ""  # a newline after the quotes is trimmed
+            line += p.line - (0 if first_blank else 1)
+        out[k] = line
+    return out
 
 
 def run_job(

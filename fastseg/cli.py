@@ -1507,27 +1507,149 @@ def segments_show(
 @_friendly
 def segments_check(
     file: Annotated[
-        Path, typer.Argument(help="Catalog TOML file to validate (no data needed).", metavar="FILE")
+        Path, typer.Argument(help="Catalog TOML file to validate (no row is read).", metavar="FILE")
     ],
+    orders: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--orders",
+            help="Check order filters (orders(channel: 'app')) against these orders' columns and "
+            "types (repeatable, as `run` takes them).",
+            metavar="FILE",
+        ),
+    ] = None,
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            "--customers",
+            help="Check profile fields against this customers file's columns.",
+            metavar="FILE",
+        ),
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            help="Check event filters against this events file's columns (and allow the "
+            "features of any event type).",
+            metavar="FILE",
+        ),
+    ] = None,
+    col: ColOpt = None,
+    customers_col: CustomersColOpt = None,
+    events_col: EventsColOpt = None,
+    windows: WindowsOpt = "30,90,365",
+    predict: Annotated[
+        bool,
+        typer.Option("--predict", help="Allow the fields `run --predict` adds (p_alive, clv...)."),
+    ] = False,
+    builtin: BuiltinOpt = True,
+    fmt: Annotated[
+        LogFormat,
+        typer.Option(
+            "--format",
+            help="text (one problem per line, with the rule and a caret) or json (one document "
+            "on stdout: file, ok, segments, groups, problems).",
+        ),
+    ] = LogFormat.text,
 ) -> None:
-    """Validate a catalog: syntax, fields, types, references and cycles, without data."""
-    from fastseg.errors import RuleError
-    from fastseg.rules.catalog import builtin_catalog, load_catalog
-    from fastseg.rules.compile import check_catalog
+    """Validate a catalog: syntax, fields, types, references and cycles, without reading any row.
 
-    user = load_catalog(file)
-    problems = check_catalog(builtin_catalog().merge(user))
-    mine = {s.name for s in user.segments} | {g.name for g in user.groups}
-    problems = [p for p in problems if any(f"'{n}'" in p or f" {n}" in p for n in mine)] or problems
-    if len(problems) == 1:
-        raise RuleError(f"{file}: {problems[0]}")
-    if problems:
-        for p in problems:
-            _error_line(f"{file}: {p}")
-        raise RuleError(f"{file}: {len(problems)} problems (listed above)")
-    console.print(
-        f"[green]ok[/green]: {escape(str(file))} — {len(user.segments)} segment(s), "
-        f"{len(user.groups)} group(s)"
+    Lists every problem with its place (FILE:LINE, the segment, the line and column in the
+    rule) and exits 1 if there is any. Without inputs, fields are checked against what fastseg
+    documents; give the inputs to check against their columns (Parquet footers, CSV headers).
+    """
+    from fastseg import api
+
+    _need_input(col, orders and Path(orders[0]), "--col", "--orders")
+    _need_input(customers_col, customers, "--customers-col", "--customers")
+    _need_input(events_col, events, "--events-col", "--events")
+    res = api.check_rules(
+        file,
+        builtin=builtin,
+        orders=_one_or_many(orders) if orders else None,
+        customers=customers,
+        events=events,
+        columns=col or None,
+        customer_columns=customers_col or None,
+        event_columns=events_col or None,
+        windows=_windows(windows),
+        predict=predict,
+    )
+    if fmt is LogFormat.json:
+        _print_check_json(res)
+    elif res.ok:
+        console.print(
+            f"[green]ok[/green]: {res.segments} segments, {res.groups} groups ({escape(str(file))})"
+        )
+    if res.ok:
+        return
+    for i, problem in enumerate(res.problems if fmt is LogFormat.text else ()):
+        where = f"{res.path}:{res.toml_lines[i]}" if i in res.toml_lines else res.path
+        console.print(
+            f"{where}: {_one_line(problem.located())}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        if problem.line and problem.rule and problem.kind != "syntax":
+            excerpt, caret = _rule_excerpt(problem.rule, problem.line, problem.column)
+            console.print(
+                f"    {excerpt}\n    {caret}", markup=False, highlight=False, soft_wrap=True
+            )
+    from fastseg.errors import RuleError
+
+    if len(res.problems) == 1:
+        raise RuleError(f"{res.path}: {res.problems[0].located()}")
+    names = list(dict.fromkeys(p.segment for p in res.problems if p.segment))
+    which = f" in {', '.join(repr(n) for n in names[:10])}" if names else ""
+    more = " ..." if len(names) > 10 else ""
+    listed = "listed above" if fmt is LogFormat.text else "in the JSON on stdout"
+    msg = f"{res.path}: {len(res.problems)} problems{which}{more} ({listed})"
+    raise RuleError(msg)
+
+
+def _print_check_json(res: Any) -> None:
+    import json
+
+    doc = {
+        "file": res.path,
+        "ok": res.ok,
+        "segments": res.segments,
+        "groups": res.groups,
+        "problems": [
+            {
+                "segment": p.segment,
+                "file_line": res.toml_lines.get(i),
+                "line": p.line or None,
+                "column": p.column or None,
+                "field": p.field,
+                "kind": p.kind,
+                "message": p.text,
+            }
+            for i, p in enumerate(res.problems)
+        ],
+    }
+    sys.stdout.write(json.dumps(doc, ensure_ascii=True) + "\n")
+    sys.stdout.flush()
+
+
+def _rule_excerpt(rule: str, line: int, column: int, context: int = 30) -> tuple[str, str]:
+    """The rule's line around a place (control characters shown escaped) and a caret below."""
+    lines = rule.split("\n")
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    start = max(0, column - 1 - context)
+    before, after = text[start : column - 1], text[column - 1 : column - 1 + context]
+    shown_before = _visible(before)
+    head = "…" if start > 0 else ""
+    tail = "…" if column - 1 + context < len(text) else ""
+    return head + shown_before + _visible(after) + tail, " " * (len(head) + len(shown_before)) + "^"
+
+
+def _visible(text: str) -> str:
+    """Text with control characters (ANSI escapes, tabs) written as escapes."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
     )
 
 

@@ -301,8 +301,15 @@ def _unknown_keys(table: dict, allowed: tuple[str, ...], where: str) -> None:
             raise RuleError(msg)
 
 
-def _from_dict(data: dict, origin: str, builtin: bool) -> Catalog:
-    _unknown_keys(data, _TOP_KEYS, origin)
+def _from_dict(data: dict, origin: str, builtin: bool, errors: list[str] | None = None) -> Catalog:
+    """The catalog of a parsed TOML document. With ``errors``, a table with a problem is left
+    out and its problem appended (``"{origin}: ..."``) instead of raised."""
+    try:
+        _unknown_keys(data, _TOP_KEYS, origin)
+    except RuleError as exc:
+        if errors is None:
+            raise
+        errors.append(str(exc))
     segments: list[SegmentDef] = []
     groups: list[GroupDef] = []
     for key, kind in (("segment", "segment"), ("group", "group")):
@@ -318,12 +325,18 @@ def _from_dict(data: dict, origin: str, builtin: bool) -> Catalog:
                 else f"{origin}: {kind} #{i}"
             )
             allowed = _SEGMENT_KEYS if kind == "segment" else _GROUP_KEYS
-            _unknown_keys(table, allowed, where)
             required = ("name", "rule") if kind == "segment" else ("name", "segments")
-            for req in required:
-                if req not in table:
-                    msg = f"{where}: missing key '{req}'"
-                    raise RuleError(msg)
+            try:
+                _unknown_keys(table, allowed, where)
+                for req in required:
+                    if req not in table:
+                        msg = f"{where}: missing key '{req}'"
+                        raise RuleError(msg)
+            except RuleError as exc:
+                if errors is None:
+                    raise
+                errors.append(str(exc))
+                continue
             try:
                 if kind == "segment":
                     segments.append(
@@ -347,7 +360,20 @@ def _from_dict(data: dict, origin: str, builtin: bool) -> Catalog:
                     )
             except RuleError as exc:
                 msg = f"{origin}: {exc}"
-                raise RuleError(msg) from None
+                if errors is None:
+                    raise RuleError(msg) from None
+                errors.append(msg)
+    if errors is not None:  # keep the first of each name
+        seen: set[str] = set()
+        for kind, items in (("segment", segments), ("group", groups)):
+            for item in list(items):
+                if item.name in seen:
+                    items.remove(item)
+                    errors.append(
+                        f"{origin}: name '{item.name}' is used twice ({kind}); names must be "
+                        "unique across segments and groups, rename one"
+                    )
+                seen.add(item.name)
     try:
         return Catalog(tuple(segments), tuple(groups))
     except RuleError as exc:
@@ -368,7 +394,12 @@ def names_a_file(source: object) -> bool:
     )
 
 
-def load_catalog(source: str | os.PathLike[str] | bytes, *, builtin: bool = False) -> Catalog:
+def load_catalog(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    builtin: bool = False,
+    errors: list[str] | None = None,
+) -> Catalog:
     """Read a catalog from a TOML file or TOML text.
 
     Parameters
@@ -378,6 +409,10 @@ def load_catalog(source: str | os.PathLike[str] | bytes, *, builtin: bool = Fals
         TOML text itself.
     builtin : bool
         Mark its segments as built-in (skipped rather than failing when fields are missing).
+    errors : list, optional
+        Collect the problems of single tables (invalid or duplicate names, unknown or missing
+        keys) here and leave those tables out, instead of raising at the first one (what
+        ``fastseg segments check`` does). Invalid TOML still raises.
 
     Raises
     ------
@@ -403,7 +438,7 @@ def load_catalog(source: str | os.PathLike[str] | bytes, *, builtin: bool = Fals
     except tomllib.TOMLDecodeError as exc:
         msg = f"{origin}: invalid TOML: {exc}"
         raise RuleError(msg) from None
-    return _from_dict(data, origin, builtin)
+    return _from_dict(data, origin, builtin, errors)
 
 
 @cache

@@ -29,7 +29,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -68,7 +68,7 @@ from fastseg.rules.ast import (
     walk,
     walk_terms,
 )
-from fastseg.rules.parse import parse_rule
+from fastseg.rules.parse import _position, parse_rule
 from fastseg.schema import EVENT_TYPES, PREDICTED_FIELDS, PREDICTED_TYPES, RFM_GROUPS
 
 if TYPE_CHECKING:
@@ -88,7 +88,9 @@ __all__ = [
     "CompiledCatalog",
     "CompiledGroup",
     "CompiledSegment",
+    "Problem",
     "aggregate_spec",
+    "catalog_problems",
     "check_catalog",
     "compile_catalog",
     "required_aggregates",
@@ -1449,36 +1451,269 @@ def required_aggregates(
     return tuple(specs[k] for k in sorted(specs))
 
 
-def check_catalog(catalog: Catalog, schema: Mapping[str, pl.DataType] | None = None) -> list[str]:
-    """Every problem of a catalog found without data; an empty list means it is valid.
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a catalog found without data (see :func:`catalog_problems`).
 
-    Reports syntax errors (multi-line: the first line stands alone, then the rule line and a
-    caret), unknown segment references, cycles and unknown group members. Fields are
-    type-checked against ``schema``, or when it is ``None`` against the documented scores
-    frame (:func:`scores_schema`) ignoring fields it does not know (profile columns may vary).
+    Attributes
+    ----------
+    text : str
+        The one-line message, e.g. ``"segment 'a': unknown field 'frequncy'; did you mean
+        'frequency'?"``; ``str(problem)`` is this text.
+    segment : str or None
+        The segment (or group) it is about; ``None`` for a cycle.
+    line, column : int
+        Where in the segment's rule (1-based); 0 when it is not about a place in a rule.
+    field : str or None
+        The unknown field or column, when that is the problem.
+    rule : str
+        The segment's rule text ("" when not about a rule).
+    kind : str
+        ``syntax``, ``reference`` (segments, groups, cycles), ``field`` (unknown field),
+        ``source`` (an aggregate's source is absent), ``column`` (unknown column of a source),
+        ``filter`` (a filter value's type), ``type`` (a predicate's types); ``catalog`` for
+        a problem of the file itself (names, keys) found by the caller.
+    """
+
+    text: str
+    segment: str | None = None
+    line: int = 0
+    column: int = 0
+    field: str | None = None
+    rule: str = ""
+    kind: str = "type"
+
+    def __str__(self) -> str:
+        return self.text
+
+    def located(self) -> str:
+        """:attr:`text` with the place in the rule after the segment's name (syntax errors
+        already say where they are)."""
+        prefix = f"segment '{self.segment}': "
+        if (
+            not self.line
+            or not self.text.startswith(prefix)
+            or self.text.startswith(prefix + "syntax error at line")
+        ):
+            return self.text
+        where = f"segment '{self.segment}' at line {self.line}, column {self.column}: "
+        return where + self.text[len(prefix) :]
+
+
+_PREDICATES = (Compare, Between, In, Contains, IsNull, IsTrue)
+
+
+def _term_pos(predicate: Expr) -> int:
+    """Offset of a predicate's first positioned term in the rule (-1: none)."""
+    for term in walk_terms(predicate):
+        pos = getattr(term, "pos", -1)
+        if pos >= 0:
+            return pos
+    return -1
+
+
+def catalog_problems(
+    catalog: Catalog,
+    schema: Mapping[str, pl.DataType] | None = None,
+    *,
+    sources: Mapping[str, Mapping[str, pl.DataType] | None] | None = None,
+    extra_field: Callable[[str], pl.DataType | None] | None = None,
+    advice: Callable[[str], str] | None = None,
+    segments: Collection[str] | None = None,
+) -> list[Problem]:
+    """Every problem of a catalog found without data, with its place in the rule.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The catalog to check.
+    schema : mapping, optional
+        The scores frame the rules will run on. ``None``: the documented scores frame
+        (:func:`scores_schema`), ignoring fields it does not know (profile columns vary).
+    sources : mapping, optional
+        Schemas of the raw ``"orders"`` and ``"events"`` rows (``None`` or no key: that source
+        is absent), to check aggregates' filter columns and value types. A column typed
+        ``pl.Null`` is known but its values are not type-checked. Omitted: aggregates are
+        assumed computable.
+    extra_field : callable, optional
+        The dtype of a field absent from ``schema`` that the data may still have (event
+        features when the event types are only known from the rows), or ``None``.
+    advice : callable, optional
+        Extra advice for an unknown field, appended to the suggestion (e.g. which input
+        brings it); "" for none.
+    segments : collection of str, optional
+        Report only problems of these segments and groups (and cycles through them).
+
+    Returns
+    -------
+    list of Problem
+        Syntax errors, unknown segment references, cycles, unknown group members, then per
+        segment (catalog order) every unknown field and type mismatch, each predicate once.
     """
     errors: list[str] = []
     trees = _parse_all(catalog, errors)
+    by_rule = {s.name: s.rule for s in catalog.segments}
+    problems: list[Problem] = []
+    for text in errors:  # syntax errors: the wrapped RuleSyntaxError's text
+        name = re.match(r"segment '([^']*)': ", text)
+        seg = name.group(1) if name else None
+        m = re.search(r"syntax error at line (\d+), column (\d+)", text)
+        line, col = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+        problems.append(
+            Problem(text, seg, line, col, rule=by_rule.get(seg or "", ""), kind="syntax")
+        )
+    errors = []
     _order(catalog, trees, errors)
     _check_groups(catalog, errors)
+    for text in errors:
+        name = re.match(r"(?:segment|group) '([^']*)'", text)
+        problems.append(Problem(text, name.group(1) if name else None, kind="reference"))
     lenient = schema is None
     norm = _normalize_schema(schema if schema is not None else scores_schema())
-    checker = _Checker(norm, dt.date.today(), None)
+    if extra_field is not None:
+        for tree in trees.values():
+            for term in walk_terms(tree):
+                if isinstance(term, Field) and term.name not in norm:
+                    dtype = extra_field(term.name)
+                    if dtype is not None:
+                        norm[term.name] = _normalize_dtype(dtype)
+    norm_sources = (
+        None
+        if sources is None
+        else {k: (None if v is None else _normalize_schema(v)) for k, v in sources.items()}
+    )
+    checker = _Checker(norm, dt.date.today(), norm_sources)
     for seg in catalog.segments:
         tree = trees.get(seg.name)
         if tree is None:
             continue
         for node in walk(tree):
-            if not isinstance(node, Compare | Between | In | Contains | IsNull | IsTrue):
+            if isinstance(node, _PREDICATES):
+                problems.extend(
+                    _predicate_problems(seg.name, seg.rule, node, checker, lenient, advice)
+                )
+    if segments is not None:
+        keep = set(segments)
+        problems = [
+            p
+            for p in problems
+            if p.segment in keep
+            or (p.segment is None and any(f" {n} " in f" {p.text} " for n in keep))
+        ]
+    return problems
+
+
+def _with_advice(hint: str, advice: Callable[[str], str] | None, name: str) -> str:
+    """A suggestion with the caller's advice: after a close name, or instead of the list of
+    every known name."""
+    tip = advice(name) if advice is not None else ""
+    if not tip:
+        return hint
+    return f"{hint} (or {tip})" if hint.startswith("did you mean") else tip
+
+
+def _known_columns(checker: _Checker, source: str) -> list[str]:
+    found = (checker.sources or {}).get(source) or {}
+    return [c for c in found if c not in ("customer_id",)]
+
+
+def _predicate_problems(
+    segment: str,
+    rule: str,
+    node: Expr,
+    checker: _Checker,
+    lenient: bool,
+    advice: Callable[[str], str] | None,
+) -> list[Problem]:
+    """The problems of one predicate: each unknown field or aggregate column at its place,
+    else its type mismatch (at its first term)."""
+    out: list[Problem] = []
+
+    def add(message: str, pos: int, name: str | None = None, kind: str = "type") -> None:
+        line, col = _position(rule, pos) if pos >= 0 else (0, 0)
+        text = f"segment '{segment}': {message}"
+        out.append(Problem(text, segment, line, col, name, rule, kind))
+
+    for term in walk_terms(node):
+        if isinstance(term, Field):
+            if term.name in checker.schema or lenient:
                 continue
-            try:
-                checker.predicate(node)
-            except _Missing as exc:
-                if not lenient:
-                    errors.append(
-                        f"segment '{seg.name}': unknown field '{exc.names[0]}'; "
-                        f"{_suggest(exc.names[0], norm)}"
-                    )
-            except RuleError as exc:
-                errors.append(f"segment '{seg.name}': {exc}")
-    return errors
+            hint = _with_advice(_suggest(term.name, checker.schema), advice, term.name)
+            add(f"unknown field '{term.name}'; {hint}", term.pos, term.name, "field")
+        elif isinstance(term, Aggregate):
+            _aggregate_problems(term, checker, advice, add)
+    if out:
+        return out
+    try:
+        checker.predicate(node)
+    except _Missing as exc:  # a term the walk above did not see (new syntax): still reported
+        if not lenient:
+            add(f"unknown field '{exc.names[0]}'", _term_pos(node), exc.names[0], "field")
+    except RuleError as exc:
+        add(str(exc), _blamed_pos(node, str(exc)))
+    return out
+
+
+def _blamed_pos(node: Expr, message: str) -> int:
+    """Offset of the field a type error names (``field 'x'``), else of the predicate's first
+    term."""
+    named = re.search(r"field '([^']+)'", message)
+    if named:
+        for term in walk_terms(node):
+            if isinstance(term, Field) and term.name == named.group(1) and term.pos >= 0:
+                return term.pos
+    return _term_pos(node)
+
+
+def _aggregate_problems(
+    term: Aggregate,
+    checker: _Checker,
+    advice: Callable[[str], str] | None,
+    add: Callable[..., None],
+) -> None:
+    """Problems of an aggregate call (``add``-ed): absent source, unknown filter columns,
+    value types."""
+    call = render(IsTrue(term))
+    source = "events" if term.func == "events" else "orders"
+    found = (checker.sources or {}).get(source)
+    if found is not None:  # columns typed Null are known but not type-checked
+        untyped = {c for c, d in found.items() if isinstance(d, pl.Null)}
+        if untyped:
+            term = replace(term, filters=tuple(f for f in term.filters if f[0] not in untyped))
+    try:
+        checker.operand(term)
+    except _Missing as exc:
+        if checker.sources is not None and checker.sources.get(source) is None:
+            more = advice(f"{source}()") if advice is not None else ""
+            add(
+                f"{call} needs {source} data, which the inputs do not have{more}",
+                term.pos,
+                None,
+                "source",
+            )
+        else:
+            for name in exc.names:
+                known = _known_columns(checker, source)
+                close = _suggest(name, known).replace("known fields:", f"the {source} have:", 1)
+                hint = _with_advice(close, advice, f"{source}.{name}")
+                add(
+                    f"unknown {source} column '{name}' in {call}; {hint}",
+                    term.pos,
+                    name,
+                    "column",
+                )
+    except RuleError as exc:
+        add(str(exc), term.pos, None, "filter")
+
+
+def check_catalog(catalog: Catalog, schema: Mapping[str, pl.DataType] | None = None) -> list[str]:
+    """Every problem of a catalog found without data; an empty list means it is valid.
+
+    Reports syntax errors (one line each: position, what was expected, the rule around it),
+    unknown segment references, cycles and unknown group members. Fields are type-checked
+    against ``schema``, or when it is ``None`` against the documented scores frame
+    (:func:`scores_schema`) ignoring fields it does not know (profile columns may vary).
+    :func:`catalog_problems` gives the same problems with their places, and checks
+    aggregates against the raw sources' schemas.
+    """
+    return [p.text for p in catalog_problems(catalog, schema)]
