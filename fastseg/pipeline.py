@@ -278,7 +278,9 @@ class _RowPass:
         existing = {f"{k}_{w}d" for w in windows for k in ("orders", "revenue")}
         todo = [s for s in self.specs if s.name not in existing]  # already order features
         self.rules = RuleAggregates(todo, as_of, list(cols))
-        self.rule_order_ids = self.rules.needs_order_ids and self.lines_mode == "none"
+        # without order lines to count (no order id, or ids proven strictly increasing: no two
+        # rows share one) every usable row is its own order: line-level orders need no ids
+        self.rule_order_ids = False
         if self.rule_order_ids:
             need.append("order_id")
         self.filter_cols = [c for c in self.rules.table_columns if c in cols]
