@@ -230,7 +230,12 @@ def test_top_category_ties_and_scores_schema():
     assert scores["top_category"].to_list() == ["alpha", "b", None]
     # computed only when asked for (a rule that uses it asks): it costs a third of the pass
     assert "top_category" not in fastseg.score(df, as_of=AS_OF).columns
-    res = fastseg.run(df, as_of=AS_OF, rules='[[segment]]\nname = "shoe_fans"\nrule = "top_category = \'alpha\'"\n', builtin=False)
+    res = fastseg.run(
+        df,
+        as_of=AS_OF,
+        rules='[[segment]]\nname = "shoe_fans"\nrule = "top_category = \'alpha\'"\n',
+        builtin=False,
+    )
     assert res.scores.sort("customer_id")["top_category"].to_list() == ["alpha", "b", None]
     assert res.segments.members("shoe_fans").to_list() == [1]
     from fastseg.rules.compile import scores_schema

@@ -558,7 +558,12 @@ def test_group_with_skipped_member_is_skipped():
             "orders",
             ("_order_key", "amount", "quantity"),
         ),
-        ("orders(gift: true) > 0", "orders_all__gift_true", "orders", ("_order_key", "amount", "gift")),
+        (
+            "orders(gift: true) > 0",
+            "orders_all__gift_true",
+            "orders",
+            ("_order_key", "amount", "gift"),
+        ),
         (
             "orders(since: -180d, until: -90d) > 0",
             "orders_180d_until_90d",
