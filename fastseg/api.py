@@ -261,13 +261,7 @@ def score_job(
     if out_format is not None and out is None:
         msg = "out_format: give out (the scores file) too"
         raise ParameterError(msg)
-    for name, mapping, source in (
-        ("customer_columns", customer_columns, customers),
-        ("event_columns", event_columns, events),
-    ):
-        if mapping and source is None:
-            msg = f"{name}: give {name.split('_')[0]}s too (the input it maps)"
-            raise ParameterError(msg)
+    _check_mappings(customers, customer_columns, events, event_columns)
     frame_writer(pl.DataFrame(), out or "x.parquet", out_format)  # checks the format first
     the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
     with contextlib.ExitStack() as stack:
@@ -909,13 +903,7 @@ def check_rules(
     from fastseg.rules.catalog import builtin_catalog, load_catalog
     from fastseg.rules.compile import Problem
 
-    for name, mapping, source in (
-        ("customer_columns", customer_columns, customers),
-        ("event_columns", event_columns, events),
-    ):
-        if mapping and source is None:
-            msg = f"{name}: give {name.split('_')[0]}s too (the input it maps)"
-            raise ParameterError(msg)
+    _check_mappings(customers, customer_columns, events, event_columns)
     errors: list[str] = []
     text = read_text(rules, "catalog file", missing_hint="check the path")
     user = load_catalog(rules, errors=errors)  # raises only for invalid TOML
@@ -1094,6 +1082,19 @@ def run_job(
         outs.commit()
     result.timings = watch.seconds
     return result
+
+
+def _check_mappings(
+    customers: Any, customer_columns: Columns, events: Any, event_columns: Columns
+) -> None:
+    """A column mapping of an input not given is an error that says to give it."""
+    for name, mapping, source in (
+        ("customer_columns", customer_columns, customers),
+        ("event_columns", event_columns, events),
+    ):
+        if mapping and source is None:
+            msg = f"{name}: give {name.split('_')[0]}s too (the input it maps)"
+            raise ParameterError(msg)
 
 
 def _uses_field(catalog: Catalog, name: str) -> bool:

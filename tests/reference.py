@@ -158,6 +158,10 @@ def _r_cmp(x, v):
     return x, v
 
 
+def _r_op(op: str, a, b) -> bool:
+    return {"=": a == b, "!=": a != b, ">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
+
+
 def _r_anniversary(day, as_of: _r_dt.date):
     """The first date on or after as_of with day's month and day (29 Feb: 28 Feb when the year
     has none), tried year by year."""
@@ -237,24 +241,10 @@ def rule_row_ref(tree, row: dict, as_of: _r_dt.date, segments: dict | None = Non
                 a, b = _r_dt.datetime(x.year, x.month, x.day, tzinfo=y.tzinfo), y
             else:
                 a, b = _r_cmp(x, y)
-            return {
-                "=": a == b,
-                "!=": a != b,
-                ">": a > b,
-                ">=": a >= b,
-                "<": a < b,
-                "<=": a <= b,
-            }[node.op]
+            return _r_op(node.op, a, b)
         if isinstance(node, A.Compare):
             a, b = _r_cmp(x, _r_value(node.value, as_of))
-            return {
-                "=": a == b,
-                "!=": a != b,
-                ">": a > b,
-                ">=": a >= b,
-                "<": a < b,
-                "<=": a <= b,
-            }[node.op]
+            return _r_op(node.op, a, b)
         if isinstance(node, A.Between):
             a, lo = _r_cmp(x, _r_value(node.low, as_of))
             _, hi = _r_cmp(x, _r_value(node.high, as_of))

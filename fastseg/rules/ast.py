@@ -360,24 +360,27 @@ def render_value(value: Value) -> str:
     return "today"
 
 
-_KEYWORDS = {
-    "YESTERDAY",
-    "AND",
-    "OR",
-    "NOT",
-    "BETWEEN",
-    "IN",
-    "CONTAINS",
-    "IS",
-    "NULL",
-    "TRUE",
-    "FALSE",
-    "TODAY",
-}
+#: the rule language's keywords (case-insensitive); a field named like one is written in backticks
+KEYWORDS = frozenset(
+    {
+        "AND",
+        "OR",
+        "NOT",
+        "BETWEEN",
+        "IN",
+        "CONTAINS",
+        "IS",
+        "NULL",
+        "TRUE",
+        "FALSE",
+        "TODAY",
+        "YESTERDAY",
+    }
+)
 
 
 def _render_name(name: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.upper() not in _KEYWORDS:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.upper() not in KEYWORDS:
         return name
     return f"`{name}`"
 

@@ -45,6 +45,7 @@ from functools import lru_cache
 
 from fastseg.errors import RuleSyntaxError
 from fastseg.rules.ast import (
+    KEYWORDS,
     Aggregate,
     And,
     Anniversary,
@@ -74,22 +75,6 @@ from fastseg.rules.ast import (
 
 __all__ = ["AGGREGATE_FUNCTIONS", "KEYWORDS", "MAX_DEPTH", "MAX_RULE_LENGTH", "parse_rule"]
 
-KEYWORDS = frozenset(
-    {
-        "AND",
-        "OR",
-        "NOT",
-        "BETWEEN",
-        "IN",
-        "CONTAINS",
-        "IS",
-        "NULL",
-        "TRUE",
-        "FALSE",
-        "TODAY",
-        "YESTERDAY",
-    }
-)
 AGGREGATE_FUNCTIONS = ("orders", "revenue", "units", "distinct", "events")
 #: functions of a term (besides the aggregates)
 TERM_FUNCTIONS = ("anniversary",)
