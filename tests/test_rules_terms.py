@@ -332,3 +332,16 @@ def test_deep_arithmetic_builds_a_linear_expression():
     rule = "a" + " * 1" * 200 + " / (b" + " + 0" * 40 + ") > 0"
     assert _evaluate(_cat(rule), frame)[0].tolist() == [False, False, False]
     _check([rule, "a / b IS NULL", "a / (b - b) IS NULL"], frame)
+
+
+def test_reversed_aggregate_window_is_an_error():
+    from fastseg.rules.compile import scores_schema
+
+    with pytest.raises(RuleError, match=r"is reversed: since 2025-12-22 is after until 2025-12-12"):
+        compile_catalog(
+            _cat("orders(since: -10d, until: -20d) > 0"), scores_schema(), dt.date(2026, 1, 1)
+        )
+    compiled = compile_catalog(  # one day is a window
+        _cat("revenue(since: -3d, until: -3d) > 0"), scores_schema(), dt.date(2026, 1, 1)
+    )
+    assert compiled.aggregates[0].name == "revenue_3d_until_3d"

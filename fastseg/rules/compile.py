@@ -787,6 +787,7 @@ class _Checker:
             return operand.name, self.schema[operand.name], None
         spec = aggregate_spec(operand)
         self._check_filters(operand)
+        self._check_window(spec)
         if spec.name in self.schema:
             dtype = self.schema[spec.name]
             if not dtype.is_numeric():
@@ -811,6 +812,23 @@ class _Checker:
                         kind, value, f"{spec.source} column '{column}'", source_schema[column]
                     )
         return spec.name, spec.dtype, spec
+
+    def _check_window(self, spec: AggSpec) -> None:
+        """``until`` before ``since`` is an error (the window would be empty)."""
+        if spec.aggregate.since is None or spec.aggregate.until is None:
+            return
+        try:
+            since, until = spec.since_date(self.as_of), spec.until_date(self.as_of)
+        except (OverflowError, ValueError):
+            msg = f"the window of {render(IsTrue(spec.aggregate))} is out of the date range"
+            raise RuleError(msg) from None
+        if since is not None and until is not None and since > until:
+            msg = (
+                f"the window of {render(IsTrue(spec.aggregate))} is reversed: since "
+                f"{since.isoformat()} is after until {until.isoformat()}; give the earlier "
+                "date as since"
+            )
+            raise RuleError(msg)
 
     def _check_filters(self, operand: Aggregate) -> None:
         for column, values in operand.filters:
