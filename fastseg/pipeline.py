@@ -217,6 +217,8 @@ def _row_schema(plan: O.OrderPlan) -> pl.Schema:
         if name.endswith("_raw") or name.startswith("__raw_"):
             continue
         out["order_date" if name == "order_ts" else name] = dtype
+    # without an amount column the rows' amount is quantity x unit_price, made as they are read
+    out.setdefault("amount", pl.Float64())
     return pl.Schema(out)
 
 

@@ -172,3 +172,39 @@ def test_new_forms_through_run_equal_plain_polars(tmp_path, seed, kind):
     assert sum(len(m) for m in want.values()) > 0
     for name in ("lapsed_window", "declining", "sku_buyer", "explorer", "app_twice", "shoe_units"):
         assert want[name], name  # the data exercises the form
+
+
+def test_amount_from_quantity_and_unit_price(tmp_path):
+    # an Online Retail-shaped file: no amount column (quantity x unit_price), text invoice ids
+    # with 'C' cancellations (negative quantities), float customer ids, the product as sku
+    rows = pl.DataFrame(
+        {
+            "Invoice": ["5001", "5001", "5002", "C5003", "5004"],
+            "StockCode": ["85123A", "71053", "85123A", "85123A", "22423"],
+            "Quantity": [6, 2, 4, -6, 1],
+            "Price": [2.55, 3.39, 2.55, 2.55, 12.75],
+            "InvoiceDate": ["2026-03-01 08:26:00"] * 2 + ["2026-03-20 09:00:00"] * 3,
+            "Customer ID": [17850.0, 17850.0, 13047.0, 17850.0, 13047.0],
+        }
+    )
+    source = tmp_path / "retail.csv"
+    rows.write_csv(source)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[segment]]\nname = "heart"\nrule = "orders(sku: \'85123A\', since: -30d) >= 1"\n'
+        '[[segment]]\nname = "bulk"\nrule = "units(sku: \'85123A\') >= 5"\n'
+        '[[segment]]\nname = "variety"\nrule = "distinct(sku) >= 2"\n'
+    )
+    cols = {
+        "order_id": "Invoice",
+        "customer_id": "Customer ID",
+        "quantity": "Quantity",
+        "unit_price": "Price",
+        "order_ts": "InvoiceDate",
+        "sku": "StockCode",
+    }
+    res = fastseg.run(source, columns=cols, rules=rules, builtin=False)
+    members = {n: sorted(res.segments.members(n).to_list()) for n in ("heart", "bulk", "variety")}
+    # the cancellation is a refund line: no order, no units (CSV ids are text, as written)
+    a, b = "13047.0", "17850.0"
+    assert members == {"heart": [a, b], "bulk": [b], "variety": [a, b]}
