@@ -348,6 +348,13 @@ def _arrow_tables(r: OrderReader, want: Sequence[str]) -> Iterator[tuple[int, bo
     cols = r.columns
     source_names = list(dict.fromkeys(cols[c] for c in want if c in cols))
     dict_cols = [cols[c] for c in ("category", "customer_id") if c in want]
+    # text columns rule filters read (channel, sku, the source's own): as dictionaries too, so
+    # a filter looks at each batch's few distinct values instead of encoding every row
+    plain = {"customer_id", "order_ts", "amount", "quantity", "unit_price", "discount", "order_id"}
+    rest = [cols[c] for c in want if c in cols and c not in plain and cols[c] not in dict_cols]
+    if rest:
+        found = r.plan.source.frame.collect_schema()
+        dict_cols += [c for c in rest if found.get(c) == pl.String]
     for group, whole, table in parquet_tables(
         r.plan.source.files, source_names, dict_cols, r.batch_rows
     ):
