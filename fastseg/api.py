@@ -314,7 +314,56 @@ def score_job(
         return res
 
 
+@dataclass
+class PartFeatures:
+    """The per-customer features of one set of customers (all of them, a bucket on disk or a
+    Spark partition), joined with their profiles, event features and rule aggregates, not
+    scored: :func:`_features`'s result."""
+
+    frame: pl.DataFrame
+    as_of: dt.date
+    orders: Any  # RowReport
+    customers: Any = None  # RowReport of the profiles (None: no profiles)
+    events: Any = None  # RowReport of the events
+    sources: dict[str, pl.Schema | None] = field(default_factory=dict)
+    rejected: pl.DataFrame | None = None
+    max_used_day: int | None = None
+
+
 def _score(
+    orders: Any,
+    *,
+    scorer: RFMScorer,
+    needs_fit: bool,
+    watch: Stopwatch,
+    **options: Any,
+) -> ScoreResult:
+    """The reading and scoring of :func:`score_job`; writes nothing."""
+    part = _features(orders, watch=watch, **options)
+    frame, order_report = part.frame, part.orders
+    with watch.stage("scoring", unit="customers") as st:
+        if needs_fit:
+            try:
+                scorer.fit(frame)
+            except DataError as exc:
+                msg = f"orders {order_report.source}: {exc}"
+                raise DataError(msg) from None
+        scores = scorer.transform(frame)
+        st.advance(scores.height)
+    return ScoreResult(
+        scores=scores,
+        as_of=part.as_of,
+        scorer=scorer,
+        orders=order_report,
+        customers=part.customers,
+        events=part.events,
+        timings=watch.seconds,
+        sources=part.sources,
+        rejected=part.rejected,
+    )
+
+
+def _features(
     orders: Any,
     *,
     customers: Any,
@@ -326,8 +375,6 @@ def _score(
     windows: tuple[int, ...],
     strict: bool,
     rejects: bool,
-    scorer: RFMScorer,
-    needs_fit: bool,
     aggregates: Sequence[Any],
     extra_columns: Sequence[str],
     reader: str | None,
@@ -335,14 +382,23 @@ def _score(
     btyd: bool = False,
     top_category: bool = False,
     tz: str | None = None,
-) -> ScoreResult:
-    """The reading and scoring of :func:`score_job`; writes nothing."""
+    loaded: bool = False,
+    opened: Any = None,
+) -> PartFeatures:
+    """Read the orders (and profiles, events) of a set of customers and build their features,
+    joined, unscored. Stages ``orders``, ``read``, ``features``.
+
+    ``loaded``: ``customers`` and ``events`` are frames :func:`fastseg.orders.load_customers`
+    / :func:`~fastseg.orders.load_events` made already (a bucket's share of them: not typed,
+    checked or counted again; their reports are the caller's). ``opened``: the orders' plan,
+    statistics and reader made already (:mod:`fastseg.buckets`; see
+    :func:`fastseg.pipeline.order_features`).
+    """
     from fastseg import direct as D
     from fastseg import features as feat
     from fastseg.orders import check_id_types, load_customers, load_events
     from fastseg.pipeline import aggregate_rules, order_features
 
-    the_scorer = scorer
     order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
     with watch.stage("orders") as st:
         of = order_features(
@@ -359,9 +415,11 @@ def _score(
             btyd=btyd,
             top_category=top_category,
             tz=tz,
+            opened=opened,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
+    max_used_day = of.max_used_day
     sources: dict[str, pl.Schema | None] = {"orders": of.schema, "events": None}
     del of
     prof = ev_feat = ev = None
@@ -371,9 +429,13 @@ def _score(
     ev_cols = sorted({c for a in ev_specs for c in a.columns} - {"event", "event_date"})
     direct = None
     int_ids = frame.schema["customer_id"] == pl.Int64
-    if events is not None and reader != "polars" and int_ids:  # Parquet, integer ids: streamed
+    if loaded:
+        prof, ev = customers, events
+        if ev is not None:
+            sources["events"] = ev.schema
+    elif events is not None and reader != "polars" and int_ids:  # Parquet, int ids: streamed
         direct = D.plan_direct_events(events, event_columns, extra_columns=ev_cols)
-    if customers is not None or (events is not None and direct is None):
+    if not loaded and (customers is not None or (events is not None and direct is None)):
         with watch.stage("read") as st:
             if customers is not None:
                 prof, cust_report = load_customers(customers, columns=customer_columns, tz=tz)
@@ -400,25 +462,15 @@ def _score(
         del prof, ev_feat  # the joined frame holds their columns
         frame = _join_extra(frame, [x for x in (extra, ev_extra) if x is not None])
         st.advance(frame.height)
-    with watch.stage("scoring", unit="customers") as st:
-        if needs_fit:
-            try:
-                the_scorer.fit(frame)
-            except DataError as exc:
-                msg = f"orders {order_report.source}: {exc}"
-                raise DataError(msg) from None
-        scores = the_scorer.transform(frame)
-        st.advance(scores.height)
-    return ScoreResult(
-        scores=scores,
+    return PartFeatures(
+        frame=frame,
         as_of=as_of_date,
-        scorer=the_scorer,
         orders=order_report,
         customers=cust_report,
         events=ev_report,
-        timings=watch.seconds,
         sources=sources,
         rejected=rejected,
+        max_used_day=max_used_day,
     )
 
 

@@ -62,6 +62,8 @@ class OrderFeatures:
     reader: str = "arrow"
     #: the left-out rows with their reason (``rejects=True``), for the caller to write
     rejects: pl.DataFrame | None = None
+    #: the day number (days since the epoch) of the latest usable row (None: no usable row)
+    max_used_day: int | None = None
 
 
 def aggregate_rules(
@@ -100,6 +102,7 @@ def order_features(
     btyd: bool = False,
     top_category: bool = False,
     tz: str | None = None,
+    opened: Any = None,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -113,6 +116,10 @@ def order_features(
     summary columns
     (:data:`fastseg.features.BTYD_COLUMNS`), from the distinct purchase days kept in the pass.
     ``tz``: order days are local days in that zone (:func:`fastseg.orders.plan_orders`).
+    ``opened``: ``(plan, stats, open_reader)`` made already by the caller (the buckets of
+    :mod:`fastseg.buckets`: the plan of the original source, one bucket's statistics, and a
+    function ``(plan, stats, batch_rows) -> reader`` replaying the bucket's tables); ``source``,
+    ``columns``, ``extra_columns`` and ``tz`` are then the plan's.
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -122,10 +129,14 @@ def order_features(
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         msg = f"batch_rows: expected a positive whole number, got {batch_rows!r}"
         raise ParameterError(msg)
-    plan = O.plan_orders(
-        source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True, tz=tz
-    )
-    stats = S.order_stats(plan, need_max_date=as_of is None)
+    open_reader = None
+    if opened is not None:
+        plan, stats, open_reader = opened
+    else:
+        plan = O.plan_orders(
+            source, columns=columns, extra_columns=extra_columns, keep_raw_ts=True, tz=tz
+        )
+        stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
     if stats.n == 0:
         msg = f"orders: {label} has no rows; nothing to score"
@@ -139,7 +150,7 @@ def order_features(
             raise O.no_dates_error(plan)
     specs = [a for a in aggregates if a.source == "orders"]
     keep = rejects is not None and rejects is not False
-    opts = {"btyd": btyd, "top_category": top_category}
+    opts = {"btyd": btyd, "top_category": top_category, "open_reader": open_reader}
     rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts)
     if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
         # The latest dated rows were all left out (no customer id, no amount): the scoring date
@@ -165,7 +176,9 @@ def order_features(
     extra = rows.rule_aggregates()
     frame = rows.agg.finish()
     _check_finite(frame, plan)
-    return OrderFeatures(frame, as_of, report, _row_schema(plan), extra, rows.rd.kind, rejected)
+    return OrderFeatures(
+        frame, as_of, report, _row_schema(plan), extra, rows.rd.kind, rejected, rows.max_used_day
+    )
 
 
 def _check_finite(frame: pl.DataFrame, plan: O.OrderPlan) -> None:
@@ -197,8 +210,12 @@ def _row_pass(
     progress: Stage | None = None,
     btyd: bool = False,
     top_category: bool = False,
+    open_reader: Any = None,
 ) -> _RowPass:
-    rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
+    if open_reader is not None:
+        rd = open_reader(plan, stats, batch_rows)
+    else:
+        rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
     rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd, top_category)
     try:
         rows.run()
