@@ -25,6 +25,7 @@ __all__ = ["decode_keys", "interval_histograms", "key_summary", "order_bits"]
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 _COARSE_BITS = 16
+_MAX_BINS = 1 << 24  # 128 MiB of counts: far above what fastseg.edges asks for
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +197,9 @@ def interval_histograms(
             raise ParameterError(msg)
         sizes.append(((hi_l[j] - lo_l[j]) >> sh_l[j]) + 1)
     total = sum(sizes)
+    if total > _MAX_BINS:
+        msg = f"the intervals need {total} histogram bins, more than {_MAX_BINS}; raise the shifts"
+        raise ParameterError(msg)
     if m == 0 or bits.shape[0] == 0:
         return np.zeros(total, dtype=np.int64)
     # low 64 - shift bits set (all 64 for shift 0), as int64 bit patterns
