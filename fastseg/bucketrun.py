@@ -278,15 +278,18 @@ def score_buckets(
         rejected=rejected,
     )
 
-    def frames() -> Iterator[pl.DataFrame]:
+    def frames(columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         for u in units:
             assert u.features is not None
-            yield pl.read_ipc(u.features, memory_map=False)
+            yield pl.read_ipc(u.features, columns=columns)
+
+    def fit_frames() -> Iterator[pl.DataFrame]:  # the columns the edges are fitted on
+        return frames(["customer_id", "recency_days", "frequency", "monetary"])
 
     with watch.stage("scoring", unit="customers") as st:
         if needs_fit:
             try:
-                fit_chunks(scorer, frames)
+                fit_chunks(scorer, fit_frames)
             except DataError as exc:
                 msg = f"orders {report.source}: {exc}"
                 raise DataError(msg) from None

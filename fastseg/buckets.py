@@ -499,7 +499,7 @@ def split_frame(
 
 
 def read_parts(paths: Sequence[Path]) -> pl.DataFrame:
-    frames = [pl.read_ipc(p, memory_map=False) for p in paths]
+    frames = [pl.read_ipc(p) for p in paths]
     return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
 
