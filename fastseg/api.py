@@ -1196,6 +1196,7 @@ def run_job(
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
         if res.buckets is not None:
             assert per_bucket is not None
+            fields["scores"] = pl.DataFrame(schema=per_bucket.parts["scores"].schema())
             result = RunResult(**fields, segments=per_bucket.merged, parts=per_bucket.parts)
             if result.segments is None:  # no customer at all cannot happen: rows were used
                 raise DataError("no customer was scored")
@@ -1433,12 +1434,12 @@ def _stage_run(
     tab = "csv" if out_format == "csv" else "parquet"
     frames: dict[str, Any] = {
         "scores": (lambda: result.scores, tab),
-        "segments": (seg.to_long, tab),
+        "segments": (getattr(seg, "to_long", None), tab),
         "summary": (lambda: _money_to_cents(seg.summary()), "csv"),
         "overlaps": (seg.overlaps, "csv"),
     }
     if seg.groups_spec:
-        frames["groups"] = (seg.groups, tab)
+        frames["groups"] = (getattr(seg, "groups", None), tab)
     paths: dict[str, Path] = {}
     schemas: dict[str, dict[str, str]] = {}
     small: dict[str, pl.DataFrame] = {}  # kept for the report
