@@ -455,6 +455,7 @@ def _features(
     opened: Any = None,
     partial: bool = False,
     budget: Any = None,
+    batch_rows: int | None = None,
 ) -> PartFeatures:
     """Read the orders (and profiles, events) of a set of customers and build their features,
     joined, unscored. Stages ``orders``, ``read``, ``features``.
@@ -489,6 +490,7 @@ def _features(
             opened=opened,
             partial=partial,
             budget=budget,
+            **({"batch_rows": batch_rows} if batch_rows else {}),
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of

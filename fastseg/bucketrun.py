@@ -207,7 +207,7 @@ def score_buckets(
     from fastseg import orders as O
     from fastseg.api import PartFeatures
     from fastseg.edges import fit_chunks
-    from fastseg.pipeline import BATCH_ROWS, spill_rows
+    from fastseg.pipeline import spill_rows
 
     as_of = options["as_of"]
     plan, stats = _plan_and_stats(orders, options, as_of)
@@ -217,6 +217,7 @@ def score_buckets(
         if as_of is None:
             raise O.no_dates_error(plan)
     specs = [a for a in options["aggregates"] if a.source == "orders"]
+    B.release_memory()  # what the in-memory pass held
     # how many buckets: the in-memory pass's customers per row, over all the rows
     seen = max(too_large.rows_read, 1)
     est_customers = int(too_large.customers * max(stats.n, seen) / seen)
@@ -231,12 +232,13 @@ def score_buckets(
             windows=options["windows"],
             specs=specs,
             keep_rejects=options["rejects"],
-            batch_rows=BATCH_ROWS,
+            batch_rows=B.BATCH_ROWS,
             reader=options["reader"],
             n_buckets=n_buckets,
             folder=folder,
             progress=st,
         )
+    B.release_memory()
     units = [_Unit(u.buckets) for u in B.plan_units(spill, bud, per_row)]
     id_dtype = pl.String if (spill.as_text and (spill.text_seen or not spill.csv_ids)) else pl.Int64
     prof_paths, cust_report = _split_profiles(options, spill, folder, id_dtype, watch)
@@ -305,6 +307,7 @@ def score_buckets(
             consume(scores, whole)
             st.advance(scores.height)
             del scores
+            B.release_memory()
     counts = (
         pl.concat(groups)
         .group_by("rfm_group")
@@ -400,6 +403,7 @@ def _unit_features(
         ev = B.read_parts([ev_paths[b] for b in u.buckets]) if ev_paths else None
         part = _features(
             None,
+            batch_rows=B.BATCH_ROWS,
             customers=prof,
             events=ev,
             as_of=as_of,
@@ -422,6 +426,7 @@ def _unit_features(
         part.frame.write_ipc(u.features)
         part.frame = pl.DataFrame()
         u.part = part
+        B.release_memory()
         done.append(u)
         i += 1
     return done

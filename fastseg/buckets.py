@@ -58,6 +58,9 @@ __all__ = [
 BYTES_PER_CUSTOMER = 600
 #: the process with its libraries loaded, plus the batches of rows in flight
 FIXED_BYTES = 450 << 20
+#: rows per batch while spilling and in each bucket's pass (a quarter of the in-memory pass's:
+#: the batches in flight are a large share of a small limit, and a bucket's customers are few)
+BATCH_ROWS = 1 << 18
 #: the default limit: this share of the memory available when the run starts
 DEFAULT_SHARE = 0.75
 #: spill buckets are at least this many (grouped into units that fit), at most MAX_BUCKETS
@@ -137,6 +140,21 @@ def default_memory_limit() -> int:
     """:data:`DEFAULT_SHARE` of the memory available now (4 GB when it cannot be read)."""
     avail = available_memory()
     return int(DEFAULT_SHARE * avail) if avail else 4 * 1000**3
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system between the phases of a bucketed run (Arrow's
+    pool, glibc's heap): what the previous phase held must not count in the next one's peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class StateTooLarge(FastsegError):
