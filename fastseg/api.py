@@ -347,7 +347,7 @@ def score_job(
             )
             empty = pl.DataFrame()
             if parts is not None and out is None:  # the API's frame: every bucket's scores
-                empty = pl.read_parquet(parts.parts)
+                empty = pl.concat([pl.read_ipc(p) for p in parts.parts])
             elif parts is not None:
                 empty = pl.DataFrame(schema=parts.schema())
             res = ScoreResult(

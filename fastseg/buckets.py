@@ -61,6 +61,8 @@ FIXED_BYTES = 450 << 20
 #: rows per batch while spilling and in each bucket's pass (a quarter of the in-memory pass's:
 #: the batches in flight are a large share of a small limit, and a bucket's customers are few)
 BATCH_ROWS = 1 << 18
+#: the least a limit must leave for the customers' state
+MIN_STATE = 64 << 20
 #: the default limit: this share of the memory available when the run starts
 DEFAULT_SHARE = 0.75
 #: spill buckets are at least this many (grouped into units that fit), at most MAX_BUCKETS
@@ -146,9 +148,7 @@ def release_memory() -> None:
     """Give freed memory back to the system between the phases of a bucketed run (Arrow's
     pool, glibc's heap): what the previous phase held must not count in the next one's peak."""
     import ctypes
-    import gc
 
-    gc.collect()
     with contextlib.suppress(Exception):
         import pyarrow as pa
 
@@ -179,7 +179,7 @@ class Budget:
         return self.limit - FIXED_BYTES
 
     def check(self, option: str = "--memory-limit") -> None:
-        floor = FIXED_BYTES + (64 << 20)
+        floor = FIXED_BYTES + MIN_STATE
         if self.limit < floor:
             msg = (
                 f"{option} {format_size(self.limit)} is below what one pass over the rows "
@@ -311,6 +311,7 @@ class Spill:
 
 
 _ROW_HASH = "__fastseg_row_hash"
+_GROUP = "__fastseg_group"
 
 
 def spill_orders(
@@ -337,10 +338,10 @@ def spill_orders(
     distinct = Distinct()
     text_seen = False
     schema = None
-    options = ipc.IpcWriteOptions(compression="lz4")
+    options = ipc.IpcWriteOptions(compression=None)
     try:
         with rd.tables(need, hashes=hashes) as tables:
-            for _group, _whole, table, row_hashes in tables:
+            for group, _whole, table, row_hashes in tables:
                 n = table.num_rows
                 if n == 0:
                     continue
@@ -355,6 +356,9 @@ def spill_orders(
                 distinct.add(h)
                 if row_hashes is not None:
                     table = table.append_column(_ROW_HASH, pa.array(row_hashes, pa.uint64()))
+                # the source's row group (Parquet): order ids of one group never meet another's
+                # when the footers say so, and the bucket pass counts lines group by group too
+                table = table.append_column(_GROUP, pa.array(np.full(n, group, np.int32)))
                 table = table.combine_chunks()
                 if schema is None:
                     schema = table.schema
@@ -428,6 +432,11 @@ class SpilledReader:
                 for batch in reader:
                     table = pa.Table.from_batches([batch])
                     row_h = None
+                    group = -1
+                    if table.num_rows and _GROUP in table.column_names:
+                        group = int(table.column(_GROUP)[0].as_py())
+                    if _GROUP in table.column_names:
+                        table = table.drop_columns([_GROUP])
                     if _ROW_HASH in table.column_names:
                         if hashes:
                             row_h = table.column(_ROW_HASH).to_numpy()
@@ -435,7 +444,7 @@ class SpilledReader:
                     if self.csv_ids and not self.text_ids:
                         i = table.column_names.index("customer_id")
                         table = table.set_column(i, "customer_id", table.column(i).cast(pa.int64()))
-                    yield -1, False, table, row_h
+                    yield group, False, table, row_h
 
 
 # ---------------------------------------------------------------------------- the buckets
