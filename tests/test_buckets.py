@@ -144,7 +144,7 @@ def _same(a: pl.DataFrame, b: pl.DataFrame, key: list[str]) -> None:
     assert a.sort(key, nulls_last=True).equals(b.sort(key, nulls_last=True))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),
     ids=st.sampled_from(["int", "text", "store13"]),
@@ -181,7 +181,7 @@ def test_score_in_buckets_equals_in_memory(
     assert list(spill_root.iterdir()) == []  # the spill files are gone
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     seed=st.integers(0, 10_000),
     ids=st.sampled_from(["int", "text"]),
