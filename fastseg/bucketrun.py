@@ -396,9 +396,14 @@ def _unit_features(
     i = 0
     while i < len(todo):
         u = todo[i]
-        files = [spill.files[b] for b in u.buckets]
         rows = sum(spill.rows[b] for b in u.buckets)
-        ustats = dataclasses.replace(stats, n=rows, id_range=None)
+        grouped = kind == "arrow" and stats.oid_groups_disjoint  # order lines table by table
+        tables, ranges = B.table_plan(
+            spill, u.buckets, stats.groups if grouped else None, B.BATCH_ROWS
+        )
+        ustats = dataclasses.replace(
+            stats, n=rows, id_range=None, groups=ranges, groups_disjoint=ranges is not None
+        )
         prof = B.read_parts([prof_paths[b] for b in u.buckets]) if prof_paths else None
         ev = B.read_parts([ev_paths[b] for b in u.buckets]) if ev_paths else None
         part = _features(
@@ -410,7 +415,7 @@ def _unit_features(
             watch=watch,
             loaded=True,
             partial=True,
-            opened=(plan, ustats, B.reader_factory(spill, files, kind)),
+            opened=(plan, ustats, B.reader_factory(spill, tables, kind)),
             **opts,
         )
         del prof, ev
