@@ -136,7 +136,7 @@ def test_smoke_sizing(smoke) -> None:  # noqa: ANN001
     assert "predicted on this machine for 2,000,000,000 orders" in text
     assert "memory to hold the job" in text
     if not target["fits_this_machine"]:
-        assert "does NOT fit" in text and "batches" in text
+        assert "does NOT fit" in text and "--memory-limit" in text
 
 
 @pytest.fixture(scope="module")

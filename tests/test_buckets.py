@@ -360,3 +360,30 @@ def test_cli_run_in_buckets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ["customer_id"],
     )
     assert os.path.exists(tmp_path / "run" / "run.json")
+
+
+def test_docs_performance_larger_than_memory_example(tmp_path: Path) -> None:
+    """The bash block of docs/performance.md's "Larger than memory" section runs as written."""
+    from tests.docblocks import BLOCK
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+    text = doc.read_text(encoding="utf-8")
+    section = text[text.index("## Larger than memory") : text.index("## The limits of one machine")]
+    bodies = [body for k, body in BLOCK.findall(section) if k == "bash"]
+    assert len(bodies) == 1
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", bodies[0]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "results" / "scores.parquet").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("fastseg-spill-")]
