@@ -1829,6 +1829,12 @@ def bench(
             )
             if value
         ]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)} cannot be combined with --whole-process (it times `fastseg "
+                "score` against the recipes; run the stage bench separately)",
+                param_hint="--whole-process",
+            )
     elif memory_limit is not None:
         raise typer.BadParameter(
             "--memory-limit goes with --whole-process (it runs `fastseg score --memory-limit`)",
@@ -1838,12 +1844,6 @@ def bench(
         from fastseg.buckets import parse_size
 
         parse_size(memory_limit)
-        if given:
-            raise typer.BadParameter(
-                f"{', '.join(given)} cannot be combined with --whole-process (it times `fastseg "
-                "score` against the recipes; run the stage bench separately)",
-                param_hint="--whole-process",
-            )
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -566,6 +566,10 @@ def test_whole_process_cli_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ParameterError, match="repeat"):
         bench_whole.run_whole_process("1e3", repeat=0, data_dir=tmp_path)
+    result = runner.invoke(app, ["bench", "--memory-limit", "2GB"])
+    assert result.exit_code == 2 and "goes with --whole-process" in result.output
+    result = runner.invoke(app, ["bench", "--whole-process", "--memory-limit", "lots"])
+    assert result.exit_code != 0 and "expected a size" in result.output
 
 
 def test_recipe_scripts_run_standalone(data: synthetic.SyntheticDataset, tmp_path: Path) -> None:
