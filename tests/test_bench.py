@@ -602,3 +602,35 @@ def test_whole_process_every_shape(tmp_path: Path) -> None:
         assert all(len(c["runs_s"]) == 2 for c in run["contenders"].values())
         assert run["ratios"]["vs_best"]["contender"] in ("polars", "duckdb")
     assert len(rep.rows()) == len(bench_whole.SHAPES)
+
+
+def test_whole_process_memory_limit_line(tmp_path: Path) -> None:
+    """`--memory-limit` goes to fastseg's command and the summary says peak against limit."""
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--whole-process",
+            "--shapes",
+            "tiny",
+            "--contenders",
+            "fastseg",
+            "--repeat",
+            "1",
+            "--memory-limit",
+            "1GB",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "tiny: fastseg --memory-limit 1GB: peak RSS" in text and "under the limit" in text
+    import json
+
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["parameters"]["memory_limit"] == "1GB"
