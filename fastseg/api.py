@@ -1209,7 +1209,7 @@ def run_job(
         else:
             if predict:
                 res.prediction = _add_predictions(res, predict, watch)
-                fields["prediction"] = res.prediction
+                fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
             with watch.stage("rules", show=False):
                 compiled = compile_catalog(
                     catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
