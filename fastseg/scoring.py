@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -323,6 +323,39 @@ def _check_data(features: pl.DataFrame) -> int:
     return int(row["n"])
 
 
+def _fit_arrays(features: pl.DataFrame) -> dict[str, NDArray[Any]]:
+    """The values :meth:`RFMScorer.fit` learns edges on, over the scored customers.
+
+    ``{"r": -recency_days (int64), "f": frequency (int64), "m": monetary (float64)}``.
+    """
+    sub = (
+        features.lazy()  # the three columns only: the frame may carry dozens more
+        .select(
+            (-pl.col("recency_days").cast(pl.Int64)).alias("neg_recency"),
+            pl.col("frequency").cast(pl.Int64),
+            pl.col("monetary").cast(pl.Float64),
+        )
+        .filter(_scored_expr())
+        .collect()
+    )
+    return {
+        "r": sub.get_column("neg_recency").to_numpy(),
+        "f": sub.get_column("frequency").to_numpy(),
+        "m": sub.get_column("monetary").to_numpy(),
+    }
+
+
+def _quantile_edges_dict(
+    e_r: NDArray[np.float64], e_f: NDArray[np.float64], e_m: NDArray[np.float64]
+) -> dict[str, list[float]]:
+    """``edges_`` from the edges of ``-recency_days``, ``frequency`` and ``monetary``."""
+    return {
+        "r": [0.0 - v for v in e_r[::-1].tolist()],  # days, ascending; 0.0 - 0.0 is +0.0
+        "f": e_f.tolist(),
+        "m": e_m.tolist(),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # the scorer
 # --------------------------------------------------------------------------------------------
@@ -424,26 +457,21 @@ class RFMScorer:
                 "check the orders input or use method='thresholds'"
             )
             raise DataError(msg)
-        sub = (
-            frame.lazy()  # the three columns only: the frame may carry dozens more
-            .select(
-                (-pl.col("recency_days").cast(pl.Int64)).alias("neg_recency"),
-                pl.col("frequency").cast(pl.Int64),
-                pl.col("monetary").cast(pl.Float64),
-            )
-            .filter(_scored_expr())
-            .collect()
-        )
-        neg_rec = sub.get_column("neg_recency").to_numpy()
-        e_r = quantile_edges(neg_rec, bins)
-        e_f = quantile_edges(sub.get_column("frequency").to_numpy(), bins)
-        e_m = quantile_edges(sub.get_column("monetary").to_numpy(), bins)
-        self.edges_ = {
-            "r": [0.0 - v for v in e_r[::-1].tolist()],  # days, ascending; 0.0 - 0.0 is +0.0
-            "f": e_f.tolist(),
-            "m": e_m.tolist(),
-        }
+        arrays = _fit_arrays(frame)
+        e_r, e_f, e_m = (quantile_edges(arrays[d], bins) for d in DIMENSIONS)
+        self.edges_ = _quantile_edges_dict(e_r, e_f, e_m)
         self.n_fit_ = n
+        return self
+
+    def fit_chunks(self, frames: Callable[[], Iterable[pl.DataFrame]]) -> Self:
+        """Fit on feature frames seen in chunks, exactly as ``fit(pl.concat(frames()))``.
+
+        ``frames`` is called once per round (2 to 5 times) and must yield the same frames each
+        time; only one frame and small histograms are held (:func:`fastseg.edges.fit_chunks`).
+        """
+        from fastseg.edges import fit_chunks
+
+        fit_chunks(self, frames)
         return self
 
     def _check_fitted(self) -> None:

@@ -1,0 +1,204 @@
+"""Order-key summaries and interval histograms for exact quantile edges over chunks.
+
+Used by :mod:`fastseg.edges` (:class:`fastseg.edges.EdgeSearch`). The order keys are those of
+:mod:`fastseg.kernels.quantile`: integers are their own key, a float's bit pattern has its 63 low
+bits flipped when negative, so that integer order of the keys is the value order (``-0.0`` sorts
+just below ``+0.0``; NaN keys lie outside the keys of ``±inf``).
+
+- :func:`key_summary` returns the count, the NaN count and the smallest and largest key of a chunk.
+- :func:`interval_histograms` counts, for a few disjoint key intervals ``[lo, hi]``, the keys of a
+  chunk in each of the interval's buckets ``(key - lo) >> shift``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+from fastseg.errors import ParameterError
+from fastseg.kernels import CACHE
+from fastseg.kernels.quantile import _KEY_NEG_INF, _KEY_POS_INF, _LOW63, _as_values, _decode
+
+__all__ = ["decode_keys", "interval_histograms", "key_summary", "order_bits"]
+
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
+# --------------------------------------------------------------------------------------------
+# kernels (private; never validate)
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=CACHE, nogil=True)
+def _summary_kernel(
+    bits: NDArray[np.int64], fmask: np.int64, nan_lo: np.int64, nan_hi: np.int64
+) -> tuple[int, int, int]:
+    """NaN count (keys outside ``[nan_lo, nan_hi]``), smallest and largest key; ``n >= 1``."""
+    lo = bits[0] ^ ((bits[0] >> 63) & fmask)
+    hi = lo
+    nan = 0
+    for i in range(bits.shape[0]):
+        b = bits[i]
+        key = b ^ ((b >> 63) & fmask)
+        lo = min(lo, key)
+        hi = max(hi, key)
+        nan += 1 if (key < nan_lo or key > nan_hi) else 0
+    return nan, lo, hi
+
+
+@njit(cache=CACHE, nogil=True)
+def _one_interval_kernel(
+    bits: NDArray[np.int64],
+    fmask: np.int64,
+    lo: np.int64,
+    hi: np.int64,
+    shift: np.int64,
+    mask: np.int64,
+    counts: NDArray[np.int64],
+) -> None:
+    """``counts[((key - lo) >> shift) & mask] += 1`` for every key in ``[lo, hi]``.
+
+    The subtraction wraps and the shift is arithmetic, but the bucket is exact: the true
+    (unsigned) difference is below ``2**64`` and ``mask`` drops the sign-extended bits.
+    """
+    for i in range(bits.shape[0]):
+        b = bits[i]
+        key = b ^ ((b >> 63) & fmask)
+        if key >= lo and key <= hi:
+            counts[((key - lo) >> shift) & mask] += 1
+
+
+@njit(cache=CACHE, nogil=True)
+def _intervals_kernel(
+    bits: NDArray[np.int64],
+    fmask: np.int64,
+    los: NDArray[np.int64],
+    his: NDArray[np.int64],
+    shifts: NDArray[np.int64],
+    masks: NDArray[np.int64],
+    offsets: NDArray[np.int64],
+    counts: NDArray[np.int64],
+) -> None:
+    """Like :func:`_one_interval_kernel` for disjoint intervals sorted by ``lo`` (binary search)."""
+    m = los.shape[0]
+    first = los[0]
+    last = his[m - 1]
+    for i in range(bits.shape[0]):
+        b = bits[i]
+        key = b ^ ((b >> 63) & fmask)
+        if key < first or key > last:
+            continue
+        # the last interval whose lo <= key
+        a = 0
+        z = m
+        while z - a > 1:
+            mid = (a + z) >> 1
+            if los[mid] <= key:
+                a = mid
+            else:
+                z = mid
+        if key <= his[a]:
+            counts[offsets[a] + (((key - los[a]) >> shifts[a]) & masks[a])] += 1
+
+
+# --------------------------------------------------------------------------------------------
+# public wrappers
+# --------------------------------------------------------------------------------------------
+
+
+def order_bits(values: object, kind: str, name: str = "values") -> tuple[NDArray[np.int64], bool]:
+    """Validate a 1-D array of the ``kind`` ("int": int64, "float": float64); int64 view of it.
+
+    Raises
+    ------
+    ParameterError
+        Not a 1-D numpy array, or a dtype that does not match ``kind``.
+    """
+    arr, is_float = _as_values(values, name)
+    want_float = kind == "float"
+    if is_float != want_float:
+        want = "float64" if want_float else "int64"
+        msg = f"{name} must have dtype {want} for kind={kind!r}, got {arr.dtype}; convert it first"
+        raise ParameterError(msg)
+    return arr.view(np.int64), is_float
+
+
+def _fmask(is_float: bool) -> np.int64:
+    return _LOW63 if is_float else np.int64(0)
+
+
+def key_summary(bits: NDArray[np.int64], is_float: bool) -> tuple[int, int, int, int]:
+    """Count, NaN count, smallest and largest order key of ``bits`` (from :func:`order_bits`).
+
+    An empty array gives ``(0, 0, 2**63 - 1, -2**63)`` (identities of min and max).
+    """
+    n = int(bits.shape[0])
+    if n == 0:
+        return 0, 0, _I64_MAX, _I64_MIN
+    nan_lo, nan_hi = (_KEY_NEG_INF, _KEY_POS_INF) if is_float else (_I64_MIN, _I64_MAX)
+    nan, lo, hi = _summary_kernel(bits, _fmask(is_float), np.int64(nan_lo), np.int64(nan_hi))
+    return n, int(nan), int(lo), int(hi)
+
+
+def interval_histograms(
+    bits: NDArray[np.int64],
+    is_float: bool,
+    los: NDArray[np.int64],
+    his: NDArray[np.int64],
+    shifts: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """Histograms of ``(key - lo) >> shift`` over the keys in each interval ``[lo, hi]``.
+
+    Parameters
+    ----------
+    bits : ndarray of int64
+        From :func:`order_bits`.
+    is_float : bool
+        Whether ``bits`` are float64 bit patterns.
+    los, his : ndarray of int64
+        Disjoint intervals (inclusive), sorted by ``lo``, ``lo <= hi``.
+    shifts : ndarray of int64
+        Per interval, in ``0 .. 63``.
+
+    Returns
+    -------
+    ndarray of int64
+        The histograms one after the other; interval ``j`` has ``((hi - lo) >> shift) + 1`` bins.
+    """
+    los = np.ascontiguousarray(los, dtype=np.int64)
+    his = np.ascontiguousarray(his, dtype=np.int64)
+    shifts = np.ascontiguousarray(shifts, dtype=np.int64)
+    m = los.shape[0]
+    if his.shape != (m,) or shifts.shape != (m,):
+        msg = "los, his and shifts must be 1-D arrays of one length"
+        raise ParameterError(msg)
+    lo_l, hi_l, sh_l = los.tolist(), his.tolist(), shifts.tolist()
+    sizes = []
+    for j in range(m):
+        if not (lo_l[j] <= hi_l[j] and 0 <= sh_l[j] <= 63):
+            msg = f"interval {j} is invalid: lo={lo_l[j]}, hi={hi_l[j]}, shift={sh_l[j]}"
+            raise ParameterError(msg)
+        if j and lo_l[j] <= hi_l[j - 1]:
+            msg = "intervals must be disjoint and sorted by lo"
+            raise ParameterError(msg)
+        sizes.append(((hi_l[j] - lo_l[j]) >> sh_l[j]) + 1)
+    counts = np.zeros(sum(sizes), dtype=np.int64)
+    if m == 0 or bits.shape[0] == 0:
+        return counts
+    # low 64 - shift bits set (all 64 for shift 0), as int64 bit patterns
+    masks = np.array([(1 << (64 - s)) - 1 for s in sh_l], dtype=np.uint64).view(np.int64)
+    fmask = _fmask(is_float)
+    if m == 1:
+        _one_interval_kernel(bits, fmask, los[0], his[0], shifts[0], np.int64(masks[0]), counts)
+        return counts
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    _intervals_kernel(bits, fmask, los, his, shifts, masks, offsets, counts)
+    return counts
+
+
+def decode_keys(keys: NDArray[np.int64], is_float: bool) -> NDArray[np.float64]:
+    """Order keys back to float64 values, exactly as :func:`fastseg.kernels.quantile.quantile_edges`
+    decodes its edges (``-0.0`` becomes ``0.0``)."""
+    return _decode(np.ascontiguousarray(keys, dtype=np.int64), is_float)
