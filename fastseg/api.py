@@ -384,6 +384,7 @@ def _features(
     tz: str | None = None,
     loaded: bool = False,
     opened: Any = None,
+    partial: bool = False,
 ) -> PartFeatures:
     """Read the orders (and profiles, events) of a set of customers and build their features,
     joined, unscored. Stages ``orders``, ``read``, ``features``.
@@ -392,7 +393,8 @@ def _features(
     / :func:`~fastseg.orders.load_events` made already (a bucket's share of them: not typed,
     checked or counted again; their reports are the caller's). ``opened``: the orders' plan,
     statistics and reader made already (:mod:`fastseg.buckets`; see
-    :func:`fastseg.pipeline.order_features`).
+    :func:`fastseg.pipeline.order_features`). ``partial``: the orders are one part of a larger
+    history (a Spark partition; see ``order_features``): no usable row is not an error here.
     """
     from fastseg import direct as D
     from fastseg import features as feat
@@ -416,6 +418,7 @@ def _features(
             top_category=top_category,
             tz=tz,
             opened=opened,
+            partial=partial,
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of

@@ -103,6 +103,7 @@ def order_features(
     top_category: bool = False,
     tz: str | None = None,
     opened: Any = None,
+    partial: bool = False,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -120,6 +121,10 @@ def order_features(
     :mod:`fastseg.buckets`: the plan of the original source, one bucket's statistics, and a
     function ``(plan, stats, batch_rows) -> reader`` replaying the bucket's tables); ``source``,
     ``columns``, ``extra_columns`` and ``tz`` are then the plan's.
+
+    ``partial``: the source is one part of a larger order history (a Spark partition, see
+    :mod:`fastseg.spark`); no rows, no usable row and ``strict`` are the caller's to check over
+    all parts (with :attr:`OrderFeatures.report`), and ``as_of`` must be given.
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -138,7 +143,10 @@ def order_features(
         )
         stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
-    if stats.n == 0:
+    if partial and as_of is None:
+        msg = "order_features(partial=True) needs as_of: the scoring date of all parts"
+        raise ParameterError(msg)
+    if stats.n == 0 and not partial:
         msg = f"orders: {label} has no rows; nothing to score"
         raise DataError(msg)
     if progress is not None:
@@ -163,9 +171,9 @@ def order_features(
             plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts
         )
     report = rows.report()
-    if report.rows_left_out and strict:
+    if report.rows_left_out and strict and not partial:
         raise O.strict_error(report, as_of)
-    if report.rows_used == 0:
+    if report.rows_used == 0 and not partial:
         raise O.no_usable_error(report, as_of)
     rejected = None
     if keep:
