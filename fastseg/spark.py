@@ -85,8 +85,25 @@ def _pyspark() -> Any:
 # ------------------------------------------------------------------------------------ errors
 
 
+def _relabel(text: str) -> str:
+    """Messages name the inputs as Spark DataFrames (tasks read them as Arrow tables)."""
+    return text.replace("(Arrow table)", "(Spark DataFrame)")
+
+
+@contextlib.contextmanager
+def _relabeled() -> Iterator[None]:
+    """On the driver: a fastseg error about the empty tables the inputs are planned on names
+    the Spark DataFrames instead."""
+    try:
+        yield
+    except FastsegError as exc:
+        if "(Arrow table)" not in str(exc):
+            raise
+        raise type(exc)(_relabel(str(exc))) from None
+
+
 def _mark(exc: FastsegError) -> str:
-    text = base64.b64encode(str(exc).encode()).decode()
+    text = base64.b64encode(_relabel(str(exc)).encode()).decode()
     return f"[fastseg-error:{type(exc).__name__}:{text}]"
 
 
@@ -706,46 +723,47 @@ class _Job:
         if self.events is not None:
             schemas["events"] = _arrow_schema(self.events)
         # the inputs' columns checked on the driver, on empty tables of the tasks' schemas
-        order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
-        oplan = O.plan_orders(
-            _empty(schemas["orders"]),
-            columns=columns,
-            extra_columns=sorted(order_cols),
-            keep_raw_ts=True,
-            tz=tz,
-        )
-        self.oplan = oplan
-        id_dtype = oplan.frame.collect_schema()["customer_id"]
-        ids = pl.DataFrame(schema={"customer_id": id_dtype})
-        self.id_cols = {"orders": oplan.columns["customer_id"]}
-        if self.customers is not None:
-            _, resolved, _ = O.plan_customers(_empty(schemas["customers"]), customer_columns)
-            self.id_cols["customers"] = resolved["customer_id"]
-            prof, rep = O.load_customers(
-                _empty(schemas["customers"]), columns=customer_columns, tz=tz, text_kinds={}
-            )
-            O.check_id_types(ids, prof, "customers", rep.source)
-        if self.events is not None:
-            _, resolved, _ = O.plan_events(_empty(schemas["events"]), event_columns, ev_cols)
-            self.id_cols["events"] = resolved["customer_id"]
-            ev, rep = O.load_events(
-                _empty(schemas["events"]),
-                as_of=dt.date(2000, 1, 1),
-                columns=event_columns,
-                extra_columns=ev_cols,
+        with _relabeled():
+            order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
+            oplan = O.plan_orders(
+                _empty(schemas["orders"]),
+                columns=columns,
+                extra_columns=sorted(order_cols),
+                keep_raw_ts=True,
                 tz=tz,
             )
-            O.check_id_types(ids, ev, "events", rep.source)
-        if catalog is not None:
-            options = {
-                "columns": columns,
-                "customer_columns": customer_columns,
-                "event_columns": event_columns,
-                "windows": windows,
-                "customers": None if self.customers is None else _empty(schemas["customers"]),
-                "events": None if self.events is None else _empty(schemas["events"]),
-            }
-            api._check_fields_early(catalog, _empty(schemas["orders"]), options)
+            self.oplan = oplan
+            id_dtype = oplan.frame.collect_schema()["customer_id"]
+            ids = pl.DataFrame(schema={"customer_id": id_dtype})
+            self.id_cols = {"orders": oplan.columns["customer_id"]}
+            if self.customers is not None:
+                _, resolved, _ = O.plan_customers(_empty(schemas["customers"]), customer_columns)
+                self.id_cols["customers"] = resolved["customer_id"]
+                prof, rep = O.load_customers(
+                    _empty(schemas["customers"]), columns=customer_columns, tz=tz, text_kinds={}
+                )
+                O.check_id_types(ids, prof, "customers", rep.source)
+            if self.events is not None:
+                _, resolved, _ = O.plan_events(_empty(schemas["events"]), event_columns, ev_cols)
+                self.id_cols["events"] = resolved["customer_id"]
+                ev, rep = O.load_events(
+                    _empty(schemas["events"]),
+                    as_of=dt.date(2000, 1, 1),
+                    columns=event_columns,
+                    extra_columns=ev_cols,
+                    tz=tz,
+                )
+                O.check_id_types(ids, ev, "events", rep.source)
+            if catalog is not None:
+                options = {
+                    "columns": columns,
+                    "customer_columns": customer_columns,
+                    "event_columns": event_columns,
+                    "windows": windows,
+                    "customers": None if self.customers is None else _empty(schemas["customers"]),
+                    "events": None if self.events is None else _empty(schemas["events"]),
+                }
+                api._check_fields_early(catalog, _empty(schemas["orders"]), options)
         self.plan = _Plan(
             columns=columns,
             customer_columns=customer_columns,
@@ -961,7 +979,8 @@ class _Job:
 def _no_dates(plan: Any) -> FastsegError:
     from fastseg import orders as O
 
-    return O.no_dates_error(plan)
+    err = O.no_dates_error(plan)
+    return type(err)(_relabel(str(err)))
 
 
 def score_job(
