@@ -34,6 +34,7 @@ import functools
 import io
 import pickle
 import re
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -183,9 +184,12 @@ class _Plan:
 
 
 def _arrow_schema(df: DataFrame) -> pa.Schema:
-    """The Arrow schema ``mapInArrow`` gives tasks for ``df``."""
+    """The Arrow schema ``mapInArrow`` gives tasks for ``df`` (no job is run)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    tz = df.sparkSession.conf.get("spark.sql.session.timeZone", None)
     with _driver_errors():
-        return df.limit(0).toArrow().schema
+        return to_arrow_schema(df.schema, timezone=tz)
 
 
 def _empty(schema: pa.Schema) -> pa.Table:
@@ -646,6 +650,9 @@ class SparkScore:
     partitions: int = 0
     #: edge rounds run (small Spark jobs over the persisted features); 0 with given edges
     edge_rounds: int = 0
+    #: seconds per job on the driver: ``as_of``, ``profile_types``, ``features`` (again:
+    #: ``features_again``), ``edges``, ``summary``
+    timings: dict[str, float] = field(default_factory=dict)
     _features: Any = field(default=None, repr=False)
 
     def unpersist(self) -> None:
@@ -815,7 +822,30 @@ class _Job:
         )
 
     def max_day(self) -> int | None:
-        """The latest order day over all partitions, typed as fastseg types it (job 1)."""
+        """The latest order day over all partitions, typed as fastseg types it (job 1).
+
+        A ``DateType`` or ``TimestampNTZType`` column is its own day (local already, also with
+        ``tz``): Spark's ``max``. Other types (text, zone-aware timestamps) are read by
+        :func:`fastseg.sources.order_stats` in every input partition.
+        """
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from fastseg.config import EPOCH
+
+        col = self.oplan.columns["order_ts"]
+        dtype = self.orders.schema[col].dataType
+        if isinstance(dtype, T.DateType | T.TimestampNTZType):
+            with _driver_errors():
+                row = self.orders.agg(
+                    F.count(F.lit(1)).alias("n"), F.to_date(F.max(F.col(f"`{col}`"))).alias("d")
+                ).collect()[0]
+            if row["n"] == 0:
+                msg = f"orders: {self.label} has no rows; nothing to score"
+                raise DataError(msg)
+            if row["d"] is None:
+                raise _no_dates(self.oplan)
+            return (row["d"] - EPOCH).days
         fn = functools.partial(_max_date_task, self.plan)
         with _driver_errors():
             rows = _map_in_arrow(self.orders, fn, "day LONG, n LONG").collect()
@@ -900,18 +930,30 @@ class _Job:
         from fastseg.config import EPOCH
 
         spark = self.spark
+        timings: dict[str, float] = {}
+
+        @contextlib.contextmanager
+        def timed(name: str) -> Iterator[None]:
+            t0 = time.perf_counter()
+            yield
+            timings[name] = time.perf_counter() - t0
+
         with _arrow_batches(spark):
-            day = None if self.as_of_given is not None else self.max_day()
+            with timed("as_of"):
+                day = None if self.as_of_given is not None else self.max_day()
             as_of = self.as_of_given or EPOCH + dt.timedelta(days=day or 0)
             if self.customers is not None:
-                self.type_profiles()
-            metas = self.build_features(as_of)
+                with timed("profile_types"):
+                    self.type_profiles()
+            with timed("features"):
+                metas = self.build_features(as_of)
             used = [m["max_used_day"] for m in metas if m.get("max_used_day") is not None]
             if self.as_of_given is None and used and max(used) < (as_of - EPOCH).days:
                 # the latest dated rows were all left out: the latest usable row's date, and the
                 # windows count from it (as one machine reads the rows again)
                 as_of = EPOCH + dt.timedelta(days=max(used))
-                metas = self.build_features(as_of)
+                with timed("features_again"):
+                    metas = self.build_features(as_of)
             full = [m for m in metas if not m["empty"]]
             report = _merge_reports([m["orders"] for m in full], self.label)
             if report is None or report.rows_read == 0:
@@ -932,7 +974,8 @@ class _Job:
             with_rows = [m for m in full if m["customers_n"]] or full
             self.frame_schema = with_rows[0]["schema"]
             self.plan.sources = with_rows[0]["sources"]
-            rounds = self.fit()
+            with timed("edges"):
+                rounds = self.fit()
         empty = self.scorer.transform(pl.DataFrame(schema=self.frame_schema))
         spark_schema, target = _spark_types(empty.schema)
         assert self.features is not None
@@ -949,6 +992,7 @@ class _Job:
             "events": evr,
             "partitions": self.partitions,
             "edge_rounds": rounds,
+            "timings": timings,
             "_features": self.features,
         }
         if not segments:
@@ -960,7 +1004,7 @@ class _Job:
             functools.partial(_segments_task, self.plan, self.scorer, seg_target),
             seg_schema,
         )
-        with _arrow_batches(spark), _driver_errors():
+        with timed("summary"), _arrow_batches(spark), _driver_errors():
             rows = _map_in_arrow(
                 frames, functools.partial(_summary_task, self.plan, self.scorer), _BLOB_SCHEMA
             ).collect()

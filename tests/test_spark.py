@@ -144,6 +144,7 @@ def test_score_int_ids_profiles_events_defaulted_as_of(int_data) -> None:
 
 def test_score_text_ids_seven_partitions_as_of_given(spark: SparkSession) -> None:
     o, c, e = make_data(3000, 500, text_ids=True, seed=1)
+    o = o.with_columns(pl.col("order_ts").dt.date())  # DateType: the scoring date by Spark's max
     so, sc, se = (to_spark(spark, f) for f in (o, c, e))
     as_of = dt.date(2026, 3, 1)
     got = to_polars(fs.score(so, customers=sc, events=se, as_of=as_of, partitions=7, bins=4))
@@ -170,7 +171,9 @@ def test_latest_rows_unusable(spark: SparkSession) -> None:
         schema=o.schema,
     )
     o = pl.concat([o, bad])
-    res = fs.score_job(to_spark(spark, o), partitions=3)
+    so = to_spark(spark, o)
+    assert so.schema["order_ts"].dataType.typeName() == "timestamp"  # zone-aware: read by tasks
+    res = fs.score_job(so, partitions=3)
     want = fastseg.score(o)
     same(to_polars(res.scores), want)
     assert res.as_of < late.date()
