@@ -240,3 +240,20 @@ def test_error_in_a_task_is_the_fastseg_error(spark: SparkSession) -> None:
 def test_not_a_spark_frame() -> None:
     with pytest.raises(fastseg.errors.ParameterError, match="PySpark DataFrame"):
         fs.score(pl.DataFrame({"customer_id": [1]}))
+
+
+def test_docs_example_runs(spark: SparkSession, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/spark.md's Python block, as written (its getOrCreate() finds this session)."""
+    from tests.docblocks import DOCS, blocks
+
+    (body,) = blocks(DOCS / "spark.md", "python")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*existing Spark ?[Ss]ession.*")
+        exec(compile(body, "docs/spark.md", "exec"), {"__name__": "docs_spark"})
+    out = capsys.readouterr().out
+    assert "rfm_cell" in out and "prospects" in out
+    assert (
+        "|          4|prospects|" in out
+        or "|4          |prospects|" in out
+        or "4|prospects" in out.replace(" ", "")
+    )
