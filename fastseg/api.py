@@ -90,17 +90,26 @@ class ScoreResult:
     rejected: pl.DataFrame | None = field(default=None, repr=False)
     #: what was written: output name -> path
     outputs: dict[str, Path] = field(default_factory=dict)
+    #: the customers were scored in buckets on disk (:class:`fastseg.bucketrun.BucketInfo`):
+    #: ``scores`` is then empty (the rows are in the outputs) unless nothing was written
+    buckets: Any = None
 
     @property
     def n_customers(self) -> int:
+        if self.buckets is not None:
+            return int(self.buckets.customers)
         return self.scores.height
 
     @property
     def n_scored(self) -> int:
+        if self.buckets is not None:
+            return int(self.buckets.scored)
         return int(self.scores["r_score"].is_not_null().sum())
 
     def group_counts(self) -> pl.DataFrame:
         """Customers per ``rfm_group``, largest first."""
+        if self.buckets is not None:
+            return self.buckets.group_counts
         return (
             self.scores.group_by("rfm_group")
             .agg(pl.len().alias("customers"))
@@ -116,6 +125,8 @@ class RunResult(ScoreResult):
     segments: SegmentResult | None = None
     #: the changes since ``previous`` when the run was given one (written into the run folder)
     changes: Changes | None = None
+    #: a bucketed run's tables, written bucket by bucket (:class:`fastseg.bucketrun.TableParts`)
+    parts: dict[str, Any] = field(default_factory=dict)
 
     def diff(self, previous: Any) -> Changes:
         """What changed since ``previous`` (a run folder path or another :class:`RunResult`):
@@ -230,9 +241,12 @@ def score_job(
     btyd: bool = False,
     top_category: bool = False,
     tz: str | None = None,
+    memory_limit: str | int | None = None,
+    tmp_dir: str | Path | None = None,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
+    _buckets: Any = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
 
@@ -249,6 +263,12 @@ def score_job(
     it runs, with the order rows per batch; it becomes the reporter of ``stopwatch``. With a
     reporter that shows something, kernels not compiled yet are compiled first, as a stage of
     their own (``kernels``).
+
+    ``memory_limit`` (``"1500MB"``, ``"4GiB"``, bytes; None: 75% of the memory available;
+    ``False``: no limit): when the per-customer state would pass it, the rows are spilled to
+    customer buckets under ``tmp_dir`` and scored bucket by bucket (:mod:`fastseg.buckets`),
+    exactly as in memory. ``_buckets``: ``(spill folder, consume)`` of :func:`run_job` (its
+    per-bucket segments); by default each bucket's scores go to the ``out`` file.
     """
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
@@ -264,7 +284,14 @@ def score_job(
     _check_mappings(customers, customer_columns, events, event_columns)
     frame_writer(pl.DataFrame(), out or "x.parquet", out_format)  # checks the format first
     the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
+    from fastseg import buckets as B
+
+    bud = None if memory_limit is False else B.budget(memory_limit)
     with contextlib.ExitStack() as stack:
+        if _buckets is not None:
+            folder, consume = _buckets
+        elif bud is not None:
+            folder, consume = stack.enter_context(B.spill_folder(tmp_dir)), None
         outs = _outputs
         if outs is None:  # declared (and checked) before any row is read
             outs = stack.enter_context(_output_set(orders, customers, events, edges_in))
@@ -278,34 +305,76 @@ def score_job(
             if path is not None
         }
         _kernels_stage(watch)
-        res = _score(
-            orders,
-            customers=customers,
-            events=events,
-            as_of=as_of_day,
-            columns=columns,
-            customer_columns=customer_columns,
-            event_columns=event_columns,
-            windows=windows,
-            strict=strict,
-            rejects=rejects is not None,
-            scorer=the_scorer,
-            needs_fit=needs_fit,
-            aggregates=aggregates,
-            extra_columns=extra_columns,
-            reader=reader,
-            watch=watch,
-            btyd=btyd,
-            top_category=top_category,
-            tz=tz,
-        )
+        options = {
+            "customers": customers,
+            "events": events,
+            "as_of": as_of_day,
+            "columns": columns,
+            "customer_columns": customer_columns,
+            "event_columns": event_columns,
+            "windows": windows,
+            "strict": strict,
+            "rejects": rejects is not None,
+            "aggregates": aggregates,
+            "extra_columns": extra_columns,
+            "reader": reader,
+            "btyd": btyd,
+            "top_category": top_category,
+            "tz": tz,
+        }
+        parts = None
+        try:
+            res = _score(
+                orders, scorer=the_scorer, needs_fit=needs_fit, watch=watch, budget=bud, **options
+            )
+        except B.StateTooLarge as big:
+            from fastseg.bucketrun import TableParts, score_buckets
+
+            assert bud is not None
+            if consume is None:
+                parts = TableParts(folder, "scores")
+                consume = lambda scores, _whole: parts.add(scores)  # noqa: E731
+            whole, info = score_buckets(
+                orders,
+                bud=bud,
+                too_large=big,
+                folder=folder,
+                scorer=the_scorer,
+                needs_fit=needs_fit,
+                watch=watch,
+                consume=consume,
+                options=options,
+            )
+            empty = pl.DataFrame()
+            if parts is not None and out is None:  # the API's frame: every bucket's scores
+                empty = pl.read_parquet(parts.parts)
+            elif parts is not None:
+                empty = pl.DataFrame(schema=parts.schema())
+            res = ScoreResult(
+                scores=empty,
+                as_of=whole.as_of,
+                scorer=the_scorer,
+                orders=whole.orders,
+                customers=whole.customers,
+                events=whole.events,
+                timings=watch.seconds,
+                sources=whole.sources,
+                rejected=whole.rejected,
+                buckets=info,
+            )
         with watch.stage("write") if targets else contextlib.nullcontext():
             if "rejects" in targets:
                 outs.write_frame(res.rejected, targets["rejects"])
                 res.orders.rejects_path = targets["rejects"]
             if "edges" in targets:
                 outs.write_text(targets["edges"], the_scorer.to_json())
-            if "scores" in targets:
+            if "scores" in targets and parts is not None:
+                fmt = out_format or (
+                    "csv" if str(out).lower().endswith((".csv", ".tsv")) else "parquet"
+                )
+                outs.write_with(targets["scores"], lambda p: parts.write(p, fmt))
+                res.outputs = dict(targets)
+            elif "scores" in targets:
                 outs.write_frame(res.scores, targets["scores"], out_format)
                 res.outputs = dict(targets)
             if _outputs is None:
@@ -385,6 +454,8 @@ def _features(
     loaded: bool = False,
     opened: Any = None,
     partial: bool = False,
+    budget: Any = None,
+    batch_rows: int | None = None,
 ) -> PartFeatures:
     """Read the orders (and profiles, events) of a set of customers and build their features,
     joined, unscored. Stages ``orders``, ``read``, ``features``.
@@ -393,8 +464,7 @@ def _features(
     / :func:`~fastseg.orders.load_events` made already (a bucket's share of them: not typed,
     checked or counted again; their reports are the caller's). ``opened``: the orders' plan,
     statistics and reader made already (:mod:`fastseg.buckets`; see
-    :func:`fastseg.pipeline.order_features`). ``partial``: the orders are one part of a larger
-    history (a Spark partition; see ``order_features``): no usable row is not an error here.
+    :func:`fastseg.pipeline.order_features`, as for ``partial`` and ``budget``).
     """
     from fastseg import direct as D
     from fastseg import features as feat
@@ -419,6 +489,8 @@ def _features(
             tz=tz,
             opened=opened,
             partial=partial,
+            budget=budget,
+            **({"batch_rows": batch_rows} if batch_rows else {}),
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
     order_report, as_of_date = of.report, of.as_of
@@ -1091,10 +1163,27 @@ def run_job(
         _rules_path(rules),
         prev.path if prev is not None and not replaces else None,
     )
-    with reads as outs:
+    limit = score_options.pop("memory_limit", None)
+    tmp_dir = score_options.pop("tmp_dir", None)
+    whole_needed = [
+        o for o, v in (("predict", predict), ("previous", previous), ("report", report)) if v
+    ]
+    if whole_needed and limit not in (None, False):
+        msg = (
+            f"memory_limit: a run in buckets cannot {' / '.join(whole_needed)} yet (they need "
+            "every customer in memory); leave memory_limit out, or run fastseg diff / report "
+            "on the run folder afterwards"
+        )
+        raise ParameterError(msg)
+    from fastseg import buckets as B
+
+    bud = None if whole_needed or limit is False else B.budget(limit)
+    with reads as outs, contextlib.ExitStack() as stack:
         folder = None
         if out is not None:
             folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
+        spill = stack.enter_context(B.spill_folder(tmp_dir)) if bud is not None else None
+        per_bucket = _BucketSegments(catalog, spill, threads) if spill is not None else None
         res = score_job(
             orders,
             aggregates=specs,
@@ -1102,19 +1191,29 @@ def run_job(
             _outputs=outs,
             btyd=bool(predict),
             top_category=_uses_field(catalog, "top_category"),
+            memory_limit=bud if bud is not None else False,
+            _buckets=(spill, per_bucket) if per_bucket is not None else None,
             **score_options,
         )
-        if predict:
-            res.prediction = _add_predictions(res, predict, watch)
-        with watch.stage("rules", show=False):
-            compiled = compile_catalog(
-                catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
-            )
-        with watch.stage("segments", unit="customers") as st:
-            seg = evaluate(res.scores, compiled, threads=threads)
-            st.advance(res.n_customers)
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
-        result = RunResult(**fields, segments=seg)
+        if res.buckets is not None:
+            assert per_bucket is not None
+            fields["scores"] = pl.DataFrame(schema=per_bucket.parts["scores"].schema())
+            result = RunResult(**fields, segments=per_bucket.merged, parts=per_bucket.parts)
+            if result.segments is None:  # no customer at all cannot happen: rows were used
+                raise DataError("no customer was scored")
+        else:
+            if predict:
+                res.prediction = _add_predictions(res, predict, watch)
+                fields["prediction"] = res.prediction
+            with watch.stage("rules", show=False):
+                compiled = compile_catalog(
+                    catalog, res.scores.schema, res.as_of, missing="error", sources=res.sources
+                )
+            with watch.stage("segments", unit="customers") as st:
+                seg = evaluate(res.scores, compiled, threads=threads)
+                st.advance(res.n_customers)
+            result = RunResult(**fields, segments=seg)
         base = previous if isinstance(previous, RunResult) else prev
         if base is not None and folder is None:
             with watch.stage("diff"):
@@ -1123,6 +1222,8 @@ def run_job(
             record = _run_record(
                 orders, rules, score_options, command, threads=threads, builtin=builtin
             )
+            if res.buckets is not None:
+                record = {**record, "buckets": res.buckets.to_dict()}
             staged = _stage_run(
                 result,
                 outs,
@@ -1137,6 +1238,37 @@ def run_job(
         outs.commit()
     result.timings = watch.seconds
     return result
+
+
+class _BucketSegments:
+    """``run``'s work on each bucket of a bucketed run: its segments evaluated, its scores,
+    memberships and groups written as parts, its summary and overlaps added up."""
+
+    def __init__(self, catalog: Catalog, folder: Path, threads: int | None) -> None:
+        from fastseg.bucketrun import TableParts
+
+        self.catalog, self.threads = catalog, threads
+        self.compiled: Any = None
+        self.merged: Any = None
+        self.parts = {n: TableParts(folder, n) for n in ("scores", "segments", "groups")}
+
+    def __call__(self, scores: pl.DataFrame, whole: PartFeatures) -> None:
+        from fastseg.bucketrun import MergedSegments
+        from fastseg.rules.compile import compile_catalog
+        from fastseg.segmenting import evaluate
+
+        if self.compiled is None:
+            self.compiled = compile_catalog(
+                self.catalog, scores.schema, whole.as_of, missing="error", sources=whole.sources
+            )
+        seg = evaluate(scores, self.compiled, threads=self.threads)
+        self.parts["scores"].add(scores)
+        self.parts["segments"].add(seg.to_long())
+        if seg.groups_spec:
+            self.parts["groups"].add(seg.groups())
+        if self.merged is None:
+            self.merged = MergedSegments.first(seg)
+        self.merged.add(seg)
 
 
 def _check_mappings(
@@ -1304,18 +1436,25 @@ def _stage_run(
     tab = "csv" if out_format == "csv" else "parquet"
     frames: dict[str, Any] = {
         "scores": (lambda: result.scores, tab),
-        "segments": (seg.to_long, tab),
+        "segments": (getattr(seg, "to_long", None), tab),
         "summary": (lambda: _money_to_cents(seg.summary()), "csv"),
         "overlaps": (seg.overlaps, "csv"),
     }
     if seg.groups_spec:
-        frames["groups"] = (seg.groups, tab)
+        frames["groups"] = (getattr(seg, "groups", None), tab)
     paths: dict[str, Path] = {}
     schemas: dict[str, dict[str, str]] = {}
     small: dict[str, pl.DataFrame] = {}  # kept for the report
     diff_doc = ch = None
     with watch.stage("write"):
         for name, (make, fmt) in frames.items():
+            tp = result.parts.get(name)
+            if tp is not None and tp.parts:  # a bucketed run: the parts, joined
+                schemas[name] = schema_record(pl.DataFrame(schema=tp.schema()))
+                paths[name] = outs.write_with(
+                    folder / f"{name}.{fmt}", lambda p, tp=tp, fmt=fmt: tp.write(p, fmt)
+                )
+                continue
             df = make()
             if name in RUN_TABLES:
                 schemas[name] = schema_record(df)

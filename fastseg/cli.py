@@ -298,6 +298,22 @@ TzOpt = Annotated[
         metavar="ZONE",
     ),
 ]
+MemoryLimitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit",
+        help="Memory for the run, e.g. 1500MB, 4GB, 4GiB. When the customers' state would not fit, the rows are spilled to customer buckets on disk and scored bucket by bucket, with the same results. Default: 75% of the memory available.",
+        metavar="SIZE",
+    ),
+]
+TmpDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tmp-dir",
+        help="Folder for the spill files of a run in buckets (removed afterwards). Default: the system's temporary folder.",
+        metavar="DIR",
+    ),
+]
 StrictOpt = Annotated[
     bool, typer.Option("--strict", help="Fail if any order row has to be left out.")
 ]
@@ -447,6 +463,19 @@ def _print_rows(report: Any, what: str = "orders") -> None:
         console.print(f"    left-out rows written to {escape(str(report.rejects_path))}")
 
 
+def _print_buckets(res: Any) -> None:
+    info = getattr(res, "buckets", None)
+    if info is None:
+        return
+    from fastseg.buckets import format_size
+
+    console.print(
+        f"in buckets: the customers' state would not fit --memory-limit "
+        f"{format_size(info.memory_limit)}; {info.spilled_rows:,} rows spilled to "
+        f"{info.buckets} buckets, scored in {info.units} parts"
+    )
+
+
 def _print_score_summary(res: Any) -> None:
     _print_rows(res.orders, "orders")
     if res.customers is not None:
@@ -457,6 +486,7 @@ def _print_score_summary(res: Any) -> None:
         f"scoring date [bold]{res.as_of}[/bold]: {res.n_customers:,} customers, "
         f"{res.n_scored:,} scored, {res.n_customers - res.n_scored:,} without an order"
     )
+    _print_buckets(res)
     table = Table(title="RFM groups", title_justify="left")
     table.add_column("rfm_group")
     table.add_column("customers", justify="right")
@@ -583,6 +613,8 @@ def score(
         Path, typer.Option("--out", "-o", help="Output file for the scores.", metavar="FILE")
     ] = Path("scores.parquet"),
     fmt: FormatOpt = None,
+    memory_limit: MemoryLimitOpt = None,
+    tmp_dir: TmpDirOpt = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
@@ -613,6 +645,8 @@ def score(
             out=out,
             out_format=fmt.value if fmt else None,
             tz=api.check_time_zone(tz, "--tz"),
+            memory_limit=memory_limit,
+            tmp_dir=tmp_dir,
             stopwatch=watch,
             progress=rep,
         )
@@ -901,6 +935,8 @@ def run(
             help="Also write report.html into the run folder: one page with charts that opens offline (see `fastseg report`).",
         ),
     ] = False,
+    memory_limit: MemoryLimitOpt = None,
+    tmp_dir: TmpDirOpt = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
@@ -939,6 +975,8 @@ def run(
             previous=previous,
             predict=({"params_in": params_in} if params_in else True) if predict else False,
             report=report,
+            memory_limit=memory_limit,
+            tmp_dir=tmp_dir,
             tz=api.check_time_zone(tz, "--tz"),
             stopwatch=watch,
             progress=rep,

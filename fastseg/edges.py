@@ -23,7 +23,6 @@ searches over feature frames and :func:`fit_chunks` drives the rounds locally.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -32,6 +31,14 @@ from numpy.typing import NDArray
 from fastseg.errors import DataError, ParameterError
 from fastseg.kernels.quantile import _MAX_EXACT_INT, edge_ranks
 from fastseg.kernels.radix import decode_keys, interval_histograms, key_summary, order_bits
+from fastseg.scoring import (
+    DIMENSIONS,
+    RFMScorer,
+    _check_data,
+    _check_frame,
+    _fit_arrays,
+    _quantile_edges_dict,
+)
 
 __all__ = ["EdgeSearch", "RFMEdgeSearch", "fit_chunks"]
 
@@ -68,8 +75,6 @@ class EdgeSearch:
     ----------
     n : int or None
         Total count over all chunks, known after round 0.
-    rounds : int
-        Rounds completed (calls of :meth:`advance`), round 0 included.
 
     Examples
     --------
@@ -96,7 +101,7 @@ class EdgeSearch:
         self.kind = kind
         self.bits = bits
         self.n: int | None = None
-        self.rounds = 0
+        self._rounds = 0
         self._done = False
         self._keys: list[int | None] = [None] * (self.k - 1)
         # the current round's plan: disjoint intervals sorted by lo, each with its shift, the
@@ -111,6 +116,11 @@ class EdgeSearch:
     def done(self) -> bool:
         """Whether every edge is known (:meth:`edges` can be called)."""
         return self._done
+
+    @property
+    def rounds(self) -> int:
+        """Rounds completed (calls of :meth:`advance`), round 0 included."""
+        return self._rounds
 
     @property
     def histogram_rounds(self) -> int:
@@ -222,7 +232,7 @@ class EdgeSearch:
             self._start(*(int(v) for v in merged[1:].tolist()))
         else:
             self._narrow(merged[1:])
-        self.rounds += 1
+        self._rounds += 1
 
     def _start(self, n: int, nan: int, kmin: int, kmax: int) -> None:
         if n == 0:
@@ -324,9 +334,7 @@ class RFMEdgeSearch:
         As for :class:`EdgeSearch`.
     """
 
-    def __init__(self, scorer: Any, *, bits: int = DEFAULT_BITS) -> None:
-        from fastseg.scoring import DIMENSIONS, RFMScorer
-
+    def __init__(self, scorer: RFMScorer, *, bits: int = DEFAULT_BITS) -> None:
         if not isinstance(scorer, RFMScorer):
             msg = f"scorer must be an RFMScorer, got {type(scorer).__name__}"
             raise ParameterError(msg)
@@ -334,7 +342,7 @@ class RFMEdgeSearch:
         self.scorer = scorer
         self.method = method
         self.n: int | None = None
-        self.rounds = 0
+        self._rounds = 0
         kinds = {"r": "int", "f": "int", "m": "float"}
         self.searches: dict[str, EdgeSearch] = (
             {d: EdgeSearch(bins, kinds[d], bits=bits) for d in DIMENSIONS}
@@ -344,6 +352,11 @@ class RFMEdgeSearch:
 
     def __repr__(self) -> str:
         return f"RFMEdgeSearch({self.scorer!r}, round {self.rounds}, done={self.done})"
+
+    @property
+    def rounds(self) -> int:
+        """Rounds completed (calls of :meth:`advance`), round 0 included."""
+        return self._rounds
 
     @property
     def done(self) -> bool:
@@ -360,8 +373,6 @@ class RFMEdgeSearch:
         ParameterError
             The search is done.
         """
-        from fastseg.scoring import _check_data, _check_frame, _fit_arrays
-
         if self.done:
             msg = "the RFM edge search is done; call fitted()"
             raise ParameterError(msg)
@@ -441,9 +452,9 @@ class RFMEdgeSearch:
                     msg = f"the RFM digest has no '{d}' part"
                     raise ParameterError(msg)
                 s.advance(merged[d])
-        self.rounds += 1
+        self._rounds += 1
 
-    def fitted(self) -> Any:
+    def fitted(self) -> RFMScorer:
         """The scorer with ``edges_`` and ``n_fit_`` set exactly as ``fit(concat(frames))``.
 
         Raises
@@ -451,8 +462,6 @@ class RFMEdgeSearch:
         ParameterError
             The search is not done yet.
         """
-        from fastseg.scoring import _quantile_edges_dict
-
         if not self.done:
             msg = f"the RFM edge search is not done (round {self.rounds}); keep calling advance()"
             raise ParameterError(msg)
@@ -471,8 +480,8 @@ class RFMEdgeSearch:
 
 
 def fit_chunks(
-    scorer: Any, frames: Callable[[], Iterable[pl.DataFrame]], *, bits: int = DEFAULT_BITS
-) -> Any:
+    scorer: RFMScorer, frames: Callable[[], Iterable[pl.DataFrame]], *, bits: int = DEFAULT_BITS
+) -> RFMScorer:
     """Fit ``scorer`` on feature frames seen in chunks, exactly as ``fit(pl.concat(frames()))``.
 
     Parameters

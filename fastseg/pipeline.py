@@ -103,6 +103,7 @@ def order_features(
     top_category: bool = False,
     tz: str | None = None,
     opened: Any = None,
+    budget: Any = None,
     partial: bool = False,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
@@ -120,11 +121,11 @@ def order_features(
     ``opened``: ``(plan, stats, open_reader)`` made already by the caller (the buckets of
     :mod:`fastseg.buckets`: the plan of the original source, one bucket's statistics, and a
     function ``(plan, stats, batch_rows) -> reader`` replaying the bucket's tables); ``source``,
-    ``columns``, ``extra_columns`` and ``tz`` are then the plan's.
-
-    ``partial``: the source is one part of a larger order history (a Spark partition, see
-    :mod:`fastseg.spark`); no rows, no usable row and ``strict`` are the caller's to check over
-    all parts (with :attr:`OrderFeatures.report`), and ``as_of`` must be given.
+    ``columns``, ``extra_columns`` and ``tz`` are then the plan's. ``budget`` (a
+    :class:`fastseg.buckets.Budget`): the pass raises :class:`fastseg.buckets.StateTooLarge`
+    as soon as its state would pass it. ``partial``: the rows are some customers' (a bucket):
+    the checks of the whole (no row, no usable row, ``strict``) are the caller's, and
+    ``as_of`` must be given.
     """
     windows = check_windows(windows)
     as_of = O.as_date(as_of, "as_of")
@@ -143,9 +144,6 @@ def order_features(
         )
         stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
-    if partial and as_of is None:
-        msg = "order_features(partial=True) needs as_of: the scoring date of all parts"
-        raise ParameterError(msg)
     if stats.n == 0 and not partial:
         msg = f"orders: {label} has no rows; nothing to score"
         raise DataError(msg)
@@ -158,7 +156,12 @@ def order_features(
             raise O.no_dates_error(plan)
     specs = [a for a in aggregates if a.source == "orders"]
     keep = rejects is not None and rejects is not False
-    opts = {"btyd": btyd, "top_category": top_category, "open_reader": open_reader}
+    opts = {
+        "btyd": btyd,
+        "top_category": top_category,
+        "open_reader": open_reader,
+        "budget": budget,
+    }
     rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts)
     if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
         # The latest dated rows were all left out (no customer id, no amount): the scoring date
@@ -219,12 +222,15 @@ def _row_pass(
     btyd: bool = False,
     top_category: bool = False,
     open_reader: Any = None,
+    budget: Any = None,
 ) -> _RowPass:
     if open_reader is not None:
         rd = open_reader(plan, stats, batch_rows)
     else:
         rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
     rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd, top_category)
+    rows.budget = budget
+    rows.check_budget(initial=True)
     try:
         rows.run()
     except FastsegError:
@@ -232,6 +238,42 @@ def _row_pass(
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise S.read_error(exc, plan.source.label, plan.source) from exc
     return rows
+
+
+def spill_rows(
+    plan: O.OrderPlan,
+    stats: S.OrderStats,
+    as_of: dt.date,
+    *,
+    windows: tuple[int, ...],
+    specs: Sequence[Any],
+    keep_rejects: bool,
+    batch_rows: int,
+    reader: str | None,
+    n_buckets: int,
+    folder: Path,
+    progress: Stage | None = None,
+) -> tuple[Any, int, str]:
+    """Read the order rows as the row pass would (the same columns, the reader's row hashes)
+    and spill them to ``n_buckets`` customer buckets under ``folder``
+    (:func:`fastseg.buckets.spill_orders`). Returns ``(spill, per_row_bytes, reader kind)``."""
+    import dataclasses
+
+    from fastseg.buckets import spill_orders
+
+    rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
+    shape = _RowPass(
+        rd, dataclasses.replace(stats, id_range=None), as_of, windows, specs, keep_rejects
+    )
+    hashes = shape.want_dups and rd.row_hashes
+    as_text = bool(stats.text_ids or stats.csv_ids)
+    try:
+        spill = spill_orders(rd, shape.need, hashes, n_buckets, folder, as_text, progress)
+    except FastsegError:
+        raise
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise S.read_error(exc, plan.source.label, plan.source) from exc
+    return spill, shape.per_row_bytes, rd.kind
 
 
 def _row_schema(plan: O.OrderPlan) -> pl.Schema:
@@ -317,6 +359,27 @@ class _RowPass:
         if self.want_dups:  # rows are told apart by every column read
             need += list(cols)
         self.need = list(dict.fromkeys(need))
+        self.budget: Any = None  # a fastseg.buckets.Budget: raise StateTooLarge past it
+
+    @property
+    def per_row_bytes(self) -> int:
+        """State that grows with the rows, not the customers: the duplicate count's row hashes
+        (8 bytes a row, 16 while joined), the order-lines table (16-byte pairs, half full)."""
+        return (16 if self.want_dups else 0) + (32 if self.lines_mode != "none" else 0)
+
+    def check_budget(self, initial: bool = False) -> None:
+        b = self.budget
+        if b is None:
+            return
+        agg = self.agg
+        customers = agg.acc.shape[0] if agg.offset is not None else agg.encoder.n_unique
+        if initial and agg.offset is None:
+            return
+        state = b.pass_bytes(customers, self.n_read, self.per_row_bytes)
+        if state > b.state:
+            from fastseg.buckets import StateTooLarge
+
+            raise StateTooLarge(customers, self.n_read, state)
 
     # ------------------------------------------------------------------------------- the loop
 
@@ -325,6 +388,7 @@ class _RowPass:
             for group, whole, table, row_hashes in tables:
                 if table.num_rows:
                     self._table(group, whole, table, row_hashes)
+                    self.check_budget()
                     if self.progress is not None:
                         self.progress.advance(table.num_rows)
 

@@ -39,6 +39,7 @@ __all__ = [
     "BITSETS_FORMAT",
     "SegmentBitsets",
     "SegmentResult",
+    "SummaryParts",
     "benchmark_segments",
     "evaluate",
     "evaluate_atoms",
@@ -149,6 +150,66 @@ class SegmentBitsets(NamedTuple):
 
 def _enum_or_string(labels: Sequence[str]) -> pl.DataType:
     return pl.Enum(list(labels)) if len(set(labels)) == len(labels) else pl.String()
+
+
+@dataclass
+class SummaryParts:
+    """What a segment summary is made of: sizes, sums and counts that add up over customers
+    split into parts (:meth:`SegmentResult.summary_parts`). ``present``: the scores had
+    ``monetary``, ``frequency``, ``recency_days``."""
+
+    names: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    n_customers: int
+    sizes: NDArray[np.int64]
+    sums: NDArray[np.float64]  # [segments, 3]: monetary, frequency, recency_days of members
+    valid: NDArray[np.int64]  # [segments, 3]: members with a value
+    present: tuple[bool, ...]
+    total_revenue: float
+
+    def merge(self, other: SummaryParts) -> SummaryParts:
+        """The parts of both sets of customers (the same catalog; disjoint customers)."""
+        if other.names != self.names:
+            msg = "summary parts of different catalogs cannot be merged"
+            raise ParameterError(msg)
+        return SummaryParts(
+            names=self.names,
+            descriptions=self.descriptions,
+            n_customers=self.n_customers + other.n_customers,
+            sizes=self.sizes + other.sizes,
+            sums=self.sums + other.sums,
+            valid=self.valid + other.valid,
+            present=tuple(a or b for a, b in zip(self.present, other.present, strict=True)),
+            total_revenue=self.total_revenue + other.total_revenue,
+        )
+
+    def frame(self) -> pl.DataFrame:
+        """The summary table (see :meth:`SegmentResult.summary`)."""
+        sums, valid, present, n = self.sums, self.valid, self.present, self.n_customers
+        total_revenue = self.total_revenue
+
+        def ratio(num: NDArray[Any], den: NDArray[Any] | float, ok: bool) -> pl.Series:
+            den_arr = np.broadcast_to(np.asarray(den, dtype=np.float64), num.shape)
+            good = (den_arr != 0) & ok
+            out = np.divide(num, den_arr, out=np.zeros(num.shape), where=good)
+            series = pl.Series(out, dtype=pl.Float64)
+            return series.scatter(np.flatnonzero(~good), None) if (~good).any() else series
+
+        sizes = self.sizes.astype(np.float64)
+        return pl.DataFrame(
+            {
+                "segment": pl.Series(self.names, dtype=pl.String),
+                "description": pl.Series(self.descriptions, dtype=pl.String),
+                "customers": pl.Series(self.sizes, dtype=pl.Int64),
+                "share_customers": ratio(sizes, float(n), True),
+                "revenue": pl.Series(sums[:, 0]) if present[0] else ratio(sums[:, 0], 0.0, False),
+                "share_revenue": ratio(sums[:, 0], total_revenue, present[0]),
+                "aov": ratio(sums[:, 0], sums[:, 1], present[0] and present[1]),
+                "mean_recency_days": ratio(sums[:, 2], valid[:, 2], present[2]),
+                "mean_frequency": ratio(sums[:, 1], valid[:, 1], present[1]),
+            },
+            schema=SUMMARY_SCHEMA,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -321,6 +382,13 @@ class SegmentResult:
         ``mean_recency_days`` and ``mean_frequency`` (means over members, nulls ignored; null
         when no member has a value). Columns of the scores frame that are absent give nulls.
         """
+        return self.summary_parts().frame()
+
+    def summary_parts(self) -> SummaryParts:
+        """The sums and counts :meth:`summary` is made of, for customers split into parts
+        (buckets, Spark partitions): ``a.summary_parts().merge(b.summary_parts()).frame()`` is
+        the summary of ``a`` and ``b``'s customers together (sums added part by part, so money
+        totals agree to float rounding, counts exactly)."""
         k = len(self.names)
         n = self.n_customers
         sums = np.zeros((k, 3))
@@ -349,28 +417,15 @@ class SegmentResult:
                 sums = bs.masked_sums(self.bitsets, values)
                 valid = np.stack([bs.popcount_and(self.bitsets, masks[i]) for i in range(3)], 1)
             total_revenue = float(values[0].sum()) if have[0] else 0.0
-
-        def ratio(num: NDArray[Any], den: NDArray[Any] | float, ok: bool) -> pl.Series:
-            den_arr = np.broadcast_to(np.asarray(den, dtype=np.float64), num.shape)
-            good = (den_arr != 0) & ok
-            out = np.divide(num, den_arr, out=np.zeros(num.shape), where=good)
-            series = pl.Series(out, dtype=pl.Float64)
-            return series.scatter(np.flatnonzero(~good), None) if (~good).any() else series
-
-        sizes = self.sizes.astype(np.float64)
-        return pl.DataFrame(
-            {
-                "segment": pl.Series(self.names, dtype=pl.String),
-                "description": pl.Series(self.descriptions, dtype=pl.String),
-                "customers": pl.Series(self.sizes, dtype=pl.Int64),
-                "share_customers": ratio(sizes, float(n), True),
-                "revenue": pl.Series(sums[:, 0]) if present[0] else ratio(sums[:, 0], 0.0, False),
-                "share_revenue": ratio(sums[:, 0], total_revenue, present[0]),
-                "aov": ratio(sums[:, 0], sums[:, 1], present[0] and present[1]),
-                "mean_recency_days": ratio(sums[:, 2], valid[:, 2], present[2]),
-                "mean_frequency": ratio(sums[:, 1], valid[:, 1], present[1]),
-            },
-            schema=SUMMARY_SCHEMA,
+        return SummaryParts(
+            names=self.names,
+            descriptions=self.descriptions,
+            n_customers=n,
+            sizes=np.asarray(self.sizes, dtype=np.int64).copy(),
+            sums=np.asarray(sums, dtype=np.float64),
+            valid=np.asarray(valid, dtype=np.int64),
+            present=tuple(present),
+            total_revenue=total_revenue,
         )
 
     def groups(self) -> pl.DataFrame:

@@ -348,3 +348,34 @@ def test_schema_error_and_driver_errors() -> None:
     search.advance(RFMEdgeSearch.merge([search.digest(frame)]))
     with pytest.raises(ParameterError, match="same frames"):
         search.advance(RFMEdgeSearch.merge([search.digest(frame[:1])]))
+
+
+@settings(max_examples=150)
+@given(
+    xs=st.lists(st.integers(-(2**62), 2**62) | st.integers(-50, 50), max_size=200),
+    bounds=st.lists(st.integers(-(2**62), 2**62) | st.integers(-60, 60), min_size=2, max_size=16),
+    nbits=st.integers(1, 8),
+)
+def test_interval_histograms_equal_counting(xs: list[int], bounds: list[int], nbits: int) -> None:
+    """Disjoint intervals (adjacent ones share coarse buckets) against a plain count."""
+    edges = sorted(set(bounds))
+    pairs = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=False)]
+    los = np.array([a for a, _ in pairs], dtype=np.int64)
+    his = np.array([b for _, b in pairs], dtype=np.int64)
+    shifts = np.array([max(0, (b - a).bit_length() - nbits) for a, b in pairs], dtype=np.int64)
+    got = interval_histograms(np.array(xs, dtype=np.int64), False, los, his, shifts)
+    want = [np.zeros(0, dtype=np.int64)]
+    for (lo, hi), sh in zip(pairs, shifts.tolist(), strict=True):
+        h = np.zeros(((hi - lo) >> sh) + 1, dtype=np.int64)
+        for v in xs:
+            if lo <= v <= hi:
+                h[(v - lo) >> sh] += 1
+        want.append(h)
+    assert np.array_equal(got, np.concatenate(want))
+
+
+def test_interval_histograms_refuse_huge() -> None:
+    with pytest.raises(ParameterError, match="bins"):
+        interval_histograms(
+            np.zeros(1, dtype=np.int64), False, np.array([0]), np.array([2**40]), np.array([0])
+        )
