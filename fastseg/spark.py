@@ -40,7 +40,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -452,112 +451,19 @@ def _segments_task(
                     yield from _conform(long, target)
 
 
-_SUMS = ("monetary", "frequency", "recency_days")
-
-
 def _summary_task(
     plan: _Plan, scorer: RFMScorer, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    """Per partition: the additive parts of :meth:`SegmentResult.summary`."""
+    """Per partition: the additive parts of the segment summary
+    (:meth:`fastseg.segmenting.SegmentResult.summary_parts`), merged over its frames."""
     with _worker_errors():
-        parts: dict[str, Any] | None = None
+        parts = None
         for scores in _score_frames(scorer, batches):
-            if not scores.height:
-                continue
-            seg = _segments(plan, scores)
-            p = _summary_parts(seg, scores)
-            parts = p if parts is None else _merge_parts(parts, p)
+            if scores.height:
+                p = _segments(plan, scores).summary_parts()
+                parts = p if parts is None else parts.merge(p)
         if parts is not None:
             yield _batch([(_partition_id(), "summary", pickle.dumps(parts))])
-
-
-def _summary_parts(seg: Any, scores: pl.DataFrame) -> dict[str, Any]:
-    """Member counts, sums and non-null counts per segment, the customer count and total net
-    revenue: the parts :meth:`fastseg.segmenting.SegmentResult.summary` is made of."""
-    present = [c in scores.columns for c in _SUMS]
-    vals = scores.select(
-        "customer_id",
-        *[
-            (pl.col(c).cast(pl.Float64) if h else pl.lit(None, pl.Float64)).alias(c)
-            for c, h in zip(_SUMS, present, strict=True)
-        ],
-    )
-    long = seg.to_long().with_columns(pl.col("segment").cast(pl.String))
-    agg = (
-        long.join(vals, on="customer_id", how="left")
-        .group_by("segment")
-        .agg(
-            pl.len().alias("customers"),
-            *[pl.col(c).fill_null(0.0).sum().alias(f"sum_{c}") for c in _SUMS],
-            *[pl.col(c).is_not_null().sum().alias(f"valid_{c}") for c in _SUMS],
-        )
-    )
-    by = {r["segment"]: r for r in agg.iter_rows(named=True)}
-    k = len(seg.names)
-    sizes = np.zeros(k, np.int64)
-    sums = np.zeros((k, 3))
-    valid = np.zeros((k, 3), np.int64)
-    for i, name in enumerate(seg.names):
-        r = by.get(name)
-        if r is not None:
-            sizes[i] = r["customers"]
-            sums[i] = [r[f"sum_{c}"] for c in _SUMS]
-            valid[i] = [r[f"valid_{c}"] for c in _SUMS]
-    total = float(vals["monetary"].fill_null(0.0).sum()) if present[0] else 0.0
-    return {
-        "names": tuple(seg.names),
-        "descriptions": tuple(seg.descriptions),
-        "n": scores.height,
-        "sizes": sizes,
-        "sums": sums,
-        "valid": valid,
-        "total_revenue": total,
-        "present": present,
-    }
-
-
-def _merge_parts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    if a["names"] != b["names"]:
-        msg = "the partitions evaluated different segments; this is a bug, please report it"
-        raise DataError(msg)
-    return {
-        **a,
-        "n": a["n"] + b["n"],
-        "sizes": a["sizes"] + b["sizes"],
-        "sums": a["sums"] + b["sums"],
-        "valid": a["valid"] + b["valid"],
-        "total_revenue": a["total_revenue"] + b["total_revenue"],
-    }
-
-
-def _summary_frame(parts: dict[str, Any]) -> pl.DataFrame:
-    """:meth:`SegmentResult.summary`'s frame from merged parts (the same definitions)."""
-    from fastseg.segmenting import SUMMARY_SCHEMA
-
-    sums, valid, present, n = parts["sums"], parts["valid"], parts["present"], parts["n"]
-
-    def ratio(num: np.ndarray, den: np.ndarray | float, ok: bool) -> pl.Series:
-        den_arr = np.broadcast_to(np.asarray(den, dtype=np.float64), num.shape)
-        good = (den_arr != 0) & ok
-        out = np.divide(num, den_arr, out=np.zeros(num.shape), where=good)
-        series = pl.Series(out, dtype=pl.Float64)
-        return series.scatter(np.flatnonzero(~good), None) if (~good).any() else series
-
-    sizes = parts["sizes"].astype(np.float64)
-    return pl.DataFrame(
-        {
-            "segment": pl.Series(list(parts["names"]), dtype=pl.String),
-            "description": pl.Series(list(parts["descriptions"]), dtype=pl.String),
-            "customers": pl.Series(parts["sizes"], dtype=pl.Int64),
-            "share_customers": ratio(sizes, float(n), True),
-            "revenue": pl.Series(sums[:, 0]) if present[0] else ratio(sums[:, 0], 0.0, False),
-            "share_revenue": ratio(sums[:, 0], parts["total_revenue"], present[0]),
-            "aov": ratio(sums[:, 0], sums[:, 1], present[0] and present[1]),
-            "mean_recency_days": ratio(sums[:, 2], valid[:, 2].astype(np.float64), present[2]),
-            "mean_frequency": ratio(sums[:, 1], valid[:, 1].astype(np.float64), present[1]),
-        },
-        schema=SUMMARY_SCHEMA,
-    )
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -1008,13 +914,10 @@ class _Job:
             rows = _map_in_arrow(
                 frames, functools.partial(_summary_task, self.plan, self.scorer), _BLOB_SCHEMA
             ).collect()
-        parts = None
+        parts = _segments(self.plan, empty).summary_parts()
         for r in rows:
-            p = pickle.loads(r["data"])
-            parts = p if parts is None else _merge_parts(parts, p)
-        if parts is None:
-            parts = _summary_parts(_segments(self.plan, empty), empty)
-        summary = _summary_frame(parts)
+            parts = parts.merge(pickle.loads(r["data"]))
+        summary = parts.frame()
         sum_schema, _ = _spark_types(summary.schema)
         summary_df = spark.createDataFrame(summary.rows(), sum_schema)
         return SparkRun(**common, segments=seg_df, summary=summary_df)
