@@ -635,6 +635,7 @@ class _Job:
             schemas["customers"] = _arrow_schema(self.customers)
         if self.events is not None:
             schemas["events"] = _arrow_schema(self.events)
+        full = dict(schemas)  # before the projections below: for the rules' column checks
         # the inputs' columns checked on the driver, on empty tables of the tasks' schemas
         with _relabeled():
             order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
@@ -646,6 +647,10 @@ class _Job:
                 tz=tz,
             )
             self.oplan = oplan
+            # only the columns fastseg reads go through the shuffle (a wide table's others not)
+            used = set(oplan.columns.values())
+            self.orders = self.orders.select(*[f"`{c}`" for c in self.orders.columns if c in used])
+            schemas["orders"] = _arrow_schema(self.orders)
             id_dtype = oplan.frame.collect_schema()["customer_id"]
             ids = pl.DataFrame(schema={"customer_id": id_dtype})
             self.id_cols = {"orders": oplan.columns["customer_id"]}
@@ -659,6 +664,11 @@ class _Job:
             if self.events is not None:
                 _, resolved, _ = O.plan_events(_empty(schemas["events"]), event_columns, ev_cols)
                 self.id_cols["events"] = resolved["customer_id"]
+                used = set(resolved.values())
+                self.events = self.events.select(
+                    *[f"`{c}`" for c in self.events.columns if c in used]
+                )
+                schemas["events"] = _arrow_schema(self.events)
                 ev, rep = O.load_events(
                     _empty(schemas["events"]),
                     as_of=dt.date(2000, 1, 1),
@@ -673,10 +683,10 @@ class _Job:
                     "customer_columns": customer_columns,
                     "event_columns": event_columns,
                     "windows": windows,
-                    "customers": None if self.customers is None else _empty(schemas["customers"]),
-                    "events": None if self.events is None else _empty(schemas["events"]),
+                    "customers": None if self.customers is None else _empty(full["customers"]),
+                    "events": None if self.events is None else _empty(full["events"]),
                 }
-                api._check_fields_early(catalog, _empty(schemas["orders"]), options)
+                api._check_fields_early(catalog, _empty(full["orders"]), options)
         self.plan = _Plan(
             columns=columns,
             customer_columns=customer_columns,
