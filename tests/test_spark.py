@@ -18,7 +18,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import fastseg
-from fastseg.errors import SchemaError
+from fastseg.errors import DataError, SchemaError
 
 if os.environ.get("FASTSEG_REQUIRE_SPARK") == "1":
     import pyspark  # noqa: F401  (CI: a missing PySpark is a failure, not a skip)
@@ -36,15 +36,17 @@ DAY0 = dt.date(2025, 1, 1)
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("fastseg-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "3")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.memory", "1g")
-        .getOrCreate()
-    )
+    with warnings.catch_warnings():  # Spark's own pandas version check as the session starts
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+        session = (
+            SparkSession.builder.master("local[2]")
+            .appName("fastseg-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "3")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.memory", "1g")
+            .getOrCreate()
+        )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -235,6 +237,15 @@ def test_error_in_a_task_is_the_fastseg_error(spark: SparkSession) -> None:
     assert msg.startswith("orders (Spark DataFrame): column 'amount' has value '12,5 EUR'")
     with pytest.raises(SchemaError, match="12,5 EUR"):
         fastseg.score(o)
+
+
+def test_strict_is_checked_over_all_partitions(spark: SparkSession) -> None:
+    o, _, _ = make_data(800, 80, seed=5)
+    with pytest.raises(DataError) as want:
+        fastseg.score(o, strict=True)
+    with pytest.raises(DataError) as got:
+        fs.score(to_spark(spark, o), strict=True, partitions=3)
+    assert str(got.value) == str(want.value).replace("(Polars DataFrame)", "(Spark DataFrame)")
 
 
 def test_not_a_spark_frame() -> None:
