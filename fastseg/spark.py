@@ -180,6 +180,10 @@ class _Plan:
     text_kinds: dict[str, tuple[str, str]] | None = None
     catalog: Any = None
     sources: dict[str, Any] = field(default_factory=dict)
+    #: the features frame's columns over all partitions (a partition without an event type's
+    #: events lacks its columns) and the values of those a partition lacks
+    frame_schema: Any = None
+    fills: dict[str, Any] = field(default_factory=dict)
 
 
 def _arrow_schema(df: DataFrame) -> pa.Schema:
@@ -381,6 +385,11 @@ def _features_task(plan: _Plan, batches: Iterator[pa.RecordBatch]) -> Iterator[p
         frame = res.frame
         if frame.schema["customer_id"] != plan.id_dtype:  # a partition without any order row
             frame = frame.with_columns(pl.col("customer_id").cast(plan.id_dtype))
+        if ev is not None:
+            from fastseg.features import sanitize
+
+            present = ev.filter(pl.col("event").is_not_null())["event"].unique().to_list()
+            meta["event_types"] = sorted({sanitize(t) for t in present})
         meta.update(
             orders=res.orders,
             max_used_day=res.max_used_day,
@@ -403,9 +412,24 @@ def _digest_task(search: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.
             yield _batch([(_partition_id(), "digest", pickle.dumps(merged))])
 
 
-def _score_frames(scorer: RFMScorer, batches: Iterator[pa.RecordBatch]) -> Iterator[pl.DataFrame]:
+def _complete(frame: pl.DataFrame, plan: _Plan) -> pl.DataFrame:
+    """A partition's features with the columns of all partitions, in one machine's order: the
+    event counts of a type none of its customers had are 0, the days since it null (as the
+    joins of one machine fill them)."""
+    schema = plan.frame_schema
+    if schema is None or frame.schema == schema:
+        return frame
+    return frame.select(
+        pl.col(n).cast(t) if n in frame.columns else pl.lit(plan.fills.get(n), t).alias(n)
+        for n, t in schema.items()
+    )
+
+
+def _score_frames(
+    plan: _Plan, scorer: RFMScorer, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pl.DataFrame]:
     for frame in _frames(batches):
-        yield scorer.transform(frame)
+        yield scorer.transform(_complete(frame, plan))
 
 
 def _conform(frame: pl.DataFrame, target: pa.Schema) -> list[pa.RecordBatch]:
@@ -421,10 +445,10 @@ def _conform(frame: pl.DataFrame, target: pa.Schema) -> list[pa.RecordBatch]:
 
 
 def _scores_task(
-    scorer: RFMScorer, target: pa.Schema, batches: Iterator[pa.RecordBatch]
+    plan: _Plan, scorer: RFMScorer, target: pa.Schema, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     with _worker_errors():
-        for scores in _score_frames(scorer, batches):
+        for scores in _score_frames(plan, scorer, batches):
             if scores.height:
                 yield from _conform(scores, target)
 
@@ -444,7 +468,7 @@ def _segments_task(
     plan: _Plan, scorer: RFMScorer, target: pa.Schema, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     with _worker_errors():
-        for scores in _score_frames(scorer, batches):
+        for scores in _score_frames(plan, scorer, batches):
             if scores.height:
                 long = _segments(plan, scores).to_long()
                 if long.height:
@@ -458,7 +482,7 @@ def _summary_task(
     (:meth:`fastseg.segmenting.SegmentResult.summary_parts`), merged over its frames."""
     with _worker_errors():
         parts = None
-        for scores in _score_frames(scorer, batches):
+        for scores in _score_frames(plan, scorer, batches):
             if scores.height:
                 p = _segments(plan, scores).summary_parts()
                 parts = p if parts is None else parts.merge(p)
@@ -888,7 +912,8 @@ class _Job:
                 [m["events"] for m in full if "events" in m], "events (Spark DataFrame)"
             )
             with_rows = [m for m in full if m["customers_n"]] or full
-            self.frame_schema = with_rows[0]["schema"]
+            self.frame_schema, fills = _frame_schema(with_rows)
+            self.plan.frame_schema, self.plan.fills = self.frame_schema, fills
             self.plan.sources = with_rows[0]["sources"]
             with timed("edges"):
                 rounds = self.fit()
@@ -897,7 +922,7 @@ class _Job:
         assert self.features is not None
         frames = self.features.filter("kind = 'frame'")
         scores = _map_in_arrow(
-            frames, functools.partial(_scores_task, self.scorer, target), spark_schema
+            frames, functools.partial(_scores_task, self.plan, self.scorer, target), spark_schema
         )
         common = {
             "scores": scores,
@@ -931,6 +956,38 @@ class _Job:
         sum_schema, _ = _spark_types(summary.schema)
         summary_df = spark.createDataFrame(summary.rows(), sum_schema)
         return SparkRun(**common, segments=seg_df, summary=summary_df)
+
+
+def _event_block(types: Sequence[str]) -> list[str]:
+    """The event feature columns of these (column-safe, sorted) types, in
+    :func:`fastseg.features.event_frame`'s order."""
+    from fastseg.features import EVENT_WINDOWS
+
+    counts = [f"{t}_{w}d" for t in types for w in EVENT_WINDOWS]
+    return counts + [f"days_since_{t}" for t in types]
+
+
+def _frame_schema(metas: Sequence[dict[str, Any]]) -> tuple[pl.Schema, dict[str, Any]]:
+    """The features frame's schema over all partitions and the fills of the columns a
+    partition may lack: one machine's event block has every type of all the events."""
+    every = sorted({t for m in metas for t in m.get("event_types", ())})
+    with_types = [m for m in metas if m.get("event_types")]
+    pick = with_types[0] if with_types else metas[0]
+    schema = pick["schema"]
+    if not every:
+        return schema, {}
+    own = _event_block(pick["event_types"])
+    count_t, days_t = schema[own[0]], schema[own[-1]]
+    block = _event_block(every)
+    out: dict[str, Any] = {}
+    for name, dtype in schema.items():
+        if name in own:
+            if name == own[0]:
+                out.update((b, days_t if b.startswith("days_since_") else count_t) for b in block)
+            continue
+        out[name] = dtype
+    fills = {b: (None if b.startswith("days_since_") else 0) for b in block}
+    return pl.Schema(out), fills
 
 
 def _no_dates(plan: Any) -> FastsegError:

@@ -159,6 +159,19 @@ def test_partitions_of_one_customer_and_empty_partitions(spark: SparkSession) ->
     same(got, fastseg.score(o))
 
 
+@pytest.mark.parametrize("text_ids", [False, True])
+def test_partitions_with_profiles_or_events_only(spark: SparkSession, text_ids: bool) -> None:
+    """Most partitions hold no order row: their customers are prospects."""
+    o, c, e = make_data(300, 2, text_ids=text_ids, seed=6)
+    c, e = c.head(40), e.head(60)
+    so, sc, se = (to_spark(spark, f) for f in (o, c, e))
+    res = fs.run(so, customers=sc, events=se, partitions=7)
+    want = fastseg.run(o, customers=c, events=e)
+    same(to_polars(res.scores), want.scores)
+    long = want.segments.to_long().with_columns(pl.col("segment").cast(pl.String))
+    same(to_polars(res.segments), long, key=("segment", "customer_id"))
+
+
 def test_latest_rows_unusable(spark: SparkSession) -> None:
     o, _, _ = make_data(2000, 300, seed=3)
     late = dt.datetime(2026, 12, 31)
