@@ -912,7 +912,11 @@ class _Job:
                 [m["events"] for m in full if "events" in m], "events (Spark DataFrame)"
             )
             with_rows = [m for m in full if m["customers_n"]] or full
-            self.frame_schema, fills = _frame_schema(with_rows)
+            self.frame_schema, fills = _frame_schema(
+                with_rows,
+                {a.name: getattr(a, "fill", 0) for a in self.plan.aggregates},
+                self.plan.windows,
+            )
             self.plan.frame_schema, self.plan.fills = self.frame_schema, fills
             self.plan.sources = with_rows[0]["sources"]
             with timed("edges"):
@@ -967,27 +971,47 @@ def _event_block(types: Sequence[str]) -> list[str]:
     return counts + [f"days_since_{t}" for t in types]
 
 
-def _frame_schema(metas: Sequence[dict[str, Any]]) -> tuple[pl.Schema, dict[str, Any]]:
+def _frame_schema(
+    metas: Sequence[dict[str, Any]], extras: Mapping[str, Any], windows: Sequence[int]
+) -> tuple[pl.Schema, dict[str, Any]]:
     """The features frame's schema over all partitions and the fills of the columns a
-    partition may lack: one machine's event block has every type of all the events."""
+    partition may lack, as one machine's frame has them.
+
+    A partition without order rows lacks the columns only orders give (``distinct_categories``,
+    ``top_category``, ``discount_share``); one without an event type's events lacks that type's
+    columns. The base is a partition with order rows; its event block (after the profile
+    columns, before the rule aggregates ``extras``: name -> fill) becomes the block of every
+    type. Fills as :func:`fastseg.features.join_customers` fills prospects (counts and sums 0,
+    the rest null) and the rule aggregates theirs.
+    """
+    from fastseg.features import ZERO_FILL
+
     every = sorted({t for m in metas for t in m.get("event_types", ())})
-    with_types = [m for m in metas if m.get("event_types")]
-    pick = with_types[0] if with_types else metas[0]
-    schema = pick["schema"]
-    if not every:
-        return schema, {}
-    own = _event_block(pick["event_types"])
-    count_t, days_t = schema[own[0]], schema[own[-1]]
+    base = max(metas, key=lambda m: (m["orders"].rows_read > 0, m["customers_n"]))
+    schema = base["schema"]
+    own = set(_event_block(base.get("event_types", ())))
     block = _event_block(every)
-    out: dict[str, Any] = {}
-    for name, dtype in schema.items():
-        if name in own:
-            if name == own[0]:
-                out.update((b, days_t if b.startswith("days_since_") else count_t) for b in block)
-            continue
-        out[name] = dtype
-    fills = {b: (None if b.startswith("days_since_") else 0) for b in block}
-    return pl.Schema(out), fills
+    count_t = days_t = pl.Int64()
+    for m in metas:  # the event columns' types, from a partition that has them
+        if m.get("event_types"):
+            mine = _event_block(m["event_types"])
+            count_t, days_t = m["schema"][mine[0]], m["schema"][mine[-1]]
+            break
+    # an events(...) aggregate named as an event column (``email_open_30d``) is that column
+    # where the type has events, an aggregate after the others where it has none
+    cols = [(n, t) for n, t in schema.items() if n not in own and n not in set(block)]
+    features = {f"{k}_{w}d" for k in ("orders", "revenue") for w in windows}
+    later = set(extras) - set(block) - features
+    at = next((i for i, (n, _) in enumerate(cols) if n in later), len(cols))
+    ev_cols = [(b, days_t if b.startswith("days_since_") else count_t) for b in block]
+    out = pl.Schema(cols[:at] + ev_cols + cols[at:])
+    zero = re.compile(r"(orders|revenue)_\d+d")
+    fills: dict[str, Any] = {
+        n: 0 if (n in ZERO_FILL or zero.fullmatch(n)) else None for n in schema.names()
+    }
+    fills.update((n, v) for n, v in extras.items() if n not in block)
+    fills.update((b, None if b.startswith("days_since_") else 0) for b in block)
+    return out, fills
 
 
 def _no_dates(plan: Any) -> FastsegError:

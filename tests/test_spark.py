@@ -33,6 +33,24 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 DAY0 = dt.date(2025, 1, 1)
 
+RULES = """
+[[segment]]
+name = "app_recent"
+rule = "orders(since: -90d, channel: 'app') >= 1"
+
+[[segment]]
+name = "openers"
+rule = "events('email_open', since: -30d) >= 1 AND vip"
+
+[[segment]]
+name = "mostly_a"
+rule = "top_category = 'a' AND distinct_categories >= 2"
+
+[[segment]]
+name = "big_year"
+rule = "revenue(since: -1y) > 200 AND NOT segment(app_recent)"
+"""
+
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
@@ -84,6 +102,7 @@ def make_data(n: int = 4000, customers: int = 600, *, text_ids: bool = False, se
             "amount": am,
             "order_id": np.arange(n),
             "channel": rng.choice(["app", "web", "store"], n),
+            "category": rng.choice(["a", "b", "c", "d"], n),
         }
     )
     pc = np.arange(customers + 80)  # 80 prospects
@@ -165,8 +184,8 @@ def test_partitions_with_profiles_or_events_only(spark: SparkSession, text_ids: 
     o, c, e = make_data(300, 2, text_ids=text_ids, seed=6)
     c, e = c.head(40), e.head(60)
     so, sc, se = (to_spark(spark, f) for f in (o, c, e))
-    res = fs.run(so, customers=sc, events=se, partitions=7)
-    want = fastseg.run(o, customers=c, events=e)
+    res = fs.run(so, customers=sc, events=se, rules=RULES, partitions=7)
+    want = fastseg.run(o, customers=c, events=e, rules=RULES)
     same(to_polars(res.scores), want.scores)
     long = want.segments.to_long().with_columns(pl.col("segment").cast(pl.String))
     same(to_polars(res.segments), long, key=("segment", "customer_id"))
@@ -182,6 +201,7 @@ def test_latest_rows_unusable(spark: SparkSession) -> None:
             "amount": [10.0, None],
             "order_id": [10**6, 10**6 + 1],
             "channel": ["web", "web"],
+            "category": ["a", "a"],
         },
         schema=o.schema,
     )
@@ -193,21 +213,6 @@ def test_latest_rows_unusable(spark: SparkSession) -> None:
     same(to_polars(res.scores), want)
     assert res.as_of < late.date()
     assert res.orders.rows_read == o.height
-
-
-RULES = """
-[[segment]]
-name = "app_recent"
-rule = "orders(since: -90d, channel: 'app') >= 1"
-
-[[segment]]
-name = "openers"
-rule = "events('email_open', since: -30d) >= 1 AND vip"
-
-[[segment]]
-name = "big_year"
-rule = "revenue(since: -1y) > 200 AND NOT segment(app_recent)"
-"""
 
 
 def test_run_rules_with_windowed_aggregates(int_data) -> None:
