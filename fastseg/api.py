@@ -323,14 +323,18 @@ def score_job(
             "tz": tz,
         }
         parts = None
+        too_large = None
         try:
             res = _score(
                 orders, scorer=the_scorer, needs_fit=needs_fit, watch=watch, budget=bud, **options
             )
-        except B.StateTooLarge as big:
+        except B.StateTooLarge as exc:  # outside this block: its traceback holds the state
+            too_large = B.StateTooLarge(exc.customers, exc.rows_read, exc.state)
+        if too_large is not None:
             from fastseg.bucketrun import TableParts, score_buckets
 
             assert bud is not None
+            big = too_large
             if consume is None:
                 parts = TableParts(folder, "scores")
                 consume = lambda scores, _whole: parts.add(scores)  # noqa: E731
@@ -347,7 +351,7 @@ def score_job(
             )
             empty = pl.DataFrame()
             if parts is not None and out is None:  # the API's frame: every bucket's scores
-                empty = pl.read_parquet(parts.parts)
+                empty = pl.concat([pl.read_ipc(p) for p in parts.parts])
             elif parts is not None:
                 empty = pl.DataFrame(schema=parts.schema())
             res = ScoreResult(

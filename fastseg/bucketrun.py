@@ -51,25 +51,25 @@ class BucketInfo:
 
 @dataclass
 class TableParts:
-    """One output table written unit by unit as Parquet parts in the spill folder, joined into
-    the output file at the end by a streaming copy (Polars ``sink_*``: bounded memory)."""
+    """One output table written unit by unit as Arrow IPC parts in the spill folder, joined
+    into the output file at the end by a streaming copy (Polars ``sink_*``: bounded memory)."""
 
     folder: Path
     name: str
     parts: list[Path] = field(default_factory=list)
 
     def add(self, df: pl.DataFrame) -> None:
-        p = self.folder / f"{self.name}-part-{len(self.parts):05d}.parquet"
-        df.write_parquet(p)
+        p = self.folder / f"{self.name}-part-{len(self.parts):05d}.arrow"
+        df.write_ipc(p)
         self.parts.append(p)
 
     def schema(self) -> pl.Schema:
-        return pl.scan_parquet(self.parts[0]).collect_schema()
+        return pl.scan_ipc(self.parts[0]).collect_schema()
 
     def write(self, path: Path, fmt: str) -> None:
         from fastseg.outputs import _csv_safe
 
-        lf = pl.scan_parquet(self.parts)
+        lf = pl.scan_ipc(self.parts)
         if fmt == "csv":
             sep = "\t" if path.name.lower().endswith(".tsv") else ","
             lists = [n for n, t in lf.collect_schema().items() if isinstance(t, pl.List | pl.Array)]
@@ -396,9 +396,14 @@ def _unit_features(
     i = 0
     while i < len(todo):
         u = todo[i]
-        files = [spill.files[b] for b in u.buckets]
         rows = sum(spill.rows[b] for b in u.buckets)
-        ustats = dataclasses.replace(stats, n=rows, id_range=None, groups=None)
+        grouped = kind == "arrow" and stats.oid_groups_disjoint  # order lines table by table
+        tables, ranges = B.table_plan(
+            spill, u.buckets, stats.groups if grouped else None, B.BATCH_ROWS
+        )
+        ustats = dataclasses.replace(
+            stats, n=rows, id_range=None, groups=ranges, groups_disjoint=ranges is not None
+        )
         prof = B.read_parts([prof_paths[b] for b in u.buckets]) if prof_paths else None
         ev = B.read_parts([ev_paths[b] for b in u.buckets]) if ev_paths else None
         part = _features(
@@ -410,7 +415,7 @@ def _unit_features(
             watch=watch,
             loaded=True,
             partial=True,
-            opened=(plan, ustats, B.reader_factory(spill, files, kind)),
+            opened=(plan, ustats, B.reader_factory(spill, tables, kind)),
             **opts,
         )
         del prof, ev

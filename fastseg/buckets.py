@@ -61,6 +61,8 @@ FIXED_BYTES = 450 << 20
 #: rows per batch while spilling and in each bucket's pass (a quarter of the in-memory pass's:
 #: the batches in flight are a large share of a small limit, and a bucket's customers are few)
 BATCH_ROWS = 1 << 18
+#: the least a limit must leave for the customers' state
+MIN_STATE = 64 << 20
 #: the default limit: this share of the memory available when the run starts
 DEFAULT_SHARE = 0.75
 #: spill buckets are at least this many (grouped into units that fit), at most MAX_BUCKETS
@@ -146,9 +148,7 @@ def release_memory() -> None:
     """Give freed memory back to the system between the phases of a bucketed run (Arrow's
     pool, glibc's heap): what the previous phase held must not count in the next one's peak."""
     import ctypes
-    import gc
 
-    gc.collect()
     with contextlib.suppress(Exception):
         import pyarrow as pa
 
@@ -179,7 +179,7 @@ class Budget:
         return self.limit - FIXED_BYTES
 
     def check(self, option: str = "--memory-limit") -> None:
-        floor = FIXED_BYTES + (64 << 20)
+        floor = FIXED_BYTES + MIN_STATE
         if self.limit < floor:
             msg = (
                 f"{option} {format_size(self.limit)} is below what one pass over the rows "
@@ -304,6 +304,8 @@ class Spill:
     row_hashes: bool
     customers: int  # estimated distinct customers
     n_buckets: int = 0
+    #: per bucket, the (source row group, rows) of each batch written, in order
+    runs: list[list[tuple[int, int]]] = field(default_factory=list)
 
     @property
     def total_rows(self) -> int:
@@ -311,6 +313,7 @@ class Spill:
 
 
 _ROW_HASH = "__fastseg_row_hash"
+_GROUP = "__fastseg_group"
 
 
 def spill_orders(
@@ -334,13 +337,14 @@ def spill_orders(
     files = [folder / f"orders-{b:05d}.arrows" for b in range(n_buckets)]
     writers: list[Any] = [None] * n_buckets
     rows = [0] * n_buckets
+    runs: list[list[tuple[int, int]]] = [[] for _ in range(n_buckets)]
     distinct = Distinct()
     text_seen = False
     schema = None
-    options = ipc.IpcWriteOptions(compression="lz4")
+    options = ipc.IpcWriteOptions(compression=None)
     try:
         with rd.tables(need, hashes=hashes) as tables:
-            for _group, _whole, table, row_hashes in tables:
+            for group, _whole, table, row_hashes in tables:
                 n = table.num_rows
                 if n == 0:
                     continue
@@ -355,6 +359,9 @@ def spill_orders(
                 distinct.add(h)
                 if row_hashes is not None:
                     table = table.append_column(_ROW_HASH, pa.array(row_hashes, pa.uint64()))
+                # the source's row group (Parquet): order ids of one group never meet another's
+                # when the footers say so, and the bucket pass counts lines group by group too
+                table = table.append_column(_GROUP, pa.array(np.full(n, group, np.int32)))
                 table = table.combine_chunks()
                 if schema is None:
                     schema = table.schema
@@ -366,8 +373,9 @@ def spill_orders(
                     lo, hi = int(starts[b]), int(starts[b + 1])
                     if writers[b] is None:
                         writers[b] = ipc.new_stream(str(files[b]), schema, options=options)
-                    writers[b].write_table(sorted_table.slice(lo, hi - lo))
+                    writers[b].write_batch(sorted_table.slice(lo, hi - lo).to_batches()[0])
                     rows[b] += hi - lo
+                    runs[b].append((int(group), hi - lo))
                 del sorted_table, table
                 if progress is not None:
                     progress.advance(n)
@@ -389,13 +397,48 @@ def spill_orders(
         row_hashes=hashes,
         customers=distinct.estimate,
         n_buckets=n_buckets,
+        runs=runs,
     )
+
+
+def table_plan(
+    spill: Spill, buckets: Sequence[int], groups: Sequence[tuple[int, int]] | None, target: int
+) -> tuple[list[tuple[int, int]], tuple[tuple[int, int], ...] | None]:
+    """How a unit's spilled batches are replayed: consecutive batches of one bucket joined into
+    tables of about ``target`` rows, cut only where the source row group changes, so that every
+    table holds all the lines of its orders (orders never span buckets or, when the footers
+    say so, row groups). Returns ``[(bucket, rows)]`` per table and, with ``groups`` (the
+    source's order-id range per row group), each table's order-id range."""
+    plan: list[tuple[int, int]] = []
+    ranges: list[tuple[int, int]] = []
+    for b in buckets:
+        rows = 0
+        lo = hi = None
+        last = None
+        for group, n in spill.runs[b]:
+            if rows and rows >= target and (groups is None or group != last):
+                plan.append((b, rows))
+                ranges.append((lo, hi))  # type: ignore[arg-type]
+                rows, lo, hi = 0, None, None
+            rows += n
+            last = group
+            if groups is not None and group >= 0:
+                g_lo, g_hi = groups[group]
+                lo = g_lo if lo is None else min(lo, g_lo)
+                hi = g_hi if hi is None else max(hi, g_hi)
+        if rows:
+            plan.append((b, rows))
+            ranges.append((lo, hi))  # type: ignore[arg-type]
+    if groups is None or any(r[0] is None for r in ranges):
+        return plan, None
+    return plan, tuple(ranges)
 
 
 @dataclass(frozen=True)
 class SpilledReader:
     """Replays spilled tables of some buckets as the original reader made them (the
-    :class:`fastseg.sources.OrderReader` interface the row pass uses)."""
+    :class:`fastseg.sources.OrderReader` interface the row pass uses), joined per
+    :func:`table_plan` (``group`` of a table: its index in the plan)."""
 
     kind: str
     plan: Any
@@ -405,6 +448,7 @@ class SpilledReader:
     files: tuple[Path, ...]
     text_ids: bool  # CSV ids: replayed as text (else as Int64)
     with_hashes: bool
+    tables_plan: tuple[tuple[int, int], ...] = ()
 
     @property
     def label(self) -> str:
@@ -422,20 +466,45 @@ class SpilledReader:
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
-        for path in self.files:
-            with pa.memory_map(str(path)) as src:
-                reader = ipc.open_stream(src)
-                for batch in reader:
-                    table = pa.Table.from_batches([batch])
-                    row_h = None
-                    if _ROW_HASH in table.column_names:
-                        if hashes:
-                            row_h = table.column(_ROW_HASH).to_numpy()
-                        table = table.drop_columns([_ROW_HASH])
-                    if self.csv_ids and not self.text_ids:
-                        i = table.column_names.index("customer_id")
-                        table = table.set_column(i, "customer_id", table.column(i).cast(pa.int64()))
-                    yield -1, False, table, row_h
+        readers: dict[int, Any] = {}
+        files: dict[int, Any] = {}
+        try:
+            for index, (b, rows) in enumerate(self.tables_plan):
+                if b not in readers:
+                    for f in files.values():
+                        f.close()
+                    readers.clear()
+                    files.clear()
+                    files[b] = pa.OSFile(str(self.files[b]))  # read, not mapped: no RSS kept
+                    readers[b] = ipc.open_stream(files[b])
+                batches = []
+                got = 0
+                while got < rows:
+                    batch = readers[b].read_next_batch()
+                    batches.append(batch)
+                    got += batch.num_rows
+                table = pa.Table.from_batches(batches).combine_chunks()
+                del batches
+                replayed, row_h = self._replayed(table, hashes)
+                yield index, False, replayed, row_h
+        finally:
+            for f in files.values():
+                f.close()
+
+    def _replayed(self, table: Any, hashes: bool) -> Any:
+        import pyarrow as pa
+
+        row_h = None
+        if _GROUP in table.column_names:
+            table = table.drop_columns([_GROUP])
+        if _ROW_HASH in table.column_names:
+            if hashes:
+                row_h = table.column(_ROW_HASH).to_numpy()
+            table = table.drop_columns([_ROW_HASH])
+        if self.csv_ids and not self.text_ids:
+            i = table.column_names.index("customer_id")
+            table = table.set_column(i, "customer_id", table.column(i).cast(pa.int64()))
+        return table, row_h
 
 
 # ---------------------------------------------------------------------------- the buckets
@@ -537,7 +606,11 @@ def merge_reports(reports: Sequence[Any]) -> Any:
     )
 
 
-def reader_factory(spill: Spill, files: Sequence[Path], kind: str) -> Callable[..., Any]:
+def reader_factory(
+    spill: Spill, plan_tables: Sequence[tuple[int, int]], kind: str
+) -> Callable[..., Any]:
+    """The ``open_reader`` of :func:`fastseg.pipeline.order_features` for a unit's tables."""
+
     def open_reader(plan: Any, stats: Any, batch_rows: int) -> SpilledReader:
         return SpilledReader(
             kind=kind,
@@ -545,9 +618,10 @@ def reader_factory(spill: Spill, files: Sequence[Path], kind: str) -> Callable[.
             columns=dict(plan.columns),
             batch_rows=batch_rows,
             csv_ids=spill.csv_ids,
-            files=tuple(files),
+            files=tuple(spill.files),
             text_ids=spill.text_seen,
             with_hashes=spill.row_hashes,
+            tables_plan=tuple(plan_tables),
         )
 
     return open_reader

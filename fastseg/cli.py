@@ -1801,6 +1801,14 @@ def bench(
             metavar="DIR",
         ),
     ] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            help="With --whole-process: run `fastseg score --memory-limit SIZE` and say whether its peak RSS stayed under SIZE (a run in buckets on disk when the state would not fit).",
+            metavar="SIZE",
+        ),
+    ] = None,
 ) -> None:
     """Measure the main job on this machine, stage by stage, and size a machine for your data.
 
@@ -1827,6 +1835,15 @@ def bench(
                 "score` against the recipes; run the stage bench separately)",
                 param_hint="--whole-process",
             )
+    elif memory_limit is not None:
+        raise typer.BadParameter(
+            "--memory-limit goes with --whole-process (it runs `fastseg score --memory-limit`)",
+            param_hint="--memory-limit",
+        )
+    if memory_limit is not None:
+        from fastseg.buckets import parse_size
+
+        parse_size(memory_limit)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -1864,6 +1881,7 @@ def bench(
                 workdir=workdir,
                 json_path=json_path,
                 progress=progress,
+                memory_limit=memory_limit,
             )
         _print_table(
             "whole process, spawn to exit: median time · peak RSS "

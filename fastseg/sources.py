@@ -76,11 +76,16 @@ class OrderStats:
     oid_range: tuple[int, int] | None = None
     oid_increasing: bool = False
     groups: tuple[tuple[int, int], ...] | None = None
+    #: set by the buckets of :mod:`fastseg.buckets`: their tables each hold every line of their
+    #: orders (whole row groups of one bucket), whatever the order-id ranges
+    groups_disjoint: bool | None = None
 
     @property
     def oid_groups_disjoint(self) -> bool:
         """Row groups hold increasing, non-overlapping order-id ranges: lines of one order can
         only share a row group."""
+        if self.groups_disjoint is not None:
+            return self.groups_disjoint
         g = self.groups
         return g is not None and all(g[i][0] > g[i - 1][1] for i in range(1, len(g)))
 

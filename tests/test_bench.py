@@ -136,7 +136,7 @@ def test_smoke_sizing(smoke) -> None:  # noqa: ANN001
     assert "predicted on this machine for 2,000,000,000 orders" in text
     assert "memory to hold the job" in text
     if not target["fits_this_machine"]:
-        assert "does NOT fit" in text and "batches" in text
+        assert "does NOT fit" in text and "--memory-limit" in text
 
 
 @pytest.fixture(scope="module")
@@ -566,6 +566,10 @@ def test_whole_process_cli_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(ParameterError, match="repeat"):
         bench_whole.run_whole_process("1e3", repeat=0, data_dir=tmp_path)
+    result = runner.invoke(app, ["bench", "--memory-limit", "2GB"])
+    assert result.exit_code == 2 and "goes with --whole-process" in result.output
+    result = runner.invoke(app, ["bench", "--whole-process", "--memory-limit", "lots"])
+    assert result.exit_code != 0 and "expected a size" in result.output
 
 
 def test_recipe_scripts_run_standalone(data: synthetic.SyntheticDataset, tmp_path: Path) -> None:
@@ -598,3 +602,35 @@ def test_whole_process_every_shape(tmp_path: Path) -> None:
         assert all(len(c["runs_s"]) == 2 for c in run["contenders"].values())
         assert run["ratios"]["vs_best"]["contender"] in ("polars", "duckdb")
     assert len(rep.rows()) == len(bench_whole.SHAPES)
+
+
+def test_whole_process_memory_limit_line(tmp_path: Path) -> None:
+    """`--memory-limit` goes to fastseg's command and the summary says peak against limit."""
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--whole-process",
+            "--shapes",
+            "tiny",
+            "--contenders",
+            "fastseg",
+            "--repeat",
+            "1",
+            "--memory-limit",
+            "1GB",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "tiny: fastseg --memory-limit 1GB: peak RSS" in text and "under the limit" in text
+    import json
+
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["parameters"]["memory_limit"] == "1GB"

@@ -1037,12 +1037,12 @@ def _sizing(
         room = max(total_mem / HEADROOM - OS_RESERVE - base, total_mem * 0.1)
         batches = max(2, math.ceil(per_batch / room))
         lines.append(
-            f"it does NOT fit in this machine's {_gib(total_mem)} of memory. Options: a machine with "
-            f">= {_round_up_memory(need)} GiB; or split the customers into >= {batches} batches by id "
-            "range or hash (all rows of one customer in the same batch) and run each batch "
-            "(fit the R/F/M edges once on all customers' features and score every batch with "
-            "--edges-in, so scores stay exact); or pre-aggregate the orders to one row per customer "
-            "and day before scoring"
+            f"it does NOT fit in this machine's {_gib(total_mem)} of memory in one pass. fastseg "
+            f"does it in customer buckets on disk (--memory-limit, default 75% of the available "
+            f"memory: about {batches}+ buckets here, the same results, a few times the time; "
+            f"free disk for about the rows' size under --tmp-dir); or a machine with "
+            f">= {_round_up_memory(need)} GiB for one pass; or Spark (fastseg.spark, "
+            "docs/spark.md) across machines"
         )
         target["batches"] = batches
     target["lines"] = lines

@@ -529,10 +529,14 @@ def measure_process(argv: Sequence[str], log_dir: str | os.PathLike[str]) -> Mea
     )
 
 
-def contender_argv(name: str, src: Path, out: Path, scripts: dict[str, Path]) -> list[str]:
-    """The command line of one contender: ``fastseg score`` or ``python recipe.py IN OUT``."""
+def contender_argv(
+    name: str, src: Path, out: Path, scripts: dict[str, Path], memory_limit: str | None = None
+) -> list[str]:
+    """The command line of one contender: ``fastseg score`` (with ``--memory-limit``) or
+    ``python recipe.py IN OUT``."""
     if name == "fastseg":
-        return [sys.executable, "-m", "fastseg", "score", str(src), "--out", str(out)]
+        argv = [sys.executable, "-m", "fastseg", "score", str(src), "--out", str(out)]
+        return argv + (["--memory-limit", memory_limit] if memory_limit else [])
     return [sys.executable, str(scripts[name]), str(src), str(out)]
 
 
@@ -818,6 +822,20 @@ class WholeProcessReport:
                 f"load average (1 min) around the shapes: {min(loads):.1f} to {max(loads):.1f} "
                 f"on {env['cores_logical']} cores (other work on the machine widens the spread)"
             )
+        limit = d["parameters"].get("memory_limit")
+        if limit:
+            from fastseg.buckets import format_size, parse_size
+
+            cap = parse_size(limit)
+            for run in d["runs"]:
+                fs = run["contenders"].get("fastseg", {})
+                peak = fs.get("peak_rss_bytes")
+                if peak:
+                    verdict = "under" if peak <= cap else "OVER"
+                    lines.append(
+                        f"{run['shape']}: fastseg --memory-limit {limit}: peak RSS "
+                        f"{format_size(peak)}, {verdict} the limit ({format_size(cap)})"
+                    )
         for run in d["runs"]:
             v = run["verification"]
             if not v["ok"]:
@@ -847,6 +865,7 @@ def run_whole_process(
     json_path: str | os.PathLike[str] | None = None,
     warmup: bool = True,
     progress: Progress | None = None,
+    memory_limit: str | None = None,
 ) -> WholeProcessReport:
     """Time ``fastseg score`` and the recipes as fresh processes on each shape of order file.
 
@@ -941,7 +960,9 @@ def run_whole_process(
                 progress=note,
             )
             step(f"{shape}: data ready")
-            runs.append(_run_shape(sf, names, repeat, warmup, root / shape, scripts, step))
+            runs.append(
+                _run_shape(sf, names, repeat, warmup, root / shape, scripts, step, memory_limit)
+            )
     verified = all(r["verification"]["ok"] for r in runs)
     failed = [r["shape"] for r in runs if "error" in r["contenders"].get("fastseg", {})]
     data: dict[str, Any] = {
@@ -960,6 +981,7 @@ def run_whole_process(
             "warmup": warmup,
             "data_dir": str(data_root),
             "data_version": DATA_VERSION,
+            "memory_limit": memory_limit,
         },
         "method": (
             "each run a fresh process started by a small launcher (python -I -S); wall time "
@@ -1002,6 +1024,7 @@ def _run_shape(
     work: Path,
     scripts: dict[str, Path],
     step: Callable[[str], None],
+    memory_limit: str | None = None,
 ) -> dict[str, Any]:
     """Warm-up, ``repeat`` interleaved rounds, then the check of the last round's outputs."""
     outputs = {n: work / f"{n}.parquet" for n in names}
@@ -1009,7 +1032,7 @@ def _run_shape(
 
     def once(name: str) -> Measurement:
         outputs[name].unlink(missing_ok=True)
-        argv = contender_argv(name, sf.path, outputs[name], scripts)
+        argv = contender_argv(name, sf.path, outputs[name], scripts, memory_limit)
         return measure_process(argv, work / "logs" / name)
 
     warm: dict[str, Measurement] = {}
