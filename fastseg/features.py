@@ -205,7 +205,9 @@ class OrderAggregator:
         return self._int_codes(ids.to_numpy())
 
     def _names(self) -> pl.Series:
-        """The text ids, in code order."""
+        """The text ids, in code order (none before the first text id)."""
+        if self._text is None:
+            return pl.Series("customer_id", [], dtype=pl.String)
         return pl.Series("customer_id", self._text.names(), dtype=pl.String)
 
     def ids_to_text(self) -> None:

@@ -414,6 +414,7 @@ def load_customers(
     *,
     columns: Mapping[str, str] | Sequence[str] | None = None,
     tz: str | None = None,
+    text_kinds: Mapping[str, tuple[str, str]] | None = None,
 ) -> tuple[pl.DataFrame, RowReport]:
     """Read customer profiles: ``customer_id`` plus every other column.
 
@@ -423,6 +424,8 @@ def load_customers(
     customer id that appears twice keeps its first profile (the others are counted as
     ``duplicate_customer_id``). ``tz``: zone-aware timestamps are converted to that zone (see
     :func:`fastseg.schema.type_text_columns`), so rules compare them with local midnights.
+    ``text_kinds``: how the text columns read, decided already over all parts of the profiles
+    (:func:`fastseg.schema.decide_text_types`; a Spark job's partitions); None: from these rows.
     """
     src, resolved, found = plan_customers(source, columns)
     col = resolved["customer_id"]
@@ -440,7 +443,7 @@ def load_customers(
     before = df.height
     if not bool(df.select(ids_increasing("customer_id")).item()):  # else unique already
         df = df.filter(pl.col("customer_id").is_first_distinct())
-    df = schema.type_text_columns(df, exclude=["customer_id"], tz=tz)
+    df = schema.type_text_columns(df, exclude=["customer_id"], tz=tz, kinds=text_kinds)
     report = RowReport(
         source=src.label,
         rows_read=n,

@@ -325,6 +325,8 @@ class _RowPass:
         )
         if not stats.text_ids and not stats.csv_ids:  # CSV ids are typed batch by batch
             self.agg.id_dtype = pl.Int64()
+        elif stats.text_ids:  # also with no row at all (a part of the customers, see partial)
+            self.agg.id_dtype = pl.String()
         self.counts = np.zeros(len(REASON_CODES), np.int64)
         self.reason_names = REASON_CODES
         self.hashes: list[np.ndarray] = []

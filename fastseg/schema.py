@@ -703,6 +703,18 @@ def text_column_types(
     >>> text_column_types(df)
     {'OptIn': ('flag', 'y'), 'Joined': ('date', '')}
     """
+    return decide_text_types(text_column_counts(df, exclude=exclude))
+
+
+def text_column_counts(
+    df: pl.DataFrame, *, exclude: Iterable[str] = ()
+) -> dict[str, dict[str, int]]:
+    """The value counts :func:`text_column_types` decides from: ``{column: {name: count}}``.
+
+    Counts of two parts of a profile frame add up (``n``, ``date``, ``datetime``, ``flag`` and
+    ``pair0``...), so the decision over all parts (:func:`decide_text_types` of the sums) is the
+    one over the whole frame: a Spark job types every partition the same way this way.
+    """
     skip = set(exclude)
     cols = [
         c
@@ -724,29 +736,39 @@ def text_column_types(
         ]
         aggs += [low.is_in(list(p)).sum().alias(f"{i}:pair{j}") for j, p in enumerate(FLAG_TOKENS)]
     stats = df.select(aggs).row(0, named=True)
+    names = ["n", "date", "datetime", "flag", *(f"pair{j}" for j in range(len(FLAG_TOKENS)))]
+    return {c: {k: int(stats[f"{i}:{k}"] or 0) for k in names} for i, c in enumerate(cols)}
+
+
+def decide_text_types(counts: Mapping[str, Mapping[str, int]]) -> dict[str, tuple[str, str]]:
+    """:func:`text_column_types`'s decision from :func:`text_column_counts` (or their sums)."""
     out: dict[str, tuple[str, str]] = {}
-    for i, c in enumerate(cols):
-        n, known = stats[f"{i}:n"], PROFILE_KINDS.get(c)
+    for c, st in counts.items():
+        n, known = st["n"], PROFILE_KINDS.get(c)
         if known == "flag":
-            if stats[f"{i}:flag"] == n:
+            if st["flag"] == n:
                 out[c] = ("flag", "|".join(t for t, _ in FLAG_TOKENS))
         elif n == 0:
             if known in ("date", "datetime"):
                 out[c] = (known, "")
-        elif stats[f"{i}:date"] == n:
+        elif st["date"] == n:
             out[c] = ("date", "")
-        elif stats[f"{i}:datetime"] == n:
+        elif st["datetime"] == n:
             out[c] = ("datetime", "")
         elif known is None:
             for j, (yes, _) in enumerate(FLAG_TOKENS):
-                if stats[f"{i}:pair{j}"] == n and yes != "1":
+                if st[f"pair{j}"] == n and yes != "1":
                     out[c] = ("flag", yes)
                     break
     return out
 
 
 def type_text_columns(
-    df: pl.DataFrame, *, exclude: Iterable[str] = (), tz: str | None = None
+    df: pl.DataFrame,
+    *,
+    exclude: Iterable[str] = (),
+    tz: str | None = None,
+    kinds: Mapping[str, tuple[str, str]] | None = None,
 ) -> pl.DataFrame:
     """``df`` with its text columns typed as :func:`text_column_types` decides, in one pass.
 
@@ -762,7 +784,10 @@ def type_text_columns(
     [True, False, None]
     """
     exclude = set(exclude)
-    kinds = text_column_types(df, exclude=exclude)
+    if kinds is None:
+        kinds = text_column_types(df, exclude=exclude)
+    else:
+        kinds = {c: k for c, k in kinds.items() if c in df.columns and c not in exclude}
     empty = {"flag": pl.Boolean, "date": pl.Date, "datetime": pl.Datetime("us")}
     exprs = [  # a known column without a value at all (a Null column): its type
         pl.col(c).cast(empty[PROFILE_KINDS[c]])
