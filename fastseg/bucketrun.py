@@ -54,13 +54,14 @@ class TableParts:
     """One output table written unit by unit as Arrow IPC parts in the spill folder, joined
     into the output file at the end by a streaming copy (Polars ``sink_*``: bounded memory)."""
 
-    folder: Path
+    folder: Any  # a fastseg.buckets.SpillDir (or a Path)
     name: str
     parts: list[Path] = field(default_factory=list)
 
     def add(self, df: pl.DataFrame) -> None:
         p = self.folder / f"{self.name}-part-{len(self.parts):05d}.arrow"
-        df.write_ipc(p)
+        with B.spill_errors(p.parent):
+            df.write_ipc(p)
         self.parts.append(p)
 
     def schema(self) -> pl.Schema:
@@ -189,7 +190,7 @@ def score_buckets(
     *,
     bud: B.Budget,
     too_large: B.StateTooLarge,
-    folder: Path,
+    folder: Any,
     scorer: Any,
     needs_fit: bool,
     watch: Any,
@@ -217,6 +218,7 @@ def score_buckets(
         if as_of is None:
             raise O.no_dates_error(plan)
     specs = [a for a in options["aggregates"] if a.source == "orders"]
+    folder = folder.path if isinstance(folder, B.SpillDir) else folder
     B.release_memory()  # what the in-memory pass held
     # how many buckets: the in-memory pass's customers per row, over all the rows
     seen = max(too_large.rows_read, 1)
@@ -428,7 +430,8 @@ def _unit_features(
             todo[i] = _Unit(prev.buckets + u.buckets)
             continue
         u.features = folder / f"features-{i:05d}.arrow"
-        part.frame.write_ipc(u.features)
+        with B.spill_errors(folder):
+            part.frame.write_ipc(u.features)
         part.frame = pl.DataFrame()
         u.part = part
         B.release_memory()

@@ -316,6 +316,23 @@ _ROW_HASH = "__fastseg_row_hash"
 _GROUP = "__fastseg_group"
 
 
+@contextlib.contextmanager
+def spill_errors(folder: Path) -> Iterator[None]:
+    """A failed write of a spill file (the disk full): one line naming ``--tmp-dir``."""
+    try:
+        yield
+    except (OSError, pl.exceptions.ComputeError) as exc:
+        text = str(exc).strip()
+        reason = getattr(exc, "strerror", None) or (
+            text.splitlines()[0] if text else type(exc).__name__
+        )
+        msg = (
+            f"--tmp-dir '{folder.parent}': cannot write the spill files ({reason}); free space "
+            "there (about 50 bytes per order row) or give another --tmp-dir"
+        )
+        raise OutputError(msg) from None
+
+
 def spill_orders(
     rd: Any,
     need: Sequence[str],
@@ -371,9 +388,10 @@ def spill_orders(
                 sorted_table = table.take(pa.array(order))
                 for b in np.flatnonzero(np.diff(starts)).tolist():
                     lo, hi = int(starts[b]), int(starts[b + 1])
-                    if writers[b] is None:
-                        writers[b] = ipc.new_stream(str(files[b]), schema, options=options)
-                    writers[b].write_batch(sorted_table.slice(lo, hi - lo).to_batches()[0])
+                    with spill_errors(folder):
+                        if writers[b] is None:
+                            writers[b] = ipc.new_stream(str(files[b]), schema, options=options)
+                        writers[b].write_batch(sorted_table.slice(lo, hi - lo).to_batches()[0])
                     rows[b] += hi - lo
                     runs[b].append((int(group), hi - lo))
                 del sorted_table, table
@@ -385,7 +403,7 @@ def spill_orders(
                 w.close()
     for b in range(n_buckets):
         if writers[b] is None and schema is not None:  # an empty bucket: its schema only
-            with ipc.new_stream(str(files[b]), schema, options=options):
+            with spill_errors(folder), ipc.new_stream(str(files[b]), schema, options=options):
                 pass
     return Spill(
         folder=folder,
@@ -548,23 +566,49 @@ def n_buckets_for(customers_est: int, rows: int, bud: Budget, per_row: int) -> i
     return int(min(MAX_BUCKETS, max(MIN_BUCKETS, n)))
 
 
+class SpillDir:
+    """The folder of a run's spill files, made under ``root`` only when first used (a run that
+    fits in memory writes nothing there)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            try:
+                self._path = Path(tempfile.mkdtemp(prefix="fastseg-spill-", dir=self.root))
+            except OSError as exc:
+                msg = (
+                    f"--tmp-dir '{self.root}': cannot create the spill folder "
+                    f"({exc.strerror or exc}); give a writable folder"
+                )
+                raise OutputError(msg) from None
+        return self._path
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def remove(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+
 @contextlib.contextmanager
-def spill_folder(tmp_dir: str | os.PathLike[str] | None) -> Iterator[Path]:
-    """A fresh folder for spill files under ``tmp_dir`` (default: the system's), removed at
-    the end, also after a failure."""
+def spill_folder(tmp_dir: str | os.PathLike[str] | None) -> Iterator[SpillDir]:
+    """A :class:`SpillDir` under ``tmp_dir`` (default: the system's temporary folder), removed
+    at the end, also after a failure; ``tmp_dir`` is checked now, before any row is read."""
     root = Path(tmp_dir) if tmp_dir is not None else Path(tempfile.gettempdir())
     if not root.is_dir():
         msg = f"--tmp-dir '{root}' is not a folder; create it or give another"
         raise ParameterError(msg)
+    folder = SpillDir(root)
     try:
-        path = Path(tempfile.mkdtemp(prefix="fastseg-spill-", dir=root))
-    except OSError as exc:
-        msg = f"--tmp-dir '{root}': cannot create the spill folder ({exc.strerror or exc})"
-        raise OutputError(msg) from None
-    try:
-        yield path
+        yield folder
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        folder.remove()
 
 
 def split_frame(
@@ -580,7 +624,8 @@ def split_frame(
     paths = []
     for b in range(n_buckets):
         p = folder / f"{name}-{b:05d}.arrow"
-        ordered.slice(int(starts[b]), int(starts[b + 1] - starts[b])).write_ipc(p)
+        with spill_errors(folder):
+            ordered.slice(int(starts[b]), int(starts[b + 1] - starts[b])).write_ipc(p)
         paths.append(p)
     return paths
 

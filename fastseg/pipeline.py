@@ -23,8 +23,9 @@ increasing, with the orders), never with the rows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,13 +232,20 @@ def _row_pass(
     rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd, top_category)
     rows.budget = budget
     rows.check_budget(initial=True)
-    try:
+    with _read_errors(plan):
         rows.run()
+    return rows
+
+
+@contextlib.contextmanager
+def _read_errors(plan: O.OrderPlan) -> Iterator[None]:
+    """Reader errors (a corrupt file, a bad CSV line) as one line naming the source."""
+    try:
+        yield
     except FastsegError:
         raise
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise S.read_error(exc, plan.source.label, plan.source) from exc
-    return rows
 
 
 def spill_rows(
@@ -267,12 +275,8 @@ def spill_rows(
     )
     hashes = shape.want_dups and rd.row_hashes
     as_text = bool(stats.text_ids or stats.csv_ids)
-    try:
+    with _read_errors(plan):
         spill = spill_orders(rd, shape.need, hashes, n_buckets, folder, as_text, progress)
-    except FastsegError:
-        raise
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise S.read_error(exc, plan.source.label, plan.source) from exc
     return spill, shape.per_row_bytes, rd.kind
 
 

@@ -388,3 +388,26 @@ def test_docs_performance_larger_than_memory_example(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results" / "scores.parquet").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("fastseg-spill-")]
+
+
+def test_full_tmp_dir_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spill file that cannot be written (the disk full) names --tmp-dir and says what to do;
+    nothing is left behind."""
+    import pyarrow.ipc as ipc
+
+    from fastseg.errors import OutputError
+
+    o = _write(_orders(11, 2000, 300, "int"), tmp_path, "parquet", "orders")
+
+    def full(*args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ipc, "new_stream", full)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    with pytest.raises(
+        OutputError,
+        match=r"--tmp-dir '.*spill': cannot write the spill files \(No space left on device\)",
+    ):
+        score_job(o, memory_limit=TINY, tmp_dir=spill)
+    assert list(spill.iterdir()) == []
