@@ -1169,18 +1169,26 @@ def run_job(
     )
     limit = score_options.pop("memory_limit", None)
     tmp_dir = score_options.pop("tmp_dir", None)
+    from fastseg import buckets as B
+
+    if limit not in (None, False):
+        B.budget(limit)  # a bad size is said first
     whole_needed = [
-        o for o, v in (("predict", predict), ("previous", previous), ("report", report)) if v
+        what
+        for what, given in (
+            ("predict (--predict)", predict),
+            ("compare with an earlier run (--previous)", previous),
+            ("write the report (--report)", report),
+        )
+        if given
     ]
     if whole_needed and limit not in (None, False):
         msg = (
-            f"memory_limit: a run in buckets cannot {' / '.join(whole_needed)} yet (they need "
-            "every customer in memory); leave memory_limit out, or run fastseg diff / report "
-            "on the run folder afterwards"
+            f"--memory-limit: a run in buckets cannot {' or '.join(whole_needed)} yet: they "
+            "need every customer in memory; leave --memory-limit out, or run fastseg diff / "
+            "fastseg report on the run folder afterwards"
         )
         raise ParameterError(msg)
-    from fastseg import buckets as B
-
     bud = None if whole_needed or limit is False else B.budget(limit)
     with reads as outs, contextlib.ExitStack() as stack:
         folder = None

@@ -421,7 +421,7 @@ def _unit_features(
             **opts,
         )
         del prof, ev
-        if part.orders.rows_used == 0 and len(todo) > 1:
+        if part.orders.rows_used == 0 and (i + 1 < len(todo) or done):
             if i + 1 < len(todo):
                 todo[i + 1].buckets[:0] = u.buckets
                 i += 1

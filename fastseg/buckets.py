@@ -104,9 +104,13 @@ def parse_size(text: str | int, option: str = "--memory-limit") -> int:
             msg = f"{option}: expected a size such as 1500MB, 4GB or 4GiB, got {text!r}"
             raise ParameterError(msg)
         value, unit = float(m.group(1)), m.group(2).lower()
-    size = int(value * _UNITS[unit])
+    scaled = value * _UNITS[unit]
+    if not math.isfinite(scaled) or scaled >= 2**62:
+        msg = f"{option}: {text!r} is larger than any machine's memory; give a size such as 4GB"
+        raise ParameterError(msg)
+    size = int(scaled)
     if size <= 0:
-        msg = f"{option}: the size must be positive, got {text!r}"
+        msg = f"{option}: {text!r} is 0 bytes; give a size such as 1500MB, 4GB or 4GiB"
         raise ParameterError(msg)
     return size
 

@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from fastseg import errors as E
 from fastseg.errors import DataError, FastsegError, MissingDependencyError, ParameterError
+from fastseg.sources import WHITE_SPACE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -69,6 +70,11 @@ BLOB_ROWS = 1 << 17
 _BLOB_SCHEMA = "part INT, kind STRING, data BINARY"
 _MARK = re.compile(r"\[fastseg-error:(\w+):([A-Za-z0-9+/=]*)\]")
 
+
+
+def _java_class(chars: str) -> str:
+    """A Java regex character class of exactly ``chars``."""
+    return "[" + "".join(f"\\x{{{ord(ch):04x}}}" for ch in chars) + "]"
 
 def _pyspark() -> Any:
     try:
@@ -745,7 +751,10 @@ class _Job:
             c = c.cast("long")
         if self.plan.id_dtype == pl.String:
             if isinstance(dtype, T.StringType):
-                return F.regexp_replace(c, r"^\s+|\s+$", "")
+                # the partitioning key trims what fastseg trims (sources.WHITE_SPACE, Unicode
+                # spaces too: Java's \s is ASCII only), so one customer is one key
+                ws = _java_class(WHITE_SPACE)
+                return F.regexp_replace(c, f"^{ws}+|{ws}+$", "")
             return c.cast("string")
         return c.cast("long")
 

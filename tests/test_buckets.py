@@ -258,6 +258,18 @@ def test_latest_rows_unusable_reread_in_buckets(tmp_path: Path) -> None:
     _same(mem.scores, got.scores, ["customer_id"])
 
 
+def test_no_usable_row_is_the_in_memory_error(tmp_path: Path) -> None:
+    """Every row left out (after the scoring date): the same one line as in memory."""
+    from fastseg.errors import DataError
+
+    o = _orders(6, 3000, 400, "int")
+    with pytest.raises(DataError) as mem:
+        score_job(o, memory_limit=False, as_of=dt.date(2020, 1, 1))
+    with pytest.raises(DataError) as got:
+        score_job(o, memory_limit=TINY, tmp_dir=tmp_path, as_of=dt.date(2020, 1, 1))
+    assert str(got.value) == str(mem.value)
+
+
 def test_failure_removes_the_spill_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -331,7 +343,14 @@ def test_cli_memory_limit(tmp_path: Path) -> None:
     res = runner.invoke(
         app, ["run", str(o), "--out", str(tmp_path / "run"), "--predict", "--memory-limit", "2GB"]
     )
-    assert res.exit_code != 0 and "cannot predict" in res.output
+    assert res.exit_code != 0 and "cannot predict (--predict)" in res.output
+    res = runner.invoke(
+        app, ["run", str(o), "--out", str(tmp_path / "run"), "--predict", "--memory-limit", "lots"]
+    )
+    assert res.exit_code != 0 and "expected a size such as 1500MB" in res.output  # said first
+    for bad, said in (("1" + "0" * 400, "larger than any machine"), ("0.4", "is 0 bytes")):
+        res = runner.invoke(app, ["score", str(o), "--memory-limit", bad])
+        assert res.exit_code != 0 and said in res.output and "Traceback" not in res.output
     res = runner.invoke(
         app,
         ["score", str(o), "-o", str(tmp_path / "s.parquet"), "--tmp-dir", str(tmp_path / "nope")],

@@ -286,3 +286,23 @@ def test_docs_example_runs(spark: SparkSession, capsys: pytest.CaptureFixture[st
         or "|4          |prospects|" in out
         or "4|prospects" in out.replace(" ", "")
     )
+
+
+def test_ids_with_unicode_spaces_are_one_customer(spark: SparkSession) -> None:
+    """Text ids are trimmed as fastseg trims them (no-break and ideographic spaces too) before
+    they pick a partition: one customer, one row."""
+    o, _, _ = make_data(600, 40, text_ids=True, seed=5)
+    pad = ["\u00a0", "\u3000", " ", "\u2003", ""]
+    o = o.with_columns(
+        pl.col("customer_id") + pl.Series([pad[i % len(pad)] for i in range(o.height)])
+    )
+    got = to_polars(fs.score(to_spark(spark, o), partitions=7))
+    want = fastseg.score(o)
+    from fastseg.sources import WHITE_SPACE
+
+    assert (
+        got.height
+        == want.height
+        == o["customer_id"].str.strip_chars(WHITE_SPACE).drop_nulls().n_unique()
+    )
+    same(got, want)
