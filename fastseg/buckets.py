@@ -61,6 +61,8 @@ FIXED_BYTES = 450 << 20
 #: rows per batch while spilling and in each bucket's pass (a quarter of the in-memory pass's:
 #: the batches in flight are a large share of a small limit, and a bucket's customers are few)
 BATCH_ROWS = 1 << 18
+#: the in-memory pass also stops when the process holds this share of the limit (measured)
+RSS_SHARE = 0.85
 #: the least a limit must leave for the customers' state
 MIN_STATE = 64 << 20
 #: the default limit: this share of the memory available when the run starts
@@ -146,6 +148,15 @@ def default_memory_limit() -> int:
     """:data:`DEFAULT_SHARE` of the memory available now (4 GB when it cannot be read)."""
     avail = available_memory()
     return int(DEFAULT_SHARE * avail) if avail else 4 * 1000**3
+
+
+def rss_now() -> int:
+    """The process's resident memory now, in bytes (0 when it cannot be read)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def release_memory() -> None:
@@ -320,6 +331,27 @@ _ROW_HASH = "__fastseg_row_hash"
 _GROUP = "__fastseg_group"
 
 
+def _plain_dictionaries(table: Any, schema: Any) -> Any:
+    """Text ids (and any dictionary column whose first table had more than 4,096 values) as
+    plain text: a bucket's share of a batch would carry the batch's whole dictionary, written
+    again with every slice and coded again in every bucket pass (UUID ids: 10x slower)."""
+    import pyarrow as pa
+
+    out = table
+    for i, fld in enumerate(table.schema):
+        if not pa.types.is_dictionary(fld.type):
+            continue
+        if schema is not None:
+            decode = not pa.types.is_dictionary(schema.field(fld.name).type)
+        else:
+            col = table.column(i)
+            size = max((len(c.dictionary) for c in col.chunks), default=0)
+            decode = fld.name == "customer_id" or size > 4096
+        if decode:
+            out = out.set_column(i, fld.name, table.column(i).cast(fld.type.value_type))
+    return out
+
+
 @contextlib.contextmanager
 def spill_errors(folder: Path) -> Iterator[None]:
     """A failed write of a spill file (the disk full): one line naming ``--tmp-dir``."""
@@ -378,6 +410,7 @@ def spill_orders(
                     )
                 h = id_hashes(cid, as_text)
                 distinct.add(h)
+                table = _plain_dictionaries(table, schema)
                 if row_hashes is not None:
                     table = table.append_column(_ROW_HASH, pa.array(row_hashes, pa.uint64()))
                 # the source's row group (Parquet): order ids of one group never meet another's

@@ -382,7 +382,10 @@ class _RowPass:
         if initial and agg.offset is None:
             return
         state = b.pass_bytes(customers, self.n_read, self.per_row_bytes)
-        if state > b.state:
+        from fastseg.buckets import RSS_SHARE, rss_now
+
+        # the model, or what the process holds (readers differ: Polars' CSV reader holds more)
+        if state > b.state or (not initial and rss_now() > RSS_SHARE * b.limit):
             from fastseg.buckets import StateTooLarge
 
             raise StateTooLarge(customers, self.n_read, state)
