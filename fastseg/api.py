@@ -605,7 +605,11 @@ def score(
         ``reader`` (None: chosen by the source; ``"arrow"`` or ``"polars"`` forces one of the
         two readers of :mod:`fastseg.sources`, for tests and comparisons), ``tz`` (an IANA time
         zone such as ``"Europe/Berlin"``: zone-aware timestamps are cut into days in that zone,
-        naive ones are taken as local already; see docs/input.md, "Time zones").
+        naive ones are taken as local already; see docs/input.md, "Time zones"),
+        ``memory_limit`` (``"1500MB"``, ``"4GiB"`` or bytes; default 75% of the memory
+        available; ``False``: none) and ``tmp_dir``: past the limit the customers are scored in
+        buckets on disk under ``tmp_dir``, with the same scores (docs/performance.md, "Larger
+        than memory"); the returned frame then holds every bucket's rows, bucket by bucket.
 
     Returns
     -------
@@ -1210,7 +1214,11 @@ def run_job(
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
         if res.buckets is not None:
             assert per_bucket is not None
-            fields["scores"] = pl.DataFrame(schema=per_bucket.parts["scores"].schema())
+            score_parts = per_bucket.parts["scores"]
+            if folder is None:  # nothing written: the caller gets every bucket's scores
+                fields["scores"] = pl.concat([pl.read_ipc(p) for p in score_parts.parts])
+            else:
+                fields["scores"] = pl.DataFrame(schema=score_parts.schema())
             result = RunResult(**fields, segments=per_bucket.merged, parts=per_bucket.parts)
             if result.segments is None:  # no customer at all cannot happen: rows were used
                 raise DataError("no customer was scored")
@@ -2032,7 +2040,11 @@ def run(
         ``changes.parquet``, ``changes.csv`` and ``transitions.csv`` (see :func:`fastseg.diff`).
     **options
         Everything :func:`score` takes (``customers``, ``events``, ``as_of``, ``bins``,
-        ``columns``...), and ``threads``.
+        ``columns``, ``memory_limit``, ``tmp_dir``...), and ``threads``. A run in buckets
+        (past ``memory_limit``) gives a :class:`RunResult` whose ``scores`` is empty when they
+        were written to ``out`` (else every bucket's rows) and whose ``segments`` has the sizes, summary and overlaps of all
+        buckets (:class:`fastseg.bucketrun.MergedSegments`); it cannot ``predict``, compare with
+        ``previous`` or write the ``report``.
 
     Returns
     -------

@@ -430,3 +430,16 @@ def test_full_tmp_dir_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ):
         score_job(o, memory_limit=TINY, tmp_dir=spill)
     assert list(spill.iterdir()) == []
+
+
+def test_api_run_in_buckets_without_out_returns_the_scores(tmp_path: Path) -> None:
+    o = _orders(12, 3000, 400, "int")
+    mem = run_job(o, memory_limit=False)
+    got = run_job(o, memory_limit=TINY, tmp_dir=tmp_path)
+    assert got.buckets is not None
+    _same(mem.scores, got.scores, ["customer_id"])
+    assert (
+        got.segments.summary()["customers"].to_list()
+        == mem.segments.summary()["customers"].to_list()
+    )
+    assert list(tmp_path.iterdir()) == []
