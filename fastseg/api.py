@@ -349,13 +349,13 @@ def score_job(
                 consume=consume,
                 options=options,
             )
-            empty = pl.DataFrame()
+            scores = pl.DataFrame()
             if parts is not None and out is None:  # the API's frame: every bucket's scores
-                empty = pl.concat([pl.read_ipc(p) for p in parts.parts])
+                scores = pl.concat([pl.read_ipc(p) for p in parts.parts])
             elif parts is not None:
-                empty = pl.DataFrame(schema=parts.schema())
+                scores = pl.DataFrame(schema=parts.schema())
             res = ScoreResult(
-                scores=empty,
+                scores=scores,
                 as_of=whole.as_of,
                 scorer=the_scorer,
                 orders=whole.orders,

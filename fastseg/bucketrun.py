@@ -38,7 +38,6 @@ class BucketInfo:
     customers: int
     scored: int
     group_counts: pl.DataFrame
-    spill_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,15 +72,9 @@ class TableParts:
         lf = pl.scan_ipc(self.parts)
         if fmt == "csv":
             sep = "\t" if path.name.lower().endswith(".tsv") else ","
-            lists = [n for n, t in lf.collect_schema().items() if isinstance(t, pl.List | pl.Array)]
-            if lists:
-                lf = lf.with_columns(
-                    pl.col(n).cast(pl.List(pl.String)).list.join("|") for n in lists
-                )
-            lf.sink_csv(path, separator=sep)
+            _csv_safe(lf).sink_csv(path, separator=sep)
         else:
             lf.sink_parquet(path)
-        del _csv_safe
 
 
 def concat_bits(
@@ -153,13 +146,9 @@ class MergedSegments:
         return self.overlap
 
     def overlaps(self) -> pl.DataFrame:
-        m = self.overlap_matrix()
-        cols: dict[str, Any] = {"segment": pl.Series("segment", self.names, dtype=pl.String)}
-        for j, name in enumerate(self.names):
-            cols[name] = pl.Series(name, m[:, j], dtype=pl.Int64)
-        if not self.names:
-            return pl.DataFrame({"segment": []}, {"segment": pl.String})
-        return pl.DataFrame(cols)
+        from fastseg.segmenting import overlaps_frame
+
+        return overlaps_frame(self.names, self.overlap_matrix())
 
     @property
     def bitsets(self) -> NDArray[np.uint64]:
@@ -241,7 +230,7 @@ def score_buckets(
             progress=st,
         )
     B.release_memory()
-    units = [_Unit(u.buckets) for u in B.plan_units(spill, bud, per_row)]
+    units = [_Unit(b) for b in B.plan_units(spill, bud, per_row)]
     id_dtype = pl.String if (spill.as_text and (spill.text_seen or not spill.csv_ids)) else pl.Int64
     prof_paths, cust_report = _split_profiles(options, spill, folder, id_dtype, watch)
     while True:

@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from fastseg.errors import FastsegError, OutputError, ParameterError
+from fastseg.sources import OrderReader
 
 __all__ = [
     "BYTES_PER_CUSTOMER",
@@ -186,7 +187,6 @@ class Budget:
     """A memory limit and what it leaves for the per-customer state of one pass."""
 
     limit: int
-    explicit: bool = False
     per_customer: int = BYTES_PER_CUSTOMER
 
     @property
@@ -213,7 +213,7 @@ def budget(memory_limit: str | int | None, option: str = "--memory-limit") -> Bu
         return memory_limit
     if memory_limit is None:
         return Budget(default_memory_limit())
-    b = Budget(parse_size(memory_limit, option), explicit=True)
+    b = Budget(parse_size(memory_limit, option))
     b.check(option)
     return b
 
@@ -490,28 +490,14 @@ def table_plan(
 
 
 @dataclass(frozen=True)
-class SpilledReader:
-    """Replays spilled tables of some buckets as the original reader made them (the
-    :class:`fastseg.sources.OrderReader` interface the row pass uses), joined per
+class SpilledReader(OrderReader):
+    """Replays spilled tables of some buckets as the original reader made them (an
+    :class:`fastseg.sources.OrderReader` of the original ``kind``), joined per
     :func:`table_plan` (``group`` of a table: its index in the plan)."""
 
-    kind: str
-    plan: Any
-    columns: dict[str, str]
-    batch_rows: int
-    csv_ids: bool
-    files: tuple[Path, ...]
-    text_ids: bool  # CSV ids: replayed as text (else as Int64)
-    with_hashes: bool
+    files: tuple[Path, ...] = ()
+    text_ids: bool = False  # CSV ids: replayed as text (else as Int64)
     tables_plan: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def label(self) -> str:
-        return self.plan.source.label
-
-    @property
-    def row_hashes(self) -> bool:
-        return self.kind == "polars"
 
     @contextlib.contextmanager
     def tables(self, need: Sequence[str], *, hashes: bool) -> Iterator[Iterator[Any]]:
@@ -565,34 +551,21 @@ class SpilledReader:
 # ---------------------------------------------------------------------------- the buckets
 
 
-@dataclass
-class Unit:
-    """Buckets processed together (their customers fit the budget)."""
-
-    buckets: list[int]
-    rows: int
-    features: Path | None = None
-    customers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def plan_units(spill: Spill, bud: Budget, per_row: int) -> list[Unit]:
+def plan_units(spill: Spill, bud: Budget, per_row: int) -> list[list[int]]:
     """Group consecutive buckets into units whose estimated state fits the budget."""
     total = max(spill.total_rows, 1)
-    units: list[Unit] = []
+    units: list[list[int]] = []
     cur: list[int] = []
     cur_rows = 0
     for b, r in enumerate(spill.rows):
-        est = bud.pass_bytes(
-            math.ceil(spill.customers * (cur_rows + r) / total), cur_rows + r, per_row
-        )
-        if cur and est > bud.state:
-            units.append(Unit(cur, cur_rows))
+        customers = math.ceil(spill.customers * (cur_rows + r) / total)
+        if cur and bud.pass_bytes(customers, cur_rows + r, per_row) > bud.state:
+            units.append(cur)
             cur, cur_rows = [], 0
         cur.append(b)
         cur_rows += r
     if cur:
-        units.append(Unit(cur, cur_rows))
+        units.append(cur)
     return units
 
 
@@ -702,7 +675,6 @@ def reader_factory(
             csv_ids=spill.csv_ids,
             files=tuple(spill.files),
             text_ids=spill.text_seen,
-            with_hashes=spill.row_hashes,
             tables_plan=tuple(plan_tables),
         )
 

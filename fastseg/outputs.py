@@ -599,10 +599,10 @@ OUTPUT_FORMATS = ("parquet", "csv")
 
 
 def _csv_safe(df: Any) -> Any:
-    """CSV cannot hold nested values: lists become ``a|b|c`` strings."""
+    """CSV cannot hold nested values: lists become ``a|b|c`` strings (a frame or LazyFrame)."""
     import polars as pl
 
-    lists = [n for n, t in df.schema.items() if isinstance(t, pl.List | pl.Array)]
+    lists = [n for n, t in df.collect_schema().items() if isinstance(t, pl.List | pl.Array)]
     if not lists:
         return df
     return df.with_columns(pl.col(n).cast(pl.List(pl.String)).list.join("|") for n in lists)

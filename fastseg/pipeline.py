@@ -35,6 +35,9 @@ import polars as pl
 
 from fastseg import orders as O
 from fastseg import sources as S
+from fastseg.buckets import RSS_SHARE as _RSS_SHARE
+from fastseg.buckets import StateTooLarge
+from fastseg.buckets import rss_now as _rss_now
 from fastseg.config import EPOCH
 from fastseg.errors import DataError, FastsegError, ParameterError
 from fastseg.features import DEFAULT_WINDOWS, OrderAggregator, check_windows
@@ -382,12 +385,8 @@ class _RowPass:
         if initial and agg.offset is None:
             return
         state = b.pass_bytes(customers, self.n_read, self.per_row_bytes)
-        from fastseg.buckets import RSS_SHARE, rss_now
-
         # the model, or what the process holds (readers differ: Polars' CSV reader holds more)
-        if state > b.state or (not initial and rss_now() > RSS_SHARE * b.limit):
-            from fastseg.buckets import StateTooLarge
-
+        if state > b.state or (not initial and _rss_now() > _RSS_SHARE * b.limit):
             raise StateTooLarge(customers, self.n_read, state)
 
     # ------------------------------------------------------------------------------- the loop

@@ -152,6 +152,17 @@ def _enum_or_string(labels: Sequence[str]) -> pl.DataType:
     return pl.Enum(list(labels)) if len(set(labels)) == len(labels) else pl.String()
 
 
+def overlaps_frame(names: Sequence[str], matrix: NDArray[np.int64]) -> pl.DataFrame:
+    """The overlaps table of ``matrix`` (customers in both segments): column ``segment``, then
+    one Int64 column per segment."""
+    if not names:
+        return pl.DataFrame({"segment": []}, {"segment": pl.String})
+    cols: dict[str, Any] = {"segment": pl.Series("segment", list(names), dtype=pl.String)}
+    for j, name in enumerate(names):
+        cols[name] = pl.Series(name, matrix[:, j], dtype=pl.Int64)
+    return pl.DataFrame(cols)
+
+
 @dataclass
 class SummaryParts:
     """What a segment summary is made of: sizes, sums and counts that add up over customers
@@ -284,15 +295,7 @@ class SegmentResult:
 
     def overlaps(self) -> pl.DataFrame:
         """Segment x segment intersection counts: column ``segment`` then one Int64 per segment."""
-        m = self.overlap_matrix()
-        cols: dict[str, Any] = {"segment": pl.Series("segment", self.names, dtype=pl.String)}
-        for j, name in enumerate(self.names):
-            cols[name] = pl.Series(name, m[:, j], dtype=pl.Int64)
-        return (
-            pl.DataFrame(cols)
-            if self.names
-            else pl.DataFrame({"segment": []}, {"segment": pl.String})
-        )
+        return overlaps_frame(self.names, self.overlap_matrix())
 
     def to_long(self) -> pl.DataFrame:
         """One row per (customer, segment) membership: ``customer_id``, ``segment`` (Enum).
