@@ -60,6 +60,20 @@ class _Spec:
 
             self.pairs = PairTable(1, 1 << 12)
 
+    @property
+    def carried(self) -> bool:
+        """Whether the rows it counts do not change as the scoring date moves (no bound
+        relative to it, ``today`` as the end aside): its state is added to day after day by a
+        refresh (:mod:`fastseg.state`). Otherwise it is recomputed from the recent rows."""
+        from fastseg.rules.ast import RelDate, Today
+
+        agg = self.spec.aggregate
+        return not isinstance(agg.since, RelDate | Today) and not isinstance(agg.until, RelDate)
+
+    def signature(self) -> str:
+        """What it counts, as text: the same name with another definition is another spec."""
+        return f"{self.spec.name}={self.spec.aggregate!r}"
+
 
 class RuleAggregates:
     """Per-customer state of the order aggregates in ``specs`` that ``columns`` (the order
@@ -91,16 +105,20 @@ class RuleAggregates:
         table: Any,
         usable: np.ndarray,
         order_ids: np.ndarray | None,
+        only: Any = None,
     ) -> None:
         """One batch: ``codes``/``day``/``amount``/``flags`` of its usable rows (``usable``: their
         positions in ``table``, an Arrow table with the filter columns), ``order_ids`` their
-        order id keys (flag bit 2: none) or None; ``customers`` the codes' bound."""
+        order id keys (flag bit 2: none) or None; ``customers`` the codes' bound. ``only``: a
+        predicate on the specs (:class:`_Spec`) to update (None: all)."""
         from fastseg.kernels.rules import masked_add, masked_bits, masked_count
 
         frame = _Columns(table)
         cache: dict[Any, np.ndarray] = {}
         gross = amount >= 0
         for s in self.specs:
+            if only is not None and not only(s):
+                continue
             mask = self._window(s, day, cache)
             for column, values in s.filters:
                 key = (column, tuple(values))
@@ -168,6 +186,60 @@ class RuleAggregates:
             return x.view(np.int64), valid
         phys = col if col.dtype.is_integer() else col.to_physical()
         return phys.cast(pl.Int64).fill_null(0).to_numpy(), valid
+
+    # ------------------------------------------------------------------------- saved state
+
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The state of the carried specs (:attr:`_Spec.carried`) and the value dictionaries,
+        as arrays and a JSON-able record, for :meth:`load` in a later process."""
+        arrays: dict[str, np.ndarray] = {}
+        specs = []
+        for i, s in enumerate(self.specs):
+            if not s.carried:
+                continue
+            for part in ("sum", "count", "bits"):
+                a = getattr(s, part)
+                if a is not None:
+                    arrays[f"rule{i}_{part}"] = a
+            if s.pairs is not None:
+                t = s.pairs
+                arrays[f"rule{i}_pcode"], arrays[f"rule{i}_pkey"] = t.code, t.key
+                arrays[f"rule{i}_psum"], arrays[f"rule{i}_pcounts"] = t.sum, t.counts
+            specs.append(
+                {
+                    "index": i,
+                    "signature": s.signature(),
+                    "pairs": int(s.pairs.n if s.pairs is not None else -1),
+                }
+            )
+        dicts = {c: list(book) for c, book in self._dicts.items()}
+        return arrays, {"specs": specs, "dicts": dicts}
+
+    def load(self, arrays: Any, record: dict[str, Any]) -> None:
+        """Give the carried specs the state :meth:`export` saved (matched by signature; a
+        carried spec the record lacks is the caller's error to raise first)."""
+        saved = {r["signature"]: r for r in record["specs"]}
+        self._dicts = {c: {v: k for k, v in enumerate(vals)} for c, vals in record["dicts"].items()}
+        for s in self.specs:
+            r = saved.get(s.signature()) if s.carried else None
+            if r is None:
+                continue
+            i = r["index"]
+            for part in ("sum", "count", "bits"):
+                if getattr(s, part) is not None:
+                    setattr(s, part, np.array(arrays[f"rule{i}_{part}"]))
+            if s.pairs is not None:
+                t = s.pairs
+                t.code, t.key = (
+                    np.array(arrays[f"rule{i}_pcode"]),
+                    np.array(arrays[f"rule{i}_pkey"]),
+                )
+                t.sum, t.counts = (
+                    np.array(arrays[f"rule{i}_psum"]),
+                    np.array(arrays[f"rule{i}_pcounts"]),
+                )
+                t.shift = np.uint64(64 - (t.code.shape[0].bit_length() - 1))
+                t.n = int(r["pairs"])
 
     # ------------------------------------------------------------------------------ at the end
 

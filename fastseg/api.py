@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -93,6 +94,9 @@ class ScoreResult:
     #: the customers were scored in buckets on disk (:class:`fastseg.bucketrun.BucketInfo`):
     #: ``scores`` is then empty (the rows are in the outputs) unless nothing was written
     buckets: Any = None
+    #: with ``state``: the state after this run (:meth:`fastseg.state.StateInfo.to_dict`,
+    #: with ``report``, the rows of every input applied so far)
+    state: dict[str, Any] | None = None
 
     @property
     def n_customers(self) -> int:
@@ -243,10 +247,13 @@ def score_job(
     tz: str | None = None,
     memory_limit: str | int | None = None,
     tmp_dir: str | Path | None = None,
+    state: str | Path | None = None,
+    keep_days: int | None = None,
     stopwatch: Stopwatch | None = None,
     progress: Reporter | None = None,
     _outputs: OutputSet | None = None,
     _buckets: Any = None,
+    _refresh: Any = None,
 ) -> ScoreResult:
     """Read, build features, score: see :func:`score` for the parameters.
 
@@ -269,6 +276,12 @@ def score_job(
     customer buckets under ``tmp_dir`` and scored bucket by bucket (:mod:`fastseg.buckets`),
     exactly as in memory. ``_buckets``: ``(spill folder, consume)`` of :func:`run_job` (its
     per-bucket segments); by default each bucket's scores go to the ``out`` file.
+
+    ``state`` (a folder): a daily refresh (:mod:`fastseg.state`, docs/refresh.md) — the orders
+    are the new ones, added to the state the folder holds (made from them when it is new or
+    empty); the new state is committed with the outputs. ``orders`` may then be None (no new
+    order: the scoring date given by ``as_of`` ages the state). ``keep_days``: the days of
+    recent rows the new state keeps (at least the longest window).
     """
     from fastseg import features as feat
     from fastseg.outputs import frame_writer
@@ -283,11 +296,40 @@ def score_job(
         raise ParameterError(msg)
     _check_mappings(customers, customer_columns, events, event_columns)
     frame_writer(pl.DataFrame(), out or "x.parquet", out_format)  # checks the format first
+    if (state is not None or _refresh is not None) and memory_limit not in (None, False):
+        msg = (
+            "--memory-limit: a run with --state keeps every customer in memory (its state is "
+            "about 100 bytes a customer); leave --memory-limit out"
+        )
+        raise ParameterError(msg)
+    if orders is None and state is None and _refresh is None:
+        msg = "orders: give the orders to score (None only with state: a new scoring date)"
+        raise ParameterError(msg)
     the_scorer, needs_fit = _make_scorer(bins, method, thresholds, edges_in, scorer)
     from fastseg import buckets as B
 
-    bud = None if memory_limit is False else B.budget(memory_limit)
+    bud = None if memory_limit is False or state is not None or _refresh else B.budget(memory_limit)
     with contextlib.ExitStack() as stack:
+        refresh = _refresh
+        if state is not None:
+            refresh = stack.enter_context(_open_state(state, orders, keep_days))
+        if refresh is not None:
+            if orders is None:
+                orders = refresh.empty_orders()
+            fixed = refresh.old.get("edges") if refresh.old is not None else None
+            if fixed is not None and edges_in is None and scorer is None:
+                if bins is not None or method is not None or thresholds is not None:
+                    msg = (
+                        f"--state '{refresh.sd.folder}' scores with fixed edges (from --edges-in "
+                        "when it was made): drop --bins/--method/--thresholds, or rebuild it"
+                    )
+                    raise ParameterError(msg)
+                from fastseg.scoring import RFMScorer as _Scorer
+
+                the_scorer, needs_fit = _Scorer.from_dict(fixed), False
+            refresh.fixed_edges = (
+                the_scorer.to_dict() if (edges_in is not None or scorer is not None) else fixed
+            )
         if _buckets is not None:
             folder, consume = _buckets
         elif bud is not None:
@@ -304,6 +346,10 @@ def score_job(
             )
             if path is not None
         }
+        if refresh is not None:
+            from fastseg.state import MANIFEST
+
+            targets["state"] = outs.add_file(refresh.sd.path(MANIFEST), "--state")
         _kernels_stage(watch)
         options = {
             "customers": customers,
@@ -322,6 +368,8 @@ def score_job(
             "top_category": top_category,
             "tz": tz,
         }
+        if refresh is not None:
+            options["refresh"] = refresh
         parts = None
         too_large = None
         try:
@@ -381,10 +429,33 @@ def score_job(
             elif "scores" in targets:
                 outs.write_frame(res.scores, targets["scores"], out_format)
                 res.outputs = dict(targets)
+            if refresh is not None:
+                manifest = refresh.finished_manifest()
+                outs.write_text(targets["state"], json.dumps(manifest, indent=1) + "\n")
+                res.state = refresh.summary()
             if _outputs is None:
                 outs.commit()
+                if refresh is not None:
+                    refresh.sd.remove_unlisted(manifest)
         res.timings = watch.seconds
         return res
+
+
+@contextlib.contextmanager
+def _open_state(state: str | Path, orders: Any, keep_days: int | None) -> Any:
+    """The state folder, locked, with the fingerprints of the new orders checked against the
+    inputs it applied (:class:`fastseg.state.Refresh`)."""
+    from fastseg.io import scan_source
+    from fastseg.state import Refresh, StateDir, check_keep_days, fingerprints
+
+    keep_days = check_keep_days(keep_days)
+    with StateDir.opened(state) as sd:
+        prints = []
+        if orders is not None:
+            prints = fingerprints(orders, scan_source(orders, what="orders").files)
+        refresh = Refresh(sd, prints, keep_days)
+        refresh.check_inputs()
+        yield refresh
 
 
 @dataclass
@@ -460,6 +531,7 @@ def _features(
     partial: bool = False,
     budget: Any = None,
     batch_rows: int | None = None,
+    refresh: Any = None,
 ) -> PartFeatures:
     """Read the orders (and profiles, events) of a set of customers and build their features,
     joined, unscored. Stages ``orders``, ``read``, ``features``.
@@ -494,6 +566,7 @@ def _features(
             opened=opened,
             partial=partial,
             budget=budget,
+            refresh=refresh,
             **({"batch_rows": batch_rows} if batch_rows else {}),
         )
     frame, extra, rejected = of.frame, of.aggregates, of.rejects
@@ -1159,7 +1232,7 @@ def run_job(
     with watch.stage("rules", show=False):  # checks, before any row is read: not a long stage
         catalog = load_rules(rules, builtin=builtin)
         specs = required_aggregates(catalog)
-        if rules is not None:
+        if rules is not None and orders is not None:
             _check_fields_early(catalog, orders, score_options, predict=predict)
     # the previous run is an input too, unless it is the folder this run replaces
     replaces = prev is not None and out is not None and _same_path(prev.path, out)
@@ -1173,7 +1246,19 @@ def run_job(
     )
     limit = score_options.pop("memory_limit", None)
     tmp_dir = score_options.pop("tmp_dir", None)
+    state = score_options.pop("state", None)
+    keep_days = score_options.pop("keep_days", None)
     from fastseg import buckets as B
+
+    if state is not None and limit not in (None, False):
+        msg = (
+            "--memory-limit: a run with --state keeps every customer in memory (its state is "
+            "about 100 bytes a customer); leave --memory-limit out"
+        )
+        raise ParameterError(msg)
+    if orders is None and state is None:
+        msg = "orders: give the orders to score (None only with state: a new scoring date)"
+        raise ParameterError(msg)
 
     if limit not in (None, False):
         B.budget(limit)  # a bad size is said first
@@ -1193,8 +1278,11 @@ def run_job(
             "fastseg report on the run folder afterwards"
         )
         raise ParameterError(msg)
-    bud = None if whole_needed or limit is False else B.budget(limit)
+    bud = None if whole_needed or limit is False or state is not None else B.budget(limit)
     with reads as outs, contextlib.ExitStack() as stack:
+        refresh = None
+        if state is not None:  # locked until the outputs and the new state are committed
+            refresh = stack.enter_context(_open_state(state, orders, keep_days))
         folder = None
         if out is not None:
             folder = outs.add_folder(out, "--out", reserved=(*RUN_FILES, "run.json"))
@@ -1209,6 +1297,7 @@ def run_job(
             top_category=_uses_field(catalog, "top_category"),
             memory_limit=bud if bud is not None else False,
             _buckets=(spill, per_bucket) if per_bucket is not None else None,
+            _refresh=refresh,
             **score_options,
         )
         fields = {f: getattr(res, f) for f in res.__dataclass_fields__}
@@ -1244,6 +1333,8 @@ def run_job(
             )
             if res.buckets is not None:
                 record = {**record, "buckets": res.buckets.to_dict()}
+            if res.state is not None:
+                record = {**record, "state": res.state}
             staged = _stage_run(
                 result,
                 outs,
@@ -1256,6 +1347,8 @@ def run_job(
             )
             result.outputs = {**res.outputs, **staged}
         outs.commit()
+        if refresh is not None:
+            refresh.sd.remove_unlisted(refresh.finished_manifest())
     result.timings = watch.seconds
     return result
 

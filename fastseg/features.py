@@ -153,6 +153,10 @@ class OrderAggregator:
         #: gross revenue per (customer code, local category), for ``top_category`` (only
         #: when asked for: it costs about a third of the order pass)
         self.top_category = top_category
+        #: keep the revenue per category / the purchase days without adding their columns to
+        #: the features (a saved state that carries them: :mod:`fastseg.state`)
+        self.keep_category_revenue = False
+        self.btyd = btyd
         self._cat_revenue: Any = None
         #: local category index -> its text (given by :meth:`name_categories`)
         self.category_names: dict[int, str] = {}
@@ -286,7 +290,7 @@ class OrderAggregator:
             self.has_category = True
             cats = self._mask_codes(categories, codes)
         self._aggregate(codes, day, amount, flags, cats)
-        if categories is not None and self.top_category:
+        if categories is not None and (self.top_category or self.keep_category_revenue):
             self._add_category_revenue(codes, categories.astype(np.int64), amount)
         return codes
 
@@ -389,6 +393,110 @@ class OrderAggregator:
         self.has_category |= other.has_category
         self.has_discount |= other.has_discount
 
+    # ------------------------------------------------------------------------- saved state
+
+    def export_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Everything a later process needs to go on adding rows as if it were this one
+        (:meth:`load_state`), before :meth:`finish`: the ids in code order, the records'
+        all-time fields (:data:`STATE_FIELDS`; the windows are the caller's: they age), the
+        category codes and names, and the ``top_category`` and purchase-day state when kept.
+        Returns ``(arrays, record)``: numpy arrays (the text ids as an Arrow array) and a
+        JSON-able record."""
+        if self.offset is not None:
+            msg = "OrderAggregator.export_state: ids coded by offset (give no id_range)"
+            raise ParameterError(msg)
+        n = self.encoder.n_unique
+        arrays: dict[str, Any] = {}
+        if self.id_dtype == pl.String:
+            arrays["ids"] = self._names().to_arrow(compat_level=pl.CompatLevel.oldest())
+        else:
+            arrays["ids"] = self.encoder.uniques[:n].copy()
+        rec = np.empty(n, STATE_DTYPE)
+        for f in STATE_FIELDS:
+            rec[f] = self.acc[f][:n]
+        arrays["records"] = rec
+        arrays["cat_hashes"] = self.categories.hashes
+        pairs = (
+            pl.concat(self._cat_pairs).unique()
+            if self._cat_pairs
+            else pl.DataFrame(schema={"code": pl.Int64, "cat": pl.Int64})
+        )
+        arrays["cat_pair_code"] = pairs["code"].to_numpy().astype(np.int64)
+        arrays["cat_pair_cat"] = pairs["cat"].to_numpy().astype(np.int64)
+        if self._cat_revenue is not None:
+            r = self._cat_revenue
+            arrays["catrev_rec"] = r.rec[:n] if r.rec.shape[0] >= n else r.rec
+            arrays["catrev_code"], arrays["catrev_key"] = r.table.code, r.table.key
+            arrays["catrev_sum"], arrays["catrev_counts"] = r.table.sum, r.table.counts
+        if self.days is not None:
+            d = self.days
+            arrays["days_keys"], arrays["days_days"] = d.keys, d.days[:n]
+            arrays["days_first"], arrays["days_gross"] = d.first[:n], d.first_gross[:n]
+        record = {
+            "customers": int(n),
+            "ids": "text" if self.id_dtype == pl.String else "int",
+            "category_names": {str(k): v for k, v in self.category_names.items()},
+            "has_category": self.has_category,
+            "has_discount": self.has_discount,
+            "top_category": self.top_category or self.keep_category_revenue,
+            "catrev_pairs": int(self._cat_revenue.table.n) if self._cat_revenue is not None else 0,
+            "btyd": self.days is not None,
+            "days_keys": int(self.days.n_keys) if self.days is not None else 0,
+        }
+        return arrays, record
+
+    def load_state(self, arrays: Any, record: dict[str, Any]) -> None:
+        """Start from the state :meth:`export_state` saved (on a fresh aggregator made with no
+        ``id_range``, with the ``btyd`` and ``top_category`` of the saved one): the same codes,
+        records (window fields zero), categories and the rest."""
+        from fastseg.kernels.aggregate import grow_accumulators
+        from fastseg.kernels.rules import CategoryRevenue
+
+        n = int(record["customers"])
+        if n:
+            ids = arrays["ids"]
+            if record["ids"] == "text":
+                codes = self.text_codes_arrow(ids)
+            else:
+                self.id_dtype = pl.Int64()
+                codes = self.encoder.encode(np.ascontiguousarray(ids, np.int64))
+            if self.encoder.n_unique != n:
+                msg = "OrderAggregator.load_state: the saved ids are not distinct"
+                raise DataError(msg)
+            self.acc = grow_accumulators(self.acc, n, in_place=True)
+            rec = arrays["records"]
+            for f in STATE_FIELDS:
+                self.acc[f][:n] = rec[f]
+        elif record["ids"] == "text":
+            self.id_dtype = pl.String()
+        hashes = np.asarray(arrays["cat_hashes"], np.uint64)
+        if hashes.shape[0]:
+            local = self.categories.encode(hashes, np.ones(hashes.shape[0], np.bool_))
+            assert bool((local == np.arange(hashes.shape[0])).all())
+        self.category_names = {int(k): v for k, v in record["category_names"].items()}
+        code = np.asarray(arrays["cat_pair_code"], np.int64)
+        if code.shape[0]:
+            self._cat_pairs = [
+                pl.DataFrame({"code": code, "cat": np.asarray(arrays["cat_pair_cat"], np.int64)})
+            ]
+        self.has_category = bool(record["has_category"])
+        self.has_discount = bool(record["has_discount"])
+        if "catrev_rec" in arrays:
+            r = self._cat_revenue = CategoryRevenue(max(n, 1))
+            r.rec[: arrays["catrev_rec"].shape[0]] = arrays["catrev_rec"]
+            t = r.table
+            t.code, t.key = np.array(arrays["catrev_code"]), np.array(arrays["catrev_key"])
+            t.sum, t.counts = np.array(arrays["catrev_sum"]), np.array(arrays["catrev_counts"])
+            t.shift = np.uint64(64 - (t.code.shape[0].bit_length() - 1))
+            t.n = int(record["catrev_pairs"])
+        if self.days is not None and "days_keys" in arrays:
+            d = self.days
+            d.grow(max(n, 1))
+            d.keys = np.array(arrays["days_keys"])
+            d.n_keys = int(record["days_keys"])
+            d.days[:n], d.first[:n] = arrays["days_days"], arrays["days_first"]
+            d.first_gross[:n] = arrays["days_gross"]
+
     def _ids(self) -> tuple[np.ndarray | pl.Series | None, int]:
         """The ids of every record so far, in code order, and their count."""
         if self.offset is not None:
@@ -417,7 +525,7 @@ class OrderAggregator:
         if self.offset is not None:
             rows = np.flatnonzero(seen)
             ids = pl.Series("customer_id", rows + self.offset, dtype=self.id_dtype or pl.Int64)
-            days = self.days.take(rows, n) if self.days is not None else None
+            days = self.days.take(rows, n) if self.days is not None and self.btyd else None
             top = self._top_category(n, rows)
             compact_rows(self.acc, rows)  # in place: no second copy of the state
             m = rows.shape[0]
@@ -436,7 +544,7 @@ class OrderAggregator:
             )
         rank = np.full(n, -1, np.int64)
         rank[order] = np.arange(order.shape[0])
-        days = self.days.take(order, n) if self.days is not None else None
+        days = self.days.take(order, n) if self.days is not None and self.btyd else None
         top = self._top_category(n, order)
         frame = self._frame(ids, self.acc, order, lambda codes: rank[codes], top)
         return self._with_btyd(frame, days)
@@ -491,6 +599,18 @@ class OrderAggregator:
                 np.add.at(distinct, at, extra["len"].to_numpy().astype(np.int64))
         return _features_frame(ids, f, distinct, self.has_discount, self.windows, top)
 
+
+#: the record fields a saved state keeps (:meth:`OrderAggregator.export_state`): all but the
+#: trailing windows, which a later scoring date moves
+STATE_FIELDS = (
+    "first_day", "last_day", "orders", "refunds", "discount_orders", "monetary", "gross",
+    "refund_amount", "cats",
+)  # fmt: skip
+STATE_DTYPE = np.dtype(
+    [(f, np.int32) for f in STATE_FIELDS[:5]]
+    + [(f, np.float64) for f in STATE_FIELDS[5:8]]
+    + [("cats", np.uint64)]
+)
 
 #: the BTYD summary a run computes when predictions are asked for (docs/predict.md): repeat
 #: purchase days, days from the first to the last purchase day, days from the first purchase

@@ -109,6 +109,7 @@ def order_features(
     opened: Any = None,
     budget: Any = None,
     partial: bool = False,
+    refresh: Any = None,
 ) -> OrderFeatures:
     """Read an order history and aggregate it per customer (see :mod:`fastseg.pipeline`).
 
@@ -148,12 +149,14 @@ def order_features(
         )
         stats = S.order_stats(plan, need_max_date=as_of is None)
     label = plan.source.label
-    if stats.n == 0 and not partial:
+    if stats.n == 0 and not partial and (refresh is None or refresh.old is None):
         msg = f"orders: {label} has no rows; nothing to score"
         raise DataError(msg)
     if progress is not None:
         progress.update(0, stats.n)
     defaulted = as_of is None
+    if refresh is not None:
+        as_of = refresh.scoring_date(as_of, stats.max_date)
     if as_of is None:
         as_of = stats.max_date
         if as_of is None:
@@ -165,22 +168,30 @@ def order_features(
         "top_category": top_category,
         "open_reader": open_reader,
         "budget": budget,
+        "refresh": refresh,
     }
     rows = _row_pass(plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts)
-    if defaulted and rows.max_used_day is not None and rows.max_used_day < rows.as_of_day:
+    latest_used = rows.max_used_day if refresh is None else refresh.latest_used(rows.max_used_day)
+    if refresh is not None and latest_used is not None and refresh.old is not None:
+        latest_used = max(latest_used, (dt.date.fromisoformat(refresh.old["as_of"]) - EPOCH).days)
+    if defaulted and latest_used is not None and latest_used < rows.as_of_day:
         # The latest dated rows were all left out (no customer id, no amount): the scoring date
         # is the latest usable row's, and the windows count from it, so the rows are read again.
-        as_of = EPOCH + dt.timedelta(days=rows.max_used_day)
+        as_of = EPOCH + dt.timedelta(days=latest_used)
         rows.close()
         if progress is not None:
             progress.restart()
+        if refresh is not None:
+            refresh.reset()
         rows = _row_pass(
             plan, stats, as_of, windows, specs, keep, batch_rows, reader, progress, **opts
         )
     report = rows.report()
     if report.rows_left_out and strict and not partial:
         raise O.strict_error(report, as_of)
-    if report.rows_used == 0 and not partial:
+    if refresh is not None and report.left_out.get("after_as_of"):
+        raise _after_state_date(report, as_of, stats.max_date)
+    if report.rows_used == 0 and not partial and (refresh is None or refresh.old is None):
         raise O.no_usable_error(report, as_of)
     rejected = None
     if keep:
@@ -188,12 +199,25 @@ def order_features(
         if not isinstance(rejects, bool):  # a path: written now, atomically (the API stages it)
             report.rejects_path = write_frame(rejected, rejects, option="--rejects")
     rows.close()  # the order-lines table and the batch buffers: not needed for the output
+    if refresh is not None:  # the new state's files, before finish() reorders the records
+        refresh.save(rows, as_of, stats.max_date, report, plan.frame.collect_schema())
     extra = rows.rule_aggregates()
     frame = rows.agg.finish()
     _check_finite(frame, plan)
     return OrderFeatures(
         frame, as_of, report, _row_schema(plan), extra, rows.rd.kind, rejected, rows.max_used_day
     )
+
+
+def _after_state_date(report: O.RowReport, as_of: dt.date, latest: dt.date | None) -> DataError:
+    n = report.left_out["after_as_of"]
+    msg = (
+        f"orders: {n:,} rows in {report.source} are dated after the scoring date {as_of}; a "
+        "saved state cannot hold orders for a later date (they would never be counted): drop "
+        "--as-of (the latest order's date is the scoring date)"
+        + (f" or give --as-of {latest} or later" if latest is not None else "")
+    )
+    return DataError(msg)
 
 
 def _check_finite(frame: pl.DataFrame, plan: O.OrderPlan) -> None:
@@ -227,12 +251,15 @@ def _row_pass(
     top_category: bool = False,
     open_reader: Any = None,
     budget: Any = None,
+    refresh: Any = None,
 ) -> _RowPass:
     if open_reader is not None:
         rd = open_reader(plan, stats, batch_rows)
     else:
         rd = S.open_orders(plan, stats, batch_rows=batch_rows, reader=reader)
-    rows = _RowPass(rd, stats, as_of, windows, specs, keep_rejects, progress, btyd, top_category)
+    rows = _RowPass(
+        rd, stats, as_of, windows, specs, keep_rejects, progress, btyd, top_category, refresh
+    )
     rows.budget = budget
     rows.check_budget(initial=True)
     with _read_errors(plan):
@@ -310,9 +337,11 @@ class _RowPass:
         progress: Stage | None = None,
         btyd: bool = False,
         top_category: bool = False,
+        refresh: Any = None,
     ) -> None:
         from fastseg.kernels.ingest import REASON_CODES, RunDuplicates
 
+        self.refresh = refresh  # a fastseg.state.Refresh: the pass starts from a saved state
         self.progress = progress
         self.rd, self.stats, self.as_of, self.specs = rd, stats, as_of, list(specs)
         self.keep_rejects = keep_rejects
@@ -322,10 +351,12 @@ class _RowPass:
         self.lines_mode = "none"
         if "order_id" in cols and not stats.oid_increasing:
             self.lines_mode = "group" if rd.kind == "arrow" and stats.oid_groups_disjoint else "all"
+        if "order_id" in cols and refresh is not None:  # lines of orders of earlier inputs too
+            self.lines_mode = "all"
         self.agg = OrderAggregator(
             as_of,
             windows,
-            id_range=None if stats.text_ids else stats.id_range,
+            id_range=None if stats.text_ids or refresh is not None else stats.id_range,
             rows=stats.n,
             btyd=btyd,
             top_category=top_category,
@@ -369,6 +400,8 @@ class _RowPass:
             need += list(cols)
         self.need = list(dict.fromkeys(need))
         self.budget: Any = None  # a fastseg.buckets.Budget: raise StateTooLarge past it
+        if refresh is not None:
+            refresh.load(self)
 
     @property
     def per_row_bytes(self) -> int:
@@ -414,6 +447,8 @@ class _RowPass:
             if self._lines is None:
                 span = max(1 << 20, 4 * self.stats.n)  # a table no larger than the rows
                 self._lines = OrderLines(*(self.stats.oid_range or (None, None)), max_span=span)
+                if self.refresh is not None:
+                    self._lines = self.refresh.lines(self._lines, True)
             return self._lines
         if whole and increasing:
             return None
@@ -437,7 +472,7 @@ class _RowPass:
                 max(n, self.rd.batch_rows),
                 hashes=self.want_dups and not self.rd.row_hashes,
                 order_ids=self.lines_mode != "none" or self.rule_order_ids,
-                reasons=self.keep_rejects or bool(self.rules),
+                reasons=self.keep_rejects or bool(self.rules) or self.refresh is not None,
             )
         ts_arr = S.one_chunk(table.column("order_ts"))
         extra: dict[str, Any] = {}
@@ -501,6 +536,10 @@ class _RowPass:
             lines=lines,
             order_ids=b.order_id[:used] if lines is not None else None,
         )
+        if self.refresh is not None:
+            if codes is not None:
+                usable = np.flatnonzero(b.reasons[:n] < 0)
+                self.refresh.keep_rows(self, codes, table, usable, n)
         if self.rules and codes is not None:
             self.rules.add(
                 codes,

@@ -23,6 +23,7 @@ from fastseg.kernels import CACHE
 __all__ = [
     "acc_dtype",
     "accumulate",
+    "add_windows",
     "aggregate_events",
     "compact_rows",
     "aggregate_orders",
@@ -396,6 +397,52 @@ def _merge_kernel(acc, src, into, lut):  # pragma: no cover - jitted
                     j = lut[k]
                     if j < 64:
                         r.cats |= np.uint64(1) << np.uint64(j)
+
+
+@njit(cache=CACHE, nogil=True)
+def _windows_kernel(codes, day, amount, flags, since, acc):  # pragma: no cover - jitted
+    for i in range(codes.shape[0]):
+        r = acc[codes[i]]
+        d = day[i]
+        a = amount[i]
+        o = np.int32(flags[i] & 1) if a >= 0.0 else np.int32(0)
+        for w in range(since.shape[0] - 1, -1, -1):
+            if d < since[w]:
+                break
+            r.win_orders[w] += o
+            r.win_revenue[w] += a
+
+
+def add_windows(
+    codes: NDArray[np.integer],
+    day: NDArray[np.int32],
+    amount: NDArray[np.float64],
+    flags: NDArray[np.uint8],
+    since: NDArray[np.int32],
+    acc: NDArray[np.void],
+) -> None:
+    """Add rows to the trailing-window fields of ``acc`` only (``win_orders``,
+    ``win_revenue``; the rows' other fields are counted already), in row order, as
+    :func:`aggregate_orders` adds them: a refresh (:mod:`fastseg.state`) recomputes the windows
+    of a new scoring date from the recent rows it kept."""
+    n = codes.shape[0]
+    if day.shape[0] != n or amount.shape[0] != n or flags.shape[0] != n:
+        msg = "add_windows: codes, day, amount and flags must have the same length"
+        raise ParameterError(msg)
+    if acc.dtype != acc_dtype(len(since)):
+        msg = f"add_windows: accumulators are not records for {len(since)} windows"
+        raise ParameterError(msg)
+    if n and (int(codes.min()) < 0 or int(codes.max()) >= acc.shape[0]):
+        msg = f"add_windows: customer codes must be in 0..{acc.shape[0] - 1}"
+        raise ParameterError(msg)
+    _windows_kernel(
+        np.ascontiguousarray(codes),
+        np.ascontiguousarray(day, np.int32),
+        np.ascontiguousarray(amount, np.float64),
+        np.ascontiguousarray(flags, np.uint8),
+        np.ascontiguousarray(since, np.int32),
+        acc,
+    )
 
 
 def merge_accumulators(
