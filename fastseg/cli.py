@@ -137,6 +137,10 @@ app = typer.Typer(
 )
 segments_app = typer.Typer(help="List, show and check segment catalogs.", no_args_is_help=True)
 app.add_typer(segments_app, name="segments")
+state_app = typer.Typer(
+    help="Look at a daily-refresh state folder (--state).", no_args_is_help=True
+)
+app.add_typer(state_app, name="state")
 
 # Piped output (logs, schedulers) gets wide tables instead of rich's 80-column default.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -372,6 +376,46 @@ def _one_or_many(paths: list[str]) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
+OrdersOrStateArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Order history: Parquet files, folders or globs (one or more, one format); CSV; Arrow IPC. With --state: the new orders (none: a new scoring date, --as-of, ages the state).",
+        metavar="ORDERS...",
+        show_default=False,
+    ),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="Daily refresh: a folder keeping the per-customer state; ORDERS are the new orders, added to it (the first run builds it from the whole history). The outputs equal a run over every input applied so far. See docs/refresh.md.",
+        metavar="DIR",
+    ),
+]
+KeepDaysOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--keep-days",
+        help="With --state, when it is built: days of recent orders to keep for windows (default: the longest window the run needs; more lets longer rule windows be added later).",
+        metavar="DAYS",
+    ),
+]
+
+
+def _orders_or_state(orders: list[str] | None, state: Path | None, keep_days: int | None) -> Any:
+    """The orders argument, which only --state makes optional."""
+    if keep_days is not None and state is None:
+        raise typer.BadParameter("needs --state", param_hint="--keep-days")
+    if orders:
+        return _one_or_many(orders)
+    if state is None:
+        raise typer.BadParameter(
+            "give the order history (without orders only with --state DIR: a new scoring date)",
+            param_hint="ORDERS...",
+        )
+    return None
+
+
 BinsOpt = Annotated[
     str | None,
     typer.Option(
@@ -476,8 +520,34 @@ def _print_buckets(res: Any) -> None:
     )
 
 
+def _print_state(res: Any) -> None:
+    info = getattr(res, "state", None)
+    if info is None:
+        return
+    rows = info["rows"]
+    console.print(
+        f"state [bold]{escape(info['folder'])}[/bold]: {info['inputs_applied']:,} inputs applied, "
+        f"{rows['rows_read']:,} rows read, {rows['rows_used']:,} used"
+        + (f", {rows['rows_left_out']:,} left out" if rows["rows_left_out"] else "")
+        + (
+            f", {rows['exact_duplicate_rows']:,} exact duplicates"
+            if rows["exact_duplicate_rows"]
+            else ""
+        )
+        + f"; {info['customers']:,} customers, {info['recent_rows']:,} recent rows "
+        f"({info['keep_days']} days), {_size(info['bytes'])}"
+    )
+
+
+def _size(n: int) -> str:
+    from fastseg.buckets import format_size
+
+    return format_size(n)
+
+
 def _print_score_summary(res: Any) -> None:
     _print_rows(res.orders, "orders")
+    _print_state(res)
     if res.customers is not None:
         _print_rows(res.customers, "customers")
     if res.events is not None:
@@ -593,7 +663,7 @@ def gen(
 @app.command()
 @_friendly
 def score(
-    orders: OrdersArg,
+    orders: OrdersOrStateArg = None,
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     as_of: AsOfOpt = None,
@@ -615,19 +685,22 @@ def score(
     fmt: FormatOpt = None,
     memory_limit: MemoryLimitOpt = None,
     tmp_dir: TmpDirOpt = None,
+    state: StateOpt = None,
+    keep_days: KeepDaysOpt = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Score every customer: features, R/F/M scores, RFM cell and group."""
     from fastseg import api
 
+    source = _orders_or_state(orders, state, keep_days)
     _need_thresholds(method, thresholds)
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
     watch = api.Stopwatch()
     with _reporter(quiet, log_format) as rep:
         res = api.score_job(
-            _one_or_many(orders),
+            source,
             customers=customers,
             events=events,
             as_of=as_of,
@@ -647,6 +720,8 @@ def score(
             tz=api.check_time_zone(tz, "--tz"),
             memory_limit=memory_limit,
             tmp_dir=tmp_dir,
+            state=state,
+            keep_days=keep_days,
             stopwatch=watch,
             progress=rep,
         )
@@ -871,7 +946,7 @@ def _print_segments(seg: Any, limit: int | None = None) -> None:
 @app.command()
 @_friendly
 def run(
-    orders: OrdersArg,
+    orders: OrdersOrStateArg = None,
     customers: CustomersOpt = None,
     events: EventsOpt = None,
     col: ColOpt = None,
@@ -937,6 +1012,8 @@ def run(
     ] = False,
     memory_limit: MemoryLimitOpt = None,
     tmp_dir: TmpDirOpt = None,
+    state: StateOpt = None,
+    keep_days: KeepDaysOpt = None,
     quiet: QuietOpt = False,
     log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
@@ -945,6 +1022,7 @@ def run(
 
     from fastseg import api
 
+    source = _orders_or_state(orders, state, keep_days)
     _need_thresholds(method, thresholds)
     _need_input(customers_col, customers, "--customers-col", "--customers")
     _need_input(events_col, events, "--events-col", "--events")
@@ -953,7 +1031,7 @@ def run(
     watch = api.Stopwatch()
     with _reporter(quiet, log_format) as rep:
         res = api.run_job(
-            _one_or_many(orders),
+            source,
             customers=customers,
             events=events,
             columns=col or None,
@@ -977,6 +1055,8 @@ def run(
             report=report,
             memory_limit=memory_limit,
             tmp_dir=tmp_dir,
+            state=state,
+            keep_days=keep_days,
             tz=api.check_time_zone(tz, "--tz"),
             stopwatch=watch,
             progress=rep,
@@ -1495,6 +1575,65 @@ def cluster_cmd(
     _print_profile(res)
     written = ", ".join(escape(str(p)) for p in res.outputs)
     console.print(f"written: [bold]{written}[/bold] in {res.seconds:.2f} s")
+
+
+@state_app.command("info")
+@_friendly
+def state_info_cmd(
+    folder: Annotated[Path, typer.Argument(help="The state folder (--state DIR).", metavar="DIR")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """What a state folder holds: scoring date, customers, inputs applied, size, what it carries."""
+    import json
+
+    from fastseg.state import state_info
+
+    info = state_info(folder).to_dict()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    rows = info["rows"]
+    last = info["last_input"]
+    lines = [
+        ("folder", info["folder"]),
+        ("scoring date", f"{info['as_of']} (latest order {info['latest_date']})"),
+        ("customers", f"{info['customers']:,} ({info['customer_ids']} ids)"),
+        ("inputs applied", f"{info['inputs_applied']:,}"),
+        (
+            "last input",
+            f"{last['source']} ({last['rows_read']:,} rows, applied {last['applied_at']})"
+            if last
+            else "none",
+        ),
+        (
+            "rows",
+            f"{rows['rows_read']:,} read, {rows['rows_used']:,} used, "
+            f"{rows['rows_left_out']:,} left out, {rows['exact_duplicate_rows']:,} exact duplicates",
+        ),
+        ("windows", ", ".join(f"{w}d" for w in info["windows"])),
+        ("recent rows", f"{info['recent_rows']:,} (the last {info['keep_days']} days)"),
+        ("order lines", "counted once across inputs" if info["order_lines"] else "no order ids"),
+        (
+            "rule aggregates",
+            ", ".join(info["rule_aggregates_carried"])
+            or "none carried (windowed ones are recomputed)",
+        ),
+        ("rule columns kept", ", ".join(info["recent_columns"]) or "none"),
+        ("top_category", "kept" if info["top_category"] else "not kept"),
+        ("purchase days (--predict)", "kept" if info["purchase_days"] else "not kept"),
+        ("edges", info["edges"]),
+        ("size", _size(info["bytes"])),
+        (
+            "made",
+            f"{info['created_at']} by fastseg {info['fastseg']}, updated {info['updated_at']}",
+        ),
+    ]
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in lines:
+        table.add_row(escape(k), escape(str(v)))
+    console.print(table)
 
 
 @segments_app.command("list")

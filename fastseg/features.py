@@ -456,10 +456,10 @@ class OrderAggregator:
         if n:
             ids = arrays["ids"]
             if record["ids"] == "text":
-                codes = self.text_codes_arrow(ids)
+                self.text_codes_arrow(ids)
             else:
                 self.id_dtype = pl.Int64()
-                codes = self.encoder.encode(np.ascontiguousarray(ids, np.int64))
+                self.encoder.encode(np.ascontiguousarray(ids, np.int64))
             if self.encoder.n_unique != n:
                 msg = "OrderAggregator.load_state: the saved ids are not distinct"
                 raise DataError(msg)

@@ -536,10 +536,9 @@ class _RowPass:
             lines=lines,
             order_ids=b.order_id[:used] if lines is not None else None,
         )
-        if self.refresh is not None:
-            if codes is not None:
-                usable = np.flatnonzero(b.reasons[:n] < 0)
-                self.refresh.keep_rows(self, codes, table, usable, n)
+        if self.refresh is not None and codes is not None:
+            usable = np.flatnonzero(b.reasons[:n] < 0)
+            self.refresh.keep_rows(self, codes, table, usable, n)
         if self.rules and codes is not None:
             self.rules.add(
                 codes,

@@ -222,8 +222,6 @@ def _save_npy(sd: StateDir, kind: str, array: np.ndarray) -> str:
     tmp = sd.path(f"._tmp-{name}")
     with open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, sd.path(name))
     return name
 
@@ -233,8 +231,6 @@ def _save_npz(sd: StateDir, kind: str, arrays: dict[str, np.ndarray]) -> str:
     tmp = sd.path(f"._tmp-{name}")
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, sd.path(name))
     return name
 
@@ -247,10 +243,29 @@ def _save_arrow(sd: StateDir, kind: str, table: Any) -> str:
     tmp = sd.path(f"._tmp-{name}")
     with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=1 << 20)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
     os.replace(tmp, sd.path(name))
     return name
+
+
+def _arrow(values: np.ndarray) -> Any:
+    """A numpy array as an Arrow array, no copy (``pa.array`` would import pandas)."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    kind = {"i4": pa.int32(), "i8": pa.int64(), "u1": pa.uint8(), "f8": pa.float64()}
+    return pa.Array.from_buffers(
+        kind[values.dtype.str[1:]], values.shape[0], [None, pa.py_buffer(values)]
+    )
+
+
+def _np(table: Any, name: str) -> np.ndarray:
+    """A column of an Arrow table as numpy, without pandas (``ChunkedArray.to_numpy`` needs it)."""
+    col = table.column(name)
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    dtype = np.dtype(str(arr.type).replace("double", "float64"))
+    if arr.null_count or not len(arr):
+        return np.array(arr.to_pylist(), dtype)
+    return np.frombuffer(arr.buffers()[1], dtype, len(arr), arr.offset * dtype.itemsize)
 
 
 def _read_arrow(path: Path) -> Any:
@@ -474,7 +489,6 @@ class Refresh:
             )
 
     def _load_recent(self, rp: Any) -> None:
-        import pyarrow as pa
 
         from fastseg.kernels.aggregate import add_windows
 
@@ -485,21 +499,21 @@ class Refresh:
             if entry["max_day"] < self.keep_since:
                 continue  # aged out whole: not listed again
             table = _read_arrow(self.sd.path(entry["name"]))
-            day = table.column("day").to_numpy()
+            day = _np(table, "day")
             live = day >= self.keep_since
             n_live = int(live.sum())
             if n_live < table.num_rows:
-                table = table.filter(pa.array(live))
+                table = table.take(_arrow(np.flatnonzero(live).astype(np.int64)))
             self.kept.append((entry, table, n_live))
             if not table.num_rows:
                 continue
-            codes = table.column("code").to_numpy()
-            day = table.column("day").to_numpy()
-            amount = table.column("amount").to_numpy()
-            flags = table.column("flags").to_numpy()
+            codes = _np(table, "code")
+            day = _np(table, "day")
+            amount = _np(table, "amount")
+            flags = _np(table, "flags")
             add_windows(codes, day, amount, flags, agg.since, agg.acc)
             if rules:
-                okey = table.column("okey").to_numpy() if "okey" in table.column_names else None
+                okey = _np(table, "okey") if "okey" in table.column_names else None
                 rules.add(
                     codes.astype(np.int64),
                     n,
@@ -530,15 +544,15 @@ class Refresh:
         if not keep.shape[0]:
             return
         cols: dict[str, Any] = {
-            "code": pa.array(codes[keep].astype(np.int32)),
-            "day": pa.array(day[keep].astype(np.int32)),
-            "amount": pa.array(b.amount[:used][keep].astype(np.float64)),
-            "flags": pa.array(b.flags[:used][keep].astype(np.uint8)),
+            "code": _arrow(codes[keep].astype(np.int32)),
+            "day": _arrow(day[keep].astype(np.int32)),
+            "amount": _arrow(b.amount[:used][keep].astype(np.float64)),
+            "flags": _arrow(b.flags[:used][keep].astype(np.uint8)),
         }
         if rp.lines_mode != "none":
-            cols["okey"] = pa.array(b.order_id[:used][keep].astype(np.int64))
+            cols["okey"] = _arrow(b.order_id[:used][keep].astype(np.int64))
         if rp.filter_cols:
-            rows = table.select(rp.filter_cols).take(pa.array(usable[keep]))
+            rows = table.select(rp.filter_cols).take(_arrow(usable[keep].astype(np.int64)))
             for name in rp.filter_cols:
                 col = rows.column(name).combine_chunks()
                 if pa.types.is_dictionary(col.type):
@@ -619,7 +633,7 @@ class Refresh:
             if n_live == 0:
                 continue
             if n_live < (1 - _REWRITE_SHARE) * entry["rows"]:
-                day = table.column("day").to_numpy()
+                day = _np(table, "day")
                 name = _save_arrow(sd, "recent", table)
                 entry = {
                     "name": name,
@@ -630,7 +644,7 @@ class Refresh:
             recent.append(entry)
         if self.new_recent:
             table = pa.concat_tables(self.new_recent, promote_options="permissive")
-            day = table.column("day").to_numpy()
+            day = _np(table, "day")
             name = _save_arrow(sd, "recent", table)
             recent.append(
                 {
