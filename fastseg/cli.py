@@ -537,6 +537,11 @@ def _print_state(res: Any) -> None:
         + f"; {info['customers']:,} customers, {info['recent_rows']:,} recent rows "
         f"({info['keep_days']} days), {_size(info['bytes'])}"
     )
+    if info.get("reapplied"):
+        console.print(
+            f"    {escape(str(info['reapplied']))} was the last input applied: applied again, to "
+            "the state before it (nothing counted twice)"
+        )
 
 
 def _size(n: int) -> str:

@@ -59,7 +59,8 @@ _LOCK = ".lock"
 #: a recent-rows file is rewritten once this share of its rows has aged out (otherwise the
 #: aged rows are skipped as it is read)
 _REWRITE_SHARE = 0.25
-_KINDS = ("customers", "ids", "extra", "recent", "orders", "nulls", "rows")
+#: the data files' name prefixes (the key sets' are :mod:`fastseg.kernels.seen`'s)
+_KINDS = ("customers", "ids", "extra", "recent", "keys", "pairs")
 
 
 def _rebuild(folder: Path, why: str) -> DataError:
@@ -173,10 +174,12 @@ class StateDir:
         return f"{kind}-{uuid.uuid4().hex[:16]}{suffix}"
 
     def listed(self, manifest: dict[str, Any] | None) -> set[str]:
+        """The data files ``manifest`` names (and the state before it, kept for a re-run)."""
         if manifest is None:
             return set()
+        names = self.listed(manifest.get("previous"))
         files = manifest["files"]
-        names = {files["customers"], files["ids"], files["extra"]}
+        names |= {files["customers"], files["ids"], files["extra"]}
         names |= {r["name"] for r in files["recent"]}
         for k in ("orders", "nulls", "rows"):
             names |= set(files[k])
@@ -341,16 +344,33 @@ class Refresh:
 
     def summary(self) -> dict[str, Any]:
         """What the result tells of the new state (as ``fastseg state info``)."""
-        return StateInfo(self.sd.folder, self.finished_manifest()).to_dict()
+        out = StateInfo(self.sd.folder, self.finished_manifest()).to_dict()
+        out["reapplied"] = self.info.get("reapplied")
+        return out
 
     def check_inputs(self) -> None:
-        """An input applied already is refused (its rows would count twice)."""
+        """An input applied already is refused (its rows would count twice) — unless it is the
+        last one applied: then the run starts from the state before it and applies it again
+        (a retried or repeated day gives the same outputs, never counts twice)."""
         if self.old is None:
             return
         seen = {}
         for run in self.old["inputs"]:
             for f in run["files"]:
                 seen[f["sha256"]] = (f, run)
+        last = self.old["inputs"][-1] if self.old["inputs"] else None
+        same_as_last = (
+            last is not None
+            and self.inputs
+            and sorted(f["sha256"] for f in self.inputs)
+            == sorted(f["sha256"] for f in last["files"])
+            and self.old.get("previous") is not None
+            and self.old["previous"]["inputs"] == self.old["inputs"][:-1]
+        )
+        if same_as_last:
+            self.sd.manifest = self.old["previous"]
+            self.info["reapplied"] = last["source"]
+            return
         for f in self.inputs:
             hit = seen.get(f["sha256"])
             if hit is not None:
@@ -358,7 +378,8 @@ class Refresh:
                 msg = (
                     f"orders: {f['path']} was applied to --state '{self.sd.folder}' already "
                     f"(as {prev['path']}, on {run['applied_at']}; same content, SHA-256 "
-                    f"{f['sha256'][:12]}…): its rows would count twice; give only the new orders"
+                    f"{f['sha256'][:12]}…) and inputs after it since: its rows would count "
+                    "twice; give only the new orders"
                 )
                 raise DataError(msg)
 
@@ -721,6 +742,10 @@ class Refresh:
             "files": files,
             "bytes": int(sum(sizes.values())),
         }
+        if old is not None and report.rows_read:  # the state before this input: a re-run
+            self.manifest_out["previous"] = {k: v for k, v in old.items() if k != "previous"}
+        elif old is not None and old.get("previous") is not None:
+            self.manifest_out["previous"] = old["previous"]
 
 
 _BUILT = frozenset({"customer_id", "order_date", "amount", "_order", "_order_key"})
