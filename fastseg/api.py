@@ -683,6 +683,10 @@ def score(
         available; ``False``: none) and ``tmp_dir``: past the limit the customers are scored in
         buckets on disk under ``tmp_dir``, with the same scores (docs/performance.md, "Larger
         than memory"); the returned frame then holds every bucket's rows, bucket by bucket.
+        ``state`` (a folder) and ``keep_days``: a daily refresh (docs/refresh.md) — ``orders``
+        are the new orders, added to the state the folder keeps (built from them when new);
+        the scores equal one run over every input applied so far. ``orders=None`` with
+        ``state`` and a later ``as_of``: no new orders, the state ages.
 
     Returns
     -------
@@ -2137,7 +2141,8 @@ def run(
         (past ``memory_limit``) gives a :class:`RunResult` whose ``scores`` is empty when they
         were written to ``out`` (else every bucket's rows) and whose ``segments`` has the sizes, summary and overlaps of all
         buckets (:class:`fastseg.bucketrun.MergedSegments`); it cannot ``predict``, compare with
-        ``previous`` or write the ``report``.
+        ``previous`` or write the ``report``. ``state``/``keep_days``: a daily refresh, as for
+        :func:`score`; :attr:`RunResult.state` then describes the new state.
 
     Returns
     -------

@@ -390,9 +390,9 @@ class Refresh:
         if old is None:
             return as_of if as_of is not None else latest
         made = dt.date.fromisoformat(old["as_of"])
-        if as_of is None:
+        if as_of is None:  # the latest order's date, but never before the state's date
             state_latest = dt.date.fromisoformat(old["latest_date"])
-            as_of = max(state_latest, latest) if latest is not None else state_latest
+            return max(made, state_latest, latest or state_latest)
         if as_of < made:
             raise _rebuild(
                 self.sd.folder,
@@ -706,7 +706,8 @@ class Refresh:
                 }
             )
         latest_old = dt.date.fromisoformat(old["latest_date"]) if old else None
-        latest_all = max(d for d in (latest, latest_old, as_of) if d is not None)
+        dates = [d for d in (latest, latest_old) if d is not None]
+        latest_all = max(dates) if dates else as_of  # of the orders (not the scoring date)
         kinds = {
             c: _kind(t)
             for c, t in schema.items()
