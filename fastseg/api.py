@@ -327,9 +327,7 @@ def score_job(
                 from fastseg.scoring import RFMScorer as _Scorer
 
                 the_scorer, needs_fit = _Scorer.from_dict(fixed), False
-            refresh.fixed_edges = (
-                the_scorer.to_dict() if (edges_in is not None or scorer is not None) else fixed
-            )
+            refresh.fixed_edges = fixed  # edges given now: kept once fitted (below)
         if _buckets is not None:
             folder, consume = _buckets
         elif bud is not None:
@@ -430,6 +428,8 @@ def score_job(
                 outs.write_frame(res.scores, targets["scores"], out_format)
                 res.outputs = dict(targets)
             if refresh is not None:
+                if edges_in is not None or scorer is not None:
+                    refresh.fixed_edges = res.scorer.to_dict()
                 manifest = refresh.finished_manifest()
                 outs.write_text(targets["state"], json.dumps(manifest, indent=1) + "\n")
                 res.state = refresh.summary()

@@ -410,9 +410,12 @@ class Refresh:
 
     # ------------------------------------------------------------------ loading into a pass
 
-    def reach(self, as_of: dt.date, windows: Sequence[int], rules: Any) -> int:
+    def reach(self, as_of: dt.date, windows: Sequence[int], rules: Any, most: bool = False) -> int:
         """Days back from ``as_of`` the recent rows must cover for these windows and the
-        windowed rule aggregates."""
+        windowed rule aggregates; ``most``: at any scoring date (months as 31 days, years as
+        366), what a new state keeps."""
+        from fastseg.rules.ast import RelDate
+
         need = max(windows) if windows else 0
         if rules:
             for s in rules.specs:
@@ -427,6 +430,10 @@ class Refresh:
                         "every row); give it a start (since: -365d)",
                     )
                 need = max(need, (as_of - since).days)
+                rel = s.spec.aggregate.since
+                if most and isinstance(rel, RelDate) and rel.amount < 0:
+                    per = {"d": 1, "w": 7, "m": 31, "y": 366}[rel.unit]
+                    need = max(need, -rel.amount * per)
         return need
 
     def load(self, rp: Any) -> None:
@@ -435,7 +442,7 @@ class Refresh:
         old = self.old
         agg, rules = rp.agg, rp.rules
         need = self.reach(rp.as_of, agg.windows, rules)
-        keep = max(need, self.keep_days or 0)
+        keep = max(self.reach(rp.as_of, agg.windows, rules, most=True), self.keep_days or 0)
         if old is not None:
             have = int(old["keep_days"])
             if need > have:
@@ -455,6 +462,16 @@ class Refresh:
         if old is None:
             return
         self._check_carried(rp, old)
+        kind = old["aggregator"]["ids"]
+        if old["aggregator"]["customers"] and not rp.stats.csv_ids:
+            new = "text" if rp.stats.text_ids else "int"
+            if new != kind:
+                msg = (
+                    f"orders: {rp.rd.label}: the customer ids are {new} but those of --state "
+                    f"'{self.sd.folder}' are {kind}: give the same ids as the history (map the "
+                    "id column with --col customer_id=COLUMN), or rebuild the state"
+                )
+                raise DataError(msg)
         files = old["files"]
         arrays: dict[str, Any] = dict(np.load(self.sd.path(files["extra"]), allow_pickle=False))
         rec = old["aggregator"]
