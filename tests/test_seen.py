@@ -297,3 +297,11 @@ def test_bad_inputs(tmp_path):
     np.save(tmp_path / "plain.npy", np.arange(3))
     with pytest.raises(ParameterError):
         PairSet.open(tmp_path, ["plain.npy"])
+    with open(tmp_path / "four.npy", "wb") as f:  # four arrays, inconsistent lengths
+        for arr in ([1, 5, 0, 0], [], [0, 2], [1, 2, 3]):
+            np.lib.format.write_array(f, np.array(arr, dtype=np.int64))
+    with pytest.raises(ParameterError):
+        PairSet.open(tmp_path, ["four.npy"])
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file")
+    with pytest.raises(ParameterError):
+        PairSet.open(tmp_path, ["junk.npy"])

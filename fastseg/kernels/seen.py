@@ -485,8 +485,19 @@ class _Run:
         except (OSError, ValueError) as e:
             msg = f"cannot read run file {path}: {e}"
             raise ParameterError(msg) from e
-        if meta.shape[0] < 4 or int(meta[0]) != _FORMAT or values.dtype != value_dtype:
-            msg = f"{path} is not a run file of this kind of set"
+        if (
+            meta.dtype != np.int64
+            or meta.shape[0] < 4
+            or int(meta[0]) != _FORMAT
+            or values.dtype != value_dtype
+            or ua.dtype != np.int64
+            or starts.dtype != np.int64
+            or starts.shape[0] < 1
+            or int(starts[-1]) != values.shape[0]
+            or int(meta[1]) != values.shape[0]
+            or (ua.shape[0] and ua.shape[0] + 1 != starts.shape[0])
+        ):
+            msg = f"{path} is not a run file of this kind of set (or it is damaged)"
             raise ParameterError(msg)
         self.name = name
         self.n = int(meta[1])
