@@ -29,16 +29,17 @@ Measured
 On the 2-core machine (numba 0.68), with ``scripts/bench_seen.py``; the machine was shared, so
 wall times are given with the CPU time of the process (all threads) and the load average:
 
-* ``PairSet.add`` of 1e8 random pairs (a in 0..1e7, b random int64) into an empty set: 9.3 s
-  wall at the quietest (CPU 8.1 s; 12-17 s wall at load 4-5), peak extra memory 1.98 GB (input
-  arrays not counted), run file 0.88 GB. Phases at load 4: first bucket pass 4.3 s, second
-  (parallel) pass 1.7 s, marking the new keys 1.0 s, writing and fsync 2.4 s.
-* Then, from a freshly opened set: ``contains`` + ``add`` of 1e5 new random pairs 0.03-0.1 s;
-  ``compact`` of the 1e8 run and that one: CPU 1.4-2.4 s, wall 1.8 s quiet (up to 19 s when the
-  disk was busy: it rewrites 0.88 GB and fsyncs it).
-* ``KeySet.add`` of 1e8 random uint64 keys: CPU 9.8-11.3 s, 13 s wall at load 4, peak extra
-  memory 2.04 GB, file 0.93 GB; ``contains`` + ``add`` of 1e5: 0.04-0.1 s at load 4
-  (``contains`` alone 0.5 s and ``add`` 4.9 s at load 10, waiting for CPU and fsync).
+* ``PairSet.add`` of 1e8 random pairs (a in 0..1e7, b random int64) into an empty set: CPU
+  8-12 s; wall 9.3 s in the quietest run (load not recorded; the first pass was still serial),
+  12-22 s at load 4-5; peak extra memory 1.98 GB (the input arrays not counted); run file
+  0.88 GB. Phases at load 4: first bucket pass 4.3 s, second (parallel) pass 1.7 s, marking the
+  new keys 1.0 s, writing and fsync 2.4 s.
+* Then, from a freshly opened set, ``contains`` + ``add`` of 1e5 new random pairs: 0.03-0.12 s
+  (``contains`` 0.02-0.05 s). ``compact`` of the 1e8 run and that one: CPU 1.4-2.4 s, peak extra
+  memory 1.2 GB, wall 1.8-9 s (it rewrites 0.88 GB and fsyncs it; the disk was shared too).
+* ``KeySet.add`` of 1e8 random uint64 keys: CPU 9-11 s, wall 13-18 s at load 4, peak extra
+  memory 2.04 GB, file 0.93 GB; then ``contains`` + ``add`` of 1e5: 0.04-0.17 s at load 4
+  (``contains`` 0.02 s); ``compact``: CPU 1.7 s, 0.94 GB extra.
 
 The lexicographic pair sort is a two-pass bucket sort: a stable scatter by the high bits of the
 bucket into a few thousand high buckets (the write streams stay in cache), then, in parallel, an
@@ -835,7 +836,8 @@ class PairSet(_RunSet):
 
 def remove_unlisted(folder: Path, keep: Iterable[str], prefix: str) -> None:
     """Delete the run files ``{prefix}-*.npy`` (and leftover temporary files of such runs) in
-    ``folder`` that ``keep`` does not name; call it after committing the manifest.
+    ``folder`` that ``keep`` does not name; call it after committing the manifest, while no
+    :meth:`~KeySet.add` or :meth:`~KeySet.compact` of the folder is under way.
 
     Raises
     ------
