@@ -26,17 +26,17 @@ are disjoint (an add writes only keys not yet in the set), so ``len`` is the sum
 
 Measured
 --------
-On the 2-core machine (numba 0.68), with ``scripts/bench_seen.py``; the machine was shared, so
+On the 2-core machine (numba 0.68), with ``bench/seen_sets.py``; the machine was shared, so
 wall times are given with the CPU time of the process (all threads) and the load average:
 
 * ``PairSet.add`` of 1e8 random pairs (a in 0..1e7, b random int64) into an empty set: CPU
   8-12 s; wall 9.3 s in the quietest run (load not recorded; the first pass was still serial),
   12-22 s at load 4-5; peak extra memory 1.98 GB (the input arrays not counted); run file
   0.88 GB. Phases at load 4: first bucket pass 4.3 s, second (parallel) pass 1.7 s, marking the
-  new keys 1.0 s, writing and fsync 2.4 s.
+  new keys 1.0 s, writing (with an fsync, since removed: fastseg's outputs are not fsync-ed) 2.4 s.
 * Then, from a freshly opened set, ``contains`` + ``add`` of 1e5 new random pairs: 0.03-0.12 s
   (``contains`` 0.02-0.05 s). ``compact`` of the 1e8 run and that one: CPU 1.4-2.4 s, peak extra
-  memory 1.2 GB, wall 1.8-9 s (it rewrites 0.88 GB and fsyncs it; the disk was shared too).
+  memory 1.2 GB, wall 1.8-9 s (it rewrites 0.88 GB, then fsync-ed; the disk was shared too).
 * ``KeySet.add`` of 1e8 random uint64 keys: CPU 9-11 s, wall 13-18 s at load 4, peak extra
   memory 2.04 GB, file 0.93 GB; then ``contains`` + ``add`` of 1e5: 0.04-0.17 s at load 4
   (``contains`` 0.02 s); ``compact``: CPU 1.7 s, 0.94 GB extra.
@@ -416,19 +416,6 @@ def _merge_pairs_kernel(ua1, base1, st1, v1, ua2, base2, st2, v2):  # pragma: no
 # --------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_run(folder: Path, prefix: str, arrays: Sequence[np.ndarray]) -> str:
     """Write ``arrays`` one after the other as ``.npy`` blobs into a new file; return its name."""
     name = f"{prefix}-{uuid.uuid4().hex}.npy"
@@ -437,13 +424,10 @@ def _write_run(folder: Path, prefix: str, arrays: Sequence[np.ndarray]) -> str:
         with open(tmp, "wb") as f:
             for arr in arrays:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, folder / name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
     return name
 
 

@@ -1,7 +1,7 @@
 """Figures of :mod:`fastseg.kernels.seen` (its module docstring): a big first build, then a small
 daily step from a freshly opened set, then a compaction.
 
-Usage: ``python scripts/bench_seen.py pairs|keys [N]`` (N defaults to 1e8; about 4 GB of memory
+Usage: ``python bench/seen_sets.py pairs|keys [N]`` (N defaults to 1e8; about 4 GB of memory
 and 2 GB of disk at 1e8).
 """
 
