@@ -60,16 +60,16 @@ def _watch(stopwatch: Stopwatch | None, progress: Reporter | None) -> Stopwatch:
     return watch
 
 
-def _kernels_stage(watch: Stopwatch) -> None:
-    """Compile the main job's kernels as a stage of its own, announced, when a reporter watches
-    and they are not compiled and cached yet (:mod:`fastseg.warmup`); otherwise nothing: each
-    stage loads the cached kernels it calls."""
+def _kernels_stage(watch: Stopwatch, state: bool = False) -> None:
+    """Compile the main job's kernels (``state``: and a refresh's) as a stage of its own,
+    announced, when a reporter watches and they are not compiled and cached yet
+    (:mod:`fastseg.warmup`); otherwise nothing: each stage loads the cached kernels it calls."""
     from fastseg import warmup
 
-    if watch.progress.silent or not warmup.needed():
+    if watch.progress.silent or not warmup.needed(state):
         return
     with watch.stage("kernels", note=warmup.MESSAGE):
-        warmup.warm_up()
+        warmup.warm_up(state)
 
 
 @dataclass
@@ -348,7 +348,7 @@ def score_job(
             from fastseg.state import MANIFEST
 
             targets["state"] = outs.add_file(refresh.sd.path(MANIFEST), "--state")
-        _kernels_stage(watch)
+        _kernels_stage(watch, state=refresh is not None)
         options = {
             "customers": customers,
             "events": events,

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["KERNELS", "MESSAGE", "needed", "warm_up"]
+__all__ = ["KERNELS", "MESSAGE", "STATE_KERNELS", "needed", "warm_up"]
 
 #: what a first run says while it compiles
 MESSAGE = "compiling kernels (first run only; cached afterwards)"
@@ -46,14 +46,29 @@ KERNELS = (
 )
 
 
-def needed() -> bool | None:
-    """Whether a kernel of the main job still has to be compiled in this process: one is not
-    compiled yet here and Numba's cache holds no version of it for its current source. None:
-    cannot tell (a Numba whose cache internals differ)."""
+#: the kernels a daily refresh (``--state``, :mod:`fastseg.state`) calls besides; compiled by
+#: ``warm_up(state=True)``, before the first run with a state
+STATE_KERNELS = (
+    "aggregate._windows_kernel",
+    "seen._contains_keys_kernel",
+    "seen._contains_pairs_kernel",
+    "seen._first_new_kernel",
+    "seen._high_scatter_kernel",
+    "seen._hist_kernel",
+    "seen._low_sort_kernel",
+    "seen._merge_keys_kernel",
+    "seen._merge_pairs_kernel",
+)
+
+
+def needed(state: bool = False) -> bool | None:
+    """Whether a kernel of the main job (and with ``state``, of a refresh) still has to be
+    compiled in this process: one is not compiled yet here and Numba's cache holds no version
+    of it for its current source. None: cannot tell (a Numba whose cache internals differ)."""
     from fastseg.kernels import CACHE
 
     try:
-        for name in KERNELS:
+        for name in KERNELS + (STATE_KERNELS if state else ()):
             module, function = name.split(".")
             disp = getattr(importlib.import_module(f"fastseg.kernels.{module}"), function, None)
             if disp is None or disp.signatures:  # renamed, or already compiled in this process
@@ -68,9 +83,11 @@ def needed() -> bool | None:
     return False
 
 
-def warm_up() -> float:
+def warm_up(state: bool = False) -> float:
     """Run the main job on a tiny store (profiles, events, order lines, a run folder) so its
-    kernels are compiled or loaded; returns the seconds it took."""
+    kernels are compiled or loaded; with ``state``, also a refresh (a state built from half of
+    the orders, the other half added; with order ids and without); returns the seconds it
+    took."""
     import datetime as dt
 
     import numpy as np
@@ -114,4 +131,10 @@ def warm_up() -> float:
             events=folder / "events.parquet",
             out=folder / "out",
         )
+        if state:
+            for lines in (True, False):
+                frame = orders if lines else orders.drop("order_id")
+                where = folder / f"state-{lines}"
+                api.score_job(frame.head(n // 2), state=where)
+                api.score_job(frame.tail(n - n // 2), state=where)
     return time.perf_counter() - t0

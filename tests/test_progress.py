@@ -155,6 +155,19 @@ def test_warm_up_compiles_the_listed_kernels() -> None:
         assert disp.signatures, f"{name} is listed but the warm-up does not call it"
 
 
+def test_warm_up_of_a_refresh_compiles_the_listed_kernels() -> None:
+    import importlib
+
+    from fastseg import warmup
+
+    warmup.warm_up(state=True)
+    assert warmup.needed(state=True) is False
+    for name in warmup.STATE_KERNELS:
+        module, function = name.split(".")
+        disp = getattr(importlib.import_module(f"fastseg.kernels.{module}"), function)
+        assert disp.signatures, f"{name} is listed but the warm-up does not call it"
+
+
 # ------------------------------------------------------------------------------------ the CLI
 
 
