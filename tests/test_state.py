@@ -383,19 +383,22 @@ def test_lines_split_over_parts_property(seed: int, n_parts: int) -> None:
 # ------------------------------------------------------- no order ids, null ids, null values
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     n_dups=st.integers(1, 30),
-    fmt=st.sampled_from(["frame", "parquet"]),
+    fmt=st.sampled_from(["frame", "parquet", "csv"]),
+    ids=st.sampled_from(["int", "big", "text"]),
 )
 def test_without_order_ids_duplicates_across_inputs_are_counted(
-    seed: int, n_dups: int, fmt: str
+    seed: int, n_dups: int, fmt: str, ids: str
 ) -> None:
-    frame = history(seed, 50, order_ids=False)
+    frame = history(seed, 50, order_ids=False, ids=ids)
     half = frame.height // 2
     d1, d2 = frame[:half], frame[half:]
     dups = d1.sample(n=min(n_dups, half), seed=seed)  # exact copies of earlier rows
+    if ids == "text":  # and the same rows with the ids padded otherwise (trimmed: equal ids)
+        dups = pl.concat([dups, dups.head(2).with_columns(pl.col("customer_id") + " ")])
     d2 = pl.concat([d2, dups, d2.head(3)])  # and within the input too
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -1293,3 +1296,199 @@ def test_the_only_input_applied_again(tmp_path: Path) -> None:
         assert (s / "state.json").read_bytes() == before
     else:
         assert_same(again, first)
+
+
+def test_left_out_rows_dated_later_do_not_move_the_scoring_date(tmp_path: Path) -> None:
+    """The latest rows of a day are left out (no amount, no customer): the scoring date is the
+    full run's all the same."""
+    frame = history(50, 40)
+    d1, d2 = split(frame, [frame.height // 2])
+    late = d2.tail(4).with_columns(
+        pl.col("order_ts") + pl.duration(days=20),
+        pl.Series("amount", [None, None, 1.0, 2.0], dtype=pl.Float64),
+        pl.Series("customer_id", [1, 2, None, None], dtype=pl.Int64),
+    )
+    d2 = pl.concat([d2, late])
+    s = tmp_path / "s"
+    score_job(d1, state=s)
+    got = score_job(d2, state=s)
+    want = score_job(frame.vstack(late))
+    assert_same(got, want)
+    got = score_job(None, state=s, as_of=want.as_of + dt.timedelta(days=5))
+    assert_same(got, score_job(frame.vstack(late), as_of=want.as_of + dt.timedelta(days=5)))
+
+
+def test_text_ids_after_int_ids_is_one_line(tmp_path: Path) -> None:
+    s = tmp_path / "s"
+    score_job(history(51, 20), state=s)
+    before = (s / "state.json").read_bytes()
+    with pytest.raises(FastsegError) as exc:
+        score_job(history(52, 20, ids="text"), state=s)
+    assert one_line(str(exc.value))
+    assert (s / "state.json").read_bytes() == before
+
+
+def test_more_keep_days_later_says_rebuild(tmp_path: Path) -> None:
+    frame = history(53, 30)
+    d1, d2 = split(frame, [frame.height // 2])
+    s = tmp_path / "s"
+    score_job(d1, state=s)
+    with pytest.raises(DataError, match="rebuild") as exc:
+        score_job(d2, state=s, keep_days=800)
+    assert one_line(str(exc.value))
+    got = score_job(d2, state=s, keep_days=100)  # fewer than kept: fine, the state keeps 365
+    assert_same(got, score_job(frame))
+    assert got.state["keep_days"] >= 365
+
+
+def test_a_failed_run_writes_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = history(54, 30)
+    d1, d2 = split(frame, [frame.height // 2])
+    s = tmp_path / "s"
+    score_job(d1, state=s)
+    with monkeypatch.context() as m:
+        _failing_commit(m)
+        with pytest.raises(RuntimeError):
+            score_job(d2, state=s, out=tmp_path / "scores.parquet")
+    assert not (tmp_path / "scores.parquet").exists()
+    got = score_job(d2, state=s, out=tmp_path / "scores.parquet")
+    assert_scores_equal(pl.read_parquet(tmp_path / "scores.parquet"), score_job(frame).scores)
+    assert_same(got, score_job(frame))
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    plan=st.lists(
+        st.tuples(st.sampled_from(["apply", "apply_at", "age"]), st.integers(0, 60)),
+        min_size=2,
+        max_size=6,
+    ),
+    shuffled=st.booleans(),
+)
+def test_a_schedule_of_days_and_aging_runs(
+    seed: int, plan: list[tuple[str, int]], shuffled: bool
+) -> None:
+    """Days applied (scoring at the latest order, or at a later explicit date) and aging runs in
+    any order: each run equals one run over everything applied so far at the state's date,
+    which is never earlier than the one before."""
+    frame = history(seed, 50)
+    if shuffled:
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+    n_apply = max(1, sum(op != "age" for op, _ in plan))
+    parts = split(frame, [frame.height * (i + 1) // (n_apply + 1) for i in range(n_apply)])
+    plan = [("apply", 0), *plan]  # the first run builds the state
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Path(tmp) / "s"
+        applied: list[pl.DataFrame] = []
+        cur: dt.date | None = None
+        for op, k in plan:
+            if op == "age" or not parts:
+                assert cur is not None
+                a = cur + dt.timedelta(days=k)
+                got = score_job(None, state=s, as_of=a)
+            else:
+                p = parts.pop(0)
+                applied.append(p)
+                latest = pl.concat(applied)["order_ts"].max()
+                assert isinstance(latest, dt.date)
+                a = max(d for d in (cur, latest) if d is not None)
+                if op == "apply_at":
+                    a = a + dt.timedelta(days=k)
+                    got = score_job(p, state=s, as_of=a)
+                else:
+                    got = score_job(p, state=s)
+            assert got.as_of == a
+            assert_same(got, score_job(pl.concat(applied), as_of=a))
+            cur = a
+
+
+def test_cli_run_with_state_and_rules(tmp_path: Path, rules_file: Path) -> None:
+    runner = CliRunner()
+    frame = history(55, 60)
+    d1, d2 = split(frame, [frame.height // 2])
+    f1, f2 = as_inputs([d1, d2], "parquet", tmp_path / "in")
+    s = tmp_path / "s"
+    for i, f in enumerate((f1, f2)):
+        r = runner.invoke(
+            app,
+            [
+                "run",
+                str(f),
+                "--rules",
+                str(rules_file),
+                "--state",
+                str(s),
+                "--out",
+                str(tmp_path / f"r{i}"),
+            ],
+        )
+        assert r.exit_code == 0, r.output
+    run_job([str(f1), str(f2)], rules=rules_file, out=tmp_path / "full")
+    assert_runs_equal(tmp_path / "r1", tmp_path / "full")
+    record = json.loads((tmp_path / "r1" / "run.json").read_text())
+    assert record["state"]["inputs_applied"] == 2
+    assert record["state"]["rows"]["rows_read"] == frame.height
+
+
+def test_cli_score_without_orders_needs_state(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["score", "--out", str(tmp_path / "x.parquet")])
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output
+
+
+def test_a_folder_input_growing(tmp_path: Path) -> None:
+    """A folder given again with a new file added: the old file is refused (applied already)."""
+    frame = history(56, 40)
+    d1, d2 = split(frame, [frame.height // 2])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    d1.write_parquet(folder / "a.parquet")
+    s = tmp_path / "s"
+    score_job(folder, state=s)
+    d2.write_parquet(folder / "b.parquet")
+    before = (s / "state.json").read_bytes()
+    with pytest.raises(DataError, match="already") as exc:
+        score_job(folder, state=s)
+    assert one_line(str(exc.value))
+    assert (s / "state.json").read_bytes() == before
+    got = score_job(folder / "b.parquet", state=s)
+    assert_same(got, score_job([str(folder / "a.parquet"), str(folder / "b.parquet")]))
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_without_order_ids_duplicate_rows_without_a_timestamp(tmp_path: Path, sort: bool) -> None:
+    """Exact duplicates among rows with no timestamp (left out), across inputs and within one."""
+    frame = history(57, 40, order_ids=False)
+    if not sort:
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    no_ts = frame.head(6).with_columns(pl.lit(None, dtype=pl.Date).alias("order_ts"))
+    half = frame.height // 2
+    d1 = pl.concat([frame[:half], no_ts])
+    d2 = pl.concat([frame[half:], no_ts, no_ts.head(2)])
+    s = tmp_path / "s"
+    score_job(d1, state=s)
+    got = score_job(d2, state=s)
+    want = score_job(pl.concat([d1, d2]))
+    assert want.orders.left_out["missing_timestamp"] == 14
+    assert_same(got, want)
+
+
+def test_awkward_text_ids(tmp_path: Path) -> None:
+    """Unicode, blank (all spaces: no id), very long and look-alike ids, over two inputs."""
+    ids = ["é-1", "  ", "", "x" * 300, "A", "a", "A ", "0012", "12", "日本"]
+    rng = np.random.default_rng(58)
+    n = 200
+    frame = pl.DataFrame(
+        {
+            "customer_id": [ids[i] for i in rng.integers(0, len(ids), n)],
+            "order_id": rng.integers(0, 50, n).tolist(),
+            "order_ts": [END - dt.timedelta(days=int(d)) for d in rng.integers(0, 400, n)],
+            "amount": np.round(rng.normal(30, 20, n), 2).tolist(),
+        }
+    )
+    d1, d2 = split(frame, [n // 2])
+    for fmt in ("frame", "csv"):
+        inputs = as_inputs([d1, d2], fmt, tmp_path / f"in-{fmt}")
+        got = apply_all(score_job, inputs, tmp_path / f"s-{fmt}")
+        assert_same(got, score_job(whole(inputs)))
