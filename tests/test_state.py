@@ -8,12 +8,13 @@ scoring date, the segment files, and the cumulative row report.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1492,3 +1493,79 @@ def test_awkward_text_ids(tmp_path: Path) -> None:
         inputs = as_inputs([d1, d2], fmt, tmp_path / f"in-{fmt}")
         got = apply_all(score_job, inputs, tmp_path / f"s-{fmt}")
         assert_same(got, score_job(whole(inputs)))
+
+
+@contextlib.contextmanager
+def small_batches(rows: int) -> Iterator[None]:
+    """The order rows read in batches of ``rows`` (many batches a run)."""
+    import fastseg.pipeline as P
+
+    real = P.order_features
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        k.setdefault("batch_rows", rows)
+        return real(*a, **k)
+
+    P.order_features = wrapped
+    try:
+        yield
+    finally:
+        P.order_features = real
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    batch=st.sampled_from([5, 64, 500]),
+    cut_share=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3),
+    shuffled=st.booleans(),
+    order_ids=st.booleans(),
+)
+def test_many_batches_a_run(
+    seed: int, batch: int, cut_share: list[float], shuffled: bool, order_ids: bool
+) -> None:
+    """Each run reads its rows in many small batches; the one full run in one batch."""
+    frame = history(seed, 50, order_ids=order_ids)
+    if shuffled:
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+    parts = split(frame, [int(x * frame.height) for x in cut_share])
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "r.toml").write_text(RULES)
+        with small_batches(batch):
+            for i, p in enumerate(parts):
+                got = run_job(p, rules=t / "r.toml", state=t / "s", out=t / f"o{i}")
+        want = run_job(frame, rules=t / "r.toml", out=t / "full")
+        assert_same(got, want)
+        assert_runs_equal(t / f"o{len(parts) - 1}", t / "full")
+
+
+@pytest.mark.parametrize("kind", ["customers", "ids", "extra", "recent", "pairs"])
+def test_a_missing_data_file_is_one_line(tmp_path: Path, kind: str) -> None:
+    """A file the manifest names is gone (deleted by hand, a partial copy): a FastsegError of
+    one line saying to rebuild, not a traceback."""
+    frame = history(59, 30)
+    d1, d2 = split(frame, [frame.height // 2])
+    s = tmp_path / "s"
+    score_job(d1, state=s)
+    victims = [n for n in listed(s) if n.startswith(f"{kind}-")]
+    assert victims
+    for n in victims:
+        (s / n).unlink()
+    with pytest.raises(FastsegError) as exc:
+        score_job(d2, state=s)
+    assert one_line(str(exc.value))
+    assert "rebuild" in str(exc.value)
+
+
+@pytest.mark.parametrize("manifest", ['{"format": 1}', '{"format": 1, "inputs": 3}'])
+def test_a_manifest_missing_its_fields_is_one_line(tmp_path: Path, manifest: str) -> None:
+    s = tmp_path / "s"
+    score_job(history(60, 20), state=s)
+    (s / "state.json").write_text(manifest)
+    with pytest.raises(FastsegError) as exc:
+        score_job(None, state=s, as_of=END + dt.timedelta(days=2))
+    assert one_line(str(exc.value))
+    r = CliRunner().invoke(app, ["state", "info", str(s)])
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
