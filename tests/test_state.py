@@ -1569,3 +1569,27 @@ def test_a_manifest_missing_its_fields_is_one_line(tmp_path: Path, manifest: str
     r = CliRunner().invoke(app, ["state", "info", str(s)])
     assert r.exit_code != 0
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_categories_first_seen_in_a_later_input(tmp_path: Path) -> None:
+    """All-history distinct counts and filters on values that only a later input has."""
+    rule = tmp_path / "r.toml"
+    rule.write_text(
+        '[[segment]]\nname = "many"\nrule = "distinct(category) >= 3"\n'
+        '[[segment]]\nname = "new_cat"\nrule = "revenue(category: \'zz\') > 0"\n'
+        '[[segment]]\nname = "chan"\nrule = "distinct(channel, since: -90d) >= 2"\n'
+        "[[segment]]\nname = \"top\"\nrule = \"top_category IN ('e', 'zz')\"\n"
+    )
+    frame = history(61, 60)
+    d1, d2, d3 = split(frame, [frame.height // 3, 2 * frame.height // 3])
+    rng = np.random.default_rng(61)
+    d2 = d2.with_columns(
+        pl.Series("category", rng.choice(["e", "zz", "a"], d2.height).tolist()),
+        pl.Series("channel", rng.choice(["kiosk", "app"], d2.height).tolist()),
+    )
+    d3 = d3.with_columns(pl.Series("category", rng.choice(["f", "zz"], d3.height).tolist()))
+    s = tmp_path / "s"
+    for i, p in enumerate((d1, d2, d3)):
+        run_job(p, rules=rule, state=s, out=tmp_path / f"o{i}")
+        run_job(pl.concat([d1, d2, d3][: i + 1]), rules=rule, out=tmp_path / f"f{i}")
+        assert_runs_equal(tmp_path / f"o{i}", tmp_path / f"f{i}")
