@@ -70,9 +70,30 @@ class _Spec:
         agg = self.spec.aggregate
         return not isinstance(agg.since, RelDate | Today) and not isinstance(agg.until, RelDate)
 
+    def text(self) -> str:
+        """The aggregate as rule text (``revenue(since: 2026-01-01, channel: 'web')``): what a
+        later run parses to compute it again (:func:`spec_of_text`)."""
+        from fastseg.rules.ast import _render_operand
+
+        return _render_operand(self.spec.aggregate)
+
     def signature(self) -> str:
         """What it counts, as text: the same name with another definition is another spec."""
         return f"{self.spec.name}={self.spec.aggregate!r}"
+
+
+def spec_of_text(text: str) -> Any:
+    """The :class:`fastseg.rules.compile.AggSpec` of an aggregate's rule text
+    (:meth:`_Spec.text`)."""
+    from fastseg.rules.ast import Aggregate, walk_terms
+    from fastseg.rules.compile import aggregate_spec
+    from fastseg.rules.parse import parse_rule
+
+    found = [t for t in walk_terms(parse_rule(text)) if isinstance(t, Aggregate)]
+    if len(found) != 1:
+        msg = f"not one aggregate: {text!r}"
+        raise ValueError(msg)
+    return aggregate_spec(found[0])
 
 
 class RuleAggregates:
@@ -209,6 +230,7 @@ class RuleAggregates:
                 {
                     "index": i,
                     "signature": s.signature(),
+                    "text": s.text(),
                     "pairs": int(s.pairs.n if s.pairs is not None else -1),
                 }
             )

@@ -547,7 +547,12 @@ def _features(
     from fastseg.orders import check_id_types, load_customers, load_events
     from fastseg.pipeline import aggregate_rules, order_features
 
-    order_cols = {c for a in aggregates if a.source == "orders" for c in a.columns}
+    order_specs = [a for a in aggregates if a.source == "orders"]
+    if refresh is not None:  # what the state carries, computed on a run without those rules too
+        order_specs += refresh.hidden_specs(order_specs)
+    order_cols = {c for a in order_specs for c in a.columns}
+    if refresh is not None:
+        order_cols |= set(refresh.kept_columns())
     with watch.stage("orders") as st:
         of = order_features(
             orders,
@@ -556,7 +561,7 @@ def _features(
             strict=strict,
             rejects=rejects,
             windows=windows,
-            aggregates=[a for a in aggregates if a.source == "orders"],
+            aggregates=order_specs,
             extra_columns=sorted(order_cols | set(extra_columns)),
             reader=reader,
             progress=st,

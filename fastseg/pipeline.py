@@ -202,6 +202,11 @@ def order_features(
     if refresh is not None:  # the new state's files, before finish() reorders the records
         refresh.save(rows, as_of, stats.max_date, report, plan.frame.collect_schema())
     extra = rows.rule_aggregates()
+    if extra is not None and refresh is not None and refresh.hidden:  # kept, not output
+        agg_frame, fills = extra
+        agg_frame = agg_frame.drop([c for c in refresh.hidden if c in agg_frame.columns])
+        fills = {k: v for k, v in fills.items() if k not in refresh.hidden}
+        extra = (agg_frame, fills) if agg_frame.width > 1 else None
     frame = rows.agg.finish()
     _check_finite(frame, plan)
     return OrderFeatures(
@@ -392,7 +397,10 @@ class _RowPass:
         self.rule_order_ids = False
         if self.rule_order_ids:
             need.append("order_id")
-        self.filter_cols = [c for c in self.rules.table_columns if c in cols]
+        kept = refresh.kept_columns() if refresh is not None else []  # a state's rule columns
+        self.filter_cols = [
+            c for c in dict.fromkeys([*self.rules.table_columns, *kept]) if c in cols
+        ]
         need += self.filter_cols
         if keep_rejects:
             need += [*cols, "order_ts_raw"]

@@ -38,6 +38,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,22 @@ _LOCK = ".lock"
 _REWRITE_SHARE = 0.25
 #: the data files' name prefixes (the key sets' are :mod:`fastseg.kernels.seen`'s)
 _KINDS = ("customers", "ids", "extra", "recent", "keys", "pairs")
+
+
+@contextlib.contextmanager
+def _reading(folder: Path) -> Iterator[None]:
+    """A data file of the state that is missing or cannot be read: one line saying to rebuild."""
+    try:
+        yield
+    except (OSError, ValueError, ParameterError, KeyError) as exc:
+        name = getattr(exc, "filename", None)
+        what = f"its file {Path(name).name}" if name else "a file it names"
+        reason = (
+            getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            if str(exc)
+            else type(exc).__name__
+        )
+        raise _rebuild(folder, f"{what} cannot be read ({reason})") from None
 
 
 def _rebuild(folder: Path, why: str) -> DataError:
@@ -123,8 +140,8 @@ class StateDir:
     @contextlib.contextmanager
     def opened(cls, folder: str | os.PathLike[str]) -> Iterator[StateDir]:
         sd = cls(folder)
-        sd._open()
         try:
+            sd._open()
             yield sd
         finally:
             sd.close()
@@ -177,7 +194,8 @@ class StateDir:
         """The data files ``manifest`` names (and the state before it, kept for a re-run)."""
         if manifest is None:
             return set()
-        names = self.listed(manifest.get("previous"))
+        before = manifest.get("previous")
+        names = self.listed(before) if isinstance(before, dict) else set()
         files = manifest["files"]
         names |= {files["customers"], files["ids"], files["extra"]}
         names |= {r["name"] for r in files["recent"]}
@@ -195,12 +213,19 @@ class StateDir:
                     os.remove(self.folder / name)
 
 
+_DATA = re.compile(
+    r"(?:\._tmp-)?\.?(?:" + "|".join(_KINDS) + r")-[0-9a-f]{16}(?:[0-9a-f]{16})?"
+    r"\.(?:npy|npz|arrow)(?:\.tmp)?"
+)
+
+
 def _ours(name: str) -> bool:
-    return (
-        name in (MANIFEST, _LOCK)
-        or name.split("-", 1)[0] in _KINDS
-        or name.startswith((f".{MANIFEST}.", "._tmp-"))
-    )
+    """A file a state folder may hold: the manifest, the lock, data files
+    (``recent-<16 hex>.arrow``, ``pairs-<32 hex>.npy``...) and their temporary files
+    (``._tmp-recent-….arrow``, ``.pairs-….npy.tmp``, ``.state.json.….tmp``)."""
+    if name in (MANIFEST, _LOCK) or (name.startswith(f".{MANIFEST}.") and name.endswith(".tmp")):
+        return True
+    return _DATA.fullmatch(name) is not None
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -217,7 +242,34 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{FORMAT}; rebuild the state with this version"
         )
         raise InputError(msg)
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            msg = (
+                f"--state '{folder}': {MANIFEST} has no valid {key!r} (damaged, or edited by "
+                "hand); rebuild the state"
+            )
+            raise InputError(msg)
     return data
+
+
+#: what every manifest holds, and its type (checked as it is read)
+_MANIFEST_KEYS = {
+    "as_of": str,
+    "latest_date": str,
+    "keep_days": int,
+    "windows": list,
+    "lines": bool,
+    "aggregator": dict,
+    "rules": dict,
+    "inputs": list,
+    "report": dict,
+    "files": dict,
+    "recent_columns": list,
+    "created_at": str,
+    "updated_at": str,
+    "fastseg": str,
+    "bytes": int,
+}
 
 
 def _save_npy(sd: StateDir, kind: str, array: np.ndarray) -> str:
@@ -313,6 +365,8 @@ class Refresh:
     info: dict[str, Any] = field(default_factory=dict)
     #: the edges every run of this state scores with (a scorer's dict; None: fitted each run)
     fixed_edges: dict[str, Any] | None = None
+    #: names of the carried rule aggregates this run computes but does not output
+    hidden: set[str] = field(default_factory=set)
 
     @property
     def old(self) -> dict[str, Any] | None:
@@ -359,27 +413,33 @@ class Refresh:
             for f in run["files"]:
                 seen[f["sha256"]] = (f, run)
         last = self.old["inputs"][-1] if self.old["inputs"] else None
+        before = self.old.get("previous")  # the state before the last input ("empty": none)
         same_as_last = (
             last is not None
             and self.inputs
             and sorted(f["sha256"] for f in self.inputs)
             == sorted(f["sha256"] for f in last["files"])
-            and self.old.get("previous") is not None
-            and self.old["previous"]["inputs"] == self.old["inputs"][:-1]
+            and (
+                before == "empty"
+                or (isinstance(before, dict) and before.get("inputs") == self.old["inputs"][:-1])
+            )
         )
         if same_as_last:
-            self.sd.manifest = self.old["previous"]
+            self.sd.manifest = before if isinstance(before, dict) else None
             self.info["reapplied"] = last["source"]
             return
         for f in self.inputs:
             hit = seen.get(f["sha256"])
             if hit is not None:
                 prev, run = hit
+                since = (
+                    "a run with a later scoring date since" if run is last else "other inputs since"
+                )
                 msg = (
                     f"orders: {f['path']} was applied to --state '{self.sd.folder}' already "
                     f"(as {prev['path']}, on {run['applied_at']}; same content, SHA-256 "
-                    f"{f['sha256'][:12]}…) and inputs after it since: its rows would count "
-                    "twice; give only the new orders"
+                    f"{f['sha256'][:12]}…), and {since}: its rows would count twice; give "
+                    "only the new orders"
                 )
                 raise DataError(msg)
 
@@ -409,6 +469,39 @@ class Refresh:
         return prev if this_run is None else max(prev, this_run)
 
     # ------------------------------------------------------------------ loading into a pass
+
+    def hidden_specs(self, specs: Sequence[Any]) -> list[Any]:
+        """The order aggregates the state carries that ``specs`` (this run's) lack: computed
+        by the pass all the same, so that the state stays whole on a run without the rules
+        that need them, but not in its outputs (:attr:`hidden`)."""
+        from fastseg.aggregates import spec_of_text
+
+        old = self.old
+        self.hidden: set[str] = set()
+        if old is None:
+            return []
+        have = {f"{a.name}={a.aggregate!r}" for a in specs}
+        out = []
+        for r in old["rules"]["specs"]:
+            if r["signature"] in have:
+                continue
+            try:
+                spec = spec_of_text(r["text"])
+            except Exception:  # a damaged manifest: the parser's errors are many
+                raise _rebuild(
+                    self.sd.folder, f"its rule aggregate {r['text']!r} does not parse"
+                ) from None
+            if f"{spec.name}={spec.aggregate!r}" != r["signature"]:
+                raise _rebuild(
+                    self.sd.folder, f"its rule aggregate {r['text']!r} reads differently"
+                )
+            out.append(spec)
+            self.hidden.add(spec.name)
+        return out
+
+    def kept_columns(self) -> list[str]:
+        """The columns the state's recent rows keep (for the rules' filters)."""
+        return list(self.old.get("recent_columns", [])) if self.old is not None else []
 
     def reach(self, as_of: dt.date, windows: Sequence[int], rules: Any, most: bool = False) -> int:
         """Days back from ``as_of`` the recent rows must cover for these windows and the
@@ -473,13 +566,17 @@ class Refresh:
                 )
                 raise DataError(msg)
         files = old["files"]
-        arrays: dict[str, Any] = dict(np.load(self.sd.path(files["extra"]), allow_pickle=False))
         rec = old["aggregator"]
-        if rec["ids"] == "text":
-            arrays["ids"] = _read_arrow(self.sd.path(files["ids"])).column(0).combine_chunks()
-        else:
-            arrays["ids"] = np.load(self.sd.path(files["ids"]), mmap_mode="r")
-        arrays["records"] = np.load(self.sd.path(files["customers"]), mmap_mode="r")
+        with _reading(self.sd.folder):
+            arrays: dict[str, Any] = dict(np.load(self.sd.path(files["extra"]), allow_pickle=False))
+            if rec["ids"] == "text":
+                arrays["ids"] = _read_arrow(self.sd.path(files["ids"])).column(0).combine_chunks()
+            else:
+                arrays["ids"] = np.load(self.sd.path(files["ids"]), mmap_mode="r")
+            arrays["records"] = np.load(self.sd.path(files["customers"]), mmap_mode="r")
+            if arrays["records"].shape[0] != rec["customers"]:
+                raise ValueError(f"{files['customers']} holds {arrays['records'].shape[0]} records")
+            self.old_arrays = arrays
         if agg.days is not None and not rec["btyd"]:
             raise _rebuild(
                 self.sd.folder, "predictions need the purchase days, which it does not keep"
@@ -528,6 +625,8 @@ class Refresh:
 
     def _load_recent(self, rp: Any) -> None:
 
+        import pyarrow as pa
+
         from fastseg.kernels.aggregate import add_windows
 
         agg, rules = rp.agg, rp.rules
@@ -536,12 +635,16 @@ class Refresh:
         for entry in self.old["files"]["recent"]:
             if entry["max_day"] < self.keep_since:
                 continue  # aged out whole: not listed again
-            table = _read_arrow(self.sd.path(entry["name"]))
+            with _reading(self.sd.folder):
+                table = _read_arrow(self.sd.path(entry["name"]))
             day = _np(table, "day")
             live = day >= self.keep_since
             n_live = int(live.sum())
             if n_live < table.num_rows:
                 table = table.take(_arrow(np.flatnonzero(live).astype(np.int64)))
+            for name in rp.filter_cols:  # a column the rows of that run did not have: null
+                if name not in table.column_names:
+                    table = table.append_column(name, pa.nulls(table.num_rows))
             self.kept.append((entry, table, n_live))
             if not table.num_rows:
                 continue
@@ -612,7 +715,8 @@ class Refresh:
         dups = report.duplicates
         self.rows_runs: list[str] | None = None
         if rp.want_dups:
-            ks = KeySet.open(self.sd.folder, old["files"]["rows"] if old else [])
+            with _reading(self.sd.folder):
+                ks = KeySet.open(self.sd.folder, old["files"]["rows"] if old else [])
             hashes = np.concatenate(rp.hashes) if rp.hashes else np.empty(0, np.uint64)
             new = ks.add(hashes.view(np.uint64))
             dups = int(hashes.shape[0] - int(new.sum()))
@@ -664,6 +768,21 @@ class Refresh:
         if rp.rules:
             r_arrays, rules_rec = rp.rules.export()
             arrays.update(r_arrays)
+        if old is not None:  # carried aggregates this run could not compute (their columns
+            # are not in these orders: no row of them counts) are kept as they were
+            done = {r["signature"] for r in rules_rec["specs"]}
+            nxt = 1 + max((r["index"] for r in rules_rec["specs"]), default=-1)
+            for r in old["rules"]["specs"]:
+                if r["signature"] in done:
+                    continue
+                prefix = f"rule{r['index']}_"
+                for key, value in self.old_arrays.items():
+                    if key.startswith(prefix):
+                        arrays[f"rule{nxt}_{key[len(prefix) :]}"] = value
+                rules_rec["specs"].append({**r, "index": nxt})
+                nxt += 1
+            for column, values in old["rules"]["dicts"].items():
+                rules_rec["dicts"].setdefault(column, values)
         files["extra"] = _save_npz(sd, "extra", arrays)
         # recent rows: the earlier files kept as they are, rewritten once a share aged out
         recent = []
@@ -694,14 +813,16 @@ class Refresh:
             )
         files["recent"] = recent
         # orders counted and row hashes
-        ps = PairSet.open(sd.folder, old["files"]["orders"] if old else [])
+        with _reading(sd.folder):
+            ps = PairSet.open(sd.folder, old["files"]["orders"] if old else [])
         if self.new_pairs:
             a = np.concatenate([p[0] for p in self.new_pairs]).astype(np.int64)
             b = np.concatenate([p[1] for p in self.new_pairs]).astype(np.int64)
             ps.add(a, b)
             ps.compact()
         files["orders"] = list(ps.runs)
-        ns = KeySet.open(sd.folder, old["files"]["nulls"] if old else [])
+        with _reading(sd.folder):
+            ns = KeySet.open(sd.folder, old["files"]["nulls"] if old else [])
         if self.new_nulls:
             ns.add(np.concatenate(self.new_nulls).astype(np.uint64))
             ns.compact()
@@ -751,7 +872,7 @@ class Refresh:
             "windows": list(rp.agg.windows),
             "lines": rp.lines_mode != "none",
             "order_schema": kinds,
-            "recent_columns": list(rp.filter_cols),
+            "recent_columns": sorted(set(rp.filter_cols) | set(self.kept_columns())),
             "aggregator": rec,
             "rules": rules_rec,
             "edges": old.get("edges") if old else None,
@@ -760,10 +881,14 @@ class Refresh:
             "files": files,
             "bytes": int(sum(sizes.values())),
         }
-        if old is not None and report.rows_read:  # the state before this input: a re-run
-            self.manifest_out["previous"] = {k: v for k, v in old.items() if k != "previous"}
-        elif old is not None and old.get("previous") is not None:
-            self.manifest_out["previous"] = old["previous"]
+        # the state before this input, for a re-run of it ("empty": it built the state); a run
+        # without rows (a new scoring date) keeps none: its date must not be undone
+        if report.rows_read:
+            self.manifest_out["previous"] = (
+                {k: v for k, v in old.items() if k != "previous"} if old is not None else "empty"
+            )
+        else:
+            self.manifest_out["previous"] = None
 
 
 _BUILT = frozenset({"customer_id", "order_date", "amount", "_order", "_order_key"})
@@ -779,8 +904,9 @@ class _StateLines:
         old = refresh.old
         self.refresh = refresh
         self.inner = inner
-        self.pairs = PairSet.open(refresh.sd.folder, old["files"]["orders"] if old else [])
-        self.nulls = KeySet.open(refresh.sd.folder, old["files"]["nulls"] if old else [])
+        with _reading(refresh.sd.folder):
+            self.pairs = PairSet.open(refresh.sd.folder, old["files"]["orders"] if old else [])
+            self.nulls = KeySet.open(refresh.sd.folder, old["files"]["nulls"] if old else [])
 
     def mark(self, codes: np.ndarray, oids: np.ndarray, flags: np.ndarray) -> None:
         self.inner.mark(codes, oids, flags)

@@ -209,7 +209,7 @@ def listed(folder: Path) -> set[str]:
 def _listed(m: dict[str, Any] | None) -> set[str]:
     """The files a manifest names (and the state before it, kept for a re-run of the last
     input: docs/refresh.md)."""
-    if m is None:
+    if not isinstance(m, dict):  # None, or "empty": the state before the first input
         return set()
     files = m["files"]
     names = _listed(m.get("previous"))
@@ -506,8 +506,7 @@ def test_a_file_applied_before_is_refused(tmp_path: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_the_last_file_applied_again(tmp_path: Path, fmt: str) -> None:
     """docs/refresh.md: the last input given again is a re-run from the state before it (the
-    same outputs, nothing counted twice); the brief's older rule: refused, nothing changed.
-    Either way its rows never count twice."""
+    same outputs, nothing counted twice)."""
     frame = history(7, 40)
     d1, d2, d3 = split(frame, [frame.height // 2, 3 * frame.height // 4])
     f1, f2, f3 = as_inputs([d1, d2, d3], fmt, tmp_path / "in")
@@ -516,24 +515,16 @@ def test_the_last_file_applied_again(tmp_path: Path, fmt: str) -> None:
     first = score_job(f2, state=state)
     want = score_job([str(f1), str(f2)])
     before = (state / "state.json").read_bytes()
+    assert before
     for _ in range(2):
-        try:
-            again = score_job(f2, state=state)
-        except DataError as exc:
-            assert "already" in str(exc) and one_line(str(exc))
-            assert (state / "state.json").read_bytes() == before
-        else:
-            assert_same(again, want)
-            assert again.state["inputs_applied"] == first.state["inputs_applied"] == 2
-            assert_only_listed(state)
+        again = score_job(f2, state=state)
+        assert_same(again, want)
+        assert again.state["inputs_applied"] == first.state["inputs_applied"] == 2
+        assert again.state["reapplied"]
+        assert_only_listed(state)
     copy = tmp_path / "in" / f"copy2.{fmt}"
     shutil.copyfile(f2, copy)  # the last one under another name: a re-run too (by content)
-    try:
-        again = score_job(copy, state=state)
-    except DataError as exc:
-        assert "already" in str(exc)
-    else:
-        assert_same(again, want)
+    assert_same(score_job(copy, state=state), want)
     got = score_job(f3, state=state)
     assert_same(got, score_job([str(f1), str(f2), str(f3)]))
     with pytest.raises(DataError, match="already"):  # no longer the last
@@ -541,8 +532,8 @@ def test_the_last_file_applied_again(tmp_path: Path, fmt: str) -> None:
 
 
 def test_the_last_file_again_after_an_aging_run(tmp_path: Path) -> None:
-    """The scoring date never goes back: a re-run of the last input after a run that aged the
-    state to a later date scores at that later date (or is refused)."""
+    """The scoring date never goes back: after a run that aged the state to a later date, the
+    last input is refused (a re-run from the state before it would undo the later date)."""
     frame = history(32, 40)
     d1, d2 = split(frame, [frame.height // 2])
     state = tmp_path / "s"
@@ -550,22 +541,21 @@ def test_the_last_file_again_after_an_aging_run(tmp_path: Path) -> None:
     score_job(d2, state=state)
     later = END + dt.timedelta(days=30)
     score_job(None, state=state, as_of=later)
-    try:
-        again = score_job(d2, state=state)
-    except DataError as exc:
-        assert one_line(str(exc))
-    else:
-        assert again.as_of == later
-        assert_same(again, score_job(frame, as_of=later))
-        got = score_job(None, state=state, as_of=later + dt.timedelta(days=1))
-        assert_same(got, score_job(frame, as_of=later + dt.timedelta(days=1)))
+    before = (state / "state.json").read_bytes()
+    with pytest.raises(DataError, match="already") as exc:
+        score_job(d2, state=state)
+    assert one_line(str(exc.value)) and "later scoring date" in str(exc.value)
+    assert (state / "state.json").read_bytes() == before
+    got = score_job(None, state=state, as_of=later + dt.timedelta(days=1))
+    assert_same(got, score_job(frame, as_of=later + dt.timedelta(days=1)))
 
 
 def test_the_same_frame_applied_twice_is_refused(tmp_path: Path) -> None:
     frame = history(9, 40)
     score_job(frame, state=tmp_path / "s")
+    score_job(history(10, 20, end=END + dt.timedelta(days=5), days=5), state=tmp_path / "s")
     before = (tmp_path / "s" / "state.json").read_bytes()
-    with pytest.raises(DataError, match="already"):
+    with pytest.raises(DataError, match="already"):  # not the last one applied
         score_job(frame.clone(), state=tmp_path / "s")
     assert (tmp_path / "s" / "state.json").read_bytes() == before
 
@@ -1282,19 +1272,15 @@ def test_datetime_timestamps(tmp_path: Path) -> None:
 
 
 def test_the_only_input_applied_again(tmp_path: Path) -> None:
-    """The first input is also "the last applied": given again it is either a re-run from the
-    empty state (docs/refresh.md) or refused with nothing changed; never counted twice."""
+    """The first input is also "the last applied": given again it is a re-run from the empty
+    state (docs/refresh.md: a retried first build), never counted twice."""
     frame = history(49, 40)
     s = tmp_path / "s"
     first = score_job(frame, state=s)
-    before = (s / "state.json").read_bytes()
-    try:
-        again = score_job(frame, state=s)
-    except DataError as exc:
-        assert "already" in str(exc) and one_line(str(exc))
-        assert (s / "state.json").read_bytes() == before
-    else:
-        assert_same(again, first)
+    again = score_job(frame, state=s)
+    assert_same(again, first)
+    assert again.state["inputs_applied"] == 1 and again.state["reapplied"]
+    assert_only_listed(s)
 
 
 def test_left_out_rows_dated_later_do_not_move_the_scoring_date(tmp_path: Path) -> None:
