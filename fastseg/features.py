@@ -139,6 +139,7 @@ class OrderAggregator:
                 self.offset = lo
                 capacity = span
         self.acc = new_accumulators(max(1, capacity), len(self.windows))
+        self._rows = rows
         #: distinct purchase days per customer, for the BTYD summary (only when asked for)
         self.days: Any = None
         if btyd:
@@ -411,9 +412,13 @@ class OrderAggregator:
             arrays["ids"] = self._names().to_arrow(compat_level=pl.CompatLevel.oldest())
         else:
             arrays["ids"] = self.encoder.uniques[:n].copy()
+            table = self.encoder.table()
+            if table is not None:
+                arrays["enc_keys"], arrays["enc_vals"] = table
+        from fastseg.kernels.aggregate import copy_records
+
         rec = np.empty(n, STATE_DTYPE)
-        for f in STATE_FIELDS:
-            rec[f] = self.acc[f][:n]
+        copy_records(self.acc, rec, to_acc=False)
         arrays["records"] = rec
         arrays["cat_hashes"] = self.categories.hashes
         pairs = (
@@ -449,7 +454,7 @@ class OrderAggregator:
         """Start from the state :meth:`export_state` saved (on a fresh aggregator made with no
         ``id_range``, with the ``btyd`` and ``top_category`` of the saved one): the same codes,
         records (window fields zero), categories and the rest."""
-        from fastseg.kernels.aggregate import grow_accumulators
+        from fastseg.kernels.aggregate import copy_records
         from fastseg.kernels.rules import CategoryRevenue
 
         n = int(record["customers"])
@@ -457,16 +462,26 @@ class OrderAggregator:
             ids = arrays["ids"]
             if record["ids"] == "text":
                 self.text_codes_arrow(ids)
+            elif "enc_keys" in arrays:  # the saved hash table: no id hashed again
+                from fastseg.kernels.encode import IdEncoder
+
+                self.id_dtype = pl.Int64()
+                self.encoder = IdEncoder.restore(
+                    np.asarray(ids, np.int64), arrays["enc_keys"], arrays["enc_vals"]
+                )
             else:
                 self.id_dtype = pl.Int64()
                 self.encoder.encode(np.ascontiguousarray(ids, np.int64))
             if self.encoder.n_unique != n:
                 msg = "OrderAggregator.load_state: the saved ids are not distinct"
                 raise DataError(msg)
-            self.acc = grow_accumulators(self.acc, n, in_place=True)
-            rec = arrays["records"]
-            for f in STATE_FIELDS:
-                self.acc[f][:n] = rec[f]
+            # the records in one allocation, room for this run's new customers: each page is
+            # written once (growing by doubling would copy and zero 100 bytes a customer again)
+            acc = np.zeros(n + max(_START_CUSTOMERS, self._rows or 0), self.acc.dtype)
+            acc["first_day"][n:] = np.iinfo(np.int32).max
+            acc["last_day"][n:] = np.iinfo(np.int32).min
+            copy_records(acc, np.ascontiguousarray(arrays["records"]), to_acc=True)
+            self.acc = acc
         elif record["ids"] == "text":
             self.id_dtype = pl.String()
         hashes = np.asarray(arrays["cat_hashes"], np.uint64)

@@ -638,10 +638,7 @@ class Refresh:
             with _reading(self.sd.folder):
                 table = _read_arrow(self.sd.path(entry["name"]))
             day = _np(table, "day")
-            live = day >= self.keep_since
-            n_live = int(live.sum())
-            if n_live < table.num_rows:
-                table = table.take(_arrow(np.flatnonzero(live).astype(np.int64)))
+            n_live = int(np.count_nonzero(day >= self.keep_since))  # older rows: in no window
             for name in rp.filter_cols:  # a column the rows of that run did not have: null
                 if name not in table.column_names:
                     table = table.append_column(name, pa.nulls(table.num_rows))
@@ -790,6 +787,8 @@ class Refresh:
             if n_live == 0:
                 continue
             if n_live < (1 - _REWRITE_SHARE) * entry["rows"]:
+                live = np.flatnonzero(_np(table, "day") >= self.keep_since)
+                table = table.take(_arrow(live.astype(np.int64)))
                 day = _np(table, "day")
                 name = _save_arrow(sd, "recent", table)
                 entry = {
@@ -801,6 +800,10 @@ class Refresh:
             recent.append(entry)
         if self.new_recent:
             table = pa.concat_tables(self.new_recent, promote_options="permissive")
+            # by customer, each customer's rows in the order applied (a stable sort): the next
+            # run adds each customer's windows up in that order, reading the records in order
+            by_code = np.argsort(_np(table, "code"), kind="stable")
+            table = table.take(_arrow(by_code.astype(np.int64)))
             day = _np(table, "day")
             name = _save_arrow(sd, "recent", table)
             recent.append(

@@ -24,6 +24,7 @@ __all__ = [
     "acc_dtype",
     "accumulate",
     "add_windows",
+    "copy_records",
     "aggregate_events",
     "compact_rows",
     "aggregate_orders",
@@ -411,6 +412,47 @@ def _windows_kernel(codes, day, amount, flags, since, acc):  # pragma: no cover 
                 break
             r.win_orders[w] += o
             r.win_revenue[w] += a
+
+
+@njit(cache=CACHE, nogil=True)
+def _records_kernel(acc, rec, to_acc):  # pragma: no cover - jitted
+    # one pass over both: the all-time fields of acc[i] from rec[i] (to_acc) or the reverse
+    for i in range(rec.shape[0]):
+        a = acc[i]
+        r = rec[i]
+        if to_acc:
+            a.first_day = r.first_day
+            a.last_day = r.last_day
+            a.orders = r.orders
+            a.refunds = r.refunds
+            a.discount_orders = r.discount_orders
+            a.monetary = r.monetary
+            a.gross = r.gross
+            a.refund_amount = r.refund_amount
+            a.cats = r.cats
+        else:
+            r.first_day = a.first_day
+            r.last_day = a.last_day
+            r.orders = a.orders
+            r.refunds = a.refunds
+            r.discount_orders = a.discount_orders
+            r.monetary = a.monetary
+            r.gross = a.gross
+            r.refund_amount = a.refund_amount
+            r.cats = a.cats
+
+
+def copy_records(acc: NDArray[np.void], rec: NDArray[np.void], *, to_acc: bool) -> None:
+    """Copy the all-time fields (those of ``rec``'s dtype,
+    :data:`fastseg.features.STATE_DTYPE`) between accumulators ``acc`` and saved records
+    ``rec`` — into ``acc[:len(rec)]`` when ``to_acc``, else out of it — in one pass (a field at
+    a time would pass over the records once per field)."""
+    names = ("first_day", "last_day", "orders", "refunds", "discount_orders", "monetary",
+             "gross", "refund_amount", "cats")  # fmt: skip
+    if tuple(rec.dtype.names or ()) != names or rec.shape[0] > acc.shape[0]:
+        msg = "copy_records: rec must be saved records no longer than acc"
+        raise ParameterError(msg)
+    _records_kernel(acc, rec, to_acc)
 
 
 def add_windows(
