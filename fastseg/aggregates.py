@@ -210,6 +210,25 @@ class RuleAggregates:
 
     # ------------------------------------------------------------------------- saved state
 
+    def renumber(self, rank: np.ndarray, order: np.ndarray) -> None:
+        """The customers' codes changed: old code ``c`` is now ``rank[c]`` (``order``: the old
+        code of each new one; :meth:`fastseg.features.OrderAggregator.renumber`)."""
+        from fastseg.kernels.rules import PairTable
+
+        n = rank.shape[0]
+        for s in self.specs:
+            for part in ("sum", "count", "bits"):
+                a = getattr(s, part)
+                if a is not None:
+                    a = _grown(a, n)
+                    a[:n] = a[:n][order]
+                    setattr(s, part, a)
+            if s.pairs is not None:
+                code, key, total = s.pairs.entries()
+                t = PairTable(max(n, 1), max(1 << 12, 2 * code.shape[0]))
+                t.add(rank[code], key, np.ones(code.shape[0], np.bool_), total)
+                s.pairs = t
+
     def export(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The state of the carried specs (:attr:`_Spec.carried`) and the value dictionaries,
         as arrays and a JSON-able record, for :meth:`load` in a later process."""

@@ -396,6 +396,55 @@ class OrderAggregator:
 
     # ------------------------------------------------------------------------- saved state
 
+    def renumber(self) -> np.ndarray | None:
+        """Give the customers coded so far new codes in ascending id order (before
+        :meth:`export_state` of a new state: a later :meth:`finish` then reads the records
+        nearly in order instead of at random — 2.6 s of 9M customers). Returns ``rank``, the
+        new code of each old one, for the caller's own code-indexed state; None when the codes
+        were in order already (or are offsets, which are)."""
+        from fastseg.kernels.days import PurchaseDays
+        from fastseg.kernels.encode import IdEncoder, TextIds
+        from fastseg.kernels.rules import CategoryRevenue
+
+        if self.offset is not None:
+            return None
+        n = self.encoder.n_unique
+        if self.id_dtype == pl.String:
+            names = self._names()
+            order = names.arg_sort().to_numpy().astype(np.int64)
+        else:
+            order = self.encoder.sort_order()
+        if n < 2 or bool((order[1:] > order[:-1]).all()):
+            return None
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        self.acc[:n] = self.acc[:n][order]
+        if self.id_dtype == pl.String:
+            text = TextIds()
+            _, bad = text.encode(names.gather(order).to_arrow(compat_level=pl.CompatLevel.oldest()))
+            assert bad < 0 and text.n_unique == n
+            self._text, self.encoder = text, text.encoder
+        else:
+            keys, vals = self.encoder.table()  # type: ignore[misc]
+            used = vals >= 0
+            vals = vals.copy()
+            vals[used] = rank[vals[used]].astype(np.int32)
+            self.encoder = IdEncoder.restore(self.encoder.uniques[order], keys, vals)
+        self._cat_pairs = [
+            df.with_columns(pl.Series("code", rank[df["code"].to_numpy().astype(np.int64)]))
+            for df in self._cat_pairs
+        ]
+        if self._cat_revenue is not None:
+            code, cat, total = self._cat_revenue.entries()
+            self._cat_revenue = CategoryRevenue(self.acc.shape[0])
+            self._cat_revenue.add(rank[code], cat, total)
+        if self.days is not None:
+            days = PurchaseDays(self.acc.shape[0])
+            days.merge(self.days, rank)
+            self.days = days
+        return rank
+
+
     def export_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Everything a later process needs to go on adding rows as if it were this one
         (:meth:`load_state`), before :meth:`finish`: the ids in code order, the records'

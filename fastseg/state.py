@@ -735,6 +735,25 @@ class Refresh:
         self.info["report"] = out
         return out
 
+    def _renumber(self, rp: Any) -> None:
+        """New codes in id order for the customers of a new state (:meth:`fastseg.features.
+        OrderAggregator.renumber`), applied to everything else the pass keyed by code: the
+        rule aggregates, the recent rows, the orders and customers counted."""
+        rank = rp.agg.renumber()
+        if rank is None:
+            return
+        n = rank.shape[0]
+        order = np.empty(n, np.int64)
+        order[rank] = np.arange(n)
+        if rp.rules:
+            rp.rules.renumber(rank, order)
+        for i, table in enumerate(self.new_recent):
+            codes = rank[_np(table, "code").astype(np.int64)].astype(np.int32)
+            at = table.column_names.index("code")
+            self.new_recent[i] = table.set_column(at, "code", _arrow(codes))
+        self.new_pairs = [(rank[a.astype(np.int64)], b) for a, b in self.new_pairs]
+        self.new_nulls = [rank[c.astype(np.int64)].astype(np.uint64) for c in self.new_nulls]
+
     def reset(self) -> None:
         """Forget what a pass collected (the rows are read again, for another scoring date)."""
         self.new_recent.clear()
@@ -753,6 +772,10 @@ class Refresh:
 
         sd, old = self.sd, self.old
         cumulative = self.cumulative(report, rp)
+        # a new state: its customers coded in id order, for good (not when the row hashes of
+        # the duplicate count hashed text ids' codes: a later run's hashes would differ)
+        if old is None and not (rp.want_dups and rp.agg.id_dtype == pl.String):
+            self._renumber(rp)
         arrays, rec = rp.agg.export_state()
         files: dict[str, Any] = {}
         ids = arrays.pop("ids")
