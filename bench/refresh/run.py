@@ -167,6 +167,9 @@ def git_state() -> dict[str, Any]:
 def measure(argv: list[str], logs: Path) -> dict[str, Any]:
     """Run ``argv`` as a fresh process: wall time spawn to exit, peak RSS, CPU, exit, stderr."""
     logs.mkdir(parents=True, exist_ok=True)
+    # dirty pages (a restored state copy: GBs at 1e8; earlier outputs) written back during the
+    # timed run would slow it: flush them first, untimed
+    os.sync()
     out, err = logs / "stdout.txt", logs / "stderr.txt"
     # the children run in the logs folder: `python -m fastseg` must not import a fastseg/ of
     # the current folder (a worktree of the repository) instead of the installed one
@@ -489,6 +492,7 @@ def main() -> int:
             "(python -I -S): wall time posix_spawn to wait4, peak RSS = ru_maxrss from wait4 "
             "(largest of the process tree); refresh: one untimed warm-up, then --repeat timed "
             "runs, the state restored with cp -a from a pristine copy before each (untimed); "
+            "os.sync() before every measured process (untimed); "
             "full recompute: --full-repeat runs, no warm-up (the state build warmed the page "
             "cache and the kernel cache); medians"
         ),
