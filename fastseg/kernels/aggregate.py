@@ -738,6 +738,15 @@ def _features_kernel(
         share[i] = r.discount_orders / max(n, 1)
 
 
+def _touched(shape: int | tuple[int, ...], dtype: type) -> NDArray:
+    """An array whose pages numpy has written already: fresh pages first touched inside a
+    kernel fault at ~1.5 GB/s here, by numpy's fill at ~7 GB/s (docs/PERF_NOTES: 9M customers'
+    feature columns, 1.4 GB, took 3.5 s instead of 0.7 s)."""
+    out = np.empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
 def feature_arrays(
     acc: NDArray[np.void], as_of_day: int, rows: NDArray[np.int64] | None = None
 ) -> dict[str, NDArray]:
@@ -759,13 +768,13 @@ def feature_arrays(
     n_win = acc.dtype["win_orders"].shape[0]
     i64 = ("frequency", "recency_days", "tenure_days", "refund_count")
     f64 = ("monetary", "refund_amount", "avg_days_between_orders", "aov", "discount_share")
-    out: dict[str, NDArray] = {k: np.empty(n, np.int64) for k in i64}
-    out |= {k: np.empty(n, np.float64) for k in f64}
-    out |= {k: np.empty(n, np.int32) for k in ("first_order_date", "last_order_date")}
-    out |= {k: np.empty(n, np.bool_) for k in ("valid", "several")}
-    out["categories"] = np.empty(n, np.int64)
-    out["win_orders"] = np.empty((n_win, n), np.int64)
-    out["win_revenue"] = np.empty((n_win, n), np.float64)
+    out: dict[str, NDArray] = {k: _touched(n, np.int64) for k in i64}
+    out |= {k: _touched(n, np.float64) for k in f64}
+    out |= {k: _touched(n, np.int32) for k in ("first_order_date", "last_order_date")}
+    out |= {k: _touched(n, np.bool_) for k in ("valid", "several")}
+    out["categories"] = _touched(n, np.int64)
+    out["win_orders"] = _touched((n_win, n), np.int64)
+    out["win_revenue"] = _touched((n_win, n), np.float64)
     _features_kernel(
         acc,
         rows,
