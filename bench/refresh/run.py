@@ -69,27 +69,6 @@ REFUND_DAYS = 60  # refunds are of purchases of the last REFUND_DAYS days of the
 SIZES = {"1e7": (10_000_000, 1_000_000), "1e8": (100_000_000, 10_000_000)}
 DEFAULT_DATA = Path("/work/data/bench-shapes")
 
-_LAUNCHER = r"""
-import json, os, sys, time
-spec = json.loads(sys.argv[1])
-w = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-actions = [
-    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 1, spec["stdout"], w, 0o644),
-    (os.POSIX_SPAWN_OPEN, 2, spec["stderr"], w, 0o644),
-]
-os.chdir(spec["cwd"])
-t0 = time.perf_counter()
-pid = os.posix_spawn(spec["argv"][0], spec["argv"], dict(os.environ), file_actions=actions)
-_, status, ru = os.wait4(pid, 0)
-wall = time.perf_counter() - t0
-scale = 1 if sys.platform == "darwin" else 1024
-print(json.dumps({"wall_s": wall, "peak_rss_bytes": ru.ru_maxrss * scale,
-                  "cpu_s": ru.ru_utime + ru.ru_stime,
-                  "exit": os.waitstatus_to_exitcode(status)}))
-"""
-
-
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -165,33 +144,20 @@ def git_state() -> dict[str, Any]:
 
 
 def measure(argv: list[str], logs: Path) -> dict[str, Any]:
-    """Run ``argv`` as a fresh process: wall time spawn to exit, peak RSS, CPU, exit, stderr."""
+    """Run ``argv`` as a fresh process (:func:`fastseg.bench.whole.measure_process`: wall time
+    spawn to exit, peak RSS, CPU, exit), with its standard error."""
+    from fastseg.bench.whole import measure_process
+
     logs.mkdir(parents=True, exist_ok=True)
     # dirty pages (a restored state copy: GBs at 1e8; earlier outputs) written back during the
     # timed run would slow it: flush them first, untimed
     os.sync()
-    out, err = logs / "stdout.txt", logs / "stderr.txt"
     # the children run in the logs folder: `python -m fastseg` must not import a fastseg/ of
     # the current folder (a worktree of the repository) instead of the installed one
-    spec = {"argv": argv, "stdout": str(out), "stderr": str(err), "cwd": str(logs)}
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"launcher failed: {done.stderr}")
-    raw = json.loads(done.stdout)
+    m = measure_process(argv, logs, cwd=logs)
+    raw: dict[str, Any] = m.as_dict()
     raw["command"] = " ".join(argv)
-    raw["stderr"] = err.read_text(errors="replace")[-20000:]
-    if raw["exit"] != 0:
-        lines = [ln.strip() for ln in raw["stderr"].splitlines() if ln.strip()]
-        raw["error"] = (
-            "killed (out of memory?)"
-            if raw["exit"] in (-9, 137)
-            else (lines[-1] if lines else f"exit {raw['exit']}")
-        )
+    raw["stderr"] = (logs / "stderr.txt").read_text(errors="replace")[-20000:]
     return raw
 
 

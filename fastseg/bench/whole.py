@@ -460,6 +460,8 @@ actions = [
     (os.POSIX_SPAWN_OPEN, 1, spec["stdout"], w, 0o644),
     (os.POSIX_SPAWN_OPEN, 2, spec["stderr"], w, 0o644),
 ]
+if spec.get("cwd"):
+    os.chdir(spec["cwd"])
 t0 = time.perf_counter()
 pid = os.posix_spawn(spec["argv"][0], spec["argv"], dict(os.environ), file_actions=actions)
 _, status, ru = os.wait4(pid, 0)
@@ -492,7 +494,9 @@ class Measurement:
         }
 
 
-def measure_process(argv: Sequence[str], log_dir: str | os.PathLike[str]) -> Measurement:
+def measure_process(
+    argv: Sequence[str], log_dir: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None
+) -> Measurement:
     """Run ``argv`` (``argv[0]`` a full path) as a fresh process and measure it.
 
     The process is spawned by a small launcher interpreter, which times it from ``posix_spawn``
@@ -507,6 +511,8 @@ def measure_process(argv: Sequence[str], log_dir: str | os.PathLike[str]) -> Mea
     log.mkdir(parents=True, exist_ok=True)
     out, err = log / "stdout.txt", log / "stderr.txt"
     spec = {"argv": list(argv), "stdout": str(out), "stderr": str(err)}
+    if cwd is not None:  # the process's working folder (None: this one's)
+        spec["cwd"] = str(cwd)
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec)],
         capture_output=True,

@@ -132,6 +132,12 @@ def accumulate(r, d, a, flags, k, since):  # pragma: no cover - jitted
         r.refunds += 1
         r.refund_amount -= a
     r.monetary += a
+    add_to_windows(r, d, a, o, since)
+
+
+@njit(cache=CACHE, inline="always")
+def add_to_windows(r, d, a, o, since):  # pragma: no cover - jitted
+    """Add one row (day ``d``, amount ``a``, order count ``o``) to record ``r``'s windows."""
     # windows are nested (sorted ascending by length): test the widest first, usually false
     for w in range(since.shape[0] - 1, -1, -1):
         if d < since[w]:
@@ -403,15 +409,9 @@ def _merge_kernel(acc, src, into, lut):  # pragma: no cover - jitted
 @njit(cache=CACHE, nogil=True)
 def _windows_kernel(codes, day, amount, flags, since, acc):  # pragma: no cover - jitted
     for i in range(codes.shape[0]):
-        r = acc[codes[i]]
-        d = day[i]
         a = amount[i]
         o = np.int32(flags[i] & 1) if a >= 0.0 else np.int32(0)
-        for w in range(since.shape[0] - 1, -1, -1):
-            if d < since[w]:
-                break
-            r.win_orders[w] += o
-            r.win_revenue[w] += a
+        add_to_windows(acc[codes[i]], day[i], a, o, since)
 
 
 @njit(cache=CACHE, nogil=True)
