@@ -444,11 +444,10 @@ class OrderAggregator:
             self.days = days
         return rank
 
-
     def export_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Everything a later process needs to go on adding rows as if it were this one
         (:meth:`load_state`), before :meth:`finish`: the ids in code order, the records'
-        all-time fields (:data:`STATE_FIELDS`; the windows are the caller's: they age), the
+        all-time fields (:data:`fastseg.kernels.aggregate.STATE_FIELDS`; the windows are the caller's: they age), the
         category codes and names, and the ``top_category`` and purchase-day state when kept.
         Returns ``(arrays, record)``: numpy arrays (the text ids as an Arrow array) and a
         JSON-able record."""
@@ -464,7 +463,7 @@ class OrderAggregator:
             table = self.encoder.table()
             if table is not None:
                 arrays["enc_keys"], arrays["enc_vals"] = table
-        from fastseg.kernels.aggregate import copy_records
+        from fastseg.kernels.aggregate import STATE_DTYPE, copy_records
 
         rec = np.empty(n, STATE_DTYPE)
         copy_records(self.acc, rec, to_acc=False)
@@ -663,18 +662,6 @@ class OrderAggregator:
                 np.add.at(distinct, at, extra["len"].to_numpy().astype(np.int64))
         return _features_frame(ids, f, distinct, self.has_discount, self.windows, top)
 
-
-#: the record fields a saved state keeps (:meth:`OrderAggregator.export_state`): all but the
-#: trailing windows, which a later scoring date moves
-STATE_FIELDS = (
-    "first_day", "last_day", "orders", "refunds", "discount_orders", "monetary", "gross",
-    "refund_amount", "cats",
-)  # fmt: skip
-STATE_DTYPE = np.dtype(
-    [(f, np.int32) for f in STATE_FIELDS[:5]]
-    + [(f, np.float64) for f in STATE_FIELDS[5:8]]
-    + [("cats", np.uint64)]
-)
 
 #: the BTYD summary a run computes when predictions are asked for (docs/predict.md): repeat
 #: purchase days, days from the first to the last purchase day, days from the first purchase

@@ -456,7 +456,7 @@ class _RowPass:
                 span = max(1 << 20, 4 * self.stats.n)  # a table no larger than the rows
                 self._lines = OrderLines(*(self.stats.oid_range or (None, None)), max_span=span)
                 if self.refresh is not None:
-                    self._lines = self.refresh.lines(self._lines, True)
+                    self._lines = self.refresh.lines(self._lines)
             return self._lines
         if whole and increasing:
             return None
@@ -546,7 +546,7 @@ class _RowPass:
         )
         if self.refresh is not None and codes is not None:
             usable = np.flatnonzero(b.reasons[:n] < 0)
-            self.refresh.keep_rows(self, codes, table, usable, n)
+            self.refresh.keep_rows(self, codes, table, usable)
         if self.rules and codes is not None:
             self.rules.add(
                 codes,

@@ -12,7 +12,7 @@ written, and a file no manifest names is removed by the next run):
     exact duplicates over all of them, and the names of the files below.
 ``customers-*.npy``, ``ids-*``
     per customer, in code order: the id and the all-time accumulator fields
-    (:data:`fastseg.features.STATE_FIELDS`); ``extra-*.npz``: categories, ``top_category`` and
+    (:data:`fastseg.kernels.aggregate.STATE_FIELDS`); ``extra-*.npz``: categories, ``top_category`` and
     purchase-day state, the carried rule aggregates.
 ``recent-*.arrow``
     the usable rows of the last ``keep_days`` days (customer code, day, amount, order flag,
@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fastseg.config import EPOCH
 from fastseg.errors import DataError, InputError, ParameterError
 
 __all__ = ["MANIFEST", "StateInfo", "state_info"]
@@ -72,11 +71,9 @@ def _reading(folder: Path) -> Iterator[None]:
     except (OSError, ValueError, ParameterError, KeyError) as exc:
         name = getattr(exc, "filename", None)
         what = f"its file {Path(name).name}" if name else "a file it names"
-        reason = (
-            getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-            if str(exc)
-            else type(exc).__name__
-        )
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        reason = getattr(exc, "strerror", None) or first
         raise _rebuild(folder, f"{what} cannot be read ({reason})") from None
 
 
@@ -666,12 +663,12 @@ class Refresh:
 
     # ------------------------------------------------------------------- during the pass
 
-    def lines(self, inner: Any, with_ids: bool) -> Any:
+    def lines(self, inner: Any) -> Any:
         """The order-lines check of the pass: lines of an order counted before (this run or
         any earlier one) are lines, not orders."""
         return _StateLines(self, inner)
 
-    def keep_rows(self, rp: Any, codes: np.ndarray, table: Any, usable: np.ndarray, n: int) -> None:
+    def keep_rows(self, rp: Any, codes: np.ndarray, table: Any, usable: np.ndarray) -> None:
         """Keep the usable rows of a batch dated in the last ``keep_days`` days."""
         import pyarrow as pa
 
@@ -1013,6 +1010,3 @@ def check_keep_days(value: int | None) -> int | None:
         msg = f"keep_days: expected a whole number of days from 0 to 36,600, got {value!r}"
         raise ParameterError(msg)
     return value
-
-
-_ = EPOCH  # day numbers are days since EPOCH throughout

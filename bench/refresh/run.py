@@ -69,6 +69,7 @@ REFUND_DAYS = 60  # refunds are of purchases of the last REFUND_DAYS days of the
 SIZES = {"1e7": (10_000_000, 1_000_000), "1e8": (100_000_000, 10_000_000)}
 DEFAULT_DATA = Path("/work/data/bench-shapes")
 
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -118,26 +119,9 @@ def git_state() -> dict[str, Any]:
         text=True,
         cwd=tempfile.gettempdir(),
     )
-    where = Path(r.stdout.strip()).resolve().parent
-    out: dict[str, Any] = {"fastseg_path": str(where)}
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out["git_commit"] = head.stdout.strip()
-        st = subprocess.run(
-            ["git", "-C", str(where), "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out["git_modified"] = [ln[3:] for ln in st.stdout.splitlines() if ln.strip()]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return out
+    from fastseg.bench.whole import _git_state
+
+    return _git_state(Path(r.stdout.strip()).resolve().parent)
 
 
 # ----------------------------------------------------------------------------------- processes

@@ -746,11 +746,12 @@ def _ratios(contenders: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _git_state() -> dict[str, Any]:
-    """The commit of the fastseg source measured, and its modified files (when in a checkout)."""
+def _git_state(where: Path | None = None) -> dict[str, Any]:
+    """The commit of the fastseg source measured (``where``: its package folder; None: this
+    process's), and its modified files (when in a checkout)."""
     import fastseg
 
-    where = Path(fastseg.__file__).resolve().parent
+    where = Path(fastseg.__file__).resolve().parent if where is None else where
     out: dict[str, Any] = {"fastseg_path": str(where)}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         head = subprocess.run(

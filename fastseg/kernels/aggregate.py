@@ -25,6 +25,8 @@ __all__ = [
     "accumulate",
     "add_windows",
     "copy_records",
+    "STATE_DTYPE",
+    "STATE_FIELDS",
     "aggregate_events",
     "compact_rows",
     "aggregate_orders",
@@ -442,14 +444,24 @@ def _records_kernel(acc, rec, to_acc):  # pragma: no cover - jitted
             r.cats = a.cats
 
 
+#: the record fields a saved state keeps (:meth:`fastseg.features.OrderAggregator.
+#: export_state`): all but the trailing windows, which a later scoring date moves
+STATE_FIELDS = (
+    "first_day", "last_day", "orders", "refunds", "discount_orders", "monetary", "gross",
+    "refund_amount", "cats",
+)  # fmt: skip
+STATE_DTYPE = np.dtype(
+    [(f, np.int32) for f in STATE_FIELDS[:5]]
+    + [(f, np.float64) for f in STATE_FIELDS[5:8]]
+    + [("cats", np.uint64)]
+)
+
+
 def copy_records(acc: NDArray[np.void], rec: NDArray[np.void], *, to_acc: bool) -> None:
-    """Copy the all-time fields (those of ``rec``'s dtype,
-    :data:`fastseg.features.STATE_DTYPE`) between accumulators ``acc`` and saved records
-    ``rec`` — into ``acc[:len(rec)]`` when ``to_acc``, else out of it — in one pass (a field at
-    a time would pass over the records once per field)."""
-    names = ("first_day", "last_day", "orders", "refunds", "discount_orders", "monetary",
-             "gross", "refund_amount", "cats")  # fmt: skip
-    if tuple(rec.dtype.names or ()) != names or rec.shape[0] > acc.shape[0]:
+    """Copy the all-time fields (:data:`STATE_DTYPE`) between accumulators ``acc`` and saved
+    records ``rec`` — into ``acc[:len(rec)]`` when ``to_acc``, else out of it — in one pass (a
+    field at a time would pass over the records once per field)."""
+    if rec.dtype != STATE_DTYPE or rec.shape[0] > acc.shape[0]:
         msg = "copy_records: rec must be saved records no longer than acc"
         raise ParameterError(msg)
     _records_kernel(acc, rec, to_acc)
